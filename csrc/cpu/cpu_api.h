@@ -1,0 +1,85 @@
+// The contract between the baseline code (dispatch, bindings) and the kernels
+// compiled once per instruction set. Only plain types live here: every ISA's
+// translation unit fills the same table of function pointers, and dispatch.cpp
+// picks one table at run time.
+#pragma once
+
+#include <cstdint>
+
+namespace nnfuse {
+
+enum class DType : int32_t { float32 = 0, float64 = 1, float16 = 2, bfloat16 = 3 };
+
+// Activation functors, in the order of the Python op table (nnfuse/_optable.py).
+enum class ActOp : int32_t {
+  sigmoid,
+  tanh,
+  relu,
+  leaky_relu,
+  elu,
+  selu,
+  celu,
+  gelu,
+  gelu_tanh,
+  silu,
+  mish,
+  relu6,
+  hardtanh,
+  hardsigmoid,
+  hardswish,
+  softplus,
+  softsign,
+  logsigmoid,
+  count
+};
+
+enum class ActDirection : int32_t { forward = 0, backward_from_x = 1, backward_from_y = 2 };
+
+// One elementwise activation over elements [begin, end). `in` is x (forward,
+// backward_from_x) or y (backward_from_y); `grad` is unused by the forward.
+struct ActRange {
+  ActOp op;
+  ActDirection direction;
+  DType dtype;
+  const void* in;
+  const void* grad;
+  void* out;
+  double p0, p1;
+};
+
+// PReLU over a tensor viewed as rows of (channels, inner) elements; weight has
+// `channels` elements. With one shared weight (channels == 1) the data is cut
+// into fixed-size rows of `inner` elements and the last row may be short, so
+// `total` (the element count) bounds every row.
+struct PreluRange {
+  DType dtype;
+  int64_t total;
+  const void* x;
+  const void* grad;     // backward only
+  const void* weight;
+  void* out;            // y (forward) or grad_x (backward)
+  double* weight_grad_partial;  // backward: `channels` doubles for the row range
+  int64_t channels, inner;
+};
+
+// rrelu in training mode: element i's slope comes from Philox(seed, offset, i).
+struct RreluRange {
+  DType dtype;
+  const void* x;
+  const void* grad;     // nullptr: forward
+  void* out;
+  double lower, upper;
+  uint64_t seed, offset;
+};
+
+struct CpuKernelTable {
+  const char* isa_name;
+  // Does the activation `op` support backward_from_y?
+  bool (*activation_has_bwd_from_y)(ActOp op);
+  void (*activation)(const ActRange& r, int64_t begin, int64_t end);
+  void (*prelu_forward)(const PreluRange& r, int64_t row_begin, int64_t row_end);
+  void (*prelu_backward)(const PreluRange& r, int64_t row_begin, int64_t row_end);
+  void (*rrelu_training)(const RreluRange& r, int64_t begin, int64_t end);
+};
+
+}  // namespace nnfuse

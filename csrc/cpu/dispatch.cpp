@@ -1,0 +1,178 @@
+#include "cpu/dispatch.h"
+
+#include <cpuid.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace nnfuse {
+namespace isa_scalar {
+const CpuKernelTable& cpu_kernel_table();
+}
+namespace isa_avx2 {
+const CpuKernelTable& cpu_kernel_table();
+}
+namespace isa_avx512 {
+const CpuKernelTable& cpu_kernel_table();
+}
+
+namespace {
+
+enum IsaLevel { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* const kIsaNames[] = {"scalar", "avx2", "avx512"};
+
+uint64_t read_xcr0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+// The best level this CPU and OS support: CPUID feature bits, and XCR0 bits
+// saying the OS saves the YMM (bits 1-2) and opmask/ZMM (bits 5-7) state.
+int detect_level() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return kScalar;
+  bool osxsave = ecx & (1u << 27), avx = ecx & (1u << 28), fma = ecx & (1u << 12), f16c = ecx & (1u << 29);
+  if (!(osxsave && avx && fma && f16c)) return kScalar;
+  uint64_t xcr0 = read_xcr0();
+  if ((xcr0 & 0x6) != 0x6) return kScalar;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return kScalar;
+  bool avx2 = ebx & (1u << 5);
+  if (!avx2) return kScalar;
+  bool avx512 = (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
+  if (avx512 && (xcr0 & 0xe0) == 0xe0) return kAvx512;
+  return kAvx2;
+}
+
+const CpuKernelTable& table_for(int level) {
+  switch (level) {
+    case kAvx512: return isa_avx512::cpu_kernel_table();
+    case kAvx2: return isa_avx2::cpu_kernel_table();
+    default: return isa_scalar::cpu_kernel_table();
+  }
+}
+
+int level_of(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kIsaNames[i]) return i;
+  return -1;
+}
+
+int supported_level() {
+  static const int level = detect_level();
+  return level;
+}
+
+std::atomic<int> g_level{-1};
+
+void check_runnable(const std::string& name, int level, const char* source) {
+  if (level < 0)
+    throw std::invalid_argument(std::string(source) + ": unknown CPU ISA '" + name +
+                                "' (expected one of: scalar, avx2, avx512)");
+  if (level > supported_level())
+    throw std::invalid_argument(std::string(source) + ": this CPU cannot run ISA '" + name +
+                                "' (best supported: " + kIsaNames[supported_level()] + ")");
+}
+
+int active_level() {
+  int level = g_level.load(std::memory_order_acquire);
+  if (level >= 0) return level;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int chosen = supported_level();
+    if (const char* env = std::getenv("NNFUSE_CPU_ISA"); env && *env) {
+      chosen = level_of(env);
+      check_runnable(env, chosen, "NNFUSE_CPU_ISA");
+    }
+    int expected = -1;
+    g_level.compare_exchange_strong(expected, chosen);
+  });
+  return g_level.load(std::memory_order_acquire);
+}
+
+// Elementwise work per thread below which waking another thread costs more
+// than it saves (32K elements: ~10 us of single-core work against a few us of
+// wake-up latency).
+constexpr int64_t kElementwiseMinChunk = 1 << 15;
+// Chunk boundaries on 64 elements keep every chunk's stores cache-line aligned
+// for 4-byte and wider types.
+constexpr int64_t kChunkAlign = 64;
+// PReLU's weight-gradient blocks hold at least this many elements; blocks are
+// fixed by the shape alone, so the reduction is the same for any thread count.
+constexpr int64_t kPreluBlockElements = 1 << 16;
+
+}  // namespace
+
+std::vector<std::string> compiled_isas() { return {"scalar", "avx2", "avx512"}; }
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (int i = 0; i <= supported_level(); ++i) out.emplace_back(kIsaNames[i]);
+  return out;
+}
+
+std::string current_isa() { return kIsaNames[active_level()]; }
+
+void set_cpu_isa(const std::string& name) {
+  int level = level_of(name);
+  check_runnable(name, level, "set_cpu_isa");
+  active_level();  // resolve the environment first so it cannot override this call later
+  g_level.store(level, std::memory_order_release);
+}
+
+const CpuKernelTable& kernels() { return table_for(active_level()); }
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::float32: return 4;
+    case DType::float64: return 8;
+    case DType::float16:
+    case DType::bfloat16: return 2;
+  }
+  return 0;
+}
+
+void run_activation(const ActRange& r, int64_t n) {
+  const CpuKernelTable& table = kernels();
+  parallel_for(n, kElementwiseMinChunk, kChunkAlign,
+               [&](int64_t begin, int64_t end) { table.activation(r, begin, end); });
+}
+
+void run_rrelu_training(const RreluRange& r, int64_t n) {
+  const CpuKernelTable& table = kernels();
+  parallel_for(n, kElementwiseMinChunk, kChunkAlign,
+               [&](int64_t begin, int64_t end) { table.rrelu_training(r, begin, end); });
+}
+
+void run_prelu_forward(PreluRange r, int64_t rows) {
+  const CpuKernelTable& table = kernels();
+  int64_t row_size = r.channels * r.inner;
+  int64_t min_rows = std::max<int64_t>(1, kElementwiseMinChunk / std::max<int64_t>(1, row_size));
+  parallel_for(rows, min_rows, 1, [&](int64_t begin, int64_t end) { table.prelu_forward(r, begin, end); });
+}
+
+void run_prelu_backward(PreluRange r, int64_t rows, double* weight_grad) {
+  const CpuKernelTable& table = kernels();
+  int64_t row_size = std::max<int64_t>(1, r.channels * r.inner);
+  int64_t rows_per_block = std::max<int64_t>(1, kPreluBlockElements / row_size);
+  int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  std::vector<double> partials(static_cast<size_t>(blocks * r.channels), 0.0);
+  parallel_for(blocks, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      PreluRange block = r;
+      block.weight_grad_partial = partials.data() + b * r.channels;
+      int64_t row_end = std::min(rows, (b + 1) * rows_per_block);
+      table.prelu_backward(block, b * rows_per_block, row_end);
+    }
+  });
+  for (int64_t c = 0; c < r.channels; ++c) weight_grad[c] = 0.0;
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t c = 0; c < r.channels; ++c) weight_grad[c] += partials[static_cast<size_t>(b * r.channels + c)];
+}
+
+}  // namespace nnfuse

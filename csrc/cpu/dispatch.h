@@ -1,0 +1,32 @@
+// Run-time choice of the CPU kernel table, and the threaded entry points the
+// bindings call. Compiled with baseline flags: runs on any x86-64.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_api.h"
+
+namespace nnfuse {
+
+// ISAs compiled into this build, in increasing order: "scalar", "avx2", "avx512".
+std::vector<std::string> compiled_isas();
+// Those this CPU and OS can run.
+std::vector<std::string> supported_isas();
+// The ISA the kernels use now: the best supported one, or NNFUSE_CPU_ISA, or
+// the last set_cpu_isa().
+std::string current_isa();
+// Throws std::invalid_argument naming the ISA if it is unknown or unsupported.
+void set_cpu_isa(const std::string& name);
+const CpuKernelTable& kernels();
+
+size_t dtype_size(DType dtype);
+
+void run_activation(const ActRange& r, int64_t n);
+void run_prelu_forward(PreluRange r, int64_t rows);
+// weight_grad receives `channels` doubles, the same bits for every thread count.
+void run_prelu_backward(PreluRange r, int64_t rows, double* weight_grad);
+void run_rrelu_training(const RreluRange& r, int64_t n);
+
+}  // namespace nnfuse

@@ -1,0 +1,237 @@
+// Activation kernels. The build compiles this file once per instruction set;
+// the math comes from the functors in nnfuse/ops/activations.h, written once.
+#include "cpu/kernels/isa.h"
+#include "nnfuse/common/philox.h"
+#include "nnfuse/ops/activations.h"
+
+NNF_NS_BEGIN
+
+namespace {
+
+// Calls f(Op{}) with the functor of `op`.
+template <class F>
+void with_activation(ActOp op, F&& f) {
+  switch (op) {
+    case ActOp::sigmoid: f(Sigmoid{}); break;
+    case ActOp::tanh: f(Tanh{}); break;
+    case ActOp::relu: f(Relu{}); break;
+    case ActOp::leaky_relu: f(LeakyRelu{}); break;
+    case ActOp::elu: f(Elu{}); break;
+    case ActOp::selu: f(Selu{}); break;
+    case ActOp::celu: f(Celu{}); break;
+    case ActOp::gelu: f(Gelu{}); break;
+    case ActOp::gelu_tanh: f(GeluTanh{}); break;
+    case ActOp::silu: f(Silu{}); break;
+    case ActOp::mish: f(Mish{}); break;
+    case ActOp::relu6: f(Relu6{}); break;
+    case ActOp::hardtanh: f(Hardtanh{}); break;
+    case ActOp::hardsigmoid: f(Hardsigmoid{}); break;
+    case ActOp::hardswish: f(Hardswish{}); break;
+    case ActOp::softplus: f(Softplus{}); break;
+    case ActOp::softsign: f(Softsign{}); break;
+    case ActOp::logsigmoid: f(Logsigmoid{}); break;
+    case ActOp::count: break;
+  }
+}
+
+bool has_bwd_from_y(ActOp op) {
+  bool result = false;
+  with_activation(op, [&](auto functor) { result = decltype(functor)::has_bwd_from_y; });
+  return result;
+}
+
+template <class Op, class T>
+void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  const ActArgs<V> args{V(static_cast<S>(r.p0)), V(static_cast<S>(r.p1))};
+  const int64_t n = end - begin;
+  const T* in = static_cast<const T*>(r.in) + begin;
+  T* out = static_cast<T*>(r.out) + begin;
+  if (r.direction == ActDirection::forward) {
+    map_unary(in, out, n, [&](V x) { return Op::fwd(x, args); });
+    return;
+  }
+  const T* grad = static_cast<const T*>(r.grad) + begin;
+  if (r.direction == ActDirection::backward_from_x) {
+    map_binary(grad, in, out, n, [&](V g, V x) { return Op::bwd(g, x, args); });
+  } else if constexpr (Op::has_bwd_from_y) {
+    map_binary(grad, in, out, n, [&](V g, V y) { return Op::bwd_from_y(g, y, args); });
+  }
+}
+
+void activation(const ActRange& r, int64_t begin, int64_t end) {
+  with_activation(r.op, [&](auto functor) {
+    using Op = decltype(functor);
+    dispatch_dtype(r.dtype, [&](auto tag) { activation_typed<Op, typename decltype(tag)::type>(r, begin, end); });
+  });
+}
+
+// ---- PReLU: leaky ReLU whose slope is the channel's weight --------------------
+
+// Elements of row `row`: the row holds channels*inner elements, the last one
+// may be short (a single shared weight is processed in fixed-size rows).
+inline int64_t row_length(const PreluRange& r, int64_t total, int64_t row) {
+  int64_t row_size = r.channels * r.inner;
+  int64_t start = row * row_size;
+  return start + row_size <= total ? row_size : total - start;
+}
+
+template <class T>
+void prelu_forward_typed(const PreluRange& r, int64_t total, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  const T* weight = static_cast<const T*>(r.weight);
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    int64_t offset = row * r.channels * r.inner;
+    int64_t length = row_length(r, total, row);
+    const T* x = static_cast<const T*>(r.x) + offset;
+    T* y = static_cast<T*>(r.out) + offset;
+    if (r.inner == 1) {
+      // Channels are contiguous: the slope varies lane by lane.
+      map_binary(x, weight, y, length, [](V xv, V w) { return LeakyRelu::fwd(xv, ActArgs<V>{w, w}); });
+      continue;
+    }
+    for (int64_t c = 0; c * r.inner < length; ++c) {
+      V w(static_cast<S>(to_float(weight[r.channels == 1 ? 0 : c])));
+      const ActArgs<V> args{w, w};
+      int64_t seg = length - c * r.inner < r.inner ? length - c * r.inner : r.inner;
+      map_unary(x + c * r.inner, y + c * r.inner, seg, [&](V xv) { return LeakyRelu::fwd(xv, args); });
+    }
+  }
+}
+
+// Sums the lanes of v in lane order, in double.
+template <class V>
+double sum_lanes(V v) {
+  using S = scalar_t<V>;
+  S lanes[kLanes<V>];
+  if constexpr (kLanes<V> == 1) {
+    lanes[0] = v;
+  } else {
+    vstore(lanes, v);
+  }
+  double sum = 0.0;
+  for (int i = 0; i < kLanes<V>; ++i) sum += static_cast<double>(lanes[i]);
+  return sum;
+}
+
+// Sum of prelu_weight_grad(g, x) over n elements with slope w; gx written.
+// Accumulates in a vector of the compute type for up to kBlock elements, then
+// adds the lanes into a double: the order depends only on n, never on threads.
+template <class T>
+double prelu_backward_segment(const T* g, const T* x, T* gx, int64_t n, scalar_t<vec_for_t<T>> w) {
+  using V = vec_for_t<T>;
+  constexpr int L = kLanes<V>;
+  constexpr int64_t kBlock = 1024;
+  const ActArgs<V> args{V(w), V(w)};
+  double total = 0.0;
+  for (int64_t start = 0; start < n; start += kBlock) {
+    int64_t stop = start + kBlock < n ? start + kBlock : n;
+    V acc(0);
+    int64_t i = start;
+    for (; i + L <= stop; i += L) {
+      V gv = vload(g + i), xv = vload(x + i);
+      vstore(gx + i, LeakyRelu::bwd(gv, xv, args));
+      acc = acc + LeakyRelu::prelu_weight_grad(gv, xv);
+    }
+    if constexpr (L > 1) {
+      if (i < stop) {
+        int rest = static_cast<int>(stop - i);
+        V gv = vload_partial(g + i, rest), xv = vload_partial(x + i, rest);
+        vstore_partial(gx + i, LeakyRelu::bwd(gv, xv, args), rest);
+        acc = acc + LeakyRelu::prelu_weight_grad(gv, xv);  // padded lanes contribute 0*0
+      }
+    }
+    total += sum_lanes(acc);
+  }
+  return total;
+}
+
+template <class T>
+void prelu_backward_typed(const PreluRange& r, int64_t total, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  const T* weight = static_cast<const T*>(r.weight);
+  int64_t weights = r.channels;
+  for (int64_t c = 0; c < weights; ++c) r.weight_grad_partial[c] = 0.0;
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    int64_t offset = row * r.channels * r.inner;
+    int64_t length = row_length(r, total, row);
+    const T* x = static_cast<const T*>(r.x) + offset;
+    const T* g = static_cast<const T*>(r.grad) + offset;
+    T* gx = static_cast<T*>(r.out) + offset;
+    if (r.inner == 1 && r.channels > 1) {
+      for (int64_t c = 0; c < length; ++c) {
+        S w = static_cast<S>(to_float(weight[c]));
+        r.weight_grad_partial[c] += prelu_backward_segment<T>(g + c, x + c, gx + c, 1, w);
+      }
+      continue;
+    }
+    for (int64_t c = 0; c * r.inner < length; ++c) {
+      int64_t channel = r.channels == 1 ? 0 : c;
+      S w = static_cast<S>(to_float(weight[channel]));
+      int64_t seg = length - c * r.inner < r.inner ? length - c * r.inner : r.inner;
+      r.weight_grad_partial[channel] +=
+          prelu_backward_segment<T>(g + c * r.inner, x + c * r.inner, gx + c * r.inner, seg, w);
+    }
+  }
+}
+
+// ---- rrelu in training mode: per-element slopes from Philox -------------------
+
+template <class T>
+void rrelu_training_typed(const RreluRange& r, int64_t begin, int64_t end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  constexpr int L = kLanes<V>;
+  const S lower = static_cast<S>(r.lower);
+  const S width = static_cast<S>(r.upper) - static_cast<S>(r.lower);
+  const T* x = static_cast<const T*>(r.x);
+  const T* g = static_cast<const T*>(r.grad);
+  T* out = static_cast<T*>(r.out);
+  S slopes[L];
+  for (int64_t i = begin; i < end; i += L) {
+    int rest = end - i < L ? static_cast<int>(end - i) : L;
+    for (int lane = 0; lane < L; ++lane) {
+      S u = static_cast<S>(philox_uniform_float(r.seed, r.offset, static_cast<uint64_t>(i + lane)));
+      slopes[lane] = fma(u, width, lower);
+    }
+    V slope;
+    if constexpr (L == 1) {
+      slope = slopes[0];
+    } else {
+      slope = vload(slopes);
+    }
+    const ActArgs<V> args{slope, slope};
+    if (rest == L) {
+      vstore(out + i, g ? LeakyRelu::bwd(vload(g + i), vload(x + i), args) : LeakyRelu::fwd(vload(x + i), args));
+    } else if constexpr (L > 1) {
+      V xv = vload_partial(x + i, rest);
+      V result = g ? LeakyRelu::bwd(vload_partial(g + i, rest), xv, args) : LeakyRelu::fwd(xv, args);
+      vstore_partial(out + i, result, rest);
+    }
+  }
+}
+
+}  // namespace
+
+const CpuKernelTable& cpu_kernel_table() {
+  static constexpr CpuKernelTable table = {
+      kIsaName,
+      has_bwd_from_y,
+      activation,
+      [](const PreluRange& r, int64_t b, int64_t e) {
+        dispatch_dtype(r.dtype, [&](auto tag) { prelu_forward_typed<typename decltype(tag)::type>(r, r.total, b, e); });
+      },
+      [](const PreluRange& r, int64_t b, int64_t e) {
+        dispatch_dtype(r.dtype, [&](auto tag) { prelu_backward_typed<typename decltype(tag)::type>(r, r.total, b, e); });
+      },
+      [](const RreluRange& r, int64_t b, int64_t e) {
+        dispatch_dtype(r.dtype, [&](auto tag) { rrelu_training_typed<typename decltype(tag)::type>(r, b, e); });
+      },
+  };
+  return table;
+}
+
+NNF_NS_END

@@ -1,0 +1,28 @@
+// A small persistent thread pool. Work is cut into contiguous chunks; which
+// thread runs a chunk never changes a result, because elementwise kernels do
+// not depend on chunk boundaries and reductions use fixed blocks (see
+// dispatch.cpp) whose partial results are combined in block order.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+namespace nnfuse {
+
+int get_num_threads();
+// n <= 0 restores the default (the number of cores the process may use).
+void set_num_threads(int n);
+int default_num_threads();
+
+// Runs fn(ctx, begin, end) over [0, n) in at most get_num_threads() chunks of
+// at least `min_chunk` items each (chunk boundaries multiples of `align`). The
+// calling thread runs the first chunk and returns when all chunks are done.
+void parallel_for(int64_t n, int64_t min_chunk, int64_t align, void (*fn)(void*, int64_t, int64_t), void* ctx);
+
+template <class F>
+void parallel_for(int64_t n, int64_t min_chunk, int64_t align, F&& f) {
+  auto trampoline = [](void* ctx, int64_t begin, int64_t end) { (*static_cast<F*>(ctx))(begin, end); };
+  parallel_for(n, min_chunk, align, trampoline, static_cast<void*>(&f));
+}
+
+}  // namespace nnfuse

@@ -1,0 +1,140 @@
+// Vec<float, Avx512>: sixteen float lanes in a __m512, with the primitive
+// vocabulary documented in vec/scalar.h. Only translation units compiled with
+// -mavx512f -mavx512bw -mavx512vl -mavx512dq include this header.
+#pragma once
+
+#include <immintrin.h>
+
+#include "nnfuse/common/dtypes.h"
+#include "nnfuse/vec/scalar.h"
+
+NNF_NS_BEGIN
+
+struct Avx512 {};
+template <class T, class Isa>
+struct Vec;
+
+struct MaskAvx512 {
+  __mmask16 m;
+};
+
+template <>
+struct Vec<float, Avx512> {
+  static constexpr int lanes = 16;
+  __m512 v;
+  Vec() = default;
+  NNF_HD Vec(float s) : v(_mm512_set1_ps(s)) {}
+  NNF_HD Vec(__m512 raw) : v(raw) {}
+};
+using VecAvx512 = Vec<float, Avx512>;
+
+template <>
+struct VecTraits<VecAvx512> {
+  using scalar = float;
+  using mask = MaskAvx512;
+  static constexpr int lanes = 16;
+};
+
+NNF_HD VecAvx512 operator+(VecAvx512 a, VecAvx512 b) { return _mm512_add_ps(a.v, b.v); }
+NNF_HD VecAvx512 operator-(VecAvx512 a, VecAvx512 b) { return _mm512_sub_ps(a.v, b.v); }
+NNF_HD VecAvx512 operator*(VecAvx512 a, VecAvx512 b) { return _mm512_mul_ps(a.v, b.v); }
+NNF_HD VecAvx512 operator/(VecAvx512 a, VecAvx512 b) { return _mm512_div_ps(a.v, b.v); }
+NNF_HD VecAvx512 operator-(VecAvx512 a) {
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)));
+}
+NNF_HD VecAvx512& operator+=(VecAvx512& a, VecAvx512 b) { return a = a + b; }
+NNF_HD VecAvx512& operator-=(VecAvx512& a, VecAvx512 b) { return a = a - b; }
+NNF_HD VecAvx512& operator*=(VecAvx512& a, VecAvx512 b) { return a = a * b; }
+NNF_HD VecAvx512& operator/=(VecAvx512& a, VecAvx512 b) { return a = a / b; }
+
+NNF_HD MaskAvx512 operator<(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+NNF_HD MaskAvx512 operator<=(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
+NNF_HD MaskAvx512 operator>(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
+NNF_HD MaskAvx512 operator>=(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
+NNF_HD MaskAvx512 operator==(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ)}; }
+NNF_HD MaskAvx512 operator!=(VecAvx512 a, VecAvx512 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_NEQ_UQ)}; }
+NNF_HD MaskAvx512 operator&(MaskAvx512 a, MaskAvx512 b) { return {static_cast<__mmask16>(a.m & b.m)}; }
+NNF_HD MaskAvx512 operator|(MaskAvx512 a, MaskAvx512 b) { return {static_cast<__mmask16>(a.m | b.m)}; }
+NNF_HD MaskAvx512 mask_not(MaskAvx512 a) { return {static_cast<__mmask16>(~a.m)}; }
+NNF_HD bool any_lane(MaskAvx512 a) { return a.m != 0; }
+NNF_HD bool all_lanes(MaskAvx512 a) { return a.m == 0xffff; }
+
+NNF_HD VecAvx512 fma(VecAvx512 a, VecAvx512 b, VecAvx512 c) { return _mm512_fmadd_ps(a.v, b.v, c.v); }
+NNF_HD VecAvx512 select(MaskAvx512 m, VecAvx512 a, VecAvx512 b) { return _mm512_mask_blend_ps(m.m, b.v, a.v); }
+NNF_HD VecAvx512 vmin(VecAvx512 a, VecAvx512 b) { return _mm512_min_ps(a.v, b.v); }
+NNF_HD VecAvx512 vmax(VecAvx512 a, VecAvx512 b) { return _mm512_max_ps(a.v, b.v); }
+NNF_HD VecAvx512 vabs(VecAvx512 a) {
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7fffffff)));
+}
+NNF_HD VecAvx512 vsqrt(VecAvx512 a) { return _mm512_sqrt_ps(a.v); }
+NNF_HD VecAvx512 vrint(VecAvx512 a) {
+  return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+NNF_HD VecAvx512 copysign(VecAvx512 mag, VecAvx512 sgn) {
+  // ternary logic 0xca is "a ? b : c" bitwise: the magnitude bits from mag, the sign bit from sgn.
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_set1_epi32(0x7fffffff),
+                                                       _mm512_castps_si512(mag.v),
+                                                       _mm512_castps_si512(sgn.v), 0xca));
+}
+NNF_HD MaskAvx512 is_nan(VecAvx512 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
+NNF_HD VecAvx512 pow2i(VecAvx512 k) {
+  __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(k.v), _mm512_set1_epi32(127));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+}
+NNF_HD VecAvx512 exponent_of(VecAvx512 a) {
+  __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(a.v), 23);
+  bits = _mm512_and_si512(bits, _mm512_set1_epi32(0xff));
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(bits, _mm512_set1_epi32(127)));
+}
+NNF_HD VecAvx512 mantissa_of(VecAvx512 a) {
+  __m512i bits = _mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x007fffff));
+  return _mm512_castsi512_ps(_mm512_or_si512(bits, _mm512_set1_epi32(0x3f800000)));
+}
+
+// ---- widening loads and narrowing stores; tails use AVX-512 masked moves -----
+NNF_HD __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
+NNF_HD VecAvx512 vload(const float* p) { return _mm512_loadu_ps(p); }
+NNF_HD VecAvx512 vload(const half_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+NNF_HD VecAvx512 vload(const bfloat16_t* p) {
+  __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+NNF_HD VecAvx512 vload_partial(const float* p, int n) { return _mm512_maskz_loadu_ps(first_lanes(n), p); }
+NNF_HD VecAvx512 vload_partial(const half_t* p, int n) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first_lanes(n), p));
+}
+NNF_HD VecAvx512 vload_partial(const bfloat16_t* p, int n) {
+  __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(first_lanes(n), p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+NNF_HD __m256i narrow_to_half(VecAvx512 a) { return _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT); }
+NNF_HD __m256i narrow_to_bfloat16(VecAvx512 a) {
+  // Round to nearest even on the dropped 16 bits; NaN lanes get the quiet bit.
+  __m512i u = _mm512_castps_si512(a.v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  __m512i quiet_nan = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x0040));
+  __mmask16 nan_lanes = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan_lanes, rounded, quiet_nan));
+}
+
+NNF_HD void vstore(float* p, VecAvx512 a) { _mm512_storeu_ps(p, a.v); }
+NNF_HD void vstore(half_t* p, VecAvx512 a) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_to_half(a));
+}
+NNF_HD void vstore(bfloat16_t* p, VecAvx512 a) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_to_bfloat16(a));
+}
+NNF_HD void vstore_partial(float* p, VecAvx512 a, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), a.v); }
+NNF_HD void vstore_partial(half_t* p, VecAvx512 a, int n) {
+  _mm256_mask_storeu_epi16(p, first_lanes(n), narrow_to_half(a));
+}
+NNF_HD void vstore_partial(bfloat16_t* p, VecAvx512 a, int n) {
+  _mm256_mask_storeu_epi16(p, first_lanes(n), narrow_to_bfloat16(a));
+}
+
+NNF_NS_END

@@ -1,0 +1,113 @@
+"""Array handling shared by every public function: dtype codes, validation of
+inputs and of ``out=``, and the copies that non-contiguous inputs need.
+
+Every check raises a Python exception that names the offending argument; the
+compiled kernels only ever see C-contiguous arrays of one supported dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ml_dtypes
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+# dtype -> code understood by the kernels (csrc/cpu/cpu_api.h: DType)
+DTYPE_CODES = {
+    np.dtype(np.float32): 0,
+    np.dtype(np.float64): 1,
+    np.dtype(np.float16): 2,
+    BFLOAT16: 3,
+}
+SUPPORTED_DTYPES = tuple(DTYPE_CODES)
+_SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
+
+
+def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:
+    try:
+        return DTYPE_CODES[dtype]
+    except KeyError:
+        raise TypeError(
+            f"{func}(): argument '{argname}' has dtype {dtype}, which nnfuse does not support "
+            f"(supported: {_SUPPORTED_NAMES})"
+        ) from None
+
+
+def as_input(value, argname: str, func: str) -> np.ndarray:
+    """A C-contiguous ndarray of a supported dtype (copied only if it was not)."""
+    if not isinstance(value, np.ndarray):
+        if hasattr(value, "__cuda_array_interface__"):
+            raise TypeError(
+                f"{func}(): argument '{argname}' is a CUDA array; this build's CPU API takes NumPy arrays"
+            )
+        value = np.asarray(value)
+    dtype_code(value.dtype, argname, func)
+    if not value.flags.c_contiguous:
+        value = np.ascontiguousarray(value)
+    return value
+
+
+def check_same(reference: np.ndarray, refname: str, other: np.ndarray, othername: str, func: str) -> None:
+    if other.shape != reference.shape:
+        raise ValueError(
+            f"{func}(): '{othername}' has shape {other.shape} but '{refname}' has shape {reference.shape}"
+        )
+    if other.dtype != reference.dtype:
+        raise TypeError(
+            f"{func}(): '{othername}' has dtype {other.dtype} but '{refname}' has dtype {reference.dtype}"
+        )
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.may_share_memory(a, b) and np.shares_memory(a, b, max_work=10_000)
+
+
+class Output:
+    """Where a kernel writes: ``out`` itself when it is C-contiguous, else a
+    temporary that ``finish()`` copies into ``out``."""
+
+    __slots__ = ("target", "buffer")
+
+    def __init__(self, target, buffer):
+        self.target = target
+        self.buffer = buffer
+
+    def finish(self):
+        if self.target is None:
+            return self.buffer
+        if self.buffer is not self.target:
+            np.copyto(self.target, self.buffer)
+        return self.target
+
+
+def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> Output:
+    """Validate ``out=``: an ndarray of the result's shape and dtype, writeable,
+    that is either exactly one of ``inputs`` (in place) or shares no memory with
+    any of them. ``inputs`` is a sequence of (name, original array) pairs."""
+    if out is None:
+        return Output(None, np.empty(shape, dtype))
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}(): '{argname}' must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{func}(): '{argname}' has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{func}(): '{argname}' has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{func}(): '{argname}' is read-only")
+    for name, arr in inputs:
+        if arr is None or not isinstance(arr, np.ndarray) or not np.may_share_memory(out, arr):
+            continue
+        same_view = (
+            out.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
+            and out.strides == arr.strides
+            and out.shape == arr.shape
+            and out.dtype == arr.dtype
+        )
+        if not same_view and _overlaps(out, arr):
+            raise ValueError(
+                f"{func}(): '{argname}' partially overlaps '{name}'; pass the same array for an "
+                f"in-place update or a non-overlapping one"
+            )
+    if out.flags.c_contiguous:
+        return Output(out, out)
+    return Output(out, np.empty(shape, dtype))

@@ -1,0 +1,209 @@
+"""Activation functions, forward and backward, generated from the op table.
+
+Every function takes NumPy arrays of float32, float64, float16 or bfloat16
+(``ml_dtypes.bfloat16``), of any shape, and returns an array of the same shape
+and dtype. 16-bit inputs are computed in float32 and rounded to nearest even
+once; float64 is computed in float64. A NaN input gives NaN. Non-contiguous
+inputs are copied to contiguous memory first. ``out=`` may be the input itself
+(in place) but must not partially overlap any input.
+
+Backward functions return dL/dx given ``grad`` (dL/dy). Values at kinks follow
+PyTorch (e.g. relu'(0) = 0, hardtanh' = 0 at min_val and max_val).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+from ._array import DTYPE_CODES, as_input, check_same, prepare_out
+from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
+
+_FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
+
+
+def _forward(code, x, out, p0, p1, func):
+    xa = as_input(x, "x", func)
+    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
+    _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], xa, None, target.buffer, p0, p1)
+    return target.finish()
+
+
+def _backward(code, grad, x, y, out, p0, p1, func):
+    if (x is None) == (y is None):
+        raise ValueError(f"{func}(): pass exactly one of 'x' (the input) and 'y' (the forward output)")
+    ga = as_input(grad, "grad", func)
+    if x is not None:
+        name, direction, source = "x", _BACKWARD_FROM_X, x
+    else:
+        name, direction, source = "y", _BACKWARD_FROM_Y, y
+    sa = as_input(source, name, func)
+    check_same(ga, "grad", sa, name, func)
+    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), (name, source)), func)
+    _C.activation(code, direction, DTYPE_CODES[ga.dtype], sa, ga, target.buffer, p0, p1)
+    return target.finish()
+
+
+def _leaky_from_y_args(negative_slope=0.01):
+    if negative_slope < 0:
+        raise ValueError(
+            "leaky_relu_backward(): with a negative 'negative_slope' the sign of y does not tell the "
+            "sign of x; pass x instead of y"
+        )
+
+
+def _generate(activation, namespace):
+    """Defines ``name`` and ``name_backward`` with real signatures."""
+    name = activation.name
+    params = activation.params
+    param_list = "".join(f", {p}={d!r}" for p, d in params)
+    param_names = ", ".join(p for p, _ in params)
+    namespace[f"_args_{name}"] = activation.kernel_args
+    forward_src = (
+        f"def {name}(x{param_list}, *, out=None):\n"
+        f"    code, p0, p1 = _args_{name}({param_names})\n"
+        f"    return _forward(code, x, out, p0, p1, {name!r})\n"
+    )
+    if activation.from_y:
+        check_y = "    if y is not None: _leaky_from_y_args(negative_slope)\n" if name == "leaky_relu" else ""
+        backward_src = (
+            f"def {name}_backward(grad, x=None{param_list}, *, y=None, out=None):\n"
+            f"    code, p0, p1 = _args_{name}({param_names})\n"
+            f"{check_y}"
+            f"    return _backward(code, grad, x, y, out, p0, p1, {name + '_backward'!r})\n"
+        )
+    else:
+        backward_src = (
+            f"def {name}_backward(grad, x{param_list}, *, out=None):\n"
+            f"    code, p0, p1 = _args_{name}({param_names})\n"
+            f"    return _backward(code, grad, x, None, out, p0, p1, {name + '_backward'!r})\n"
+        )
+    exec(forward_src, namespace)  # generated from the op table: real signatures, no per-call parsing
+    exec(backward_src, namespace)
+    forward, backward = namespace[name], namespace[f"{name}_backward"]
+    params_doc = "".join(f"\n    {p}: default {d!r}" for p, d in params) or "\n    (none)"
+    forward.__doc__ = (
+        f"{name}(x): {activation.doc}\n\nParameters (as torch.nn.functional.{name}):{params_doc}\n"
+        f"out: optional destination array (may be x itself)."
+    )
+    y_doc = " or from the forward output y=" if activation.from_y else ""
+    backward.__doc__ = (
+        f"Gradient of {name}: grad * d{name}(x)/dx, computed from the input x{y_doc}.\n\n"
+        f"{activation.doc}\nParameters as for {name}(); out may be grad itself."
+    )
+    forward.__module__ = backward.__module__ = __name__
+    return forward, backward
+
+
+__all__ = []
+for _activation in ACTIVATIONS:
+    _generate(_activation, globals())
+    __all__ += [_activation.name, f"{_activation.name}_backward"]
+
+
+# ---- PReLU: leaky ReLU with a learned slope per channel (axis 1) ------------
+
+# A single shared weight is processed in rows of this many elements, which also
+# fixes the blocks of the weight-gradient reduction (same bits on any thread count).
+_PRELU_SHARED_ROW = 1 << 16
+
+
+def _prelu_layout(xa, wa, func):
+    channels = xa.shape[1] if xa.ndim >= 2 else 1
+    if wa.ndim != 1 or wa.size not in (1, channels):
+        raise ValueError(
+            f"{func}(): 'weight' must be 1-D with 1 element or one per channel "
+            f"(x.shape[1] = {channels}), got shape {wa.shape}"
+        )
+    if wa.dtype != xa.dtype:
+        raise TypeError(f"{func}(): 'weight' has dtype {wa.dtype} but 'x' has dtype {xa.dtype}")
+    if wa.size == 1:
+        rows = -(-xa.size // _PRELU_SHARED_ROW)
+        return 1, _PRELU_SHARED_ROW, rows
+    inner = int(np.prod(xa.shape[2:], dtype=np.int64)) if xa.ndim > 2 else 1
+    return channels, inner, xa.shape[0]
+
+
+def prelu(x, weight, *, out=None):
+    """prelu(x, weight): x if x > 0 else weight[c] * x, with c the index along
+    axis 1 (as torch.nn.functional.prelu). ``weight`` has 1 element or
+    x.shape[1]; inputs with fewer than 2 dimensions have one channel."""
+    func = "prelu"
+    xa = as_input(x, "x", func)
+    wa = as_input(weight, "weight", func)
+    channels, inner, rows = _prelu_layout(xa, wa, func)
+    target = prepare_out(out, xa.shape, xa.dtype, (("x", x), ("weight", weight)), func)
+    _C.prelu_forward(DTYPE_CODES[xa.dtype], xa, wa, target.buffer, channels, inner, rows)
+    return target.finish()
+
+
+def prelu_backward(grad, x, weight, *, out=None):
+    """Gradients of prelu: returns ``(grad_x, grad_weight)``. grad_x is
+    grad if x > 0 else weight[c] * grad (at 0: the weight, as PyTorch);
+    grad_weight[c] sums grad * x over the elements of channel c with x <= 0,
+    accumulated in float64 in an order fixed by the shape (the same bits for
+    every thread count), then rounded to weight's dtype."""
+    func = "prelu_backward"
+    ga = as_input(grad, "grad", func)
+    xa = as_input(x, "x", func)
+    check_same(ga, "grad", xa, "x", func)
+    wa = as_input(weight, "weight", func)
+    channels, inner, rows = _prelu_layout(xa, wa, func)
+    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x), ("weight", weight)), func)
+    weight_grad = _C.prelu_backward(DTYPE_CODES[xa.dtype], ga, xa, wa, target.buffer, channels, inner, rows)
+    return target.finish(), weight_grad.reshape(wa.shape).astype(wa.dtype)
+
+
+# ---- RReLU: randomized leaky ReLU ---------------------------------------------
+
+def _check_rrelu(lower, upper, func):
+    if lower > upper:
+        raise ValueError(f"{func}(): 'lower' ({lower}) must not be greater than 'upper' ({upper})")
+
+
+def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *, seed=0, offset=0, out=None):
+    """rrelu(x): x if x > 0 else slope * x.
+
+    training=False: slope = (lower + upper) / 2 (as torch.nn.functional.rrelu).
+    training=True: element i's slope is lower + (upper - lower) * u_i with u_i
+    uniform in [0, 1) from the counter-based generator Philox4x32-10 keyed by
+    (seed, offset, i), so rrelu_backward with the same seed and offset
+    regenerates the slopes without a saved noise tensor. Change ``offset`` (or
+    ``seed``) every step to draw new slopes.
+    """
+    func = "rrelu"
+    _check_rrelu(lower, upper, func)
+    if not training:
+        return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
+    xa = as_input(x, "x", func)
+    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
+    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, None, target.buffer, float(lower), float(upper),
+                      _u64(seed, "seed", func), _u64(offset, "offset", func))
+    return target.finish()
+
+
+def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *,
+                   seed=0, offset=0, out=None):
+    """Gradient of rrelu: grad if x > 0 else slope * grad, with the slopes of
+    rrelu(x, lower, upper, training, seed=seed, offset=offset)."""
+    func = "rrelu_backward"
+    _check_rrelu(lower, upper, func)
+    if not training:
+        return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
+    ga = as_input(grad, "grad", func)
+    xa = as_input(x, "x", func)
+    check_same(ga, "grad", xa, "x", func)
+    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x)), func)
+    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, ga, target.buffer, float(lower), float(upper),
+                      _u64(seed, "seed", func), _u64(offset, "offset", func))
+    return target.finish()
+
+
+def _u64(value, argname, func):
+    value = int(value)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{func}(): '{argname}' must be in [0, 2**64), got {value}")
+    return value
+
+
+__all__ += ["prelu", "prelu_backward", "rrelu", "rrelu_backward"]
