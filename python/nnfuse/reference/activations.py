@@ -32,54 +32,60 @@ from .philox import philox_uniform
 __all__ = [
     "SELU_ALPHA",
     "SELU_SCALE",
-    "sigmoid",
-    "sigmoid_backward",
-    "tanh",
-    "tanh_backward",
-    "relu",
-    "relu_backward",
-    "leaky_relu",
-    "leaky_relu_backward",
-    "prelu",
-    "prelu_backward",
-    "rrelu",
-    "rrelu_backward",
-    "rrelu_slopes",
-    "elu",
-    "elu_backward",
-    "selu",
-    "selu_backward",
     "celu",
     "celu_backward",
+    "elu",
+    "elu_backward",
     "gelu",
     "gelu_backward",
-    "silu",
-    "silu_backward",
-    "mish",
-    "mish_backward",
-    "relu6",
-    "relu6_backward",
-    "hardtanh",
-    "hardtanh_backward",
     "hardsigmoid",
     "hardsigmoid_backward",
     "hardswish",
     "hardswish_backward",
+    "hardtanh",
+    "hardtanh_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "logsigmoid",
+    "logsigmoid_backward",
+    "mish",
+    "mish_backward",
+    "prelu",
+    "prelu_backward",
+    "relu",
+    "relu6",
+    "relu6_backward",
+    "relu_backward",
+    "rrelu",
+    "rrelu_backward",
+    "rrelu_slopes",
+    "selu",
+    "selu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "silu",
+    "silu_backward",
     "softplus",
     "softplus_backward",
     "softsign",
     "softsign_backward",
-    "logsigmoid",
-    "logsigmoid_backward",
+    "tanh",
+    "tanh_backward",
 ]
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
-_SQRT1_2 = 0.70710678118654752440084436210485  # 1/sqrt(2)
+# Constants as double-double pairs (hi + lo, lo = the rounding error of hi; from 200-bit mpmath).
+_SQRT1_2 = float.fromhex("0x1.6a09e667f3bcdp-1")  # 1/sqrt(2)
+_SQRT1_2_LO = float.fromhex("-0x1.bdd3413b26456p-55")
+_SQRT_2_OVER_PI = float.fromhex("0x1.9884533d43651p-1")  # sqrt(2/pi)
+_SQRT_2_OVER_PI_LO = float.fromhex("-0x1.cbc0d30ebfd15p-55")
+_GELU_TANH_C = 0.044715  # the decimal constant of the tanh approximation
+_GELU_TANH_C_LO = float.fromhex("0x1.441355475a31ap-59")
 _INV_SQRT_2PI = 0.39894228040143267793994605993438  # 1/sqrt(2*pi)
-_SQRT_2_OVER_PI = 0.79788456080286535587989211986876  # sqrt(2/pi)
-_GELU_TANH_C = 0.044715
+_TWO_OVER_SQRT_PI = 1.1283791670955125738961589031215  # 2/sqrt(pi)
+_SPLIT = 134217729.0  # 2^27 + 1, Veltkamp splitting constant
 
 # Beyond |x| = _BIG every smooth op below has reached its float64 limit: e^-1000 underflows to 0,
 # so e.g. silu(-1000) = -1000 * 0 = -0 exactly, and the derivative terms like x * sigmoid'(x) are
@@ -135,6 +141,47 @@ def _sech2(z):
 
 def _erfc_arr(t):
     return np.asarray(_erfc(t), dtype=np.float64)
+
+
+# Error-free transformations (Dekker / Knuth), used where a rounding error would be amplified:
+# exp(z) turns an absolute error d in z into a relative error d, and in GELU's tails |z| reaches
+# several hundred, so z is carried as an unevaluated sum hi + lo. Valid for |a|, |b| < 2^995.
+
+
+def _two_prod(a, b):
+    """(p, e) with p = fl(a * b) and a * b = p + e exactly (Veltkamp split, no fma needed)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and a + b = s + e exactly."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def _exp_neg_abs_dd(zh, zl):
+    """exp(-|zh + zl|) for a double-double z (|zl| <= ulp(zh)): exp(-|zh|) * (1 -+ zl)."""
+    return np.exp(-np.abs(zh)) * (1.0 - np.sign(zh) * zl)
+
+
+def _sigmoid_dd(zh, zl):
+    e = _exp_neg_abs_dd(zh, zl)
+    return np.where(zh >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _dsigmoid_dd(zh, zl):
+    e = _exp_neg_abs_dd(zh, zl)
+    return e / ((1.0 + e) * (1.0 + e))
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +344,7 @@ def rrelu_slopes(shape, lower=1.0 / 8.0, upper=1.0 / 3.0, training=False, seed=0
     Eval: (lower + upper) / 2 everywhere. Training: lower + (upper - lower) * u_i, u_i the Philox
     uniform of the element's flat (C-order) index i (``philox_uniform(seed, offset, size)``).
     """
-    shape = tuple(np.shape(np.empty(shape, dtype=np.bool_)))
+    shape = np.empty(shape, dtype=np.bool_).shape
     if not training:
         return np.full(shape, (lower + upper) / 2.0, dtype=np.float64)
     n = int(np.prod(shape, dtype=np.int64))
@@ -345,9 +392,10 @@ def hardtanh_backward(grad, x, min_val=-1.0, max_val=1.0):
 
 
 def hardsigmoid(x):
-    """hardsigmoid(x) = 0 if x <= -3, 1 if x >= 3, else x / 6 + 1/2."""
+    """hardsigmoid(x) = 0 if x <= -3, 1 if x >= 3, else x / 6 + 1/2 = (x + 3) / 6."""
     x = _f64(x)
-    return _finish(np.where(x <= -3.0, 0.0, np.where(x >= 3.0, 1.0, x / 6.0 + 0.5)), x)
+    # (x + 3) / 6 rather than x / 6 + 1/2: x + 3 is exact near -3 (Sterbenz), so no cancellation.
+    return _finish(np.where(x <= -3.0, 0.0, np.where(x >= 3.0, 1.0, (x + 3.0) / 6.0)), x)
 
 
 def hardsigmoid_backward(grad, x):
@@ -374,7 +422,8 @@ def hardswish_backward(grad, x):
     """
 
     def d(v):
-        return np.where(v <= -3.0, 0.0, np.where(v < 3.0, v / 3.0 + 0.5, 1.0))
+        # (x + 3/2) / 3 rather than x / 3 + 1/2: exact sum near the root x = -3/2 (Sterbenz).
+        return np.where(v <= -3.0, 0.0, np.where(v < 3.0, (v + 1.5) / 3.0, 1.0))
 
     return _backward(grad, x, d)
 
@@ -433,8 +482,37 @@ def _check_approximate(approximate):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
-def _gelu_tanh_u(x):
-    return _SQRT_2_OVER_PI * (x + _GELU_TANH_C * x * x * x)
+def _gelu_tanh_z(x):
+    """z = 2u = 2 sqrt(2/pi) (x + 0.044715 x^3) as a double-double (zh, zl), for |x| <= _BIG.
+
+    Compensated throughout, so that sigmoid(z) ~ e^z keeps full accuracy where |z| is large.
+    """
+    p2, e2 = _two_prod(x, x)
+    p3, e3 = _two_prod(p2, x)
+    e3 = e3 + e2 * x
+    q, eq = _two_prod(_GELU_TANH_C, p3)
+    eq = eq + (_GELU_TANH_C * e3 + _GELU_TANH_C_LO * p3)
+    v, ev = _two_sum(x, q)
+    ev = ev + eq
+    uh, ul = _two_prod(_SQRT_2_OVER_PI, v)
+    ul = ul + (_SQRT_2_OVER_PI * ev + _SQRT_2_OVER_PI_LO * v)
+    uh, ul = _two_sum(uh, ul)
+    return 2.0 * uh, 2.0 * ul
+
+
+def _erfc_neg_x_sqrt1_2(x):
+    """erfc(-x / sqrt(2)) with the argument carried as th + tl (its rounding error corrected by
+    the first Taylor term, erfc'(t) = -2/sqrt(pi) e^(-t^2)); relative error a few ulp even where
+    erfc ~ e^(-x^2/2) is tiny."""
+    th, tl = _two_prod(-x, _SQRT1_2)
+    tl = tl + (-x) * _SQRT1_2_LO
+    return _erfc_arr(th) - _TWO_OVER_SQRT_PI * np.exp(-th * th) * tl
+
+
+def _x_phi(x):
+    """x * e^(-x^2/2) / sqrt(2 pi), with x^2 = p + e exact: e^(-p/2) * (1 - e/2)."""
+    p, e = _two_prod(x, x)
+    return x * (np.exp(-0.5 * p) * (1.0 - 0.5 * e)) * _INV_SQRT_2PI
 
 
 def gelu(x, approximate="none"):
@@ -442,16 +520,18 @@ def gelu(x, approximate="none"):
 
     "none":  gelu(x) = x * Phi(x) = x/2 * erfc(-x / sqrt(2))  (erfc: no cancellation for x < 0).
     "tanh":  gelu(x) = x/2 * (1 + tanh(u)) = x * sigmoid(2u),  u = sqrt(2/pi) (x + 0.044715 x^3).
-    Limits: 0 at -inf, +inf at +inf.
+    Limits: 0 at -inf, +inf at +inf. The arguments of erfc and of the exponential are carried in
+    double-double, so the left tails are accurate to a few float64 ulp (not ~x^2 ulp).
     """
     _check_approximate(approximate)
     x = _f64(x)
     xm = np.maximum(x, -_BIG)  # gelu(x) is exactly -0 in float64 for x <= -_BIG
+    xc = np.minimum(xm, _BIG)  # Phi and sigmoid(2u) are exactly 1 in float64 for x >= _BIG
     with np.errstate(all="ignore"):
         if approximate == "none":
-            y = 0.5 * xm * _erfc_arr(-xm * _SQRT1_2)
+            y = 0.5 * xm * _erfc_neg_x_sqrt1_2(xc)
         else:
-            y = xm * _sigmoid(2.0 * _gelu_tanh_u(xm))
+            y = xm * _sigmoid_dd(*_gelu_tanh_z(xc))
         return _finish(y, x)
 
 
@@ -461,17 +541,18 @@ def gelu_backward(grad, x, approximate="none"):
     "none":  gelu'(x) = Phi(x) + x phi(x) = erfc(-x/sqrt(2)) / 2 + x e^(-x^2/2) / sqrt(2 pi).
     "tanh":  gelu'(x) = s + 2 x s (1 - s) u',  s = sigmoid(2u),  u' = sqrt(2/pi)(1 + 3*0.044715 x^2)
              (from d/dx [x/2 (1 + tanh u)] with 1 - tanh^2 u = 4 s (1 - s)).
-    Limits: 0 at -inf, 1 at +inf.
+    Limits: 0 at -inf, 1 at +inf. Near the root of gelu' (x ~ -0.75) the two terms cancel: the
+    error there is a few ulp of the terms (~0.3), not of the result.
     """
     _check_approximate(approximate)
 
     def d(v):
         v = np.clip(v, -_BIG, _BIG)
         if approximate == "none":
-            return 0.5 * _erfc_arr(-v * _SQRT1_2) + v * np.exp(-0.5 * v * v) * _INV_SQRT_2PI
-        z = 2.0 * _gelu_tanh_u(v)
+            return 0.5 * _erfc_neg_x_sqrt1_2(v) + _x_phi(v)
+        zh, zl = _gelu_tanh_z(v)
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * v * v)
-        return _sigmoid(z) + 2.0 * v * _dsigmoid(z) * du
+        return _sigmoid_dd(zh, zl) + 2.0 * v * _dsigmoid_dd(zh, zl) * du
 
     return _backward(grad, x, d)
 
@@ -485,7 +566,11 @@ def silu(x):
 
 
 def silu_backward(grad, x):
-    """silu'(x) = s (1 + x (1 - s)),  s = sigmoid(x), 1 - s = sigmoid(-x); 0 at -inf, 1 at +inf."""
+    """silu'(x) = s (1 + x (1 - s)),  s = sigmoid(x), 1 - s = sigmoid(-x); 0 at -inf, 1 at +inf.
+
+    Near the root of silu' (x ~ -1.278) 1 + x (1 - s) cancels: the error there is a few ulp of s,
+    not of the result.
+    """
 
     def d(v):
         v = np.clip(v, -_BIG, _BIG)
@@ -506,7 +591,8 @@ def mish_backward(grad, x):
     """mish'(x) = tanh(sp) + x * sech^2(sp) * sigmoid(x),  sp = softplus(x) (sp' = sigmoid).
 
     sech^2 is 4e / (1 + e)^2 with e = e^(-2 sp), accurate where tanh(sp) is close to 1.
-    Limits: 0 at -inf, 1 at +inf.
+    Limits: 0 at -inf, 1 at +inf. Near the root of mish' (x ~ -1.192) the two terms cancel: the
+    error there is a few ulp of the terms (~0.3), not of the result.
     """
 
     def d(v):

@@ -26,8 +26,8 @@ __all__ = [
     "PHILOX_W0",
     "PHILOX_W1",
     "philox4x32_10",
-    "philox_words",
     "philox_uniform",
+    "philox_words",
 ]
 
 PHILOX_M0 = 0xD2511F53
@@ -90,7 +90,7 @@ def philox_words(seed: int, offset: int, n: int, start: int = 0) -> np.ndarray:
     ctr[:, 3] = (offset >> 32) & _MASK32
     words = philox4x32_10(ctr, key).reshape(-1)
     first = start - 4 * j0
-    return words[first:first + n]
+    return words[first : first + n]
 
 
 def philox_uniform(seed: int, offset: int, n: int, start: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@
 //
 // Round (10 of them; key bumped by (W0, W1) mod 2^32 between rounds, the first uses the key as
 // given):  (lo0, hi0) = M0 * c0;  (lo1, hi1) = M1 * c2;  c = (hi1^c1^k0, lo1, hi0^c3^k1, lo0).
-// The 32x32 -> 64-bit products are plain uint64_t multiplies (nvcc turns them into mul.hi/mul.lo).
+// The 32x32 -> 64-bit products are plain uint64_t multiplies, no intrinsics.
 //
 // Element stream used by the ops: element i reads word (i & 3) of the block for counter
 // (j, j >> 32, offset, offset >> 32), j = i >> 2, key (seed, seed >> 32), and turns it into
@@ -20,12 +20,18 @@
 
 NNF_NS_BEGIN
 
+// High 32 bits of the 32x32 -> 64-bit product. Written this way (the product's high half,
+// truncated to 32 bits right away) nvcc emits mul.wide.u32; the low half is a plain 32-bit multiply.
+NNF_HD uint32_t philox_mulhi(uint32_t a, uint32_t b) {
+  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
+}
+
 // One Philox4x32 round on ctr with round key (k0, k1).
 NNF_HD void philox4x32_round(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
-  const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * ctr[0];
-  const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * ctr[2];
-  const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-  const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+  constexpr uint32_t kM0 = 0xD2511F53u;
+  constexpr uint32_t kM1 = 0xCD9E8D57u;
+  const uint32_t hi0 = philox_mulhi(kM0, ctr[0]), lo0 = kM0 * ctr[0];
+  const uint32_t hi1 = philox_mulhi(kM1, ctr[2]), lo1 = kM1 * ctr[2];
   const uint32_t c1 = ctr[1], c3 = ctr[3];
   ctr[0] = hi1 ^ c1 ^ k0;
   ctr[1] = lo1;
@@ -38,7 +44,7 @@ NNF_HD void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
   constexpr uint32_t kW0 = 0x9E3779B9u;
   constexpr uint32_t kW1 = 0xBB67AE85u;
   philox4x32_round(ctr, k0, k1);
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int r = 1; r < 10; ++r) {
