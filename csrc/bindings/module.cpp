@@ -1,94 +1,28 @@
 // nnfuse._C: the CPU extension. Thin by design: the Python layer validates
-// arguments (dtype, shape, out=, overlap) and passes contiguous arrays; this
-// file turns them into pointers and sizes, releases the GIL, and calls the
-// dispatched kernels. No math here.
-#include <pybind11/numpy.h>
+// arguments (dtype, shape, out=, overlap) and passes contiguous arrays; the
+// feature files in this folder turn them into pointers and sizes, release the
+// GIL, and call the dispatched kernels. No math here.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bindings/register.h"
 #include "cpu/dispatch.h"
 #include "cpu/parallel.h"
 
 namespace py = pybind11;
-using namespace nnfuse;
-
-namespace {
-
-const void* data_of(const py::array& a) { return a.data(); }
-void* mutable_data_of(py::array& a) { return const_cast<void*>(a.data()); }
-
-void activation(int op, int direction, int dtype, const py::array& in, const py::object& grad, py::array& out,
-                double p0, double p1) {
-  ActRange r{static_cast<ActOp>(op), static_cast<ActDirection>(direction), static_cast<DType>(dtype),
-             data_of(in), grad.is_none() ? nullptr : data_of(grad.cast<py::array>()), mutable_data_of(out), p0, p1};
-  int64_t n = static_cast<int64_t>(out.size());
-  py::gil_scoped_release release;
-  run_activation(r, n);
-}
-
-bool activation_has_bwd_from_y(int op) { return kernels().activation_has_bwd_from_y(static_cast<ActOp>(op)); }
-
-PreluRange prelu_range(int dtype, const py::array& x, const py::object& grad, const py::array& weight,
-                       py::array& out, int64_t channels, int64_t inner) {
-  PreluRange r{};
-  r.dtype = static_cast<DType>(dtype);
-  r.total = static_cast<int64_t>(x.size());
-  r.x = data_of(x);
-  r.grad = grad.is_none() ? nullptr : data_of(grad.cast<py::array>());
-  r.weight = data_of(weight);
-  r.out = mutable_data_of(out);
-  r.channels = channels;
-  r.inner = inner;
-  return r;
-}
-
-void prelu_forward(int dtype, const py::array& x, const py::array& weight, py::array& out, int64_t channels,
-                   int64_t inner, int64_t rows) {
-  PreluRange r = prelu_range(dtype, x, py::none(), weight, out, channels, inner);
-  py::gil_scoped_release release;
-  run_prelu_forward(r, rows);
-}
-
-py::array_t<double> prelu_backward(int dtype, const py::array& grad, const py::array& x, const py::array& weight,
-                                   py::array& grad_x, int64_t channels, int64_t inner, int64_t rows) {
-  PreluRange r = prelu_range(dtype, x, grad, weight, grad_x, channels, inner);
-  py::array_t<double> weight_grad(channels);
-  double* wg = weight_grad.mutable_data();
-  {
-    py::gil_scoped_release release;
-    run_prelu_backward(r, rows, wg);
-  }
-  return weight_grad;
-}
-
-void rrelu_training(int dtype, const py::array& x, const py::object& grad, py::array& out, double lower,
-                    double upper, uint64_t seed, uint64_t offset) {
-  RreluRange r{static_cast<DType>(dtype), data_of(x), grad.is_none() ? nullptr : data_of(grad.cast<py::array>()),
-               mutable_data_of(out), lower, upper, seed, offset};
-  int64_t n = static_cast<int64_t>(out.size());
-  py::gil_scoped_release release;
-  run_rrelu_training(r, n);
-}
-
-}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "nnfuse CPU kernels (run-time dispatched scalar / AVX2 / AVX-512)";
   m.attr("__version__") = NNF_VERSION;
   m.attr("compiler") = NNF_COMPILER;
 
-  m.def("compiled_isas", &compiled_isas);
-  m.def("supported_isas", &supported_isas);
-  m.def("current_isa", &current_isa);
-  m.def("set_cpu_isa", &set_cpu_isa, py::arg("name"));
-  m.def("get_num_threads", &get_num_threads);
-  m.def("set_num_threads", &set_num_threads, py::arg("n"));
-  m.def("default_num_threads", &default_num_threads);
+  m.def("compiled_isas", &nnfuse::compiled_isas);
+  m.def("supported_isas", &nnfuse::supported_isas);
+  m.def("current_isa", &nnfuse::current_isa);
+  m.def("set_cpu_isa", &nnfuse::set_cpu_isa, py::arg("name"));
+  m.def("get_num_threads", &nnfuse::get_num_threads);
+  m.def("set_num_threads", &nnfuse::set_num_threads, py::arg("n"));
+  m.def("default_num_threads", &nnfuse::default_num_threads);
 
-  m.def("activation", &activation, py::arg("op"), py::arg("direction"), py::arg("dtype"), py::arg("input"),
-        py::arg("grad"), py::arg("out"), py::arg("p0"), py::arg("p1"));
-  m.def("activation_has_bwd_from_y", &activation_has_bwd_from_y, py::arg("op"));
-  m.def("prelu_forward", &prelu_forward);
-  m.def("prelu_backward", &prelu_backward);
-  m.def("rrelu_training", &rrelu_training);
+  nnfuse::register_activations(m);
 }

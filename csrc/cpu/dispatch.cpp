@@ -11,15 +11,7 @@
 #include "cpu/parallel.h"
 
 namespace nnfuse {
-namespace isa_scalar {
-const CpuKernelTable& cpu_kernel_table();
-}
-namespace isa_avx2 {
-const CpuKernelTable& cpu_kernel_table();
-}
-namespace isa_avx512 {
-const CpuKernelTable& cpu_kernel_table();
-}
+NNF_DECLARE_ISA_TABLES(CpuKernelTable, cpu_kernel_table)
 
 namespace {
 
@@ -47,14 +39,6 @@ int detect_level() {
   bool avx512 = (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
   if (avx512 && (xcr0 & 0xe0) == 0xe0) return kAvx512;
   return kAvx2;
-}
-
-const CpuKernelTable& table_for(int level) {
-  switch (level) {
-    case kAvx512: return isa_avx512::cpu_kernel_table();
-    case kAvx2: return isa_avx2::cpu_kernel_table();
-    default: return isa_scalar::cpu_kernel_table();
-  }
 }
 
 int level_of(const std::string& name) {
@@ -125,7 +109,11 @@ void set_cpu_isa(const std::string& name) {
   g_level.store(level, std::memory_order_release);
 }
 
-const CpuKernelTable& kernels() { return table_for(active_level()); }
+int active_isa_level() { return active_level(); }
+
+const CpuKernelTable& kernels() {
+  return pick_isa_table(isa_scalar::cpu_kernel_table, isa_avx2::cpu_kernel_table, isa_avx512::cpu_kernel_table);
+}
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {

@@ -21,6 +21,33 @@ std::string current_isa();
 void set_cpu_isa(const std::string& name);
 const CpuKernelTable& kernels();
 
+// 0 = scalar, 1 = AVX2, 2 = AVX-512: the level the kernels use now.
+int active_isa_level();
+
+// Each feature (activations, softmax, optimizers) has its own table of kernel
+// entry points, defined once per ISA by a function `fn` in the ISA's inline
+// namespace. NNF_DECLARE_ISA_TABLES declares the three definitions;
+// pick_isa_table returns the one of the active ISA.
+#define NNF_DECLARE_ISA_TABLES(Table, fn) \
+  namespace isa_scalar {                  \
+  const Table& fn();                      \
+  }                                       \
+  namespace isa_avx2 {                    \
+  const Table& fn();                      \
+  }                                       \
+  namespace isa_avx512 {                  \
+  const Table& fn();                      \
+  }
+
+template <class Table>
+const Table& pick_isa_table(const Table& (*scalar)(), const Table& (*avx2)(), const Table& (*avx512)()) {
+  switch (active_isa_level()) {
+    case 2: return avx512();
+    case 1: return avx2();
+    default: return scalar();
+  }
+}
+
 size_t dtype_size(DType dtype);
 
 void run_activation(const ActRange& r, int64_t n);

@@ -36,7 +36,7 @@ def build_info() -> dict:
         "supported_cpu_isas": list(_C.supported_isas()),
         "cpu_isa": _C.current_isa(),
         "cuda_compiled": _cuda is not None,
-        "cuda_architectures": _cuda.architectures.split(";") if _cuda is not None else [],
+        "cuda_architectures": _cuda.architectures.split(",") if _cuda is not None else [],
         "cuda_devices": _cuda.device_count() if _cuda is not None else 0,
         "num_threads": _C.get_num_threads(),
     }
