@@ -117,13 +117,15 @@ double sum_lanes(V v) {
 }
 
 // Sum of prelu_weight_grad(g, x) over n elements with slope w; gx written.
-// Accumulates in a vector of the compute type for up to kBlock elements, then
-// adds the lanes into a double: the order depends only on n, never on threads.
+// Accumulates in a vector of the compute type over blocks of 64 elements (at
+// most 64 additions per lane, 4 with AVX-512), then adds the lanes into a
+// double: the error stays within ~66 * 2^-24 of the sum of magnitudes in
+// float32, and the order depends only on n, never on the thread count.
 template <class T>
 double prelu_backward_segment(const T* g, const T* x, T* gx, int64_t n, scalar_t<vec_for_t<T>> w) {
   using V = vec_for_t<T>;
   constexpr int L = kLanes<V>;
-  constexpr int64_t kBlock = 1024;
+  constexpr int64_t kBlock = 64;
   const ActArgs<V> args{V(w), V(w)};
   double total = 0.0;
   for (int64_t start = 0; start < n; start += kBlock) {

@@ -1,0 +1,342 @@
+"""Microbenchmarks of the activations against the machine's memory floor,
+NumPy formulas and PyTorch CPU, measured side by side in one run.
+
+For each op, direction, dtype, size and thread count:
+- ``nnfuse``: the kernel writing into a preallocated ``out=``;
+- ``floor``: the same bytes moved by the fastest available copy — a forward
+  reads one array and writes one (``np.copyto``; with several threads also
+  PyTorch's threaded ``Tensor.copy_`` when installed, whichever is faster), a
+  backward reads two and writes one (``np.add(a, b, out=c)``, or torch.add with
+  ``out=``);
+- ``numpy``: the op's formula in NumPy (float32 temporaries), where NumPy can
+  express it;
+- ``torch``: ``torch.nn.functional`` / ATen at the same thread count, writing
+  into a preallocated output through the op's ATen ``.out`` / ``.grad_input``
+  overload where one exists (else torch allocates; the row says so).
+
+Times are medians after warm-up. GB/s counts the bytes the op must move
+(inputs read once, output written once). ``floor_ratio`` = floor time / nnfuse
+time (1.0 means running at the copy's speed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from ._array import BFLOAT16
+from ._optable import ACTIVATIONS
+
+try:
+    import torch
+except ImportError:  # PyTorch is an optional peer
+    torch = None
+
+
+def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    total = 0.0
+    while len(times) < 5 or (total < min_time and len(times) < max_repeats):
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        total += elapsed
+    return float(np.median(times))
+
+
+# ---- NumPy formulas (float32 in, float32 out, temporaries allowed) ------------
+
+def _np_softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+_C_GELU = np.float32(math.sqrt(2 / math.pi))
+NUMPY_FORWARD: Dict[str, Callable] = {
+    "sigmoid": _np_sigmoid,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "leaky_relu": lambda x: np.where(x > 0, x, x * np.float32(0.01)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)),
+    "selu": lambda x: np.float32(1.0507009873554805) * np.where(x > 0, x, np.float32(1.6732632423543772) * np.expm1(x)),
+    "celu": lambda x: np.maximum(x, 0) + np.minimum(0, np.expm1(x)),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(_C_GELU * (x + np.float32(0.044715) * x * x * x))),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "mish": lambda x: x * np.tanh(_np_softplus(x)),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "hardtanh": lambda x: np.clip(x, -1, 1),
+    "hardsigmoid": lambda x: np.clip(x / 6 + 0.5, 0, 1),
+    "hardswish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "softplus": _np_softplus,
+    "softsign": lambda x: x / (1 + np.abs(x)),
+    "logsigmoid": lambda x: -_np_softplus(-x),
+}
+NUMPY_BACKWARD: Dict[str, Callable] = {
+    "sigmoid": lambda g, x: g * (s := _np_sigmoid(x)) * (1 - s),
+    "tanh": lambda g, x: g * (1 - np.tanh(x) ** 2),
+    "relu": lambda g, x: np.where(x > 0, g, 0),
+    "leaky_relu": lambda g, x: np.where(x > 0, g, g * np.float32(0.01)),
+    "elu": lambda g, x: np.where(x > 0, g, g * np.exp(x)),
+    "silu": lambda g, x: g * (s := _np_sigmoid(x)) * (1 + x * (1 - s)),
+    "relu6": lambda g, x: np.where((x > 0) & (x < 6), g, 0),
+    "hardtanh": lambda g, x: np.where((x > -1) & (x < 1), g, 0),
+    "softplus": lambda g, x: g * _np_sigmoid(x),
+    "softsign": lambda g, x: g / (1 + np.abs(x)) ** 2,
+}
+
+
+# ---- PyTorch peers --------------------------------------------------------------
+
+def _aten(name: str, overload: str):
+    if torch is None:
+        return None
+    packet = getattr(torch.ops.aten, name, None)
+    return getattr(packet, overload, None) if packet is not None else None
+
+
+def torch_forward(name: str, params: dict):
+    """(callable(x, out), writes_into_out) for torch, or None."""
+    if torch is None:
+        return None
+    F = torch.nn.functional
+    approximate = params.get("approximate", "none")
+    table = {
+        "sigmoid": ("sigmoid", "out", lambda x, o, f: f(x, out=o)),
+        "tanh": ("tanh", "out", lambda x, o, f: f(x, out=o)),
+        "relu": ("clamp_min", "out", lambda x, o, f: f(x, 0, out=o)),
+        "leaky_relu": ("leaky_relu", "out", lambda x, o, f: f(x, 0.01, out=o)),
+        "elu": ("elu", "out", lambda x, o, f: f(x, 1.0, 1.0, 1.0, out=o)),
+        "selu": (None, None, lambda x, o, f: F.selu(x)),
+        "celu": (None, None, lambda x, o, f: F.celu(x)),
+        "gelu": ("gelu", "out", lambda x, o, f: f(x, approximate=approximate, out=o)),
+        "silu": ("silu", "out", lambda x, o, f: f(x, out=o)),
+        "mish": ("mish", "out", lambda x, o, f: f(x, out=o)),
+        "relu6": ("hardtanh", "out", lambda x, o, f: f(x, 0.0, 6.0, out=o)),
+        "hardtanh": ("hardtanh", "out", lambda x, o, f: f(x, -1.0, 1.0, out=o)),
+        "hardsigmoid": ("hardsigmoid", "out", lambda x, o, f: f(x, out=o)),
+        "hardswish": ("hardswish", "out", lambda x, o, f: f(x, out=o)),
+        "softplus": ("softplus", "out", lambda x, o, f: f(x, 1.0, 20.0, out=o)),
+        "softsign": (None, None, lambda x, o, f: F.softsign(x)),
+        "logsigmoid": ("log_sigmoid", "out", lambda x, o, f: f(x, out=o)),
+    }
+    if name not in table:
+        return None
+    op_name, overload, call = table[name]
+    fn = _aten(op_name, overload) if op_name else None
+    return (lambda x, o: call(x, o, fn)), fn is not None
+
+
+def torch_backward(name: str, params: dict):
+    """(callable(g, x, y, out), writes_into_out) for torch, or None."""
+    if torch is None:
+        return None
+    approximate = params.get("approximate", "none")
+    table = {
+        "sigmoid": ("sigmoid_backward", lambda g, x, y, o, f: f(g, y, grad_input=o)),
+        "tanh": ("tanh_backward", lambda g, x, y, o, f: f(g, y, grad_input=o)),
+        "relu": ("threshold_backward", lambda g, x, y, o, f: f(g, x, 0.0, grad_input=o)),
+        "leaky_relu": ("leaky_relu_backward", lambda g, x, y, o, f: f(g, x, 0.01, False, grad_input=o)),
+        "elu": ("elu_backward", lambda g, x, y, o, f: f(g, 1.0, 1.0, 1.0, False, x, grad_input=o)),
+        "selu": ("elu_backward", lambda g, x, y, o, f: f(g, 1.6732632423543772, 1.0507009873554805, 1.0,
+                                                         False, x, grad_input=o)),
+        "celu": ("elu_backward", lambda g, x, y, o, f: f(g, 1.0, 1.0, 1.0, False, x, grad_input=o)),
+        "gelu": ("gelu_backward", lambda g, x, y, o, f: f(g, x, approximate=approximate, grad_input=o)),
+        "silu": ("silu_backward", lambda g, x, y, o, f: f(g, x, grad_input=o)),
+        "mish": ("mish_backward", lambda g, x, y, o, f: f(g, x)),
+        "relu6": ("hardtanh_backward", lambda g, x, y, o, f: f(g, x, 0.0, 6.0, grad_input=o)),
+        "hardtanh": ("hardtanh_backward", lambda g, x, y, o, f: f(g, x, -1.0, 1.0, grad_input=o)),
+        "hardsigmoid": ("hardsigmoid_backward", lambda g, x, y, o, f: f(g, x, grad_input=o)),
+        "hardswish": ("hardswish_backward", lambda g, x, y, o, f: f(g, x, out=o)),
+        "softplus": ("softplus_backward", lambda g, x, y, o, f: f(g, x, 1.0, 20.0, grad_input=o)),
+        "logsigmoid": ("log_sigmoid_backward", None),
+        "softsign": (None, None),
+    }
+    if name not in table or table[name][1] is None:
+        return None
+    op_name, call = table[name]
+    packet = getattr(torch.ops.aten, op_name, None)
+    if packet is None:
+        return None
+    fn = getattr(packet, "grad_input", None) or getattr(packet, "out", None)
+    if fn is None:
+        fn = packet.default
+        return (lambda g, x, y, o: call(g, x, y, None, fn)), False
+    return (lambda g, x, y, o: call(g, x, y, o, fn)), True
+
+
+# ---- the run ------------------------------------------------------------------------
+
+def _array(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(n, dtype=np.float32) * 3).astype(dtype)
+
+
+def _threads_floor_copy(src, dst, threads):
+    """Fastest copy of src into dst at this thread count: np.copyto, or torch's
+    threaded copy_ when installed."""
+    candidates = [lambda: np.copyto(dst, src)]
+    if torch is not None and threads > 1 and src.dtype != BFLOAT16:
+        ts, td = torch.from_numpy(src), torch.from_numpy(dst)
+        candidates.append(lambda: td.copy_(ts))
+    return candidates
+
+
+def _floor_add(a, b, c, threads):
+    candidates = [lambda: np.add(a, b, out=c)] if a.dtype != BFLOAT16 else []
+    if torch is not None and a.dtype != BFLOAT16:
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+        candidates.append(lambda: torch.add(ta, tb, out=tc))
+    elif a.dtype == BFLOAT16:
+        # NumPy's bfloat16 add is not a memory-speed loop; the same bytes as
+        # three uint16 streams through integer add is.
+        ua, ub, uc = a.view(np.uint16), b.view(np.uint16), c.view(np.uint16)
+        candidates.append(lambda: np.add(ua, ub, out=uc))
+    return candidates
+
+
+def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtypes=("float32",),
+        thread_counts=None, directions=("forward", "backward"), min_time=0.2, peers=True,
+        progress: Optional[Callable[[str], None]] = None) -> List[dict]:
+    import nnfuse as nf
+
+    thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
+    names = ops or [a.name for a in ACTIVATIONS] + ["gelu_tanh"]
+    rows = []
+    previous_threads = nf.get_num_threads()
+    previous_torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        for dtype_name in dtypes:
+            dtype = BFLOAT16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
+            for n in sizes:
+                x, g = _array(n, dtype, 0), _array(n, dtype, 1)
+                out, scratch = np.empty_like(x), np.empty_like(x)
+                for threads in thread_counts:
+                    nf.set_num_threads(threads)
+                    if torch is not None:
+                        torch.set_num_threads(threads)
+                    floor_fwd = min(_median_time(c, min_time) for c in _threads_floor_copy(x, out, threads))
+                    floor_bwd = min(_median_time(c, min_time) for c in _floor_add(x, g, out, threads))
+                    for name in names:
+                        params = {"approximate": "tanh"} if name == "gelu_tanh" else {}
+                        base = "gelu" if name == "gelu_tanh" else name
+                        fwd = getattr(nf, base)
+                        bwd = getattr(nf, base + "_backward")
+                        y = fwd(x, **params)
+                        for direction in directions:
+                            if progress:
+                                progress(f"{name} {direction} {dtype_name} n=2^{int(math.log2(n))} threads={threads}")
+                            if direction == "forward":
+                                t = _median_time(lambda: fwd(x, out=out, **params), min_time)
+                                nbytes, floor = 2 * x.nbytes, floor_fwd
+                            else:
+                                t = _median_time(lambda: bwd(g, x, out=out, **params), min_time)
+                                nbytes, floor = 3 * x.nbytes, floor_bwd
+                            row = {"op": name, "direction": direction, "dtype": dtype_name, "n": n,
+                                   "threads": threads, "time_s": t, "gbps": nbytes / t / 1e9,
+                                   "floor_s": floor, "floor_ratio": floor / t}
+                            if peers:
+                                row.update(_peer_times(name, params, direction, x, g, y, scratch, min_time))
+                            rows.append(row)
+    finally:
+        nf.set_num_threads(previous_threads)
+        if torch is not None:
+            torch.set_num_threads(previous_torch_threads)
+    return rows
+
+
+def _peer_times(name, params, direction, x, g, y, scratch, min_time):
+    result = {}
+    formulas = NUMPY_FORWARD if direction == "forward" else NUMPY_BACKWARD
+    if x.dtype == np.float32 and name in formulas:
+        f = formulas[name]
+        with np.errstate(all="ignore"):
+            if direction == "forward":
+                result["numpy_s"] = _median_time(lambda: f(x), min_time, max_repeats=10)
+            else:
+                result["numpy_s"] = _median_time(lambda: f(g, x), min_time, max_repeats=10)
+    if torch is not None and x.dtype != BFLOAT16:
+        base = "gelu" if name == "gelu_tanh" else name
+        tx, tg, ty, to = (torch.from_numpy(a) for a in (x, g, y, scratch))
+        if direction == "forward":
+            peer = torch_forward(base, params)
+            if peer:
+                fn, into_out = peer
+                result["torch_s"] = _median_time(lambda: fn(tx, to), min_time)
+                result["torch_out"] = into_out
+        else:
+            peer = torch_backward(base, params)
+            if peer:
+                fn, into_out = peer
+                result["torch_s"] = _median_time(lambda: fn(tg, tx, ty, to), min_time)
+                result["torch_out"] = into_out
+    elif torch is not None and x.dtype == BFLOAT16:
+        base = "gelu" if name == "gelu_tanh" else name
+        tx = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+        tg = torch.from_numpy(g.view(np.int16)).view(torch.bfloat16)
+        ty = torch.from_numpy(y.view(np.int16)).view(torch.bfloat16)
+        to = torch.from_numpy(scratch.view(np.int16)).view(torch.bfloat16)
+        peer = torch_forward(base, params) if direction == "forward" else torch_backward(base, params)
+        if peer:
+            fn, into_out = peer
+            call = (lambda: fn(tx, to)) if direction == "forward" else (lambda: fn(tg, tx, ty, to))
+            result["torch_s"] = _median_time(call, min_time)
+            result["torch_out"] = into_out
+    return result
+
+
+def add_ratios(rows):
+    """speedup_vs_numpy / speedup_vs_torch = peer time / nnfuse time."""
+    for r in rows:
+        if "numpy_s" in r:
+            r["speedup_vs_numpy"] = r["numpy_s"] / r["time_s"]
+        if "torch_s" in r:
+            r["speedup_vs_torch"] = r["torch_s"] / r["time_s"]
+    return rows
+
+
+def markdown(rows, title="Activation benchmarks"):
+    lines = [f"## {title}", "",
+             "| op | dir | dtype | n | threads | time | GB/s | floor ratio | vs NumPy | vs PyTorch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def fmt(key):
+            return f"{r[key]:.2f}x" if key in r else "—"
+        torch_note = "" if r.get("torch_out", True) else " (alloc)"
+        lines.append(
+            f"| {r['op']} | {r['direction'][:3]} | {r['dtype']} | 2^{int(math.log2(r['n']))} | {r['threads']} | "
+            f"{r['time_s'] * 1e6:.0f} us | {r['gbps']:.1f} | {r['floor_ratio']:.2f} | {fmt('speedup_vs_numpy')} | "
+            f"{fmt('speedup_vs_torch')}{torch_note if 'speedup_vs_torch' in r else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_info():
+    import platform
+
+    import nnfuse as nf
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__ if torch is not None else None, "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        info["cpu"] = None
+    info["nnfuse"] = nf.build_info()
+    return info
+
+
+def save_json(rows, path):
+    with open(path, "w") as f:
+        json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
+

@@ -1,0 +1,191 @@
+"""Parity of every activation against nnfuse.reference, driven by the op
+table: op x parameters x dtype x ISA, tails, threads, in-place, strides."""
+
+import functools
+
+import numpy as np
+import pytest
+
+import nnfuse as nf
+import nnfuse.reference as ref
+from nnfuse._array import BFLOAT16
+from nnfuse._optable import ACTIVATIONS, call_params
+from nnfuse.accuracy import BOUNDS, backward_floor
+
+from conftest import assert_within_ulp
+from samples import grad_sample, sample
+
+DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16]
+TAIL_SIZES = [1, 7, 15, 16, 17, 31, 33, 1000, 65537]
+
+CASES = [(a, params) for a in ACTIVATIONS for params in ({},) + tuple(a.test_params)]
+CASE_IDS = [a.name + "".join(f"-{k}={v}" for k, v in p.items()) for a, p in CASES]
+
+
+@functools.lru_cache(maxsize=None)
+def _inputs(name, dtype_str):
+    activation = next(a for a in ACTIVATIONS if a.name == name)
+    dtype = np.dtype(dtype_str) if dtype_str != "bfloat16" else BFLOAT16
+    x = sample(dtype, activation.special_points, seed=1)
+    g = grad_sample(dtype, seed=2)
+    return x, g
+
+
+def _case_inputs(activation, dtype):
+    return _inputs(activation.name, "bfloat16" if dtype == BFLOAT16 else dtype.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _expected(name, params_items, dtype_str):
+    activation = next(a for a in ACTIVATIONS if a.name == name)
+    dtype = np.dtype(dtype_str) if dtype_str != "bfloat16" else BFLOAT16
+    x, g = _case_inputs(activation, dtype)
+    params = dict(params_items)
+    full = call_params(activation, params)
+    forward = getattr(ref, name)(x.astype(np.float64), **full)
+    backward = getattr(ref, name + "_backward")(g.astype(np.float64), x.astype(np.float64), **full)
+    return forward, backward
+
+
+def _dtype_key(dtype):
+    return "bfloat16" if dtype == BFLOAT16 else dtype.name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_forward_and_backward_match_reference(case, dtype, isa):
+    activation, params = case
+    x, g = _case_inputs(activation, dtype)
+    forward_ref, backward_ref = _expected(activation.name, tuple(sorted(params.items())), _dtype_key(dtype))
+    fwd = getattr(nf, activation.name)
+    bwd = getattr(nf, activation.name + "_backward")
+    label = f"{activation.name}{params} {_dtype_key(dtype)} {isa}"
+
+    y = fwd(x, **params)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert_within_ulp(label + " forward", y, forward_ref, BOUNDS[_dtype_key(dtype)]["forward"], {"x": x})
+
+    dx = bwd(g, x, **params)
+    floor = backward_floor(activation.name, params, x.astype(np.float64), g.astype(np.float64))
+    assert_within_ulp(label + " backward", dx, backward_ref, BOUNDS[_dtype_key(dtype)]["backward"],
+                      {"x": x, "grad": g}, floor=floor)
+
+    # Tails: every prefix length goes through the masked tail path and must give
+    # exactly the bits of the same elements computed inside a long array.
+    for n in TAIL_SIZES:
+        np.testing.assert_array_equal(fwd(x[:n], **params).view(np.uint8), y[:n].view(np.uint8),
+                                      err_msg=f"{label} forward, size {n}")
+        np.testing.assert_array_equal(bwd(g[:n], x[:n], **params).view(np.uint8), dx[:n].view(np.uint8),
+                                      err_msg=f"{label} backward, size {n}")
+
+    if activation.from_y:
+        dx_from_y = bwd(g, y=y, **params)
+        # y is rounded to the dtype, so the reference is the derivative formula
+        # applied to the stored y; compare the two kernels' answers within the
+        # backward bound plus the effect of y's rounding (checked in float64
+        # against the reference where y is exact enough: float32/float64).
+        finite = np.isfinite(x.astype(np.float64)) & np.isfinite(dx.astype(np.float64))
+        if dtype in (np.dtype(np.float64),):
+            assert_within_ulp(label + " backward from y", dx_from_y[finite], dx[finite].astype(np.float64),
+                              2 * BOUNDS[_dtype_key(dtype)]["backward"], {"x": x[finite]})
+        assert dx_from_y.shape == x.shape and dx_from_y.dtype == x.dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_every_isa_gives_the_same_bits(case, dtype):
+    activation, params = case
+    x, g = _case_inputs(activation, dtype)
+    results = {}
+    for isa in nf._C.supported_isas():
+        with nf.cpu_isa(isa):
+            fwd = getattr(nf, activation.name)(x, **params)
+            bwd = getattr(nf, activation.name + "_backward")(g, x, **params)
+            results[isa] = (_bits_with_canonical_nan(fwd), _bits_with_canonical_nan(bwd))
+    first = next(iter(results))
+    for isa, (fwd, bwd) in results.items():
+        np.testing.assert_array_equal(fwd, results[first][0], err_msg=f"forward {isa} vs {first}")
+        np.testing.assert_array_equal(bwd, results[first][1], err_msg=f"backward {isa} vs {first}")
+
+
+def _bits_with_canonical_nan(a):
+    """The array's bits, every NaN replaced by one canonical NaN: IEEE 754 does
+    not specify which NaN (sign, payload) an operation returns, and x86 scalar
+    and vector instructions pick different operands."""
+    wide = a.astype(np.float64) if a.dtype != np.float64 else a.copy()
+    wide[np.isnan(wide)] = np.nan
+    return wide.view(np.uint64)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "relu", "softplus"])
+def test_results_are_bit_identical_for_every_thread_count(name):
+    x = sample(np.float32, (), n=(1 << 21) + 37, seed=5)
+    g = grad_sample(np.float32, n=x.size, seed=6)
+    fwd, bwd = getattr(nf, name), getattr(nf, name + "_backward")
+    nf.set_num_threads(1)
+    y1, d1 = fwd(x), bwd(g, x)
+    for threads in (2, 3, 8):
+        nf.set_num_threads(threads)
+        np.testing.assert_array_equal(fwd(x).view(np.uint32), y1.view(np.uint32))
+        np.testing.assert_array_equal(bwd(g, x).view(np.uint32), d1.view(np.uint32))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: a.name)
+def test_nan_gradient_or_input_gives_nan(activation, isa):
+    x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0, np.nan, np.nan], np.float32)
+    g = np.array([np.nan] * 5 + [1.0, np.nan], np.float32)
+    assert np.isnan(getattr(nf, activation.name)(x)[5:]).all()
+    assert np.isnan(getattr(nf, activation.name + "_backward")(g, x)).all()
+    expected = getattr(ref, activation.name + "_backward")(g.astype(np.float64), x.astype(np.float64))
+    assert np.isnan(expected).all()
+
+
+def test_in_place_forward_and_backward():
+    x = sample(np.float32, (), n=4099, seed=3, finite_only=True)
+    expected = nf.silu(x)
+    buf = x.copy()
+    assert nf.silu(buf, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+    g = np.ones_like(x)
+    expected_grad = nf.silu_backward(g, x)
+    assert nf.silu_backward(g, x, out=g) is g
+    np.testing.assert_array_equal(g, expected_grad)
+
+
+def test_non_contiguous_inputs_and_outputs():
+    base = sample(np.float32, (), n=64 * 66, seed=4).reshape(64, 66)
+    strided = base[::2, 1::3]
+    transposed = base.T
+    for view in (strided, transposed):
+        np.testing.assert_array_equal(nf.gelu(view), nf.gelu(np.ascontiguousarray(view)))
+    out = np.zeros((64, 66), np.float32)[:, ::2]
+    x = np.ascontiguousarray(base[:, ::2])
+    result = nf.tanh(x, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, nf.tanh(x))
+    # In place on a non-contiguous array.
+    view = base.copy()[:, ::3]
+    expected = nf.relu(view)
+    nf.relu(view, out=view)
+    np.testing.assert_array_equal(view, expected)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (2, 3, 4)])
+def test_shapes_zero_d_and_empty(shape):
+    x = np.full(shape, -0.5, np.float32)
+    y = nf.elu(x)
+    assert y.shape == shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, np.expm1(np.float32(-0.5)), rtol=1e-6)
+    assert nf.elu_backward(np.ones(shape, np.float32), x).shape == shape
+
+
+def test_backward_from_y_matches_backward_from_x_float32():
+    x = np.linspace(-8, 8, 10001, dtype=np.float32)
+    g = np.full_like(x, 0.75)
+    for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "celu", "relu6", "hardtanh", "softplus"):
+        y = getattr(nf, name)(x)
+        from_x = getattr(nf, name + "_backward")(g, x)
+        from_y = getattr(nf, name + "_backward")(g, y=y)
+        # y carries float32 rounding; the derivative formula in y is well
+        # conditioned away from saturation, so 8 ULP plus 1e-7 absolute covers it.
+        np.testing.assert_allclose(from_y, from_x, rtol=8 * 2**-23, atol=1e-7, err_msg=name)

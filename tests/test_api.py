@@ -1,0 +1,218 @@
+"""Argument checking, ISA selection, build info, prelu and rrelu."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nnfuse as nf
+import nnfuse.reference as ref
+from nnfuse._array import BFLOAT16
+
+from conftest import assert_within_ulp
+
+
+# ---- bad input: a Python exception naming the argument, never a crash --------
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64, np.uint8])
+def test_unsupported_dtype_is_a_type_error_naming_it(dtype):
+    with pytest.raises(TypeError, match=r"'x' has dtype " + np.dtype(dtype).name):
+        nf.gelu(np.zeros(4, dtype))
+
+
+def test_backward_argument_checks():
+    x = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="'x'.*shape"):
+        nf.relu_backward(np.zeros(4, np.float32), x)
+    with pytest.raises(TypeError, match="'x' has dtype float64"):
+        nf.relu_backward(np.zeros(5, np.float32), np.zeros(5))
+    with pytest.raises(ValueError, match="exactly one of 'x'"):
+        nf.relu_backward(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="exactly one of 'x'"):
+        nf.relu_backward(np.zeros(5, np.float32), x, y=x)
+    with pytest.raises(TypeError):
+        nf.gelu_backward(np.zeros(5, np.float32), y=x)  # no backward from y for gelu
+    with pytest.raises(ValueError, match="negative_slope"):
+        nf.leaky_relu_backward(np.ones(5, np.float32), y=x, negative_slope=-0.5)
+
+
+def test_out_checks():
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    with pytest.raises(ValueError, match="'out' has shape"):
+        nf.tanh(x, out=np.empty(15, np.float32))
+    with pytest.raises(TypeError, match="'out' has dtype float64"):
+        nf.tanh(x, out=np.empty(16, np.float64))
+    read_only = np.empty(16, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' is read-only"):
+        nf.tanh(x, out=read_only)
+    with pytest.raises(TypeError, match="'out' must be a numpy.ndarray"):
+        nf.tanh(x, out=[0.0] * 16)
+    buf = np.linspace(-1, 1, 32, dtype=np.float32)
+    with pytest.raises(ValueError, match="'out' partially overlaps 'x'"):
+        nf.tanh(buf[:16], out=buf[8:24])
+    with pytest.raises(ValueError, match="'out' partially overlaps 'grad'"):
+        nf.tanh_backward(buf[:16], x, out=buf[1:17])
+
+
+def test_parameter_checks():
+    x = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="approximate"):
+        nf.gelu(x, approximate="erf")
+    with pytest.raises(ValueError, match="min_val"):
+        nf.hardtanh(x, min_val=2.0, max_val=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        nf.celu(x, alpha=0.0)
+    with pytest.raises(ValueError, match="lower"):
+        nf.rrelu(x, lower=0.5, upper=0.1)
+    with pytest.raises(ValueError, match="seed"):
+        nf.rrelu(x, training=True, seed=-1)
+
+
+def test_lists_and_scalars_are_accepted_as_arrays():
+    np.testing.assert_array_equal(nf.relu([-1.0, 2.0]), np.array([0.0, 2.0]))
+    assert nf.relu(np.float32(-3.0)).shape == ()
+
+
+# ---- ISA selection and build info ----------------------------------------------
+
+def test_build_info():
+    info = nf.build_info()
+    assert info["compiled_cpu_isas"] == ["scalar", "avx2", "avx512"]
+    assert info["cpu_isa"] in info["supported_cpu_isas"]
+    assert info["num_threads"] == nf.get_num_threads() >= 1
+    assert isinstance(info["cuda_compiled"], bool)
+    for key in ("version", "compiler", "cuda_architectures", "cuda_devices"):
+        assert key in info
+
+
+def test_default_isa_is_the_best_supported():
+    best = nf._C.supported_isas()[-1]
+    env = dict(os.environ)
+    env.pop("NNFUSE_CPU_ISA", None)
+    out = subprocess.run([sys.executable, "-c", "import nnfuse; print(nnfuse.get_cpu_isa())"],
+                         capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == best
+
+
+def test_environment_variable_overrides_and_bad_values_are_clear():
+    env = dict(os.environ, NNFUSE_CPU_ISA="scalar")
+    out = subprocess.run([sys.executable, "-c", "import nnfuse; print(nnfuse.get_cpu_isa())"],
+                         capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "scalar"
+    env["NNFUSE_CPU_ISA"] = "sse9"
+    out = subprocess.run([sys.executable, "-c", "import nnfuse, numpy; nnfuse.relu(numpy.ones(3))"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "unknown CPU ISA 'sse9'" in out.stderr
+
+
+def test_set_cpu_isa_and_context_manager():
+    before = nf.get_cpu_isa()
+    with nf.cpu_isa("scalar"):
+        assert nf.get_cpu_isa() == "scalar"
+    assert nf.get_cpu_isa() == before
+    with pytest.raises(ValueError, match="unknown CPU ISA 'neon'"):
+        nf.set_cpu_isa("neon")
+    assert nf.get_cpu_isa() == before
+
+
+def test_unsupported_isa_request_is_an_error_when_the_cpu_lacks_it():
+    supported = nf._C.supported_isas()
+    missing = [isa for isa in ("avx2", "avx512") if isa not in supported]
+    if not missing:
+        pytest.skip("this CPU runs every compiled ISA")
+    with pytest.raises(ValueError, match="cannot run"):
+        nf.set_cpu_isa(missing[0])
+
+
+def test_num_threads():
+    nf.set_num_threads(3)
+    assert nf.get_num_threads() == 3
+    with pytest.raises(ValueError):
+        nf.set_num_threads(0)
+
+
+# ---- PReLU ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,weights", [((1000,), 1), ((64, 7), 7), ((4, 3, 5, 6), 3), ((4, 3, 5, 6), 1),
+                                           ((2, 5, 70001), 5), ((300000,), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, BFLOAT16])
+def test_prelu_matches_reference(shape, weights, dtype, isa):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, weights).astype(dtype)
+    x64, g64, w64 = (a.astype(np.float64) for a in (x, g, w))
+    y = nf.prelu(x, w)
+    bound = 2.0 if np.dtype(dtype) != BFLOAT16 else 1.0
+    assert_within_ulp("prelu forward", y, ref.prelu(x64, w64), bound, {"x": x})
+    gx, gw = nf.prelu_backward(g, x, w)
+    ref_gx, ref_gw = ref.prelu_backward(g64, x64, w64)
+    assert_within_ulp("prelu grad_x", gx, ref_gx, bound, {"x": x, "grad": g})
+    assert gw.shape == w.shape and gw.dtype == w.dtype
+    magnitude = np.abs(ref.prelu_backward(np.abs(g64), -np.abs(x64), np.ones_like(w64))[1])
+    # Error bound of the kernel's summation (see prelu_backward_segment):
+    # float32 compute: products rounded once, at most 64 float additions per
+    # lane before the float64 accumulation -> (64 + 2) * 2^-24 * sum|c|;
+    # float64: recursive summation, n * 2^-53 * sum|c| with n terms per channel;
+    # plus the final rounding to weight's dtype (one eps of the dtype).
+    n_per_channel = x.size // w.size
+    if np.dtype(dtype) == np.float64:
+        relative = n_per_channel * 2.0**-53 + 2.0**-52
+    else:
+        eps = 2.0**-7 if np.dtype(dtype) == BFLOAT16 else float(np.finfo(dtype).eps)
+        relative = 66 * 2.0**-24 + eps
+    np.testing.assert_allclose(gw.astype(np.float64), ref_gw, rtol=0, atol=float(np.max(magnitude)) * relative)
+
+
+def test_prelu_weight_gradient_is_bit_identical_across_threads():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 4, 50000)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    nf.set_num_threads(1)
+    _, gw1 = nf.prelu_backward(g, x, w)
+    for threads in (2, 5):
+        nf.set_num_threads(threads)
+        _, gw = nf.prelu_backward(g, x, w)
+        np.testing.assert_array_equal(gw.view(np.uint32), gw1.view(np.uint32))
+
+
+def test_prelu_checks_weight():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="'weight' must be 1-D with 1 element or one per channel"):
+        nf.prelu(x, np.zeros(2, np.float32))
+    with pytest.raises(TypeError, match="'weight' has dtype float64"):
+        nf.prelu(x, np.zeros(3))
+
+
+# ---- RReLU ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_rrelu_training_matches_reference_and_backward_regenerates_slopes(dtype, isa):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(10007).astype(dtype)
+    g = rng.standard_normal(10007).astype(dtype)
+    kwargs = dict(lower=0.1, upper=0.4, training=True, seed=1234567, offset=99)
+    y = nf.rrelu(x, **kwargs)
+    expected = ref.rrelu(x.astype(np.float64), **kwargs)
+    bound = 2.0 if np.dtype(dtype) != np.float16 else 1.0
+    assert_within_ulp("rrelu training forward", y, expected, bound, {"x": x})
+    gx = nf.rrelu_backward(g, x, **kwargs)
+    assert_within_ulp("rrelu training backward", gx,
+                      ref.rrelu_backward(g.astype(np.float64), x.astype(np.float64), **kwargs), bound, {"x": x})
+    # The backward's slope for x < 0 is y / x: the same draw as the forward.
+    neg = x < 0
+    np.testing.assert_allclose((gx[neg] / g[neg]).astype(np.float64), (y[neg] / x[neg]).astype(np.float64),
+                               rtol=4 * float(np.finfo(dtype).eps))
+    other = nf.rrelu(x, **dict(kwargs, offset=100))
+    assert not np.array_equal(other[neg], y[neg])
+
+
+def test_rrelu_eval_is_leaky_relu_with_the_mean_slope():
+    x = np.linspace(-3, 3, 101, dtype=np.float32)
+    np.testing.assert_array_equal(nf.rrelu(x), nf.leaky_relu(x, (1 / 8 + 1 / 3) / 2))
+    np.testing.assert_array_equal(nf.rrelu_backward(np.ones_like(x), x),
+                                  nf.leaky_relu_backward(np.ones_like(x), x, (1 / 8 + 1 / 3) / 2))
