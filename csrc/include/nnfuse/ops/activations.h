@@ -1,0 +1,467 @@
+// Activation functors: forward and backward math written once, for V = float
+// (scalar CPU and CUDA) and V = Vec<float, Avx2 / Avx512>. Semantics follow
+// torch.nn.functional (kinks, thresholds, parameter defaults are the caller's).
+//
+//   fwd(x, a)              y = f(x)
+//   bwd(g, x, a)           dL/dx = g * f'(x)
+//   bwd_from_y(g, y, a)    dL/dx from the forward output (has_bwd_from_y only),
+//                          accurate relative to the exact formula in y
+//
+// NaN contract: a NaN in x (or y) or in g gives NaN, also where the derivative
+// is a constant 0 (0 is applied as g * 0, so g = +-inf there gives NaN too).
+// Infinite x gives the mathematical limit. Known limitation: where the
+// derivative is applied as e.times(g * m) (sigmoid, tanh, logsigmoid, silu ...),
+// g = +-inf with |x| tiny gives NaN (inf + -inf inside the fma) instead of inf.
+//
+// Measured max error (float32, ulps of the exact formula in long double, ~2.6M
+// points: every 4099th bit pattern, dense [-20, 20], [-130, -10], specials):
+//   fwd:  Sigmoid 2.02, Tanh 1.50, Elu 0.87 (alpha 1) / 1.49 (0.3), Selu 1.72,
+//         Celu 0.87 / 1.71, Gelu 3.65 (x = -12.27, tail R(a) ~2.5 ulp), GeluTanh
+//         2.56, Silu 2.38, Mish 3.88, Softplus 1.64 (beta 1) / 2.18 (beta 2.5),
+//         Softsign 1.50, Logsigmoid 1.58, Hardsigmoid 1.0, Hardswish 1.83,
+//         piecewise-linear ops <= 0.5.
+//   bwd:  Sigmoid 3.96, Tanh 4.04, Elu 1.08 / 1.74, Selu 1.83, Celu 1.08 / 1.18,
+//         Softplus 2.41 / 2.42, Softsign 4.20, Logsigmoid 2.48; Gelu, GeluTanh,
+//         Silu, Mish have an interior zero of y': inside the windows
+//         (-1, -0.55) / (-1, -0.55) / (-1.6, -1) / (-1.55, -0.9) the absolute error
+//         is <= 0.87 ulp(g); outside them 8.6 / 8.6 / 7.1 / 9.8 ulp (shoulders of
+//         the cancellation, |y'| < 0.1).
+//   bwd_from_y (exact formula in y): <= 2.3 everywhere. Tails are computed without
+// cancellation (erfc / scaled-erfc, x e^x folded into one rounding into the
+// denormal range, compensated products inside exp arguments).
+#pragma once
+
+#include "nnfuse/common/macros.h"
+#include "nnfuse/vec/math.h"
+#include "nnfuse/vec/scalar.h"
+
+NNF_NS_BEGIN
+
+template <class V>
+struct ActArgs {
+  V p0, p1;
+};
+
+namespace act_detail {
+// v, except NaN where x is NaN (for derivatives that are piecewise constant).
+template <class V>
+NNF_HD V nan_from(V x, V v) {
+  return select(is_nan(x), x, v);
+}
+// g where the mask holds, g * 0 elsewhere; NaN where x is NaN.
+template <class V, class M>
+NNF_HD V pass_where(M m, V g, V x) {
+  return nan_from(x, select(m, g, g * V(0.0f)));
+}
+}  // namespace act_detail
+
+// Sigmoid: y = 1 / (1 + e^-x);  y' = y (1 - y) = t / (1 + t)^2, t = e^-|x|.
+struct Sigmoid {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return sigmoid(x);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+    V d = V(1.0f) + e.value();
+    return e.times(g / (d * d));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
+    return g * (y * (V(1.0f) - y));
+  }
+};
+
+// Tanh: y = tanh x;  y' = 1 - y^2 = 4E / (1 + E)^2, E = e^-2|x| (tail without
+// cancellation).
+struct Tanh {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return tanh(x);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    vmath::ExpParts<V> e = vmath::exp_parts(V(-2.0f) * vabs(x));
+    V d = V(1.0f) + e.value();
+    return e.times((V(4.0f) * g) / (d * d));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
+    return g * ((V(1.0f) - y) * (V(1.0f) + y));
+  }
+};
+
+// Relu: y = max(x, 0);  y' = x > 0 ? 1 : 0 (relu'(0) = 0).
+struct Relu {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return vmax(V(0.0f), x);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    return act_detail::pass_where(x > V(0.0f), g, x);
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return bwd(g, y, a);
+  }
+};
+
+// LeakyRelu (also PReLU with p0 = the channel weight, RReLU with p0 = the
+// slope, which may differ per lane): y = x > 0 ? x : p0 x;
+// y' = x > 0 ? 1 : p0 (leaky_relu'(0) = slope). bwd_from_y needs p0 >= 0 (as
+// torch's in-place rule), so that y > 0 <=> x > 0.
+struct LeakyRelu {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), x, x * a.p0);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    return act_detail::nan_from(x, select(x > V(0.0f), g, g * a.p0));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return bwd(g, y, a);
+  }
+  // PReLU weight gradient, per element: dL/dw = x > 0 ? 0 : g x.
+  template <class V>
+  NNF_HD static V prelu_weight_grad(V g, V x) {
+    return select(x > V(0.0f), g * V(0.0f), g * x);
+  }
+};
+
+// Elu(alpha = p0): y = x > 0 ? x : alpha (e^x - 1);
+// y' = x > 0 ? 1 : alpha e^x = y + alpha.
+struct Elu {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), x, a.p0 * expm1(x));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), g, vmath::exp_parts(x).times(g * a.p0));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return select(y > V(0.0f), g, g * (y + a.p0));
+  }
+};
+
+// Selu: y = scale (x > 0 ? x : alpha (e^x - 1)), alpha = 1.6732632423543772,
+// scale = 1.0507009873554805;  y' = x > 0 ? scale : scale alpha e^x
+// = y + scale alpha.
+struct Selu {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return select(x > V(0.0f), x * V(1.050700987f), expm1(x) * V(1.758099341f));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    return select(x > V(0.0f), g * V(1.050700987f),
+                  vmath::exp_parts(x).times(g * V(1.758099341f)));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
+    // scale alpha as a float pair: y + scale alpha cancels in the tail.
+    return select(y > V(0.0f), g * V(1.050700987f),
+                  g * ((y + V(1.758099318e+00f)) + V(2.329671744e-08f)));
+  }
+};
+
+// Celu(alpha = p0): y = max(0, x) + min(0, alpha (e^(x/alpha) - 1));
+// y' = x > 0 ? 1 : e^(x/alpha) = y / alpha + 1. x/alpha is carried as q + qe
+// (exact residual), so its rounding is not amplified by the exponential.
+// 1/alpha is loop-invariant (the compiler hoists it).
+struct Celu {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    V ia = V(1.0f) / a.p0;
+    V q = x * ia;
+    V qe = fma(-q, a.p0, x) * ia;
+    return select(x > V(0.0f), x, a.p0 * vmath::expm1_lo(q, qe));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    V ia = V(1.0f) / a.p0;
+    V q = x * ia;
+    V qe = fma(-q, a.p0, x) * ia;
+    return select(x > V(0.0f), g, vmath::exp_parts(q, qe).times(g));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return select(y > V(0.0f), g, g * ((y + a.p0) * (V(1.0f) / a.p0)));
+  }
+};
+
+// Gelu (exact): y = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2;
+// y' = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi).
+// With a = |x|, E = e^(-a^2/2) (exact square) and R(a) = Phi(-a) e^(a^2/2):
+// Phi(-a) = E R, so y = x<0 ? x E R : x - x E R, and with D = E (R - a/sqrt(2 pi)),
+// y' = x<0 ? D : 1 - D. No 1 + erf(x) cancellation anywhere. y' has an interior
+// zero at x = -0.7518 where R - a/sqrt(2 pi) cancels.
+struct Gelu {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    V a = vmin(V(15.0f), vabs(x));
+    V h = vmath::exp_mul_parts(V(-0.5f) * a, a).times(copysign(a, x) * vmath::gauss_tail_scaled(a));
+    return select(x < V(0.0f), h, x - h);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    V a = vmin(V(15.0f), vabs(x));
+    V m = fma(-a, V(3.989422917e-01f), vmath::gauss_tail_scaled(a));
+    vmath::ExpParts<V> e = vmath::exp_mul_parts(V(-0.5f) * a, a);
+    return select(x < V(0.0f), e.times(g * m), g * (V(1.0f) - e.times(m)));
+  }
+};
+
+namespace act_detail {
+// w = 2u(a) = a (c1 + c2 a^2) for a >= 0, c1 = 2 sqrt(2/pi), c2 = 0.044715 c1,
+// as w + wl to about 2^-45 relative: constants as float pairs, a^2 exact, the
+// sum c1 + c2 a^2 by TwoSum. Needed because e^-w amplifies the error of w by |w|.
+template <class V>
+struct TanhGeluArg {
+  V w, wl, x2;
+};
+template <class V>
+NNF_HD TanhGeluArg<V> tanh_gelu_arg(V a) {
+  const V c1h(1.595769167e+00f), c1l(-4.534068054e-08f);
+  const V c2h(7.135481387e-02f), c2l(2.398832466e-09f);
+  V x2 = a * a;
+  V x2e = fma(a, a, -x2);
+  V p = c2h * x2;
+  V pe = fma(c2h, x2, -p);
+  V s = c1h + p;
+  V bb = s - c1h;
+  V se = (c1h - (s - bb)) + (p - bb);
+  V lo = fma(c2h, x2e, se);
+  lo = fma(c2l, x2, lo);
+  lo = lo + pe;
+  lo = lo + c1l;
+  V w = a * s;
+  V wl = fma(a, lo, fma(a, s, -w));
+  return {w, wl, x2};
+}
+}  // namespace act_detail
+
+// GeluTanh: y = x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3)
+// = x sigmoid(2u) = x / (1 + e^-2u);  with t = e^-|2u|, s = 1 / (1 + t):
+// y = x<0 ? x t s : x s;  y' = sigmoid(2u) + x w' t s^2, w' = c1 + 3 c2 x^2, i.e.
+// y' = x<0 ? t s (1 + x w' s) : s (1 + x w' t s). Interior zero near x = -0.7518.
+struct GeluTanh {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    V a = vmin(V(12.0f), vabs(x));
+    act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
+    vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
+    mask_t<V> neg = x < V(0.0f);
+    V num = select(neg, e.times(copysign(a, x)), x);
+    return num / (V(1.0f) + e.value());
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    V a = vmin(V(12.0f), vabs(x));
+    act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
+    vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
+    V t = e.value();
+    mask_t<V> neg = x < V(0.0f);
+    V xw = copysign(a, x) * fma(V(2.140644416e-01f), w.x2, V(1.595769167e+00f));
+    V s = V(1.0f) / (V(1.0f) + t);
+    V b = s * fma(select(neg, xw, xw * t), s, V(1.0f));
+    return select(neg, e.times(g * b), g * b);
+  }
+};
+
+// Silu: y = x sigmoid(x);  with t = e^-|x|, s = 1 / (1 + t):
+// y = x<0 ? x t s : x s;  y' = sigmoid(x) (1 + x (1 - sigmoid(x)))
+// = x<0 ? t s (1 + x s) : s (1 + x t s). Interior zero at x = -1.2785.
+struct Silu {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+    mask_t<V> neg = x < V(0.0f);
+    V num = select(neg, e.times(vmax(V(-130.0f), x)), x);
+    return num / (V(1.0f) + e.value());
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+    V t = e.value();
+    mask_t<V> neg = x < V(0.0f);
+    V xc = vmax(V(-130.0f), vmin(V(130.0f), x));
+    V s = V(1.0f) / (V(1.0f) + t);
+    V b = s * fma(select(neg, xc, xc * t), s, V(1.0f));
+    return select(neg, e.times(g * b), g * b);
+  }
+};
+
+// Mish: y = x tanh(softplus(x)) = x n / (n + 2), n = e (e + 2), e = e^x;
+// y' = tanh(sp) + x sech^2(sp) sigmoid(x) = e [(e + 2) + 4x (e + 1) / D] / D,
+// D = n + 2 = e(e + 2) + 2. For x < 0 the factor e is applied last (x e^x tail
+// rounded once). x is clamped to [-120, 20] where y = x or 0 already (y' = 1 / 0).
+// Interior zero of y' near x = -1.1924.
+struct Mish {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    V xc = vmax(V(-120.0f), vmin(V(20.0f), x));
+    vmath::ExpParts<V> ep = vmath::exp_parts(xc);
+    V e = ep.value();
+    V e2 = e + V(2.0f);
+    mask_t<V> neg = x < V(0.0f);
+    V q = select(neg, xc * e2, xc * (e * e2)) / fma(e, e2, V(2.0f));
+    return select(neg, ep.times(q), select(x > V(20.0f), x, q));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    V xc = vmax(V(-120.0f), vmin(V(20.0f), x));
+    vmath::ExpParts<V> ep = vmath::exp_parts(xc);
+    V e = ep.value();
+    V e2 = e + V(2.0f);
+    V id = V(1.0f) / fma(e, e2, V(2.0f));
+    V b = id * fma(V(4.0f) * xc * (e + V(1.0f)), id, e2);
+    return select(x < V(0.0f), ep.times(g * b), g * (e * b));
+  }
+};
+
+// Relu6: y = min(max(x, 0), 6);  y' = 0 < x < 6 ? 1 : 0 (hardtanh_backward).
+struct Relu6 {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return vmin(V(6.0f), vmax(V(0.0f), x));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    return act_detail::pass_where((x > V(0.0f)) & (x < V(6.0f)), g, x);
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return bwd(g, y, a);
+  }
+};
+
+// Hardtanh(min_val = p0, max_val = p1): y = min(max(x, p0), p1);
+// y' = p0 < x < p1 ? 1 : 0.
+struct Hardtanh {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    return vmin(a.p1, vmax(a.p0, x));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    return act_detail::pass_where((x > a.p0) & (x < a.p1), g, x);
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    return bwd(g, y, a);
+  }
+};
+
+// Hardsigmoid: y = min(max(x + 3, 0), 6) / 6;  y' = -3 < x < 3 ? 1/6 : 0.
+struct Hardsigmoid {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    return vmin(V(6.0f), vmax(V(0.0f), x + V(3.0f))) / V(6.0f);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    return act_detail::pass_where((x > V(-3.0f)) & (x < V(3.0f)), g / V(6.0f), x);
+  }
+};
+
+// Hardswish: y = x min(max(x + 3, 0), 6) / 6;
+// y' = x < -3 ? 0 : x <= 3 ? (2x + 3) / 6 : 1 (torch writes x/3 + 0.5; (2x + 3)
+// is exact near the zero at -1.5).
+struct Hardswish {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    // x >= 3 returns x itself (x * 6 / 6 would overflow for x > 5.6e37).
+    return select(x >= V(3.0f), x, (x * vmax(V(0.0f), x + V(3.0f))) / V(6.0f));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    V mid = g * ((fma(V(2.0f), x, V(3.0f))) / V(6.0f));
+    V r = select(x < V(-3.0f), g * V(0.0f), select(x <= V(3.0f), mid, g));
+    return act_detail::nan_from(x, r);
+  }
+};
+
+// Softplus(beta = p0, threshold = p1): y = beta x > threshold ? x : log1p(e^(beta x)) / beta
+// = max(x, 0) + log1p(e^-|beta x|) / beta (z = beta x kept as z + ze, exact);
+// y' = beta x > threshold ? 1 : sigmoid(beta x) = 1 - e^(-beta y).
+struct Softplus {
+  static constexpr bool has_bwd_from_y = true;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    V z = a.p0 * x;
+    V ze = fma(a.p0, x, -z);
+    mask_t<V> pos = z > V(0.0f);
+    V t = vmath::exp_parts(-vabs(z), select(pos, -ze, ze)).value();
+    V y = select(pos, x, V(0.0f)) + log1p(t) / a.p0;
+    return select(z > a.p1, x, y);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    V z = a.p0 * x;
+    V ze = fma(a.p0, x, -z);
+    mask_t<V> neg = z < V(0.0f);
+    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(z), select(neg, ze, -ze));
+    V q = g / (V(1.0f) + e.value());
+    return select(z > a.p1, g, select(neg, e.times(q), q));
+  }
+  template <class V>
+  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
+    V z = a.p0 * y;
+    return select(z > a.p1, g, g * -expm1(-z));
+  }
+};
+
+// Softsign: y = x / (1 + |x|);  y' = 1 / (1 + |x|)^2.
+struct Softsign {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    V a = vabs(x);
+    return select(a == V(vmath::inf_f()), copysign(V(1.0f), x), x / (V(1.0f) + a));
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    V s = V(1.0f) / (V(1.0f) + vabs(x));
+    return (g * s) * s;
+  }
+};
+
+// Logsigmoid: y = log sigmoid(x) = min(x, 0) - log1p(e^-|x|);
+// y' = sigmoid(-x) = x > 0 ? t / (1 + t) : 1 / (1 + t), t = e^-|x|.
+struct Logsigmoid {
+  static constexpr bool has_bwd_from_y = false;
+  template <class V>
+  NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    V t = vmath::exp_parts(-vabs(x)).value();
+    return select(x < V(0.0f), x, V(0.0f)) - log1p(t);
+  }
+  template <class V>
+  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
+    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+    V q = g / (V(1.0f) + e.value());
+    return select(x > V(0.0f), e.times(q), q);
+  }
+};
+
+NNF_NS_END
