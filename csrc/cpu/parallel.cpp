@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -13,73 +14,122 @@
 namespace nnfuse {
 namespace {
 
+// Spin this long before sleeping: waking a thread blocked on a condition
+// variable took tens of microseconds on the 2-vCPU machines we measure on,
+// longer than a whole 2^16-element kernel, so a worker that has just finished
+// keeps polling for the next region for a short while (as OpenMP runtimes do).
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 class ThreadPool {
  public:
   explicit ThreadPool(int workers) {
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { worker_loop(i + 1); });
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { worker_loop(); });
   }
   ~ThreadPool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
-      ++generation_;
+      generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
   }
   int workers() const { return static_cast<int>(threads_.size()); }
 
-  // Runs task(ctx, chunk) for chunk in [0, chunks): chunk 0 on the caller.
+  // Runs task(ctx, chunk) for every chunk in [0, chunks). Chunks are claimed
+  // from a shared counter by the caller and by whichever workers are awake,
+  // so a worker the OS has not scheduled yet delays nothing: the caller takes
+  // its chunks. (Which thread runs a chunk never changes a result.)
   void run(int chunks, void (*task)(void*, int), void* ctx) {
+    task_.store(task, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    chunks_.store(chunks, std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    uint64_t generation;
     {
+      // The increment happens under the mutex so that a worker deciding to
+      // sleep (which re-checks the generation under the same mutex) cannot
+      // miss it.
       std::lock_guard<std::mutex> lock(mutex_);
-      task_ = task;
-      ctx_ = ctx;
-      chunks_ = chunks;
-      pending_.store(chunks - 1, std::memory_order_relaxed);
-      ++generation_;
+      generation = generation_.load(std::memory_order_relaxed) + 1;
+      claim_.store(generation << 32, std::memory_order_release);
+      generation_.store(generation, std::memory_order_release);
     }
-    wake_.notify_all();
-    task(ctx, 0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
+    claim_and_run(generation);
+    for (int spins = 0; finished_.load(std::memory_order_acquire) != chunks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // oversubscribed: let the worker holding a chunk run
+      }
+    }
   }
 
  private:
-  void worker_loop(int index) {
+  // claim_ holds (generation << 32) | next unclaimed chunk. A claim is a CAS
+  // that succeeds only within the claimant's generation, so a worker still
+  // looking at a finished region can never take (or count) a chunk of the
+  // next one; task_, ctx_ and chunks_ cannot change while a claimed chunk of
+  // the current generation is unfinished, because run() waits for it.
+  void claim_and_run(uint64_t generation) {
+    uint64_t current = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((current >> 32) != generation) return;
+      uint64_t chunk = current & 0xffffffffu;
+      if (chunk >= static_cast<uint64_t>(chunks_.load(std::memory_order_relaxed))) return;
+      if (!claim_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        continue;
+      task_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), static_cast<int>(chunk));
+      finished_.fetch_add(1, std::memory_order_acq_rel);
+      current = claim_.load(std::memory_order_acquire);
+    }
+  }
+
+  void worker_loop() {
     uint64_t seen = 0;
     for (;;) {
-      void (*task)(void*, int);
-      void* ctx;
-      int chunks;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (stopping_) return;
-        task = task_;
-        ctx = ctx_;
-        chunks = chunks_;
-      }
-      if (index < chunks) {
-        task(ctx, index);
-        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-          std::lock_guard<std::mutex> lock(mutex_);
-          done_.notify_one();
-        }
-      }
+      seen = wait_for_generation(seen);
+      if (stopping_) return;
+      claim_and_run(seen);
     }
+  }
+
+  uint64_t wait_for_generation(uint64_t seen) {
+    auto start = std::chrono::steady_clock::now();
+    for (int spins = 0;; ++spins) {
+      uint64_t current = generation_.load(std::memory_order_acquire);
+      if (current != seen) return current;
+      cpu_relax();
+      if ((spins & 255) == 255 && std::chrono::steady_clock::now() - start > kSpinBeforeSleep) break;
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    sleepers_.fetch_add(1, std::memory_order_acq_rel);
+    wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+    sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+    return generation_.load(std::memory_order_acquire);
   }
 
   std::vector<std::thread> threads_;
   std::mutex mutex_;
-  std::condition_variable wake_, done_;
-  uint64_t generation_ = 0;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> finished_{0};
   bool stopping_ = false;
-  void (*task_)(void*, int) = nullptr;
-  void* ctx_ = nullptr;
-  int chunks_ = 0;
-  std::atomic<int> pending_{0};
+  // Written by the caller before claim_ opens a generation (release); read by
+  // a thread only after a successful claim in that generation (acquire).
+  std::atomic<void (*)(void*, int)> task_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int> chunks_{0};
 };
 
 std::mutex g_pool_mutex;  // one parallel region at a time; guards the pool's lifetime

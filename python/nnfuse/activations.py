@@ -23,6 +23,12 @@ _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
 
 
 def _forward(code, x, out, p0, p1, func):
+    if out is None and type(x) is np.ndarray and x.flags.c_contiguous:
+        dtype = DTYPE_CODES.get(x.dtype)
+        if dtype is not None:  # the common case, without the general checks' overhead
+            y = np.empty_like(x)
+            _C.activation(code, _FORWARD, dtype, x, None, y, p0, p1)
+            return y
     xa = as_input(x, "x", func)
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
     _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], xa, None, target.buffer, p0, p1)

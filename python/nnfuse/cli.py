@@ -1,0 +1,269 @@
+"""The command line: ``nnfuse info | check | bench | accuracy``.
+
+Bad arguments print a usage message and exit with status 2 (argparse), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import time
+
+import numpy as np
+
+
+def _peer_versions():
+    versions = {"numpy": np.__version__}
+    for name in ("torch", "cupy", "jax"):
+        try:
+            module = importlib.import_module(name)
+            versions[name] = getattr(module, "__version__", "installed")
+        except Exception:  # a broken optional install is reported as absent
+            versions[name] = None
+    return versions
+
+
+def cmd_info(args) -> int:
+    import nnfuse as nf
+
+    info = nf.build_info()
+    print(f"nnfuse {info['version']}  (compiled with {info['compiler']})")
+    print(f"CPU ISAs compiled:  {', '.join(info['compiled_cpu_isas'])}")
+    print(f"CPU ISAs supported: {', '.join(info['supported_cpu_isas'])}")
+    print(f"CPU ISA in use:     {info['cpu_isa']}")
+    print(f"threads:            {info['num_threads']}")
+    if info["cuda_compiled"]:
+        print(f"CUDA:               compiled for {', '.join(info['cuda_architectures'])}; "
+              f"{info['cuda_devices']} GPU(s) visible")
+    else:
+        print("CUDA:               not compiled (no CUDA compiler at build time)")
+    print("peers:              " + ", ".join(f"{k} {v}" if v else f"{k} (not installed)"
+                                           for k, v in _peer_versions().items()))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Every op on every ISA against the reference, at the published bounds."""
+    import nnfuse as nf
+    from . import reference as ref
+    from ._array import BFLOAT16
+    from ._optable import ACTIVATIONS, call_params
+    from ._ulp import ulp_error
+    from .accuracy import BOUNDS, accuracy_inputs, backward_floor
+
+    start = time.perf_counter()
+    isas = list(nf._C.supported_isas())
+    dtypes = [np.dtype(np.float32), BFLOAT16, np.dtype(np.float16), np.dtype(np.float64)]
+    failures = 0
+    header = f"{'op':<22} {'dtype':<9} " + " ".join(f"{isa:>16}" for isa in isas) + "  result"
+    print(header)
+    print("-" * len(header))
+    for activation in ACTIVATIONS:
+        for params in ({},) + tuple(activation.test_params):
+            full = call_params(activation, params)
+            label = activation.name + ("(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+            for dtype in dtypes:
+                dname = "bfloat16" if dtype == BFLOAT16 else dtype.name
+                x = accuracy_inputs(dtype, activation.special_points, points=args.points)
+                rng = np.random.default_rng(0)
+                g = rng.uniform(-2, 2, x.size).astype(dtype)
+                x64, g64 = x.astype(np.float64), g.astype(np.float64)
+                fwd_ref = getattr(ref, activation.name)(x64, **full)
+                bwd_ref = getattr(ref, activation.name + "_backward")(g64, x64, **full)
+                floor = backward_floor(activation.name, params, x64, g64)
+                cells, ok = [], True
+                for isa in isas:
+                    with nf.cpu_isa(isa):
+                        fe = float(np.max(ulp_error(getattr(nf, activation.name)(x, **params), fwd_ref)))
+                        be = float(np.max(ulp_error(getattr(nf, activation.name + "_backward")(g, x, **params),
+                                                    bwd_ref, floor)))
+                    ok &= fe <= BOUNDS[dname]["forward"] and be <= BOUNDS[dname]["backward"]
+                    cells.append(f"{fe:6.2f} / {be:6.2f}")
+                failures += not ok
+                print(f"{label:<22} {dname:<9} " + " ".join(f"{c:>16}" for c in cells) + ("  ok" if ok else "  FAIL"))
+    extra = _extra_checks()
+    for line, ok in extra:
+        print(line)
+        failures += not ok
+    elapsed = time.perf_counter() - start
+    print(f"\ncells: worst ULP error forward / backward against nnfuse.reference; bounds: "
+          + "; ".join(f"{k} {v['forward']:g}/{v['backward']:g}" for k, v in BOUNDS.items()))
+    print(f"{'all checks passed' if failures == 0 else f'{failures} checks FAILED'} in {elapsed:.1f} s")
+    return 0 if failures == 0 else 1
+
+
+def _extra_checks():
+    """Checks contributed by other features (softmax, optimizers): each
+    module may define ``self_check() -> list of (line, ok)``."""
+    results = []
+    for module_name in ("nnfuse.softmax", "nnfuse.optim"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, "self_check"):
+            results.extend(module.self_check())
+    return results
+
+
+class _Progress:
+    """A one-line progress bar on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, message: str):
+        self.done += 1
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        bar = "#" * filled + "." * (width - filled)
+        text = f"[{bar}] {self.done}/{self.total} {message}"
+        if self.tty:
+            sys.stderr.write("\r" + text[:120].ljust(120))
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def _parse_sizes(text: str):
+    sizes = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.startswith("2^"):
+            sizes.append(1 << int(item[2:]))
+        else:
+            sizes.append(int(item))
+    return sizes
+
+
+def cmd_bench(args) -> int:
+    import nnfuse as nf
+    from . import bench
+    from ._optable import ACTIVATIONS
+
+    known = [a.name for a in ACTIVATIONS] + ["gelu_tanh"]
+    ops = args.ops.split(",") if args.ops else known
+    unknown = [o for o in ops if o not in known]
+    if unknown:
+        print(f"nnfuse bench: unknown op(s): {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return 2
+    try:
+        sizes = _parse_sizes(args.sizes)
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    except ValueError as exc:
+        print(f"nnfuse bench: bad --sizes or --threads: {exc}", file=sys.stderr)
+        return 2
+    dtypes = args.dtypes.split(",")
+    bad = [d for d in dtypes if d not in ("float32", "float64", "float16", "bfloat16")]
+    if bad:
+        print(f"nnfuse bench: unknown dtype(s): {', '.join(bad)}", file=sys.stderr)
+        return 2
+    thread_counts = threads or sorted({1, nf._C.default_num_threads()})
+    total = len(ops) * len(sizes) * len(dtypes) * len(thread_counts) * 2
+    rows = bench.run(ops, sizes=sizes, dtypes=dtypes, thread_counts=thread_counts, min_time=args.min_time,
+                     progress=_Progress(total))
+    bench.add_ratios(rows)
+    print(bench.markdown(rows, title=f"nnfuse {nf.__version__} on {bench.machine_info().get('cpu') or 'this CPU'}"))
+    _print_summary(rows)
+    if args.json:
+        bench.save_json(rows, args.json)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(bench.markdown(rows))
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+def _print_summary(rows):
+    for threads in sorted({r["threads"] for r in rows}):
+        sel = [r for r in rows if r["threads"] == threads]
+        floor = np.median([r["floor_ratio"] for r in sel])
+        vs_torch = [r["speedup_vs_torch"] for r in sel if "speedup_vs_torch" in r]
+        line = f"threads={threads}: median floor ratio {floor:.2f}"
+        if vs_torch:
+            line += f", median speedup vs PyTorch {np.median(vs_torch):.2f}x (min {min(vs_torch):.2f}x)"
+        print(line)
+
+
+def plot(rows, path):
+    """Bars of each op's GB/s, the measured floor as a line, peers beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["dtype"], r["n"], r["threads"]) for r in rows})
+    fig, axes = plt.subplots(len(groups), 1, figsize=(14, 3.6 * len(groups)), squeeze=False)
+    for ax, (dtype, n, threads) in zip(axes[:, 0], groups):
+        sel = [r for r in rows if (r["dtype"], r["n"], r["threads"]) == (dtype, n, threads)]
+        labels = [f"{r['op']}\n{r['direction'][:3]}" for r in sel]
+        xs = np.arange(len(sel))
+        width = 0.28
+        nbytes = [r["gbps"] * r["time_s"] for r in sel]
+        ax.bar(xs - width, [r["gbps"] for r in sel], width, label="nnfuse")
+        ax.bar(xs, [b / r["torch_s"] / 1e9 if "torch_s" in r else 0 for b, r in zip(nbytes, sel)], width,
+               label="PyTorch")
+        ax.bar(xs + width, [b / r["numpy_s"] / 1e9 if "numpy_s" in r else 0 for b, r in zip(nbytes, sel)], width,
+               label="NumPy")
+        ax.plot(xs, [b / r["floor_s"] / 1e9 for b, r in zip(nbytes, sel)], "k_", markersize=14,
+                label="memory floor (copy/add, same bytes)")
+        ax.set_xticks(xs, labels, fontsize=7)
+        ax.set_ylabel("GB/s")
+        ax.set_title(f"{dtype}, n = 2^{int(math.log2(n))}, {threads} thread(s)")
+        ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cmd_accuracy(args) -> int:
+    from . import accuracy
+
+    argv = []
+    if args.ops:
+        argv += ["--ops", args.ops]
+    argv += ["--dtypes", args.dtypes, "--points", str(args.points)]
+    if args.markdown:
+        argv += ["--markdown", args.markdown]
+    return accuracy.main(argv)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="nnfuse", description="nnfuse: fused CPU/CUDA kernels for training.")
+    sub = parser.add_subparsers(dest="command", metavar="{info,check,bench,accuracy}")
+    sub.required = True
+    p = sub.add_parser("info", help="version, build, ISAs, threads, GPU, peers")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("check", help="self-test every op on every ISA against the reference")
+    p.add_argument("--points", type=int, default=200_000, help="float32/float64 sample points per op")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("bench", help="microbenchmarks against the memory floor and installed peers")
+    p.add_argument("--ops", help="comma-separated op names (default: all activations)")
+    p.add_argument("--sizes", default="2^20", help="comma-separated element counts, e.g. 2^16,2^20,2^26")
+    p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16,float16,float64")
+    p.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
+    p.add_argument("--min-time", type=float, default=0.05, help="seconds of repeats per measurement")
+    p.add_argument("--json", help="write the rows and machine info as JSON")
+    p.add_argument("--markdown", help="write the table as markdown")
+    p.add_argument("--plot", help="write a PNG chart of GB/s per op against the floor and peers")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("accuracy", help="ULP error tables (what docs/accuracy.md shows)")
+    p.add_argument("--ops", help="comma-separated op names (default: all)")
+    p.add_argument("--dtypes", default="float32,bfloat16,float16,float64")
+    p.add_argument("--points", type=int, default=1_000_000)
+    p.add_argument("--markdown", help="write the table to this file")
+    p.set_defaults(func=cmd_accuracy)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
