@@ -49,7 +49,7 @@ def sample(dtype, special_points=(), n=70_000, seed=0, finite_only=False):
     values = np.concatenate(parts)
     if finite_only:
         values = values[np.isfinite(values)]
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         values = values.astype(dtype)
     order = rng.permutation(values.size)
     values = values[order]

@@ -601,3 +601,46 @@ def mish_backward(grad, x):
         return np.tanh(sp) + v * _sech2(sp) * _sigmoid(v)
 
     return _backward(grad, x, d)
+
+
+def backward_from_y(name, grad, y, **params):
+    """dL/dx computed from the forward output y with the exact formula in y,
+    for the ops whose derivative is a function of y (float64).
+
+    sigmoid: y (1 - y); tanh: (1 - y)(1 + y); relu: y > 0; leaky_relu:
+    y > 0 ? 1 : slope (slope >= 0); elu: y > 0 ? 1 : y + alpha; selu:
+    y > 0 ? scale : y + scale alpha; celu: y > 0 ? 1 : y / alpha + 1; relu6 and
+    hardtanh: 1 strictly inside (min, max); softplus: beta y > threshold ? 1 :
+    1 - exp(-beta y). NaN in y or grad gives NaN."""
+    g = np.asarray(grad, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if name == "sigmoid":
+            d = y * (1.0 - y)
+        elif name == "tanh":
+            d = (1.0 - y) * (1.0 + y)
+        elif name == "relu":
+            d = np.where(y > 0, 1.0, 0.0)
+        elif name == "leaky_relu":
+            d = np.where(y > 0, 1.0, params.get("negative_slope", 0.01))
+        elif name == "elu":
+            d = np.where(y > 0, 1.0, y + params.get("alpha", 1.0))
+        elif name == "selu":
+            d = np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA)
+        elif name == "celu":
+            alpha = params.get("alpha", 1.0)
+            d = np.where(y > 0, 1.0, y / alpha + 1.0)
+        elif name in ("relu6", "hardtanh"):
+            lo, hi = (0.0, 6.0) if name == "relu6" else (params.get("min_val", -1.0), params.get("max_val", 1.0))
+            d = np.where((y > lo) & (y < hi), 1.0, 0.0)
+        elif name == "softplus":
+            beta, threshold = params.get("beta", 1.0), params.get("threshold", 20.0)
+            d = np.where(beta * y > threshold, 1.0, -np.expm1(-beta * y))
+        else:
+            raise ValueError(f"backward_from_y: {name} has no backward from its output")
+        out = g * d
+        out = np.where(np.isnan(y) | np.isnan(g), np.nan, out)
+    return out
+
+
+__all__.append("backward_from_y")
