@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from . import _C
+from . import optim
 from .activations import *  # noqa: F401,F403 - the generated public API
 from .activations import __all__ as _activation_names
 
@@ -90,4 +91,5 @@ __all__ = list(_activation_names) + [
     "cpu_isa",
     "get_num_threads",
     "set_num_threads",
+    "optim",
 ]

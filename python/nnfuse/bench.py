@@ -340,3 +340,96 @@ def save_json(rows, path):
     with open(path, "w") as f:
         json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
 
+
+
+# ---- optimizers ---------------------------------------------------------------------
+
+def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thread_counts=None, min_time=0.3,
+              clips=("global_clipnorm", "clipvalue"), progress: Optional[Callable[[str], None]] = None):
+    """float32 Adam over `count` arrays totalling `total` parameters (uneven sizes), per clipping mode:
+
+    - ``nnfuse``: ``nnfuse.optim.adam_step`` (global_clipnorm: gradient pass + update, floor 32 B/param;
+      clipvalue with nonfinite="propagate": one pass, floor 28 B/param; clipvalue with the default
+      "skip": the read-only pre-scan plus the update, reported as ``skip_prescan_s``);
+    - ``floor``: ``np.add(a, b, out=c)`` (two reads, one write: 12 B per float32 element) over
+      28/12 (or 32/12) times the parameter count: the bytes Adam must move, at the machine's own
+      streaming speed in the same run; floor_ratio = floor time / nnfuse time;
+    - ``torch``: ``torch.optim.Adam(fused=True)`` preceded by ``clip_grad_norm_`` / ``clip_grad_value_``.
+    """
+    import nnfuse as nf
+
+    thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
+    rows = []
+    previous = nf.get_num_threads()
+    previous_torch = torch.get_num_threads() if torch is not None else None
+    try:
+        for count, total in layouts:
+            rng = np.random.default_rng(0)
+            weights = rng.uniform(0.5, 1.5, count)
+            sizes = np.maximum(1, (weights / weights.sum() * total).astype(np.int64))
+            params = [rng.standard_normal(int(n), dtype=np.float32) for n in sizes]
+            grads = [rng.standard_normal(int(n), dtype=np.float32) for n in sizes]
+            m = [np.zeros_like(p) for p in params]
+            v = [np.zeros_like(p) for p in params]
+            n_params = int(sizes.sum())
+            for threads in thread_counts:
+                nf.set_num_threads(threads)
+                if torch is not None:
+                    torch.set_num_threads(threads)
+                floors = {}
+                for nbytes in (28, 32):
+                    elems = n_params * nbytes // 12
+                    a, b, c = (np.ones(elems, np.float32) for _ in range(3))
+                    floors[nbytes] = _median_time(lambda: np.add(a, b, out=c), min_time)
+                    del a, b, c
+                for clip in clips:
+                    if progress:
+                        progress(f"adam {clip} {count} arrays, {n_params} params, threads={threads}")
+                    opts = {"global_clipnorm": 1e9} if clip == "global_clipnorm" else {"clipvalue": 1e9}
+                    policy = "skip" if clip == "global_clipnorm" else "propagate"
+                    step = iter(range(1, 1 << 30))
+                    t = _median_time(lambda: nf.optim.adam_step(params, grads, m, v, step=next(step), lr=1e-9,
+                                                                nonfinite=policy, **opts), min_time)
+                    nbytes = 32 if clip == "global_clipnorm" else 28
+                    row = {"optimizer": "adam", "clip": clip, "arrays": count, "params": n_params, "threads": threads,
+                           "time_s": t, "ns_per_param": t / n_params * 1e9, "gbps": nbytes * n_params / t / 1e9,
+                           "floor_bytes": nbytes, "floor_s": floors[nbytes], "floor_ratio": floors[nbytes] / t}
+                    if clip == "clipvalue":
+                        row["skip_prescan_s"] = _median_time(
+                            lambda: nf.optim.adam_step(params, grads, m, v, step=next(step), lr=1e-9, **opts),
+                            min_time)
+                    if torch is not None:
+                        tp = [torch.from_numpy(p) for p in params]
+                        for p, g in zip(tp, grads):
+                            p.grad = torch.from_numpy(g)
+                        topt = torch.optim.Adam(tp, lr=1e-9, fused=True)
+
+                        def torch_step():
+                            if clip == "global_clipnorm":
+                                torch.nn.utils.clip_grad_norm_(tp, 1e9)
+                            else:
+                                torch.nn.utils.clip_grad_value_(tp, 1e9)
+                            topt.step()
+
+                        row["torch_s"] = _median_time(torch_step, min_time)
+                        row["speedup_vs_torch"] = row["torch_s"] / t
+                        for p in tp:
+                            p.grad = None
+                    rows.append(row)
+    finally:
+        nf.set_num_threads(previous)
+        if torch is not None:
+            torch.set_num_threads(previous_torch)
+    return rows
+
+
+def markdown_optim(rows, title="Optimizer benchmarks (float32 Adam)"):
+    lines = [f"## {title}", "",
+             "| clip | arrays | params | threads | ns/param | GB/s | floor B/param | floor ratio | vs torch fused | skip pre-scan |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        torch_text = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "—"
+        skip_text = f"+{(r['skip_prescan_s'] / r['time_s'] - 1) * 100:.0f}%" if "skip_prescan_s" in r else "—"
+        lines.append(f"| {r['clip']} | {r['arrays']} | {r['params']} | {r['threads']} | {r['ns_per_param']:.2f} | "
+                     f"{r['gbps']:.1f} | {r['floor_bytes']} | {r['floor_ratio']:.2f} | {torch_text} | {skip_text} |")
+    return "\n".join(lines) + "\n"

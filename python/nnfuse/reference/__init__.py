@@ -4,8 +4,8 @@ Importing this subpackage needs NumPy (and the standard library) only. Each modu
 public names in ``__all__``; this package re-exports them all.
 """
 
-from . import activations, philox
+from . import activations, optim, philox
 from .activations import *
 from .philox import *
 
-__all__ = activations.__all__ + philox.__all__
+__all__ = activations.__all__ + philox.__all__ + ["optim"]

@@ -1,0 +1,22 @@
+"""Clipped optimizers on the CPU: Adam, AdamW, SGD, RMSprop and Adagrad with
+clip-by-value, clip-by-norm and clip-by-global-norm fused into one
+multi-tensor step.
+
+Stateful classes (:class:`Adam`, :class:`AdamW`, :class:`SGD`,
+:class:`RMSprop`, :class:`Adagrad`) take PyTorch's names and defaults plus the
+keyword-only options ``clipvalue``, ``clipnorm``, ``global_clipnorm`` (at most
+one), ``nonfinite`` ("skip" | "zero" | "propagate"), ``master_weights``,
+``semantics`` ("torch" | "keras") and ``global_norm_reduce``. They are thin
+wrappers over the functional steps (:func:`adam_step`, :func:`sgd_step`,
+:func:`rmsprop_step`, :func:`adagrad_step`), whose docstring module
+(``nnfuse.optim._functional``) states every formula.
+"""
+
+from ._classes import *  # noqa: F401,F403
+from ._classes import __all__ as _class_names
+from ._functional import *  # noqa: F401,F403
+from ._functional import __all__ as _functional_names
+from ._functional import __doc__ as _formulas
+
+__doc__ = __doc__ + "\n" + _formulas
+__all__ = list(_class_names) + list(_functional_names)

@@ -1,0 +1,198 @@
+"""Stateful optimizers: thin wrappers over the functional steps that own the
+state arrays, the step count and the hyper-parameters (PyTorch's names and
+defaults). ``state_dict()`` / ``load_state_dict()`` round-trip bit-exactly."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from . import _functional as F
+from .._array import dtype_code
+
+__all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
+
+
+class Optimizer:
+    """Base class. Subclasses name their state arrays (``_state_names``) and
+    call one functional step."""
+
+    _state_names: tuple = ()
+
+    def __init__(self, params, hyper: dict, *, clipvalue=None, clipnorm=None, global_clipnorm=None,
+                 nonfinite: str = "skip", master_weights: bool = False, semantics: str = "torch",
+                 global_norm_reduce: Optional[Callable[[float], float]] = None):
+        name = type(self).__name__
+        F.check_options(name, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics)
+        if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
+            raise TypeError(f"{name}(): 'params' must be a list of numpy.ndarray, got {type(params).__name__}")
+        self.params: List[np.ndarray] = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"{name}(): 'params[{i}]' must be a numpy.ndarray, got {type(p).__name__}")
+            dtype_code(p.dtype, f"params[{i}]", name)
+            if p.dtype != self.params[0].dtype:
+                raise TypeError(f"{name}(): 'params[{i}]' has dtype {p.dtype} but 'params[0]' has dtype "
+                                f"{self.params[0].dtype} (one optimizer updates one dtype)")
+            if not p.flags.c_contiguous:
+                raise ValueError(f"{name}(): 'params[{i}]' must be C-contiguous")
+            if not p.flags.writeable:
+                raise ValueError(f"{name}(): 'params[{i}]' is read-only")
+        dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
+        self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
+        self.hyper = dict(hyper)
+        self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                            nonfinite=nonfinite, semantics=semantics)
+        self.master_weights = bool(master_weights)
+        self.global_norm_reduce = global_norm_reduce
+        self.step_count = 0
+        self.state = {k: [self._initial(k, p) for p in self.params] for k in self._active_states()}
+        if self.master_weights:
+            self.state["master_params"] = [p.astype(np.float32) for p in self.params]
+
+    def _active_states(self):
+        return self._state_names
+
+    def _initial(self, name, p):
+        return np.zeros(p.shape, self._state_dtype)
+
+    def _call(self, grads) -> F.StepRecord:
+        raise NotImplementedError
+
+    def step(self, grads: Sequence[np.ndarray]) -> F.StepRecord:
+        """Updates every parameter from ``grads`` (same shapes and dtype) and
+        returns the :class:`~nnfuse.optim.StepRecord`."""
+        record = self._call(grads)
+        if not record.skipped:
+            self.step_count += 1
+        return record._replace(step=self.step_count)
+
+    def _common(self):
+        return dict(step=self.step_count + 1, master_params=self.state.get("master_params"),
+                    global_norm_reduce=self.global_norm_reduce, **self.options)
+
+    def state_dict(self) -> dict:
+        """Copies of every state array, the step count, hyper-parameters and options."""
+        return {"step": self.step_count, "hyper": copy.deepcopy(self.hyper), "options": dict(self.options),
+                "master_weights": self.master_weights,
+                "state": {k: [a.copy() for a in v] for k, v in self.state.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores a :meth:`state_dict` (copied into this optimizer's arrays, bit for bit)."""
+        name = type(self).__name__
+        state = state_dict["state"]
+        if set(state) != set(self.state):
+            raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
+                             f"{sorted(self.state)}")
+        for k, arrays in state.items():
+            if len(arrays) != len(self.state[k]):
+                raise ValueError(f"{name}.load_state_dict(): '{k}' has {len(arrays)} arrays, expected "
+                                 f"{len(self.state[k])}")
+            for i, (dst, src) in enumerate(zip(self.state[k], arrays)):
+                src = np.asarray(src)
+                if src.shape != dst.shape or src.dtype != dst.dtype:
+                    raise ValueError(f"{name}.load_state_dict(): '{k}[{i}]' has shape {src.shape} dtype {src.dtype}, "
+                                     f"expected {dst.shape} {dst.dtype}")
+        for k, arrays in state.items():
+            for dst, src in zip(self.state[k], arrays):
+                np.copyto(dst, src)
+        self.step_count = int(state_dict["step"])
+        self.hyper = copy.deepcopy(state_dict["hyper"])
+        self.options = dict(state_dict.get("options", self.options))
+
+
+class Adam(Optimizer):
+    """Adam (PyTorch's names and defaults); see :mod:`nnfuse.optim` for the formulas and options."""
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=None, weight_decay=0.0, amsgrad=False,
+                 maximize=False, **options):
+        self._amsgrad = bool(amsgrad)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=bool(amsgrad), maximize=bool(maximize)), **options)
+
+    def _active_states(self):
+        return ("exp_avgs", "exp_avg_sqs") + (("max_exp_avg_sqs",) if self._amsgrad else ())
+
+    def _call(self, grads):
+        h = self.hyper
+        s = self.state
+        return F.adam_step(self.params, grads, s["exp_avgs"], s["exp_avg_sqs"], lr=h["lr"], beta1=h["betas"][0],
+                           beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
+                           decoupled=self._decoupled, amsgrad=h["amsgrad"], max_exp_avg_sqs=s.get("max_exp_avg_sqs"),
+                           maximize=h["maximize"], **self._common())
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (default 1e-2)."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=None, weight_decay=1e-2, amsgrad=False,
+                 maximize=False, **options):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, **options)
+
+
+class SGD(Optimizer):
+    """SGD with momentum / dampening / Nesterov (PyTorch's names and defaults)."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                 maximize=False, **options):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD(): nesterov=True needs momentum > 0 and dampening = 0")
+        self._momentum = momentum != 0
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=bool(nesterov),
+                                      weight_decay=weight_decay, maximize=bool(maximize)), **options)
+
+    def _active_states(self):
+        return ("momentum_buffers",) if self._momentum else ()
+
+    def _call(self, grads):
+        h = self.hyper
+        return F.sgd_step(self.params, grads, self.state.get("momentum_buffers"), lr=h["lr"], momentum=h["momentum"],
+                          dampening=h["dampening"], nesterov=h["nesterov"], weight_decay=h["weight_decay"],
+                          maximize=h["maximize"], **self._common())
+
+
+class RMSprop(Optimizer):
+    """RMSprop, optionally centered and with momentum (PyTorch's names and defaults)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
+                 maximize=False, **options):
+        self._names = ("square_avgs",) + (("grad_avgs",) if centered else ()) + \
+            (("momentum_buffers",) if momentum > 0 else ())
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=bool(centered),
+                                      weight_decay=weight_decay, maximize=bool(maximize)), **options)
+
+    def _active_states(self):
+        return self._names
+
+    def _call(self, grads):
+        h, s = self.hyper, self.state
+        return F.rmsprop_step(self.params, grads, s["square_avgs"], s.get("grad_avgs"), s.get("momentum_buffers"),
+                              lr=h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
+                              momentum=h["momentum"], centered=h["centered"], maximize=h["maximize"],
+                              **self._common())
+
+
+class Adagrad(Optimizer):
+    """Adagrad (PyTorch's names and defaults)."""
+
+    _state_names = ("state_sums",)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, initial_accumulator_value=0.0, eps=None, weight_decay=0.0,
+                 maximize=False, **options):
+        self._initial_value = float(initial_accumulator_value)
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, initial_accumulator_value=initial_accumulator_value,
+                                      eps=eps, weight_decay=weight_decay, maximize=bool(maximize)), **options)
+
+    def _initial(self, name, p):
+        return np.full(p.shape, self._initial_value, self._state_dtype)
+
+    def _call(self, grads):
+        h = self.hyper
+        return F.adagrad_step(self.params, grads, self.state["state_sums"], lr=h["lr"], lr_decay=h["lr_decay"],
+                              eps=h["eps"], weight_decay=h["weight_decay"], maximize=h["maximize"], **self._common())

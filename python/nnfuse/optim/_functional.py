@@ -1,0 +1,242 @@
+"""Functional multi-tensor optimizer steps: one call updates a whole list of
+arrays in place (one gradient pass when needed, one fused update pass).
+
+Formulas (t = the 1-based step number, g = the preprocessed gradient)::
+
+    preprocessing   nonfinite="zero": NaN/inf -> 0;  clip factor (clipnorm / global_clipnorm) or
+                    clamp to [-c, c] (clipvalue);  g = -g when maximize
+    weight decay    torch: g += wd * p (AdamW / decoupled=True: p *= 1 - lr*wd)
+                    keras: p *= 1 - lr*wd always (Keras 3 applies decay to the variable)
+
+    Adam   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  vmax = max(vmax, v) if amsgrad
+           torch: p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)            (eps default 1e-8)
+           keras: p -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)            (eps default 1e-7)
+    SGD    torch: buf = g (t = 1) | mu buf + (1-dampening) g;  d = g + mu buf (nesterov) | buf;  p -= lr d
+           keras: buf = mu buf - lr g;  p += mu buf - lr g (nesterov) | buf      (no momentum: p -= lr g)
+    RMSprop sq = a sq + (1-a) g^2;  ga = a ga + (1-a) g, w = sq - ga^2 (centered) | w = sq
+           torch: d = sqrt(w) + eps;  buf = mu buf + g/d, p -= lr buf  | p -= lr g/d (eps 1e-8)
+           keras: inc = lr g / sqrt(w + eps);  buf = mu buf + inc, p -= buf | p -= inc     (eps 1e-7)
+    Adagrad s += g^2;  clr = lr / (1 + (t-1) lr_decay)
+           torch: p -= clr g / (sqrt(s) + eps) (eps 1e-10);  keras: p -= clr g / sqrt(s + eps) (eps 1e-7)
+
+Clipping: ``clipvalue=c`` clamps each element; ``clipnorm=c`` scales each array by c / max(||g_i||, c);
+``global_clipnorm=c`` scales every array by min(1, c / (||g|| + 1e-6)) (torch, as clip_grad_norm_) or
+c / max(||g||, c) (keras), ||g|| the norm over all arrays, or over all processes when
+``global_norm_reduce`` maps the local sum of squares to the global one.
+
+Non-finite gradients: ``"skip"`` (default) leaves params, state and step count untouched when any
+element is NaN/inf; ``"zero"`` treats such elements as 0 (norms included); ``"propagate"`` lets them
+flow as PyTorch does. With ``global_norm_reduce`` and ``"skip"``, a non-finite global sum skips on
+every process (the reduction carries the NaN/inf), which is what keeps shards in step.
+
+Passes: the gradient pass (sum of squares in double over fixed 64K-element blocks, combined in a fixed
+order: the same bits for every thread count; plus the non-finite check) runs for clipnorm,
+global_clipnorm and for ``nonfinite="skip"`` — the skip decision has to come before the first write,
+so under "skip" without norm clipping it is a read-only pre-scan of the gradients (4 bytes per float32
+parameter on top of Adam's 28; see bench/optim.py). Choose ``"zero"`` or ``"propagate"`` for the
+single-pass step.
+
+dtypes: float32 params -> float32 state; float64 -> float64 state; float16/bfloat16 params and grads
+-> float32 state, and with ``master_params`` (float32 copies) the update runs on the master copy and
+the parameter receives its round-to-nearest-even value. Anything else is a TypeError.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from .. import _C
+from .._array import BFLOAT16, dtype_code
+
+__all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
+
+# Flag bits (csrc/include/nnfuse/ops/optim.h: OptimFlag)
+_AMSGRAD, _NESTEROV, _CENTERED, _MOMENTUM, _FIRST, _KERAS = 1, 2, 4, 8, 16, 32
+_COUPLED_WD, _DECOUPLED_WD, _ZERO_NONFINITE, _CLAMP, _MAXIMIZE = 64, 128, 256, 512, 1024
+_KINDS = {"adam": 0, "sgd": 1, "rmsprop": 2, "adagrad": 3}
+_NONFINITE = {"skip": 0, "zero": 1, "propagate": 2}
+_HALF_TYPES = (np.dtype(np.float16), BFLOAT16)
+
+
+class StepRecord(NamedTuple):
+    """What one step did. ``grad_norm``: the global gradient norm before clipping (None when no
+    gradient pass ran); ``clip_factor``: the factor applied (the smallest per-array one for
+    clipnorm; 1.0 when not clipping by norm); ``skipped``: the step changed nothing;
+    ``step``: the number of steps applied so far."""
+
+    grad_norm: Optional[float]
+    clip_factor: float
+    skipped: bool
+    step: int
+
+
+def _positive(value, name, func):
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{func}(): '{name}' must be a finite number > 0, got {value}")
+    return value
+
+
+def check_options(func, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics):
+    """Validated clipping options -> (clip_mode, clip, clipvalue, flags)."""
+    given = [n for n, v in (("clipvalue", clipvalue), ("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm))
+             if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"{func}(): at most one clipping option may be given, got {', '.join(given)}")
+    if nonfinite not in _NONFINITE:
+        raise ValueError(f"{func}(): 'nonfinite' must be 'skip', 'zero' or 'propagate', got {nonfinite!r}")
+    if semantics not in ("torch", "keras"):
+        raise ValueError(f"{func}(): 'semantics' must be 'torch' or 'keras', got {semantics!r}")
+    flags = (_ZERO_NONFINITE if nonfinite == "zero" else 0) | (_KERAS if semantics == "keras" else 0)
+    if clipvalue is not None:
+        return 1, 0.0, _positive(clipvalue, "clipvalue", func), flags | _CLAMP
+    if clipnorm is not None:
+        return 2, _positive(clipnorm, "clipnorm", func), 0.0, flags
+    if global_clipnorm is not None:
+        return 3, _positive(global_clipnorm, "global_clipnorm", func), 0.0, flags
+    return 0, 0.0, 0.0, flags
+
+
+def _as_list(value, name, func):
+    if isinstance(value, np.ndarray) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{func}(): '{name}' must be a list of numpy.ndarray, got {type(value).__name__}")
+    return list(value)
+
+
+def state_dtype_for(param_dtype, master: bool, func: str):
+    if param_dtype == np.float64:
+        if master:
+            raise TypeError(f"{func}(): master weights need float16 or bfloat16 parameters, got float64")
+        return np.dtype(np.float64)
+    if param_dtype == np.float32:
+        if master:
+            raise TypeError(f"{func}(): master weights need float16 or bfloat16 parameters, got float32")
+        return np.dtype(np.float32)
+    if param_dtype in _HALF_TYPES:
+        return np.dtype(np.float32)
+    raise TypeError(f"{func}(): parameters of dtype {param_dtype} are not supported "
+                    "(float32, float64, float16, bfloat16)")
+
+
+def _run(func, kind, params, grads, states, state_names, master_params, hyper, flags, *, step, weight_decay,
+         decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics, global_norm_reduce):
+    params = _as_list(params, "params", func)
+    grads = _as_list(grads, "grads", func)
+    clip_mode, clip, clip_value, option_flags = check_options(func, clipvalue, clipnorm, global_clipnorm,
+                                                              nonfinite, semantics)
+    if global_norm_reduce is not None and not callable(global_norm_reduce):
+        raise TypeError(f"{func}(): 'global_norm_reduce' must be callable")
+    step = int(step)
+    if step < 1:
+        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
+    flags |= option_flags | (_MAXIMIZE if maximize else 0)
+    if weight_decay != 0:
+        flags |= _DECOUPLED_WD if (decoupled or semantics == "keras") else _COUPLED_WD
+    if len(grads) != len(params):
+        raise ValueError(f"{func}(): 'grads' has {len(grads)} arrays but 'params' has {len(params)}")
+    if not params:
+        return StepRecord(0.0, 1.0, False, step)
+    first = params[0]
+    if not isinstance(first, np.ndarray):
+        raise TypeError(f"{func}(): 'params[0]' must be a numpy.ndarray, got {type(first).__name__}")
+    code = dtype_code(first.dtype, "params[0]", func)
+    masters = None if master_params is None else _as_list(master_params, "master_params", func)
+    sdtype = state_dtype_for(first.dtype, masters is not None, func)
+    states = [None if s is None else _as_list(s, n, func) for s, n in zip(states, state_names)]
+    states += [None] * (3 - len(states))
+    names = list(state_names) + [""] * (3 - len(state_names))
+    norm, factor, skipped = _C.optim_step(func, _KINDS[kind], code, first.dtype, sdtype, params, grads, names,
+                                          states, masters, [float(h) for h in hyper], flags, clip_value,
+                                          clip_mode, clip, _NONFINITE[nonfinite], semantics == "keras",
+                                          global_norm_reduce)
+    return StepRecord(norm, factor, skipped, step - 1 if skipped else step)
+
+
+def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: List[np.ndarray],
+              exp_avg_sqs: List[np.ndarray], *, step: int, lr: float = 1e-3, beta1: float = 0.9,
+              beta2: float = 0.999, eps: Optional[float] = None, weight_decay: float = 0.0, decoupled: bool = False,
+              amsgrad: bool = False, max_exp_avg_sqs: Optional[List[np.ndarray]] = None, maximize: bool = False,
+              master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
+              global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
+              global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+    """One Adam (AdamW with ``decoupled=True``) step over every array; see the module docstring."""
+    func = "adam_step"
+    if amsgrad and max_exp_avg_sqs is None:
+        raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
+    eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
+    bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+    if semantics == "keras":
+        step_size, vscale = lr * math.sqrt(bc2) / bc1, 1.0
+    else:
+        step_size, vscale = lr / bc1, 1 / math.sqrt(bc2)
+    hyper = [beta1, beta2, 1 - beta1, 1 - beta2, step_size, vscale, eps, weight_decay, 1 - lr * weight_decay]
+    return _run(func, "adam", params, grads, [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
+                ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"], master_params, hyper,
+                _AMSGRAD if amsgrad else 0, step=step, weight_decay=weight_decay, decoupled=decoupled,
+                maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                nonfinite=nonfinite, semantics=semantics, global_norm_reduce=global_norm_reduce)
+
+
+def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
+             momentum_buffers: Optional[List[np.ndarray]] = None, *, step: int, lr: float, momentum: float = 0.0,
+             dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False,
+             master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
+             global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
+             global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+    """One SGD step (momentum, dampening, Nesterov) over every array; see the module docstring."""
+    func = "sgd_step"
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
+    if momentum != 0 and momentum_buffers is None:
+        raise ValueError(f"{func}(): momentum != 0 needs 'momentum_buffers'")
+    flags = (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0) | (_FIRST if step == 1 else 0)
+    hyper = [lr, momentum, 1 - dampening, weight_decay, 1 - lr * weight_decay]
+    return _run(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None], ["momentum_buffers"],
+                master_params, hyper, flags, step=step, weight_decay=weight_decay, decoupled=False,
+                maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                nonfinite=nonfinite, semantics=semantics, global_norm_reduce=global_norm_reduce)
+
+
+def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_avgs: List[np.ndarray],
+                 grad_avgs: Optional[List[np.ndarray]] = None, momentum_buffers: Optional[List[np.ndarray]] = None,
+                 *, step: int, lr: float = 1e-2, alpha: float = 0.99, eps: Optional[float] = None,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, maximize: bool = False,
+                 master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
+                 global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
+                 global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+    """One RMSprop step (centered, momentum) over every array; see the module docstring."""
+    func = "rmsprop_step"
+    if centered and grad_avgs is None:
+        raise ValueError(f"{func}(): centered=True needs 'grad_avgs'")
+    if momentum > 0 and momentum_buffers is None:
+        raise ValueError(f"{func}(): momentum > 0 needs 'momentum_buffers'")
+    eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
+    flags = (_CENTERED if centered else 0) | (_MOMENTUM if momentum > 0 else 0)
+    hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
+    return _run(func, "rmsprop", params, grads,
+                [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
+                ["square_avgs", "grad_avgs", "momentum_buffers"], master_params, hyper, flags, step=step,
+                weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
+                clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
+                global_norm_reduce=global_norm_reduce)
+
+
+def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_sums: List[np.ndarray], *,
+                 step: int, lr: float = 1e-2, lr_decay: float = 0.0, eps: Optional[float] = None,
+                 weight_decay: float = 0.0, maximize: bool = False,
+                 master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
+                 global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
+                 global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+    """One Adagrad step over every array; see the module docstring."""
+    func = "adagrad_step"
+    eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
+    hyper = [lr / (1 + (step - 1) * lr_decay), eps, weight_decay, 1 - lr * weight_decay]
+    return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0, step=step,
+                weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
+                clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
+                global_norm_reduce=global_norm_reduce)
