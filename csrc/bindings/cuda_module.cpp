@@ -67,6 +67,16 @@ T* ptr(uintptr_t address) {
 }
 cudaStream_t as_stream(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
+// The device that owns a pointer (for bare __cuda_array_interface__ objects,
+// which do not say).
+int pointer_device(uintptr_t address) {
+  cudaPointerAttributes attributes{};
+  check(cudaPointerGetAttributes(&attributes, ptr(address)), "cudaPointerGetAttributes");
+  if (attributes.type == cudaMemoryTypeUnregistered)
+    throw std::invalid_argument("the pointer of a __cuda_array_interface__ object is not CUDA memory");
+  return attributes.device;
+}
+
 void activation(int op, int direction, int dtype, uintptr_t in, uintptr_t grad, uintptr_t out, int64_t n, double p0,
                 double p1, uintptr_t stream, int device) {
   if (op < 0 || op >= static_cast<int>(ActOp::count)) throw std::invalid_argument("activation: bad op code");
@@ -143,6 +153,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.attr("cuda_runtime_version") = CUDART_VERSION;
   m.def("device_count", &device_count);
   m.def("current_device", &current_device);
+  m.def("pointer_device", &pointer_device, py::arg("address"));
   m.def("activation", &activation, py::arg("op"), py::arg("direction"), py::arg("dtype"), py::arg("input"),
         py::arg("grad"), py::arg("out"), py::arg("n"), py::arg("p0"), py::arg("p1"), py::arg("stream"),
         py::arg("device"));
