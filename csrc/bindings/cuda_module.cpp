@@ -1,6 +1,7 @@
-// nnfuse._cuda: the CUDA extension (built when nvcc is found). The CUDA
-// runtime is linked statically, so importing it works without a GPU or driver;
-// device_count() is then 0.
+// nnfuse._cuda: the CUDA extension (built when nvcc is found). Thin: device
+// pointers, sizes, dtype codes, the caller's stream and device in; no math and
+// no synchronisation here. The CUDA runtime is linked statically, so importing
+// this module works without a GPU or driver; device_count() is then 0.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
@@ -8,50 +9,166 @@
 #include <stdexcept>
 #include <string>
 
-#include "cpu/cpu_api.h"
-
-namespace nnfuse {
-namespace isa_cuda {
-cudaError_t cuda_activation_f32(ActOp op, ActDirection direction, const float* in, const float* grad, float* out,
-                                int64_t n, float p0, float p1, cudaStream_t stream);
-}
-}  // namespace nnfuse
+#include "cuda/cuda_api.h"
 
 namespace py = pybind11;
+using namespace nnfuse;
 
 namespace {
 
 int device_count() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" / "no device" error
+    cudaGetLastError();  // clear the "no driver" / "no device" error
     return 0;
   }
   return count;
 }
 
 void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+    throw std::runtime_error(std::string("nnfuse CUDA ") + what + ": " + cudaGetErrorName(status) + " (" +
+                             cudaGetErrorString(status) + ")");
+  }
 }
+
+int current_device() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  return device;
+}
+
+// Makes `device` current for the scope (the arrays' device), restoring the
+// caller's device afterwards.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) {
+      check(cudaSetDevice(device), "cudaSetDevice");
+    } else {
+      previous_ = -1;
+    }
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+template <class T = void>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+cudaStream_t as_stream(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+// The device that owns a pointer (for bare __cuda_array_interface__ objects,
+// which do not say).
+int pointer_device(uintptr_t address) {
+  cudaPointerAttributes attributes{};
+  check(cudaPointerGetAttributes(&attributes, ptr(address)), "cudaPointerGetAttributes");
+  if (attributes.type == cudaMemoryTypeUnregistered)
+    throw std::invalid_argument("the pointer of a __cuda_array_interface__ object is not CUDA memory");
+  return attributes.device;
+}
+
+void activation(int op, int direction, int dtype, uintptr_t in, uintptr_t grad, uintptr_t out, int64_t n, double p0,
+                double p1, uintptr_t stream, int device) {
+  if (op < 0 || op >= static_cast<int>(ActOp::count)) throw std::invalid_argument("activation: bad op code");
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::activation(static_cast<ActOp>(op), static_cast<ActDirection>(direction), static_cast<DType>(dtype),
+                         ptr(in), ptr(grad), ptr(out), n, p0, p1, as_stream(stream)),
+        "activation launch");
+}
+
+void prelu_forward(int dtype, uintptr_t x, uintptr_t weight, uintptr_t out, int64_t total, int64_t channels,
+                   int64_t inner, uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::prelu_forward(static_cast<DType>(dtype), ptr(x), ptr(weight), ptr(out), total, channels, inner,
+                            as_stream(stream)),
+        "prelu_forward launch");
+}
+
+void prelu_backward(int dtype, uintptr_t grad, uintptr_t x, uintptr_t weight, uintptr_t grad_x,
+                    uintptr_t weight_grad, uintptr_t partials, int64_t total, int64_t channels, int64_t inner,
+                    uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::prelu_backward(static_cast<DType>(dtype), ptr(grad), ptr(x), ptr(weight), ptr(grad_x),
+                             ptr(weight_grad), ptr<double>(partials), total, channels, inner, as_stream(stream)),
+        "prelu_backward launch");
+}
+
+void rrelu_training(int dtype, uintptr_t x, uintptr_t grad, uintptr_t out, int64_t n, double lower, double upper,
+                    uint64_t seed, uint64_t offset, uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::rrelu_training(static_cast<DType>(dtype), ptr(x), ptr(grad), ptr(out), n, lower, upper, seed, offset,
+                             as_stream(stream)),
+        "rrelu_training launch");
+}
+
+// Device memory owned by nnfuse, for results of calls whose inputs came from
+// neither CuPy nor PyTorch (a bare __cuda_array_interface__ object).
+class Buffer {
+ public:
+  Buffer(int64_t nbytes, int device) : nbytes_(nbytes), device_(device) {
+    if (nbytes < 0) throw std::invalid_argument("Buffer: negative size");
+    DeviceScope scope(device);
+    check(cudaMalloc(&data_, static_cast<size_t>(nbytes > 0 ? nbytes : 1)), "cudaMalloc");
+  }
+  ~Buffer() {
+    // No exceptions here; cudaFree waits for the device, so no queued kernel
+    // can still be using the memory.
+    int previous = -1;
+    if (cudaGetDevice(&previous) == cudaSuccess && previous != device_) cudaSetDevice(device_);
+    cudaFree(data_);
+    if (previous >= 0 && previous != device_) cudaSetDevice(previous);
+    cudaGetLastError();
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  uintptr_t address() const { return reinterpret_cast<uintptr_t>(data_); }
+  int64_t nbytes() const { return nbytes_; }
+  int device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  int64_t nbytes_;
+  int device_;
+};
 
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "nnfuse CUDA kernels";
+  m.doc() = "nnfuse CUDA kernels (device pointers in, work queued on the caller's stream)";
   m.attr("architectures") = NNF_CUDA_ARCHS;
   m.attr("cuda_runtime_version") = CUDART_VERSION;
   m.def("device_count", &device_count);
-  m.def(
-      "activation_f32",
-      [](int op, int direction, uintptr_t in, uintptr_t grad, uintptr_t out, int64_t n, float p0, float p1,
-         uintptr_t stream) {
-        py::gil_scoped_release release;
-        check(nnfuse::isa_cuda::cuda_activation_f32(
-                  static_cast<nnfuse::ActOp>(op), static_cast<nnfuse::ActDirection>(direction),
-                  reinterpret_cast<const float*>(in), reinterpret_cast<const float*>(grad),
-                  reinterpret_cast<float*>(out), n, p0, p1, reinterpret_cast<cudaStream_t>(stream)),
-              "activation_f32");
-      },
-      py::arg("op"), py::arg("direction"), py::arg("input"), py::arg("grad"), py::arg("out"), py::arg("n"),
-      py::arg("p0"), py::arg("p1"), py::arg("stream"));
+  m.def("current_device", &current_device);
+  m.def("pointer_device", &pointer_device, py::arg("address"));
+  m.def("activation", &activation, py::arg("op"), py::arg("direction"), py::arg("dtype"), py::arg("input"),
+        py::arg("grad"), py::arg("out"), py::arg("n"), py::arg("p0"), py::arg("p1"), py::arg("stream"),
+        py::arg("device"));
+  m.def("prelu_forward", &prelu_forward, py::arg("dtype"), py::arg("x"), py::arg("weight"), py::arg("out"),
+        py::arg("total"), py::arg("channels"), py::arg("inner"), py::arg("stream"), py::arg("device"));
+  m.def("prelu_partials_size", &cuda::prelu_partials_size, py::arg("total"), py::arg("channels"));
+  m.def("prelu_backward", &prelu_backward, py::arg("dtype"), py::arg("grad"), py::arg("x"), py::arg("weight"),
+        py::arg("grad_x"), py::arg("weight_grad"), py::arg("partials"), py::arg("total"), py::arg("channels"),
+        py::arg("inner"), py::arg("stream"), py::arg("device"));
+  m.def("rrelu_training", &rrelu_training, py::arg("dtype"), py::arg("x"), py::arg("grad"), py::arg("out"),
+        py::arg("n"), py::arg("lower"), py::arg("upper"), py::arg("seed"), py::arg("offset"), py::arg("stream"),
+        py::arg("device"));
+  py::class_<Buffer>(m, "Buffer")
+      .def(py::init<int64_t, int>(), py::arg("nbytes"), py::arg("device"))
+      .def_property_readonly("address", &Buffer::address)
+      .def_property_readonly("nbytes", &Buffer::nbytes)
+      .def_property_readonly("device", &Buffer::device);
 }

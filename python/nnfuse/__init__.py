@@ -17,14 +17,14 @@ from .activations import __all__ as _activation_names
 
 __version__ = _C.__version__
 
-try:
-    from . import _cuda
-except ImportError:  # built without a CUDA compiler
-    _cuda = None
+from ._interop import CudaArray, _cuda  # _cuda is None when built without a CUDA compiler
 
 
 def cuda_available() -> bool:
-    """True when the CUDA extension was built and a GPU is visible."""
+    """True when the CUDA extension was built and a GPU is visible (the CUDA
+    runtime is linked statically: without a GPU or driver this is False and
+    importing nnfuse still works; passing a CUDA array then raises a
+    RuntimeError saying why)."""
     return _cuda is not None and _cuda.device_count() > 0
 
 
@@ -84,6 +84,7 @@ def set_num_threads(n: int) -> None:
 
 
 __all__ = list(_activation_names) + [
+    "CudaArray",
     "build_info",
     "cuda_available",
     "get_cpu_isa",

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _C
+from . import _C, _interop
 from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
+
+
+def _host(value):
+    """True when `value` can take the NumPy fast path without interop checks."""
+    return type(value) is np.ndarray
 
 
 def _forward(code, x, out, p0, p1, func):
@@ -29,24 +34,58 @@ def _forward(code, x, out, p0, p1, func):
             y = np.empty_like(x)
             _C.activation(code, _FORWARD, dtype, x, None, y, p0, p1)
             return y
+    if not _host(x) or (out is not None and not _host(out)):
+        return _interop.dispatch(func, (("x", x), ("out", out)),
+                                 lambda v: _forward_host(code, v["x"], v.get("out"), p0, p1, func),
+                                 lambda call: _forward_cuda(call, code, p0, p1))
+    return _forward_host(code, x, out, p0, p1, func)
+
+
+def _forward_host(code, x, out, p0, p1, func):
     xa = as_input(x, "x", func)
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
     _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], xa, None, target.buffer, p0, p1)
     return target.finish()
 
 
+def _forward_cuda(call, code, p0, p1):
+    x = call.input("x")
+    target = call.output("out", x.shape, x.dtype, ("x",))
+    call.cuda.activation(code, _FORWARD, x.code, x.ptr, 0, target.ptr, x.size, p0, p1, call.stream, call.device)
+    return target.finish()
+
+
 def _backward(code, grad, x, y, out, p0, p1, func):
     if (x is None) == (y is None):
         raise ValueError(f"{func}(): pass exactly one of 'x' (the input) and 'y' (the forward output)")
-    ga = as_input(grad, "grad", func)
     if x is not None:
         name, direction, source = "x", _BACKWARD_FROM_X, x
     else:
         name, direction, source = "y", _BACKWARD_FROM_Y, y
+    if not _host(grad) or not _host(source) or (out is not None and not _host(out)):
+        return _interop.dispatch(
+            func, (("grad", grad), (name, source), ("out", out)),
+            lambda v: _backward_host(code, direction, v["grad"], name, v[name], v.get("out"), p0, p1, func),
+            lambda call: _backward_cuda(call, code, direction, name, p0, p1))
+    return _backward_host(code, direction, grad, name, source, out, p0, p1, func)
+
+
+def _backward_host(code, direction, grad, name, source, out, p0, p1, func):
+    ga = as_input(grad, "grad", func)
     sa = as_input(source, name, func)
     check_same(ga, "grad", sa, name, func)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), (name, source)), func)
     _C.activation(code, direction, DTYPE_CODES[ga.dtype], sa, ga, target.buffer, p0, p1)
+    return target.finish()
+
+
+def _backward_cuda(call, code, direction, name, p0, p1):
+    call.check_same("grad", name)
+    g = call.input("grad")
+    s = call.input(name)
+    target = call.output("out", g.shape, g.dtype, ("grad", name))
+    call.cuda.activation(code, direction, g.code, s.ptr, g.ptr, target.ptr, g.size, p0, p1, call.stream,
+                         call.device)
     return target.finish()
 
 
@@ -134,6 +173,13 @@ def prelu(x, weight, *, out=None):
     """prelu(x, weight): x if x > 0 else weight[c] * x, with c the index along
     axis 1 (as torch.nn.functional.prelu). ``weight`` has 1 element or
     x.shape[1]; inputs with fewer than 2 dimensions have one channel."""
+    if not _host(x) or not _host(weight) or (out is not None and not _host(out)):
+        return _interop.dispatch("prelu", (("x", x), ("weight", weight), ("out", out)),
+                                 lambda v: _prelu_host(v["x"], v["weight"], v.get("out")), _prelu_cuda)
+    return _prelu_host(x, weight, out)
+
+
+def _prelu_host(x, weight, out):
     func = "prelu"
     xa = as_input(x, "x", func)
     wa = as_input(weight, "weight", func)
@@ -143,12 +189,30 @@ def prelu(x, weight, *, out=None):
     return target.finish()
 
 
+def _prelu_cuda(call):
+    x = call.input("x")
+    w = call.input("weight")
+    channels, inner, _ = _prelu_layout(x, w, "prelu")
+    target = call.output("out", x.shape, x.dtype, ("x", "weight"))
+    if x.size > 0:
+        call.cuda.prelu_forward(x.code, x.ptr, w.ptr, target.ptr, x.size, channels, inner, call.stream, call.device)
+    return target.finish()
+
+
 def prelu_backward(grad, x, weight, *, out=None):
     """Gradients of prelu: returns ``(grad_x, grad_weight)``. grad_x is
     grad if x > 0 else weight[c] * grad (at 0: the weight, as PyTorch);
     grad_weight[c] sums grad * x over the elements of channel c with x <= 0,
     accumulated in float64 in an order fixed by the shape (the same bits for
-    every thread count), then rounded to weight's dtype."""
+    every thread count; on a GPU, for every run), then rounded to weight's dtype."""
+    if not _host(grad) or not _host(x) or not _host(weight) or (out is not None and not _host(out)):
+        return _interop.dispatch("prelu_backward", (("grad", grad), ("x", x), ("weight", weight), ("out", out)),
+                                 lambda v: _prelu_backward_host(v["grad"], v["x"], v["weight"], v.get("out")),
+                                 _prelu_backward_cuda)
+    return _prelu_backward_host(grad, x, weight, out)
+
+
+def _prelu_backward_host(grad, x, weight, out):
     func = "prelu_backward"
     ga = as_input(grad, "grad", func)
     xa = as_input(x, "x", func)
@@ -158,6 +222,21 @@ def prelu_backward(grad, x, weight, *, out=None):
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x), ("weight", weight)), func)
     weight_grad = _C.prelu_backward(DTYPE_CODES[xa.dtype], ga, xa, wa, target.buffer, channels, inner, rows)
     return target.finish(), weight_grad.reshape(wa.shape).astype(wa.dtype)
+
+
+def _prelu_backward_cuda(call):
+    call.check_same("grad", "x")
+    g = call.input("grad")
+    x = call.input("x")
+    w = call.input("weight")
+    channels, inner, _ = _prelu_layout(x, w, "prelu_backward")
+    target = call.output("out", g.shape, g.dtype, ("grad", "x", "weight"))
+    weight_grad = call.empty(w.shape, w.dtype)
+    if w.size > 0:
+        partials = call.empty((call.cuda.prelu_partials_size(x.size, channels),), np.float64)
+        call.cuda.prelu_backward(x.code, g.ptr, x.ptr, w.ptr, target.ptr, weight_grad.ptr, partials.ptr, x.size,
+                                 channels, inner, call.stream, call.device)
+    return target.finish(), weight_grad.obj
 
 
 # ---- RReLU: randomized leaky ReLU ---------------------------------------------
@@ -175,17 +254,18 @@ def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=Fals
     uniform in [0, 1) from the counter-based generator Philox4x32-10 keyed by
     (seed, offset, i), so rrelu_backward with the same seed and offset
     regenerates the slopes without a saved noise tensor. Change ``offset`` (or
-    ``seed``) every step to draw new slopes.
+    ``seed``) every step to draw new slopes. CPU and GPU draw the same slopes.
     """
     func = "rrelu"
     _check_rrelu(lower, upper, func)
     if not training:
         return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
-    xa = as_input(x, "x", func)
-    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
-    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, None, target.buffer, float(lower), float(upper),
-                      _u64(seed, "seed", func), _u64(offset, "offset", func))
-    return target.finish()
+    seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
+    if not _host(x) or (out is not None and not _host(out)):
+        return _interop.dispatch(func, (("x", x), ("out", out)),
+                                 lambda v: _rrelu_host(v["x"], None, v.get("out"), lower, upper, seed, offset, func),
+                                 lambda call: _rrelu_cuda(call, False, lower, upper, seed, offset))
+    return _rrelu_host(x, None, out, lower, upper, seed, offset, func)
 
 
 def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *,
@@ -196,12 +276,39 @@ def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER
     _check_rrelu(lower, upper, func)
     if not training:
         return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
-    ga = as_input(grad, "grad", func)
+    seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
+    if not _host(grad) or not _host(x) or (out is not None and not _host(out)):
+        return _interop.dispatch(
+            func, (("grad", grad), ("x", x), ("out", out)),
+            lambda v: _rrelu_host(v["x"], v["grad"], v.get("out"), lower, upper, seed, offset, func),
+            lambda call: _rrelu_cuda(call, True, lower, upper, seed, offset))
+    return _rrelu_host(x, grad, out, lower, upper, seed, offset, func)
+
+
+def _rrelu_host(x, grad, out, lower, upper, seed, offset, func):
     xa = as_input(x, "x", func)
-    check_same(ga, "grad", xa, "x", func)
-    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x)), func)
-    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, ga, target.buffer, float(lower), float(upper),
-                      _u64(seed, "seed", func), _u64(offset, "offset", func))
+    inputs = (("x", x),)
+    ga = None
+    if grad is not None:
+        ga = as_input(grad, "grad", func)
+        check_same(ga, "grad", xa, "x", func)
+        inputs = (("grad", grad), ("x", x))
+    target = prepare_out(out, xa.shape, xa.dtype, inputs, func)
+    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, ga, target.buffer, float(lower), float(upper), seed, offset)
+    return target.finish()
+
+
+def _rrelu_cuda(call, backward, lower, upper, seed, offset):
+    x = call.input("x")
+    g = None  # kept referenced until the launch: a contiguous copy must outlive it
+    inputs = ("x",)
+    if backward:
+        call.check_same("grad", "x")
+        g = call.input("grad")
+        inputs = ("grad", "x")
+    target = call.output("out", x.shape, x.dtype, inputs)
+    call.cuda.rrelu_training(x.code, x.ptr, g.ptr if g is not None else 0, target.ptr, x.size, float(lower), float(upper), seed, offset,
+                             call.stream, call.device)
     return target.finish()
 
 
