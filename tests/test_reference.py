@@ -262,7 +262,7 @@ ALL_NAMES = sorted({op.name for op in OPS} | {"prelu"})
 def test_every_reference_function_is_in_the_table():
     exported = {n for n in ref.__all__ if callable(getattr(ref, n))}
     fwd = {n for n in exported if not n.endswith("_backward")}
-    fwd -= {"philox4x32_10", "philox_uniform", "philox_words", "rrelu_slopes"}
+    fwd -= {"philox4x32_10", "philox_uniform", "philox_words", "rrelu_slopes", "backward_from_y"}
     assert fwd == set(ALL_NAMES)
     for n in ALL_NAMES:
         assert n + "_backward" in exported, n
@@ -724,3 +724,18 @@ def test_rrelu_training_slopes():
     np.testing.assert_array_equal(ref.rrelu(-x, lower, upper, True, 11, 2), -x)
     assert not np.array_equal(r, ref.rrelu_slopes(x.shape, lower, upper, True, seed=11, offset=3))
     assert np.all(ref.rrelu_slopes(x.shape, lower, upper) == (lower + upper) / 2)
+
+
+@pytest.mark.parametrize("name,params", [("sigmoid", {}), ("tanh", {}), ("relu", {}), ("leaky_relu", {}),
+                                         ("elu", {"alpha": 0.7}), ("selu", {}), ("celu", {"alpha": 2.0}),
+                                         ("relu6", {}), ("hardtanh", {"min_val": -2.0, "max_val": 0.5}),
+                                         ("softplus", {"beta": 2.0, "threshold": 10.0})])
+def test_backward_from_y_equals_backward_from_x(name, params):
+    # On [-3, 3] none of these derivatives is badly conditioned in y (the worst,
+    # tanh at |x| = 3, amplifies y's 1/2 ULP by 2y^2/(1-y^2) < 200), so the two
+    # float64 evaluations agree to 1e-12 relative to the derivative's scale 1.
+    x = np.linspace(-3, 3, 6001)
+    g = np.full_like(x, 0.5)
+    y = getattr(ref, name)(x, **params)
+    np.testing.assert_allclose(ref.backward_from_y(name, g, y, **params),
+                               getattr(ref, name + "_backward")(g, x, **params), rtol=0, atol=1e-12)
