@@ -20,9 +20,6 @@ const OptimKernelTable& optim_kernels() {
 // partial sums, and the order they are combined in, depend on the shapes
 // alone and never on the thread count.
 constexpr int64_t kNormBlock = 1 << 16;
-// Elements per thread below which waking another thread costs more than it
-// saves (the same 32K threshold as the elementwise kernels in dispatch.cpp).
-constexpr int64_t kMinChunk = 1 << 15;
 constexpr double kTwoPow1200 = 0x1p1200;  // scaled sums live in the 2^-1200 domain
 constexpr double kTwoPow600 = 0x1p600;
 
@@ -44,8 +41,8 @@ GradNorms run_grad_norms(DType dtype, const std::vector<OptimTensor>& tensors, b
   }
   std::vector<GradBlockStats> stats(blocks.size());
   int64_t nblocks = static_cast<int64_t>(blocks.size());
-  // One chunk unless there is work for two threads of kMinChunk elements.
-  int64_t min_blocks = total >= 2 * kMinChunk ? 1 : std::max<int64_t>(1, nblocks);
+  // One chunk unless there is work for two threads of kMinElementsPerThread elements.
+  int64_t min_blocks = total >= 2 * kMinElementsPerThread ? 1 : std::max<int64_t>(1, nblocks);
   parallel_for(nblocks, min_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const Block& blk = blocks[static_cast<size_t>(b)];
@@ -87,7 +84,7 @@ void run_update(const OptimConfig& config, const std::vector<OptimTensor>& tenso
   std::vector<int64_t> offsets(tensors.size() + 1, 0);
   for (size_t t = 0; t < tensors.size(); ++t) offsets[t + 1] = offsets[t] + tensors[t].n;
   int64_t total = offsets.back();
-  parallel_for(total, kMinChunk, 64, [&](int64_t begin, int64_t end) {
+  parallel_for(total, kMinElementsPerThread, 64, [&](int64_t begin, int64_t end) {
     size_t t = static_cast<size_t>(std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin()) - 1;
     for (; t < tensors.size() && offsets[t] < end; ++t) {
       int64_t lo = std::max(begin, offsets[t]) - offsets[t];
