@@ -25,4 +25,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("default_num_threads", &nnfuse::default_num_threads);
 
   nnfuse::register_activations(m);
+  nnfuse::register_softmax(m);
 }
