@@ -43,6 +43,7 @@ def _stats(x, axis, scale, mask):
 
 
 def softmax(x, axis=-1, scale=1.0, mask=None, masked_rows="zero"):
+    """exp(z - max z) / sum exp(z - max z) along axis, z = scale * x (masked: -inf)."""
     _, _, e, s, _, empty = _stats(x, axis, scale, mask)
     with np.errstate(invalid="ignore"):
         y = e / s
@@ -50,8 +51,9 @@ def softmax(x, axis=-1, scale=1.0, mask=None, masked_rows="zero"):
 
 
 def log_softmax(x, axis=-1, scale=1.0, mask=None, masked_rows="zero"):
+    """(z - max z) - log sum exp(z - max z) along axis, z = scale * x (masked: -inf)."""
     z, m, _, _, log_s, empty = _stats(x, axis, scale, mask)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         y = (z - m) - log_s
     return np.where(empty, np.nan if masked_rows == "nan" else -np.inf, y)
 

@@ -43,13 +43,14 @@ NNF_HD void two_sum(V a, V b, V& s, V& e) {
   e = (a - a2) + (b - b2);
 }
 
-// d + dlo = z - m exactly; dlo = 0 where d is infinite or NaN (TwoSum would
-// give inf - inf there).
+// d + dlo = z - m exactly. dlo = 0 where d <= -128, is -inf or NaN: e^d is 0
+// there anyway, TwoSum gives inf - inf = NaN for infinite d, and exp_parts
+// clamps d but not the correction (d = -2.5e38 can carry dlo = -8.6e10).
 template <class V>
 NNF_HD void exact_diff(V z, V m, V& d, V& dlo) {
   V e;
   two_sum(z, -m, d, e);
-  dlo = select(vabs(d) < V(bit_cast_value<float>(0x7f800000u)), e, V(0.0f));
+  dlo = select(d > V(-128.0f), e, V(0.0f));
 }
 NNF_HD void exact_diff(double z, double m, double& d, double& dlo) {
   d = z - m;
@@ -103,15 +104,14 @@ NNF_HD V softmax_term(V z, V m) {
   return smx::exp_lo(d, dlo);
 }
 
-// Online normaliser in double: the running (M, S) absorbs a block whose
-// maximum is m and whose sum of e^(z - m') is b, with m' = max(M, m) used for
-// that block's terms (the caller computes b against m'). Returns m'.
+// Online normaliser in double: the running (M, S) absorbs a block whose terms
+// were computed against m' = max(M, block maximum) and sum to b.
 struct RowNorm {
   double max = smx::neg_inf_d();
   double sum = 0.0;
 };
 NNF_HD void rownorm_absorb(RowNorm& r, double block_max_new, double block_sum) {
-  if (block_max_new > r.max) {
+  if (!(block_max_new <= r.max)) {                // larger, or NaN: the row becomes NaN
     r.sum = r.sum * exp(r.max - block_max_new);  // M = -inf: 0 * 0
     r.max = block_max_new;
   }
