@@ -24,6 +24,13 @@ namespace {
 constexpr int kGroup = 16;
 constexpr int64_t kBlock = 1024;
 
+// Logits are summed (for label smoothing) times 2^-40 (float) / 2^-80 (double):
+// exact, and C * max / 2^40 stays finite for any row length below 2^40.
+template <class S>
+inline constexpr S kLogitSumScale = S(9.094947017729282379150390625e-13);  // 2^-40
+template <>
+inline constexpr double kLogitSumScale<double> = 8.27180612553027674871408692069962853565812110900878906250e-25;  // 2^-80
+
 alignas(64) constexpr float kIota[kGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 template <class V>
@@ -169,7 +176,9 @@ RowNorm row_norm(const T* x, const uint8_t* keep, int64_t n, vec_for_t<T> scale,
     for_vectors<V>(len, [&](int k, int64_t i, int cnt) {
       V z = load_logits<T, kMasked>(xb + i, kMasked ? kb + i : nullptr, cnt, scale);
       acc[k].add(softmax_term(z, vm));
-      if constexpr (kSumLogits) zsum[k].add(load_n(xb + i, cnt));
+      // Scaled by an exact power of two so that the sum of logits near the
+      // type's maximum cannot overflow (the caller scales the mean back).
+      if constexpr (kSumLogits) zsum[k].add(load_n(xb + i, cnt) * V(kLogitSumScale<S>));
     });
     rownorm_absorb(norm, m_new, combine_lanes(acc));
   }
@@ -292,7 +301,8 @@ void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t r
     const double log_sum = log(norm.sum);
     const double lse = norm.max + log_sum;
     const double k = 1.0 + 2.0 * r.z_loss * lse;
-    r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, sum_z / static_cast<double>(n), eps, r.z_loss);
+    const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<S>);
+    r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, mean_z, eps, r.z_loss);
     const V m(static_cast<S>(norm.max));
     const V a(static_cast<S>(w * k / norm.sum)), b(static_cast<S>(w * eps / static_cast<double>(n)));
     for (int64_t i = 0; i < n; i += L) {

@@ -86,7 +86,11 @@ def softmax_cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0
     _, m, e, s, log_s, _ = _stats(z, -1, 1.0, None)
     lse = m + log_s
     z_t = np.take_along_axis(z, safe[..., None], axis=-1)
-    loss = (1 - eps) * ((m - z_t) + log_s) + eps * ((m - z.mean(axis=-1, keepdims=True)) + log_s)
+    # The mean through an exact power-of-two scaling: the sum of logits near
+    # the float64 maximum would overflow.
+    mean_z = np.mean(z * 2.0**-80, axis=-1, keepdims=True) * 2.0**80
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = (1 - eps) * ((m - z_t) + log_s) + eps * ((m - mean_z) + log_s)
     loss = loss + z_loss * lse * lse
     loss = np.where(valid[..., None], loss, 0.0)[..., 0]
     p = e / s
