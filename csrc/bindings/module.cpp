@@ -26,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
 
   nnfuse::register_activations(m);
   nnfuse::register_optim(m);
+  nnfuse::register_softmax(m);
 }

@@ -8,5 +8,6 @@ namespace nnfuse {
 
 void register_activations(pybind11::module_& m);
 void register_optim(pybind11::module_& m);
+void register_softmax(pybind11::module_& m);
 
 }  // namespace nnfuse

@@ -1,6 +1,6 @@
 """nnfuse: fused CPU and CUDA kernels for neural-network training.
 
-Activations (forward and backward) run on AVX-512, AVX2 or scalar code chosen
+Activations and the softmax family (forward and backward) run on AVX-512, AVX2 or scalar code chosen
 at run time from the CPU, and are checked against the float64 NumPy formulas
 in :mod:`nnfuse.reference` within the ULP bounds published in
 ``docs/accuracy.md``.
@@ -14,6 +14,8 @@ from . import _C
 from . import optim
 from .activations import *  # noqa: F401,F403 - the generated public API
 from .activations import __all__ as _activation_names
+from .softmax import *  # noqa: F401,F403
+from .softmax import __all__ as _softmax_names
 
 __version__ = _C.__version__
 
@@ -83,7 +85,7 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = list(_activation_names) + [
+__all__ = list(_activation_names) + list(_softmax_names) + [
     "CudaArray",
     "build_info",
     "cuda_available",

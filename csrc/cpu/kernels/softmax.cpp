@@ -1,0 +1,333 @@
+// Softmax, log-softmax, their backward passes and the fused softmax
+// cross-entropy. The build compiles this file once per instruction set; the
+// math comes from nnfuse/ops/softmax.h, written once.
+//
+// Row reductions use 16 virtual lanes on every ISA: element i of a block adds
+// into lane i % 16 (one AVX-512 vector, two AVX2 vectors, sixteen scalars),
+// and the 16 lane sums are added in double in a fixed pairwise order. Every
+// ISA therefore performs the same IEEE operations in the same order, and the
+// scalar, AVX2 and AVX-512 results are identical to the bit (tested).
+//
+// Forward rows are walked in blocks of kBlock elements (4 KiB of float32, in L1
+// after the block's first read): the block's maximum, then its sum of
+// e^(z - M) against the running maximum M, absorbed into the running (M, S) in
+// double (the online normaliser). Main memory sees one read for the statistics
+// and one read plus one write for the output.
+#include "cpu/kernels/isa.h"
+#include "cpu/softmax_api.h"
+#include "nnfuse/ops/softmax.h"
+
+NNF_NS_BEGIN
+
+namespace {
+
+constexpr int kGroup = 16;
+constexpr int64_t kBlock = 1024;
+
+// Logits are summed (for label smoothing) times 2^-40 (float) / 2^-80 (double):
+// exact, and C * max / 2^40 stays finite for any row length below 2^40.
+template <class S>
+inline constexpr S kLogitSumScale = S(9.094947017729282379150390625e-13);  // 2^-40
+template <>
+inline constexpr double kLogitSumScale<double> = 8.27180612553027674871408692069962853565812110900878906250e-25;  // 2^-80
+
+alignas(64) constexpr float kIota[kGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+template <class V>
+inline constexpr int kVecs = kGroup / kLanes<V>;
+
+// The first n lanes.
+template <class V>
+NNF_HD mask_t<V> first_lanes_mask(int n) {
+  if constexpr (kLanes<V> == 1) {
+    return n > 0;
+  } else {
+    return vload(kIota) < V(static_cast<float>(n));
+  }
+}
+
+// Lanes whose keep byte is nonzero (n valid bytes).
+template <class V>
+NNF_HD mask_t<V> keep_lanes(const uint8_t* keep, int n) {
+  using S = scalar_t<V>;
+  if constexpr (kLanes<V> == 1) {
+    return keep[0] != 0;
+  } else {
+    S flags[kLanes<V>];
+    for (int j = 0; j < kLanes<V>; ++j) flags[j] = (j < n && keep[j]) ? S(1) : S(0);
+    return vload(flags) != V(S(0));
+  }
+}
+
+// n (1..L) elements at p widened to the compute type; padded lanes are 0.
+template <class T>
+NNF_HD vec_for_t<T> load_n(const T* p, int n) {
+  if constexpr (kLanes<vec_for_t<T>> == 1) {
+    return vload(p);
+  } else {
+    return n == kLanes<vec_for_t<T>> ? vload(p) : vload_partial(p, n);
+  }
+}
+
+template <class T>
+NNF_HD void store_n(T* p, vec_for_t<T> v, int n) {
+  if constexpr (kLanes<vec_for_t<T>> == 1) {
+    vstore(p, v);
+  } else if (n == kLanes<vec_for_t<T>>) {
+    vstore(p, v);
+  } else {
+    vstore_partial(p, v, n);
+  }
+}
+
+template <class V>
+NNF_HD void store_lanes(scalar_t<V>* dst, V v) {
+  if constexpr (kLanes<V> == 1) {
+    dst[0] = v;
+  } else {
+    vstore(dst, v);
+  }
+}
+
+template <class T>
+NNF_HD void store_scalar(T* p, double v) {
+  *p = StoreAs<T>::from(static_cast<compute_t<T>>(v));
+}
+
+// Logits scale * x of n elements, -inf in padded and masked-out lanes.
+template <class T, bool kMasked>
+NNF_HD vec_for_t<T> load_logits(const T* p, const uint8_t* keep, int n, vec_for_t<T> scale) {
+  using V = vec_for_t<T>;
+  const V neg_inf(static_cast<scalar_t<V>>(smx::neg_inf_f()));
+  V z = load_n(p, n) * scale;
+  if constexpr (kLanes<V> > 1) {
+    if (n < kLanes<V>) z = select(first_lanes_mask<V>(n), z, neg_inf);
+  }
+  if constexpr (kMasked) z = select(keep_lanes<V>(keep, n), z, neg_inf);
+  return z;
+}
+
+// Calls f(k, i, n) for each vector of [0, len): vector k (0..kVecs-1) of its
+// group of 16 elements, at element i, with n valid elements.
+template <class V, class F>
+NNF_HD void for_vectors(int64_t len, F&& f) {
+  constexpr int L = kLanes<V>;
+  int64_t i = 0;
+  for (; i + kGroup <= len; i += kGroup) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kVecs<V>; ++k) f(k, i + k * L, L);
+  }
+  for (int k = 0; i + k * L < len; ++k) {
+    int64_t start = i + k * L;
+    f(k, start, len - start < L ? static_cast<int>(len - start) : L);
+  }
+}
+
+// Sum of the 16 lanes of the compensated accumulators, in double, pairwise.
+template <class V>
+NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
+  using S = scalar_t<V>;
+  S s[kGroup], c[kGroup];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    store_lanes(s + k * kLanes<V>, acc[k].s);
+    store_lanes(c + k * kLanes<V>, acc[k].c);
+  }
+  double t[kGroup];
+  for (int j = 0; j < kGroup; ++j) t[j] = static_cast<double>(s[j]) + static_cast<double>(c[j]);
+  for (int width = kGroup / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
+  return t[0];
+}
+
+template <class V>
+NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
+  using S = scalar_t<V>;
+  S lanes[kGroup];
+  for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mx[k]);
+  S m = lanes[0];
+  for (int j = 1; j < kGroup; ++j) m = smx::max_nan(m, lanes[j]);
+  return m;
+}
+
+// Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
+// kSumLogits, also the compensated sum of the logits (for label smoothing).
+template <class T, bool kMasked, bool kSumLogits = false>
+RowNorm row_norm(const T* x, const uint8_t* keep, int64_t n, vec_for_t<T> scale, double* sum_logits = nullptr) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  RowNorm norm;
+  smx::CompensatedSum<V> zsum[kVecs<V>];
+  for (auto& a : zsum) a.reset();
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t len = n - b < kBlock ? n - b : kBlock;
+    const T* xb = x + b;
+    const uint8_t* kb = kMasked ? keep + b : nullptr;
+    V mx[kVecs<V>];
+    for (auto& m : mx) m = V(static_cast<S>(smx::neg_inf_f()));
+    for_vectors<V>(len, [&](int k, int64_t i, int cnt) {
+      mx[k] = smx::max_nan(mx[k], load_logits<T, kMasked>(xb + i, kMasked ? kb + i : nullptr, cnt, scale));
+    });
+    const double block_max = static_cast<double>(max_lanes(mx));
+    const double m_new = (block_max > norm.max || block_max != block_max) ? block_max : norm.max;
+    if (m_new == smx::neg_inf_d()) continue;  // every element so far is -inf
+    const V vm(static_cast<S>(m_new));
+    smx::CompensatedSum<V> acc[kVecs<V>];
+    for (auto& a : acc) a.reset();
+    for_vectors<V>(len, [&](int k, int64_t i, int cnt) {
+      V z = load_logits<T, kMasked>(xb + i, kMasked ? kb + i : nullptr, cnt, scale);
+      acc[k].add(softmax_term(z, vm));
+      // Scaled by an exact power of two so that the sum of logits near the
+      // type's maximum cannot overflow (the caller scales the mean back).
+      if constexpr (kSumLogits) zsum[k].add(load_n(xb + i, cnt) * V(kLogitSumScale<S>));
+    });
+    rownorm_absorb(norm, m_new, combine_lanes(acc));
+  }
+  if constexpr (kSumLogits) *sum_logits = combine_lanes(zsum);
+  return norm;
+}
+
+template <class T>
+void fill_row(T* y, int64_t n, scalar_t<vec_for_t<T>> value) {
+  using V = vec_for_t<T>;
+  constexpr int L = kLanes<V>;
+  for (int64_t i = 0; i < n; i += L) store_n(y + i, V(value), n - i < L ? static_cast<int>(n - i) : L);
+}
+
+template <class T, bool kMasked>
+void softmax_rows(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const V scale(static_cast<S>(r.scale));
+  const S nan = static_cast<S>(vmath::nan_f());
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const T* x = static_cast<const T*>(r.x) + row * n;
+    const uint8_t* keep = kMasked ? r.keep + row * n : nullptr;
+    T* y = static_cast<T*>(r.out) + row * n;
+    const RowNorm norm = row_norm<T, kMasked>(x, keep, n, scale);
+    if (norm.max == smx::neg_inf_d()) {
+      // No position left: zeros (log: -inf), or NaN as PyTorch.
+      fill_row(y, n, r.masked_rows_nan ? nan : (r.log ? static_cast<S>(smx::neg_inf_f()) : S(0)));
+      continue;
+    }
+    const V m(static_cast<S>(norm.max));
+    if (r.log) {
+      const double log_sum = log(norm.sum);
+      const S hi = static_cast<S>(log_sum);
+      const V lhi(hi), llo(static_cast<S>(log_sum - static_cast<double>(hi)));
+      for (int64_t i = 0; i < n; i += L) {
+        int cnt = n - i < L ? static_cast<int>(n - i) : L;
+        V z = load_logits<T, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+        store_n(y + i, log_softmax_out(z, m, lhi, llo), cnt);
+      }
+    } else {
+      const V inv(static_cast<S>(1.0 / norm.sum));
+      for (int64_t i = 0; i < n; i += L) {
+        int cnt = n - i < L ? static_cast<int>(n - i) : L;
+        V z = load_logits<T, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+        store_n(y + i, softmax_out(z, m, inv), cnt);
+      }
+    }
+  }
+}
+
+void softmax_forward(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  dispatch_dtype(r.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (r.keep) {
+      softmax_rows<T, true>(r, row_begin, row_end);
+    } else {
+      softmax_rows<T, false>(r, row_begin, row_end);
+    }
+  });
+}
+
+// ---- backward -------------------------------------------------------------------
+
+template <class T>
+void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const V scale(static_cast<S>(r.scale));
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const T* g = static_cast<const T*>(r.grad) + row * n;
+    const T* y = static_cast<const T*>(r.y) + row * n;
+    T* dx = static_cast<T*>(r.out) + row * n;
+    smx::CompensatedSum<V> acc[kVecs<V>];
+    for (auto& a : acc) a.reset();
+    // Padded lanes load 0: they add 0.
+    if (r.log) {
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { acc[k].add(load_n(g + i, cnt)); });
+    } else {
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+        acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
+      });
+    }
+    const V total(static_cast<S>(combine_lanes(acc)));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
+      store_n(dx + i, r.log ? log_softmax_bwd_out(gv, yv, total, scale) : softmax_bwd_out(gv, yv, total, scale), cnt);
+    }
+  }
+}
+
+// ---- fused cross-entropy ---------------------------------------------------------
+
+template <class T>
+void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<T>;
+  using S = scalar_t<V>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const double eps = r.smoothing, w = r.weight;
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const T* x = static_cast<const T*>(r.logits) + row * n;
+    T* grad = static_cast<T*>(r.grad) + row * n;
+    const int64_t label = r.labels[row];
+    if (label == r.ignore_index || label < 0 || label >= n) {
+      // Out-of-range labels are rejected by the caller; never read them.
+      r.loss[row] = label == r.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
+      fill_row(grad, n, S(0));
+      continue;
+    }
+    double sum_z = 0.0;
+    const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
+                                    : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
+    const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
+    const double log_sum = log(norm.sum);
+    const double lse = norm.max + log_sum;
+    const double k = 1.0 + 2.0 * r.z_loss * lse;
+    const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<S>);
+    r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, mean_z, eps, r.z_loss);
+    const V m(static_cast<S>(norm.max));
+    const V a(static_cast<S>(w * k / norm.sum)), b(static_cast<S>(w * eps / static_cast<double>(n)));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
+    }
+    store_scalar(grad + label,
+                 cross_entropy_label_grad(z_t, norm.max, norm.sum, w, k, eps, static_cast<double>(n)));
+  }
+}
+
+}  // namespace
+
+const SoftmaxKernelTable& softmax_kernel_table() {
+  static constexpr SoftmaxKernelTable table = {
+      kIsaName,
+      softmax_forward,
+      [](const SoftmaxBackwardRange& r, int64_t b, int64_t e) {
+        dispatch_dtype(r.dtype, [&](auto tag) { softmax_backward_rows<typename decltype(tag)::type>(r, b, e); });
+      },
+      [](const CrossEntropyRange& r, int64_t b, int64_t e) {
+        dispatch_dtype(r.dtype, [&](auto tag) { cross_entropy_rows<typename decltype(tag)::type>(r, b, e); });
+      },
+  };
+  return table;
+}
+
+NNF_NS_END

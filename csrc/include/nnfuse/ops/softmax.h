@@ -1,0 +1,186 @@
+// Softmax family: the row math written once, for V = float (scalar CPU and
+// CUDA), Vec<float, Avx2 / Avx512> and double (float64 rows). The loops that
+// walk a row (CPU: csrc/cpu/kernels/softmax.cpp) only call these.
+//
+// Forward, for logits z_j = scale * x_j of one row (masked positions are -inf):
+//   M = max_j z_j,  S = sum_j e^(z_j - M)          (online: see combine below)
+//   softmax      y_j = e^(z_j - M) / S
+//   log_softmax  y_j = (z_j - M) - log S           (both terms <= 0: no cancellation)
+// Backward, from the forward output y and the upstream gradient g:
+//   softmax      dx_j = scale * y_j (g_j - sum_k g_k y_k)
+//   log_softmax  dx_j = scale * (g_j - e^(y_j) sum_k g_k)
+// Cross-entropy with label t, smoothing eps over C classes and z-loss lambda,
+// lse = M + log S, p_j = e^(z_j - M) / S:
+//   loss  = (1 - eps)(lse - z_t) + eps (lse - mean_j z_j) + lambda lse^2
+//   dloss/dz_j = p_j (1 + 2 lambda lse) - eps / C - (1 - eps) [j == t]
+//
+// Accuracy devices (why the formulas look the way they do):
+// - z - M is computed exactly as d + dlo (TwoSum): e^(z - M) is then as accurate
+//   as exp itself even when |z - M| is large, where the rounding of d alone
+//   would cost |d| / 2 ULP.
+// - Sums of e^(z - M) and of g y are compensated (TwoSum per lane): the lane
+//   sums are accurate to ~1 ULP whatever the row length, then added in double.
+// - Row totals (S, the dot products, the loss) live in double.
+#pragma once
+
+#include "nnfuse/common/macros.h"
+#include "nnfuse/vec/math.h"
+#include "nnfuse/vec/scalar.h"
+
+NNF_NS_BEGIN
+
+namespace smx {
+
+NNF_HD float neg_inf_f() { return -bit_cast_value<float>(0x7f800000u); }
+NNF_HD double neg_inf_d() { return -bit_cast_value<double>(0x7ff0000000000000ull); }
+
+// s + e = a + b exactly (Knuth's TwoSum: no condition on the magnitudes).
+template <class V>
+NNF_HD void two_sum(V a, V b, V& s, V& e) {
+  s = a + b;
+  V a2 = s - b;
+  V b2 = s - a2;
+  e = (a - a2) + (b - b2);
+}
+
+// d + dlo = z - m exactly. dlo = 0 where d <= -128, is -inf or NaN: e^d is 0
+// there anyway, TwoSum gives inf - inf = NaN for infinite d, and exp_parts
+// clamps d but not the correction (d = -2.5e38 can carry dlo = -8.6e10).
+template <class V>
+NNF_HD void exact_diff(V z, V m, V& d, V& dlo) {
+  V e;
+  two_sum(z, -m, d, e);
+  dlo = select(d > V(-128.0f), e, V(0.0f));
+}
+NNF_HD void exact_diff(double z, double m, double& d, double& dlo) {
+  d = z - m;
+  dlo = 0.0;  // float64 rows: e^d with libm, like the float64 reference
+}
+
+// e^(d + dlo) and k * e^(d + dlo) (k folded in before any rounding into the
+// denormal range).
+template <class V>
+NNF_HD V exp_lo(V d, V dlo) {
+  return vmath::exp_parts(d, dlo).value();
+}
+template <class V>
+NNF_HD V exp_lo_times(V d, V dlo, V k) {
+  return vmath::exp_parts(d, dlo).times(k);
+}
+NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
+NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
+
+// Max that keeps a NaN of either operand (vmax alone keeps only its second's).
+template <class V>
+NNF_HD V max_nan(V acc, V z) {
+  return select(is_nan(z), z, vmax(z, acc));
+}
+
+// A compensated running sum: s + c, TwoSum per addition.
+template <class V>
+struct CompensatedSum {
+  V s, c;
+  NNF_HD void reset() {
+    s = V(0.0f);
+    c = V(0.0f);
+  }
+  NNF_HD void add(V x) {
+    V e;
+    two_sum(s, x, s, e);
+    c = c + e;
+  }
+};
+
+}  // namespace smx
+
+// ---- forward ------------------------------------------------------------------
+
+// Pass 1 of a row, per block: after the block's maximum m (max with the running
+// one) is known, each element adds e^(z - m).
+template <class V>
+NNF_HD V softmax_term(V z, V m) {
+  V d, dlo;
+  smx::exact_diff(z, m, d, dlo);
+  return smx::exp_lo(d, dlo);
+}
+
+// Online normaliser in double: the running (M, S) absorbs a block whose terms
+// were computed against m' = max(M, block maximum) and sum to b.
+struct RowNorm {
+  double max = smx::neg_inf_d();
+  double sum = 0.0;
+};
+NNF_HD void rownorm_absorb(RowNorm& r, double block_max_new, double block_sum) {
+  if (!(block_max_new <= r.max)) {                // larger, or NaN: the row becomes NaN
+    r.sum = r.sum * exp(r.max - block_max_new);  // M = -inf: 0 * 0
+    r.max = block_max_new;
+  }
+  r.sum = r.sum + block_sum;
+}
+
+// Pass 2: y = e^(z - M) / S as e^(z - M) * inv, inv = 1 / S rounded once.
+template <class V>
+NNF_HD V softmax_out(V z, V m, V inv) {
+  V d, dlo;
+  smx::exact_diff(z, m, d, dlo);
+  return smx::exp_lo_times(d, dlo, inv);
+}
+
+// Pass 2: y = (z - M) - log S, log S = lhi + llo (lhi rounded to V, llo the
+// rest). Both terms are <= 0, so the sum does not cancel.
+template <class V>
+NNF_HD V log_softmax_out(V z, V m, V lhi, V llo) {
+  V d, dlo;
+  smx::exact_diff(z, m, d, dlo);
+  return (d - lhi) + (dlo - llo);
+}
+
+// ---- backward -----------------------------------------------------------------
+
+// softmax: pass 1 sums g * y; pass 2 writes scale * y (g - dot).
+template <class V>
+NNF_HD V softmax_bwd_term(V g, V y) {
+  return g * y;
+}
+template <class V>
+NNF_HD V softmax_bwd_out(V g, V y, V dot, V scale) {
+  return (y * (g - dot)) * scale;
+}
+
+// log_softmax: pass 1 sums g; pass 2 writes scale * (g - e^y sum_g).
+template <class V>
+NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
+  return (g - exp(y) * sum_g) * scale;
+}
+
+// ---- cross-entropy ------------------------------------------------------------
+
+// Gradient of one element that is not the label: a * e^(z - M) - b, with
+// a = w (1 + 2 lambda lse) / S and b = w eps / C (w: the reduction's weight).
+template <class V>
+NNF_HD V cross_entropy_grad(V z, V m, V a, V b) {
+  V d, dlo;
+  smx::exact_diff(z, m, d, dlo);
+  return smx::exp_lo_times(d, dlo, a) - b;
+}
+
+// The label's gradient in double (p_t - (1 - eps) cancels when p_t -> 1).
+NNF_HD double cross_entropy_label_grad(double z_t, double m, double sum, double w, double k, double eps, double classes) {
+  double p = exp(z_t - m) / sum;
+  return w * ((p * k - eps / classes) - (1.0 - eps));
+}
+
+// The row's loss in double; log_sum = log S, mean_z = mean of the row's logits
+// (used only when eps > 0).
+NNF_HD double cross_entropy_loss(double z_t, double m, double log_sum, double mean_z, double eps, double z_loss) {
+  double nll = (m - z_t) + log_sum;
+  double loss = (1.0 - eps) * nll;
+  if (eps != 0.0) loss = loss + eps * ((m - mean_z) + log_sum);
+  if (z_loss != 0.0) {
+    double lse = m + log_sum;
+    loss = loss + z_loss * lse * lse;
+  }
+  return loss;
+}
+
+NNF_NS_END

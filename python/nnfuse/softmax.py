@@ -1,0 +1,228 @@
+"""Softmax, log-softmax, their backward passes and the fused softmax
+cross-entropy, on NumPy arrays of float32, float64, float16 or bfloat16.
+
+16-bit inputs are computed in float32 and rounded to nearest even once;
+float64 is computed in float64. Rows are reduced in a fixed order that does not
+depend on the thread count or on the CPU ISA: scalar, AVX2 and AVX-512 give
+identical bits. Any axis works; when it is not the last one (or the input is
+not C-contiguous) the input is copied first.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import _C
+from ._array import DTYPE_CODES, as_input, check_same, prepare_out
+
+_MASKED_ROWS = ("zero", "nan")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _axis(axis, ndim, func):
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{func}(): 'axis' must be an integer, got {type(axis).__name__}") from None
+    size = max(ndim, 1)
+    if not -size <= axis < size:
+        raise ValueError(f"{func}(): 'axis' {axis} is out of range for an array of {ndim} dimension(s)")
+    return axis % size
+
+
+def _scale(scale, func):
+    try:
+        return float(scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"{func}(): 'scale' must be a real number, got {type(scale).__name__}") from None
+
+
+def _rows_view(a, axis):
+    """``a`` with ``axis`` moved last, C-contiguous (a copy unless it already was)."""
+    if axis == a.ndim - 1:
+        return a
+    return np.ascontiguousarray(np.moveaxis(a, axis, -1))
+
+
+def _keep_bytes(mask, shape, axis, func):
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"{func}(): 'mask' must be a boolean array (True keeps a position), got dtype {m.dtype}")
+    try:
+        m = np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"{func}(): 'mask' of shape {m.shape} does not broadcast to the shape of 'x' {shape}") from None
+    return np.ascontiguousarray(np.moveaxis(m, axis, -1) if len(shape) and axis != len(shape) - 1 else m).view(np.uint8)
+
+
+def _run_rows(xa, axis, target, launch):
+    """Runs launch(rows_output, rows, cols) on the axis-last layout of xa and
+    leaves the result in target.buffer (xa's layout). A 0-d array is one row
+    of one element."""
+    if xa.ndim == 0:
+        launch(target.buffer.reshape(1), 1, 1)
+        return
+    cols = xa.shape[axis]
+    rows = xa.size // cols
+    if axis == xa.ndim - 1:
+        launch(target.buffer, rows, cols)
+    else:
+        buffer = np.empty(np.moveaxis(xa, axis, -1).shape, xa.dtype)
+        launch(buffer, rows, cols)
+        np.copyto(target.buffer, np.moveaxis(buffer, -1, axis))
+
+
+def _forward(log, x, axis, scale, mask, masked_rows, out, func):
+    xa = as_input(x, "x", func)
+    ax = _axis(axis, xa.ndim, func)
+    scale = _scale(scale, func)
+    if masked_rows not in _MASKED_ROWS:
+        raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
+    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
+    keep = _keep_bytes(mask, xa.shape, ax, func) if mask is not None else None
+    if xa.size == 0:
+        return target.finish()
+    rows_x = _rows_view(xa.reshape(-1) if xa.ndim == 0 else xa, ax)
+    if keep is not None and xa.ndim == 0:
+        keep = keep.reshape(1)
+    code = DTYPE_CODES[xa.dtype]
+    _run_rows(xa, ax, target, lambda buf, rows, cols: _C.softmax_forward(
+        log, code, rows_x, keep, buf, rows, cols, scale, masked_rows == "nan"))
+    return target.finish()
+
+
+def _backward(log, grad, y, axis, scale, out, func):
+    ga = as_input(grad, "grad", func)
+    ya = as_input(y, "y", func)
+    check_same(ga, "grad", ya, "y", func)
+    ax = _axis(axis, ga.ndim, func)
+    scale = _scale(scale, func)
+    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("y", y)), func)
+    if ga.size == 0:
+        return target.finish()
+    rows_g = _rows_view(ga.reshape(-1) if ga.ndim == 0 else ga, ax)
+    rows_y = _rows_view(ya.reshape(-1) if ya.ndim == 0 else ya, ax)
+    code = DTYPE_CODES[ga.dtype]
+    _run_rows(ga, ax, target, lambda buf, rows, cols: _C.softmax_backward(
+        log, code, rows_g, rows_y, buf, rows, cols, scale))
+    return target.finish()
+
+
+def softmax(x, axis=-1, *, scale=1.0, mask=None, masked_rows="zero", out=None):
+    """softmax(x)_i = exp(z_i - max z) / sum_j exp(z_j - max z) along ``axis``,
+    with z = scale * x.
+
+    scale: multiplies the logits inside the kernel, rounded to the compute type
+        (float32 for 32- and 16-bit inputs) first: z = round(scale * x).
+    mask: optional boolean array broadcastable to x; True keeps a position,
+        False excludes it (its output is 0).
+    masked_rows: what a row without any position left gives — all masked, or
+        all -inf: "zero" gives zeros, "nan" gives NaN (PyTorch's behaviour).
+    A NaN or +inf logit among a row's kept positions makes the whole row NaN
+    (as PyTorch); -inf logits give 0.
+    out: optional destination (may be x itself)."""
+    return _forward(False, x, axis, scale, mask, masked_rows, out, "softmax")
+
+
+def log_softmax(x, axis=-1, *, scale=1.0, mask=None, masked_rows="zero", out=None):
+    """log_softmax(x)_i = (z_i - max z) - log sum_j exp(z_j - max z) along
+    ``axis``, z = scale * x; arguments as for :func:`softmax`. Masked positions
+    give -inf; a row without any position left gives -inf with
+    masked_rows="zero" and NaN with "nan"."""
+    return _forward(True, x, axis, scale, mask, masked_rows, out, "log_softmax")
+
+
+def softmax_backward(grad, y, axis=-1, *, scale=1.0, out=None):
+    """dL/dx of y = softmax(x, axis, scale=scale) from the forward output y and
+    grad = dL/dy: scale * y * (grad - sum(grad * y, axis)). The row sum is
+    compensated and kept in double. out may be grad or y itself."""
+    return _backward(False, grad, y, axis, scale, out, "softmax_backward")
+
+
+def log_softmax_backward(grad, y, axis=-1, *, scale=1.0, out=None):
+    """dL/dx of y = log_softmax(x, axis, scale=scale) from the forward output y
+    and grad = dL/dy: scale * (grad - exp(y) * sum(grad, axis)). out may be
+    grad or y itself."""
+    return _backward(True, grad, y, axis, scale, out, "log_softmax_backward")
+
+
+def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
+                          reduction="mean", inplace=False):
+    """Fused softmax cross-entropy: ``(loss, grad_logits)`` in one pass over the
+    logits, without materialising the log-probabilities.
+
+    logits: shape (..., C); labels: integers of shape (...). As
+    torch.nn.functional.cross_entropy (class-index targets, no class weights):
+    rows whose label is ``ignore_index`` contribute 0 to the loss and get a zero
+    gradient; ``label_smoothing`` eps mixes the one-hot target with the uniform
+    distribution: loss = (1 - eps) * (lse - z_label) + eps * (lse - mean(z)),
+    lse = logsumexp(row). ``z_loss`` adds z_loss * lse^2 per row (PaLM).
+    reduction: "mean" (over the rows that are not ignored; NaN if all are),
+    "sum", or "none" (per-row losses, shape of labels). grad_logits is the
+    gradient of the returned loss; for "none", of the sum of the per-row losses.
+    The loss is accumulated in float64 in row order: the same bits for every
+    thread count. The loss has the logits' dtype (a 0-d array unless "none").
+    inplace=True writes grad_logits into the logits' own buffer (which must
+    then be a writeable C-contiguous ndarray) and returns it.
+    A label outside [0, C) that is not ignore_index raises ValueError naming the
+    first such index."""
+    func = "softmax_cross_entropy"
+    if inplace:
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(f"{func}(): inplace=True needs 'logits' to be a numpy.ndarray, "
+                            f"got {type(logits).__name__}")
+        if not logits.flags.c_contiguous or not logits.flags.writeable:
+            raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
+    la = as_input(logits, "logits", func)
+    if la.ndim < 1:
+        raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{func}(): 'reduction' must be 'mean', 'sum' or 'none', got {reduction!r}")
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{func}(): 'label_smoothing' must be in [0, 1], got {label_smoothing}")
+    z_loss = float(z_loss)
+    try:
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"{func}(): 'ignore_index' must be an integer") from None
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")
+    if lab.shape != la.shape[:-1]:
+        raise ValueError(f"{func}(): 'labels' has shape {lab.shape}, expected {la.shape[:-1]} "
+                         f"(the shape of 'logits' without its last axis)")
+    classes = la.shape[-1]
+    with np.errstate(over="ignore"):
+        lab64 = np.ascontiguousarray(lab, dtype=np.int64).reshape(-1)
+    if lab.dtype.kind == "u" and lab.size:
+        too_big = lab.reshape(-1) > np.iinfo(np.int64).max
+    else:
+        too_big = np.zeros(lab64.shape, bool)
+    bad = too_big | ((lab64 != ignore_index) & ((lab64 < 0) | (lab64 >= classes)))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = tuple(int(i) for i in np.unravel_index(first, lab.shape)) if lab.ndim else ()
+        raise ValueError(f"{func}(): labels{list(where)} = {lab.reshape(-1)[first]} is outside [0, {classes}) "
+                         f"and is not ignore_index ({ignore_index})")
+    counted = int(np.count_nonzero(lab64 != ignore_index))
+    weight = 1.0 / counted if reduction == "mean" and counted else 1.0
+    grad = la if inplace else np.empty_like(la)
+    rows = lab64.size
+    if rows:
+        losses, total = _C.softmax_cross_entropy(DTYPE_CODES[la.dtype], la, lab64, grad, rows, classes,
+                                                 ignore_index, label_smoothing, z_loss, weight)
+    else:
+        losses, total = np.zeros(0), 0.0
+    if reduction == "none":
+        loss = losses.reshape(lab.shape).astype(la.dtype)
+    elif reduction == "sum":
+        loss = np.array(total, dtype=la.dtype)
+    else:
+        loss = np.array(total / counted if counted else np.nan, dtype=la.dtype)
+    return loss, grad
+
+
+__all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy"]

@@ -1,0 +1,348 @@
+"""Softmax family against nnfuse.reference: every dtype and ISA, every tail
+length, special values, masks, axes, threads, cross-ISA bit identity, the
+fused cross-entropy (smoothing, ignore_index, z-loss, reductions, in place)
+and argument errors."""
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+
+import nnfuse as nf
+import nnfuse.reference as ref
+from nnfuse._array import BFLOAT16
+from nnfuse.accuracy import SOFTMAX_BOUNDS, softmax_floor
+
+from conftest import SUPPORTED_ISAS, assert_within_ulp
+from samples import sample
+
+DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16]
+# Row lengths around every vector width (1, 8, 16), the 16-lane group and the
+# 1024-element block of the online normaliser.
+ROW_LENGTHS = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1023, 1024, 1025, 2049]
+
+
+def _key(dtype):
+    return "bfloat16" if dtype == BFLOAT16 else np.dtype(dtype).name
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(dtype_key):
+    """Rows of many kinds: sample() values (the whole finite range), normal
+    logits at scales 1e-30 .. 1e30, all-equal rows, rows with -inf."""
+    dtype = BFLOAT16 if dtype_key == "bfloat16" else np.dtype(dtype_key)
+    rng = np.random.default_rng(7)
+    big = float(np.finfo(np.float16).max) / 4 if dtype == np.float16 else 1e30
+    tiny = 1e-30 if dtype != np.float16 else 1e-7
+    parts = [sample(dtype, n=40 * 257, seed=3, finite_only=True).reshape(40, 257).astype(np.float64)]
+    for s in (1.0, 3.0, 30.0, big, tiny):
+        parts.append(rng.standard_normal((12, 257)) * s)
+    parts.append(np.full((3, 257), 2.5))
+    with_inf = rng.standard_normal((6, 257)) * 4
+    with_inf[:, ::5] = -np.inf
+    parts.append(with_inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.concatenate(parts).astype(dtype)
+
+
+def _check_forward(x, label, **kw):
+    x64 = x.astype(np.float64)
+    bounds = SOFTMAX_BOUNDS[_key(x.dtype)]
+    y = nf.softmax(x, **kw)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert_within_ulp(label + " softmax", y, ref.softmax(x64, **kw), bounds["softmax"], {"x": x})
+    ly = nf.log_softmax(x, **kw)
+    expected = ref.log_softmax(x64, **kw)
+    assert_within_ulp(label + " log_softmax", ly, expected, bounds["log_softmax"], {"x": x},
+                      floor=softmax_floor("log_softmax", x.dtype, expected))
+    return y, ly
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_forward_matches_reference(dtype, isa):
+    x = _rows(_key(dtype))
+    _check_forward(x, f"{_key(dtype)} {isa}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_backward_matches_reference(dtype, isa):
+    x = _rows(_key(dtype))
+    x = np.where(np.isfinite(x.astype(np.float64)), x, 0).astype(dtype)
+    rng = np.random.default_rng(1)
+    g = (rng.standard_normal(x.shape) * 2).astype(dtype)
+    bounds = SOFTMAX_BOUNDS[_key(dtype)]
+    g64 = g.astype(np.float64)
+    for name in ("softmax", "log_softmax"):
+        y = getattr(nf, name)(x)
+        y64 = y.astype(np.float64)
+        dx = getattr(nf, name + "_backward")(g, y)
+        expected = getattr(ref, name + "_backward")(g64, y64)
+        floor = softmax_floor(name + "_backward", dtype, expected, g=g64, y=y64)
+        assert_within_ulp(f"{_key(dtype)} {isa} {name}_backward", dx, expected, bounds["backward"],
+                          {"grad": g, "y": y}, floor=floor)
+
+
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+def test_every_row_length(n, isa):
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((3, n)) * 5).astype(np.float32)
+    _check_forward(x, f"n={n} {isa}")
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y = nf.softmax(x)
+    expected = ref.softmax_backward(g.astype(np.float64), y.astype(np.float64))
+    floor = softmax_floor("softmax_backward", x.dtype, expected, g=g.astype(np.float64), y=y.astype(np.float64))
+    assert_within_ulp(f"n={n} {isa} softmax_backward", nf.softmax_backward(g, y), expected,
+                      SOFTMAX_BOUNDS["float32"]["backward"], {"grad": g, "y": y}, floor=floor)
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_isas_and_threads_give_identical_bits(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 1537)) * 6).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    labels = rng.integers(0, x.shape[1], x.shape[0])
+    labels[::5] = -100
+    mask = rng.random(x.shape) > 0.3
+
+    def run():
+        y = nf.softmax(x, scale=0.3, mask=mask)
+        ly = nf.log_softmax(x)
+        loss, grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1, z_loss=1e-3)
+        return [y, ly, nf.softmax_backward(g, y), nf.log_softmax_backward(g, ly), loss, grad]
+
+    results = []
+    for isa in SUPPORTED_ISAS:
+        for threads in (1, 2, 3):
+            with nf.cpu_isa(isa):
+                nf.set_num_threads(threads)
+                results.append(((isa, threads), run()))
+    (first_key, first), rest = results[0], results[1:]
+    for key, outs in rest:
+        for i, (a, b) in enumerate(zip(first, outs)):
+            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_key} vs {key}")
+
+
+def test_tail_prefix_rows_match_long_rows(isa):
+    # A row's result does not depend on its neighbours: rows computed alone are
+    # bit-identical to the same rows inside a batch.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((17, 77)) * 3).astype(np.float32)
+    y = nf.softmax(x)
+    for r in range(x.shape[0]):
+        np.testing.assert_array_equal(_bits(nf.softmax(x[r])), _bits(y[r]))
+
+
+def test_special_values(isa):
+    inf, nan = np.inf, np.nan
+    x = np.array([[0.0, 1.0, -inf, 2.0],       # -inf -> 0
+                  [1.0, nan, 2.0, 3.0],        # NaN -> row NaN
+                  [1.0, inf, 2.0, 3.0],        # +inf -> row NaN (as PyTorch)
+                  [-inf, -inf, -inf, -inf],    # no position left
+                  [5.0, 5.0, 5.0, 5.0],        # all equal -> uniform, exactly
+                  [1e30, -1e30, 1e30, 0.0],
+                  [1e-30, -1e-30, 0.0, 1e-30]], dtype=np.float32)
+    y = nf.softmax(x)
+    np.testing.assert_array_equal(y[0, 2], 0.0)
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all()
+    np.testing.assert_array_equal(y[3], 0.0)
+    np.testing.assert_array_equal(y[4], 0.25)
+    np.testing.assert_array_equal(y[5], [0.5, 0, 0.5, 0])
+    ly = nf.log_softmax(x)
+    np.testing.assert_array_equal(ly[3], -inf)
+    np.testing.assert_array_equal(ly[0, 2], -inf)
+    assert np.isnan(nf.softmax(x, masked_rows="nan")[3]).all()
+    assert np.isnan(nf.log_softmax(x, masked_rows="nan")[3]).all()
+    _check_forward(x[[0, 4, 5, 6]], f"specials {isa}")
+
+
+def test_masks(isa):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((6, 40)) * 3).astype(np.float32)
+    x[0, 3] = np.nan  # masked-out NaN and +inf are ignored
+    x[0, 4] = np.inf
+    mask = rng.random(x.shape) > 0.4
+    mask[0, 3:5] = False
+    mask[2] = False  # a fully masked row
+    y, ly = _check_forward(x, f"mask {isa}", mask=mask)
+    assert (y[~mask] == 0).all() and (ly[~mask] == -np.inf).all()
+    np.testing.assert_array_equal(y[2], 0.0)
+    assert np.isnan(nf.softmax(x, mask=mask, masked_rows="nan")[2]).all()
+    # Broadcast masks: per column (key padding) and per row.
+    col_mask = rng.random((1, 40)) > 0.5
+    _check_forward(x[1:], f"column mask {isa}", mask=col_mask)
+    _check_forward(x[1:], f"row mask {isa}", mask=np.array([True, False, True, True, True])[:, None])
+
+
+def test_scale(isa):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((5, 300)) * 8).astype(np.float32)
+    scale = 0.125  # exact: scale * x is rounded once in float32 as the reference's product
+    _check_forward(x, f"scale {isa}", scale=scale)
+    # An inexact scale multiplies in float32: the reference takes the rounded logits.
+    s = 1 / np.sqrt(96.0)
+    z = (x * np.float32(s)).astype(np.float32)
+    np.testing.assert_array_equal(_bits(nf.softmax(x, scale=s)), _bits(nf.softmax(z)))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y = nf.softmax(x, scale=s)
+    expected = ref.softmax_backward(g.astype(np.float64), y.astype(np.float64), scale=float(np.float32(s)))
+    floor = softmax_floor("softmax_backward", x.dtype, expected, g=g, y=y, scale=s)
+    assert_within_ulp("scaled softmax_backward", nf.softmax_backward(g, y, scale=s), expected,
+                      SOFTMAX_BOUNDS["float32"]["backward"], {"grad": g, "y": y}, floor=floor)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, 2])
+def test_any_axis_and_non_contiguous(axis):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((4, 6, 9)) * 3).astype(np.float32)
+    for xv in (x, x[:, ::2, :], np.asfortranarray(x)):
+        y = nf.softmax(xv, axis=axis)
+        assert_within_ulp(f"axis {axis}", y, ref.softmax(xv.astype(np.float64), axis=axis), 3.0, {"x": xv})
+        ly = nf.log_softmax(xv, axis=axis)
+        g = np.ones_like(xv)
+        dx = nf.log_softmax_backward(g, ly, axis=axis)
+        np.testing.assert_allclose(dx, ref.log_softmax_backward(g, ly.astype(np.float64), axis=axis), atol=1e-5)
+
+
+def test_shapes_edge_cases():
+    assert nf.softmax(np.zeros((0, 5), np.float32)).shape == (0, 5)
+    assert nf.softmax(np.zeros((3, 0), np.float32)).shape == (3, 0)
+    np.testing.assert_array_equal(nf.softmax(np.array([[3.0], [-2.0]], np.float32)), 1.0)
+    np.testing.assert_array_equal(nf.log_softmax(np.array([[3.0], [-2.0]], np.float32)), 0.0)
+    assert nf.softmax(np.float32(4.0)).shape == () and nf.softmax(np.float32(4.0)) == 1
+    np.testing.assert_array_equal(nf.softmax_backward(np.float32(2.0), np.float32(1.0)), 0.0)
+
+
+def test_out_and_in_place():
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((7, 50)) * 3).astype(np.float32)
+    expected = nf.softmax(x)
+    out = np.empty_like(x)
+    assert nf.softmax(x, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    inplace = x.copy()
+    nf.softmax(inplace, out=inplace)
+    np.testing.assert_array_equal(inplace, expected)
+    strided = np.empty((7, 100), np.float32)[:, ::2]
+    nf.softmax(x, out=strided)
+    np.testing.assert_array_equal(strided, expected)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    dx = nf.softmax_backward(g, expected)
+    nf.softmax_backward(g, expected, out=g)
+    np.testing.assert_array_equal(g, dx)
+    with pytest.raises(ValueError, match="overlaps"):
+        nf.softmax(x[:, 1:], out=x[:, :-1])
+
+
+def test_argument_errors():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="masked_rows"):
+        nf.softmax(x, masked_rows="keep")
+    with pytest.raises(ValueError, match="axis"):
+        nf.softmax(x, axis=2)
+    with pytest.raises(TypeError, match="mask"):
+        nf.softmax(x, mask=np.ones((2, 3), np.int32))
+    with pytest.raises(ValueError, match="mask"):
+        nf.softmax(x, mask=np.ones((3, 3), bool))
+    with pytest.raises(TypeError, match="'x'"):
+        nf.softmax(np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="'y'"):
+        nf.softmax_backward(x, np.zeros((3, 2), np.float32))
+
+
+# ---- cross-entropy ------------------------------------------------------------------
+
+CE_CASES = [dict(), dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(label_smoothing=0.2, z_loss=1e-4),
+            dict(ignore_index=3, label_smoothing=0.1)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_cross_entropy_matches_reference(dtype, reduction, isa):
+    rng = np.random.default_rng(11)
+    bounds = SOFTMAX_BOUNDS[_key(dtype)]
+    for rows, classes, scale in ((64, 5, 3.0), (33, 1000, 5.0), (8, 2049, 1e-30), (8, 300, 30.0)):
+        x = (rng.standard_normal((rows, classes)) * scale).astype(dtype)
+        for kw in CE_CASES:
+            labels = rng.integers(0, classes, rows)
+            labels[::4] = kw.get("ignore_index", -100)
+            label = f"{_key(dtype)} {isa} {reduction} {rows}x{classes} {kw}"
+            loss, grad = nf.softmax_cross_entropy(x, labels, reduction=reduction, **kw)
+            rloss, rgrad = ref.softmax_cross_entropy(x.astype(np.float64), labels, reduction=reduction, **kw)
+            assert loss.dtype == x.dtype and grad.dtype == x.dtype
+            assert_within_ulp(label + " loss", loss, rloss, bounds["cross_entropy_loss"], {"logits": x},
+                              floor=softmax_floor("cross_entropy_loss", dtype, rloss))
+            floor = softmax_floor("cross_entropy_grad", dtype, rgrad, logits=x, reduction=reduction,
+                                  labels=labels, **kw)
+            assert_within_ulp(label + " grad", grad, rgrad, bounds["cross_entropy_grad"], {"logits": x},
+                              floor=floor)
+
+
+def test_cross_entropy_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((3, 5, 10)) * 2).astype(np.float32)
+    labels = rng.integers(0, 10, (3, 5))
+    labels[0, 1] = -100
+    for kw in (dict(), dict(label_smoothing=0.15)):
+        for reduction in ("mean", "sum", "none"):
+            loss, grad = nf.softmax_cross_entropy(x, labels, reduction=reduction, **kw)
+            tx = torch.from_numpy(x.reshape(-1, 10)).requires_grad_()
+            tl = torch.nn.functional.cross_entropy(tx, torch.from_numpy(labels.reshape(-1)), reduction=reduction, **kw)
+            tl.sum().backward()
+            np.testing.assert_allclose(loss, tl.detach().numpy().reshape(loss.shape), rtol=2e-6, atol=1e-6)
+            np.testing.assert_allclose(grad.reshape(-1, 10), tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_in_place_and_deterministic():
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((999, 301)) * 4).astype(np.float32)
+    labels = rng.integers(0, 301, 999)
+    loss, grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1)
+    buf = x.copy()
+    loss2, grad2 = nf.softmax_cross_entropy(buf, labels, label_smoothing=0.1, inplace=True)
+    assert grad2 is buf
+    np.testing.assert_array_equal(_bits(grad2), _bits(grad))
+    np.testing.assert_array_equal(_bits(loss2), _bits(loss))
+    for threads in (1, 2, 5):
+        nf.set_num_threads(threads)
+        l3, g3 = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1)
+        np.testing.assert_array_equal(_bits(l3), _bits(loss))
+        np.testing.assert_array_equal(_bits(g3), _bits(grad))
+
+
+def test_cross_entropy_all_ignored_and_empty():
+    x = np.zeros((3, 4), np.float32)
+    loss, grad = nf.softmax_cross_entropy(x, np.full(3, -100))
+    assert np.isnan(loss) and (grad == 0).all()
+    loss, grad = nf.softmax_cross_entropy(x, np.full(3, -100), reduction="sum")
+    assert loss == 0
+    loss, grad = nf.softmax_cross_entropy(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), reduction="none")
+    assert loss.shape == (0,) and grad.shape == (0, 4)
+
+
+def test_cross_entropy_bad_labels():
+    x = np.zeros((2, 3, 4), np.float32)
+    labels = np.zeros((2, 3), np.int64)
+    labels[1, 2] = 4
+    labels[1, 0] = -5
+    with pytest.raises(ValueError, match=r"labels\[1, 0\] = -5 is outside \[0, 4\)"):
+        nf.softmax_cross_entropy(x, labels)
+    labels[1, 0] = 0
+    with pytest.raises(ValueError, match=r"labels\[1, 2\] = 4"):
+        nf.softmax_cross_entropy(x, labels)
+    with pytest.raises(ValueError, match="'labels' has shape"):
+        nf.softmax_cross_entropy(x, np.zeros(2, np.int64))
+    with pytest.raises(TypeError, match="integer"):
+        nf.softmax_cross_entropy(x, np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="reduction"):
+        nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="inplace"):
+        nf.softmax_cross_entropy(np.zeros((4, 3), np.float32)[::2], np.zeros(2, np.int64), inplace=True)
