@@ -71,17 +71,18 @@ def cmd_check(args) -> int:
                 rng = np.random.default_rng(0)
                 g = rng.uniform(-2, 2, x.size).astype(dtype)
                 x64, g64 = x.astype(np.float64), g.astype(np.float64)
-                fwd_ref = getattr(ref, activation.name)(x64, **full)
-                bwd_ref = getattr(ref, activation.name + "_backward")(g64, x64, **full)
+                with np.errstate(all="ignore"):
+                    fwd_ref = getattr(ref, activation.name)(x64, **full)
+                    bwd_ref = getattr(ref, activation.name + "_backward")(g64, x64, **full)
                 floor = backward_floor(activation.name, params, x64, g64)
                 cells, ok = [], True
                 for isa in isas:
-                    with nf.cpu_isa(isa):
+                    with nf.cpu_isa(isa), np.errstate(all="ignore"):
                         fe = float(np.max(ulp_error(getattr(nf, activation.name)(x, **params), fwd_ref)))
                         be = float(np.max(ulp_error(getattr(nf, activation.name + "_backward")(g, x, **params),
                                                     bwd_ref, floor)))
                     ok &= fe <= BOUNDS[dname]["forward"] and be <= BOUNDS[dname]["backward"]
-                    cells.append(f"{fe:6.2f} / {be:6.2f}")
+                    cells.append(f"{_ulp_text(fe)} / {_ulp_text(be)}")
                 failures += not ok
                 print(f"{label:<22} {dname:<9} " + " ".join(f"{c:>16}" for c in cells) + ("  ok" if ok else "  FAIL"))
     extra = _extra_checks()
@@ -95,18 +96,69 @@ def cmd_check(args) -> int:
     return 0 if failures == 0 else 1
 
 
+def _ulp_text(value):
+    return f"{value:6.2f}" if value < 1000 else f"{value:6.0e}"
+
+
 def _extra_checks():
-    """Checks contributed by other features (softmax, optimizers): each
-    module may define ``self_check() -> list of (line, ok)``."""
-    results = []
-    for module_name in ("nnfuse.softmax", "nnfuse.optim"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, "self_check"):
-            results.extend(module.self_check())
-    return results
+    """The softmax family and the optimizers, on every ISA: (line, ok) pairs."""
+    return _softmax_checks() + _optim_checks()
+
+
+def _softmax_checks():
+    from .accuracy import measure_softmax
+
+    lines = []
+    for r in measure_softmax(cols=257):
+        ok = r["max_ulp"] <= r["bound"]
+        lines.append((f"{r['op']:<22} {r['dtype']:<9} {r['isa']:>8}: {r['max_ulp']:6.2f} ULP "
+                      f"(bound {r['bound']:g}, {r['measure']})  {'ok' if ok else 'FAIL'}", ok))
+    return lines
+
+
+def _optim_checks(steps=10):
+    """10-step trajectories of every optimizer with global clipping against the
+    float64 reference. Tolerance: the test suite's bound 16 * t * u * M
+    (u = 2^-24, M = largest magnitude the parameter reaches plus the summed
+    size of its changes), here with M taken per array."""
+    import nnfuse as nf
+    from . import optim
+    from .reference import optim as ref_optim
+
+    rng = np.random.default_rng(0)
+    shapes = [(3,), (1000,), (64, 65)]
+    lines = []
+    cases = {
+        "adam": (optim.adam_step, ref_optim.adam_step, 2, dict(lr=1e-2, weight_decay=1e-2)),
+        "sgd": (optim.sgd_step, ref_optim.sgd_step, 1, dict(lr=1e-2, momentum=0.9)),
+        "rmsprop": (optim.rmsprop_step, ref_optim.rmsprop_step, 1, dict(lr=1e-3)),
+        "adagrad": (optim.adagrad_step, ref_optim.adagrad_step, 1, dict(lr=1e-2)),
+    }
+    grads_seq = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(steps)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for isa in nf._C.supported_isas():
+        for name, (step_fn, ref_fn, n_states, hyper) in cases.items():
+            params = [p.copy() for p in start]
+            params64 = [p.astype(np.float64) for p in start]
+            states = [[np.zeros_like(p) for p in params] for _ in range(n_states)]
+            states64 = [[np.zeros_like(p) for p in params64] for _ in range(n_states)]
+            moved = [np.zeros_like(p) for p in params64]
+            with nf.cpu_isa(isa):
+                for t, grads in enumerate(grads_seq, start=1):
+                    before = [p.copy() for p in params64]
+                    step_fn(params, grads, *states, step=t, global_clipnorm=1.0, **hyper)
+                    ref_fn(params64, [g.astype(np.float64) for g in grads], *states64, step=t,
+                           global_clipnorm=1.0, **hyper)
+                    for m, b, p in zip(moved, before, params64):
+                        m += np.abs(p - b)
+            worst = 0.0
+            for p, p64, m in zip(params, params64, moved):
+                scale = 16 * steps * 2.0**-24 * (np.max(np.abs(p64)) + m)
+                worst = max(worst, float(np.max(np.abs(p - p64) / scale)))
+            ok = worst <= 1.0
+            lines.append((f"{name + ' (global_clipnorm)':<22} {'float32':<9} {isa:>8}: "
+                          f"{worst:6.3f} of the trajectory bound  {'ok' if ok else 'FAIL'}", ok))
+    return lines
 
 
 class _Progress:
