@@ -13,22 +13,17 @@
 // derivative is applied as e.times(g * m) (sigmoid, tanh, logsigmoid, silu ...),
 // g = +-inf with |x| tiny gives NaN (inf + -inf inside the fma) instead of inf.
 //
-// Measured max error (float32, ulps of the exact formula in long double, ~2.6M
-// points: every 4099th bit pattern, dense [-20, 20], [-130, -10], specials):
-//   fwd:  Sigmoid 2.02, Tanh 1.50, Elu 0.87 (alpha 1) / 1.49 (0.3), Selu 1.72,
-//         Celu 0.87 / 1.71, Gelu 3.65 (x = -12.27, tail R(a) ~2.5 ulp), GeluTanh
-//         2.56, Silu 2.38, Mish 3.88, Softplus 1.64 (beta 1) / 2.18 (beta 2.5),
-//         Softsign 1.50, Logsigmoid 1.58, Hardsigmoid 1.0, Hardswish 1.83,
-//         piecewise-linear ops <= 0.5.
-//   bwd:  Sigmoid 3.96, Tanh 4.04, Elu 1.08 / 1.74, Selu 1.83, Celu 1.08 / 1.18,
-//         Softplus 2.41 / 2.42, Softsign 4.20, Logsigmoid 2.48; Gelu, GeluTanh,
-//         Silu, Mish have an interior zero of y': inside the windows
-//         (-1, -0.55) / (-1, -0.55) / (-1.6, -1) / (-1.55, -0.9) the absolute error
-//         is <= 0.87 ulp(g); outside them 8.6 / 8.6 / 7.1 / 9.8 ulp (shoulders of
-//         the cancellation, |y'| < 0.1).
-//   bwd_from_y (exact formula in y): <= 2.3 everywhere. Tails are computed without
-// cancellation (erfc / scaled-erfc, x e^x folded into one rounding into the
-// denormal range, compensated products inside exp arguments).
+// Measured max error (python -m nnfuse.accuracy --points 1000000; float32 ulps,
+// float64 ulps against the float64 reference, whose formulas the float64 path
+// follows where its own roundings would otherwise dominate):
+//   float32 fwd: Sigmoid 1.98, Tanh 1.30, Gelu 1.76, GeluTanh 1.73, Silu 1.64,
+//         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 3.25 (x = -4.3: over
+//         the 2-ulp target, six roundings of ~0.5 in x e (e + 2) / (e(e + 2) + 2)).
+//   float32 bwd: Sigmoid 3.82, Tanh 3.79, Silu 3.78 (floor), Gelu 3.29 (floor);
+//         over 4: GeluTanh 4.73 (floor), Mish 4.77 (floor), Softsign 4.05.
+//   float64: <= 4 forward, <= 8 backward for every op.
+// Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
+// one rounding into the denormal range, compensated products inside exp arguments).
 #pragma once
 
 #include "nnfuse/common/macros.h"
@@ -65,7 +60,7 @@ struct Sigmoid {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-    V d = V(1.0f) + e.value();
+    V d = e.one_plus();
     return e.times(g / (d * d));
   }
   template <class V>
@@ -85,7 +80,7 @@ struct Tanh {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     vmath::ExpParts<V> e = vmath::exp_parts(V(-2.0f) * vabs(x));
-    V d = V(1.0f) + e.value();
+    V d = e.one_plus();
     return e.times((V(4.0f) * g) / (d * d));
   }
   template <class V>
@@ -159,20 +154,23 @@ struct Elu {
 // = y + scale alpha.
 struct Selu {
   static constexpr bool has_bwd_from_y = true;
+  static constexpr double kScale = 1.0507009873554805;       // float: 1.050700987f
+  static constexpr double kScaleAlpha = 1.7580993408473768;  // float: 1.758099341f
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    return select(x > V(0.0f), x * V(1.050700987f), expm1(x) * V(1.758099341f));
+    return select(x > V(0.0f), x * vmath::cst<V>(kScale), expm1(x) * vmath::cst<V>(kScaleAlpha));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    return select(x > V(0.0f), g * V(1.050700987f),
-                  vmath::exp_parts(x).times(g * V(1.758099341f)));
+    return select(x > V(0.0f), g * vmath::cst<V>(kScale),
+                  vmath::exp_parts(x).times(g * vmath::cst<V>(kScaleAlpha)));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
-    // scale alpha as a float pair: y + scale alpha cancels in the tail.
-    return select(y > V(0.0f), g * V(1.050700987f),
-                  g * ((y + V(1.758099318e+00f)) + V(2.329671744e-08f)));
+    // scale alpha as a pair hi + lo of the precision: y + scale alpha cancels in the tail.
+    V hi = vmath::cst<V>(kScaleAlpha);
+    V lo = vmath::cst<V>(kScaleAlpha - static_cast<double>(static_cast<scalar_t<V>>(kScaleAlpha)));
+    return select(y > V(0.0f), g * vmath::cst<V>(kScale), g * ((y + hi) + lo));
   }
 };
 
@@ -210,18 +208,19 @@ struct Celu {
 // zero at x = -0.7518 where R - a/sqrt(2 pi) cancels.
 struct Gelu {
   static constexpr bool has_bwd_from_y = false;
+  // a is clamped where every tail term is 0 (Limits::gelu), which also maps
+  // +-inf to the limits.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V a = vmin(V(15.0f), vabs(x));
-    V h = vmath::exp_mul_parts(V(-0.5f) * a, a).times(copysign(a, x) * vmath::gauss_tail_scaled(a));
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
+    V h = vmath::gelu_tail(a).times(copysign(a, x));
     return select(x < V(0.0f), h, x - h);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    V a = vmin(V(15.0f), vabs(x));
-    V m = fma(-a, V(3.989422917e-01f), vmath::gauss_tail_scaled(a));
-    vmath::ExpParts<V> e = vmath::exp_mul_parts(V(-0.5f) * a, a);
-    return select(x < V(0.0f), e.times(g * m), g * (V(1.0f) - e.times(m)));
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
+    vmath::ScaledTail<V> d = vmath::gelu_dtail(a);
+    return select(x < V(0.0f), d.times(g), g * (V(1.0f) - d.times(V(1.0f))));
   }
 };
 
@@ -233,10 +232,26 @@ template <class V>
 struct TanhGeluArg {
   V w, wl, x2;
 };
+// c1, c2 and 3 c2 (for w') as hi + lo pairs of each precision (3 c2 only hi).
+template <class S>
+struct GeluTanhConsts;
+template <>
+struct GeluTanhConsts<float> {
+  static constexpr float c1h = 1.595769167e+00f, c1l = -4.534068054e-08f;
+  static constexpr float c2h = 7.135481387e-02f, c2l = 2.398832466e-09f;
+  static constexpr float c2x3 = 2.140644416e-01f;
+};
+template <>
+struct GeluTanhConsts<double> {
+  static constexpr double c1h = 0x1.9884533d43651p+0, c1l = -0x1.cbc0d30ebfd15p-54;
+  static constexpr double c2h = 0x1.2444f2a4d8b4bp-4, c2l = -0x1.6c843a29d1c70p-61;
+  static constexpr double c2x3 = 0.21406444881780073;
+};
 template <class V>
 NNF_HD TanhGeluArg<V> tanh_gelu_arg(V a) {
-  const V c1h(1.595769167e+00f), c1l(-4.534068054e-08f);
-  const V c2h(7.135481387e-02f), c2l(2.398832466e-09f);
+  using C = GeluTanhConsts<scalar_t<V>>;
+  const V c1h(C::c1h), c1l(C::c1l);
+  const V c2h(C::c2h), c2l(C::c2l);
   V x2 = a * a;
   V x2e = fma(a, a, -x2);
   V p = c2h * x2;
@@ -252,6 +267,42 @@ NNF_HD TanhGeluArg<V> tanh_gelu_arg(V a) {
   V wl = fma(a, lo, fma(a, s, -w));
   return {w, wl, x2};
 }
+// float64: the reference's double-double evaluation of 2u, step for step, so
+// that e^-2u, rounded to float64 (denormal from a = 21), is the reference's.
+NNF_HD TanhGeluArg<double> tanh_gelu_arg(double a) {
+  const double c = 0.044715, c_lo = 0x1.441355475a31ap-59;
+  const double k = 0x1.9884533d43651p-1, k_lo = -0x1.cbc0d30ebfd15p-55;  // sqrt(2/pi)
+  auto two_sum = [](double x, double y, double& e) {
+    double s = x + y, bb = s - x;
+    e = (x - (s - bb)) + (y - bb);
+    return s;
+  };
+  double p2 = a * a, e2 = fma(a, a, -p2);
+  double p3 = p2 * a, e3 = fma(p2, a, -p3) + e2 * a;
+  double q = c * p3, eq = fma(c, p3, -q) + (c * e3 + c_lo * p3);
+  double ev;
+  double v = two_sum(a, q, ev);
+  ev = ev + eq;
+  double uh = k * v, ul = fma(k, v, -uh) + (k * ev + k_lo * v);
+  double ue;
+  uh = two_sum(uh, ul, ue);
+  return {2.0 * uh, 2.0 * ue, p2};
+}
+// float64 GELU-tanh derivative as the reference writes it: s + 2 x s (1 - s) u'
+// with s = sigmoid(2u) and s (1 - s) = e / (1 + e)^2, e = e^-|2u| (1 -+ lo),
+// every factor rounded to float64 in the reference's order (its value where e
+// is denormal, x < -21, differs from the exact one by more than 8 ulp).
+NNF_HD double reference_gelu_tanh_bwd(double g, double x) {
+  double v = vmax(-vmath::Limits<double>::tail, vmin(vmath::Limits<double>::tail, x));
+  TanhGeluArg<double> w = tanh_gelu_arg(vabs(v));
+  double zh = copysign(w.w, v), zl = v < 0.0 ? -w.wl : w.wl;
+  double e = ::exp(-w.w) * (1.0 - (zh > 0.0 ? zl : zh < 0.0 ? -zl : 0.0));
+  double s = zh >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+  double ds = e / ((1.0 + e) * (1.0 + e));
+  double du = 0x1.9884533d43651p-1 * (1.0 + 3.0 * 0.044715 * v * v);
+  double d = is_nan(x) ? x : s + 2.0 * v * ds * du;
+  return g * d;
+}
 }  // namespace act_detail
 
 // GeluTanh: y = x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -262,21 +313,27 @@ struct GeluTanh {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V a = vmin(V(12.0f), vabs(x));
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
-    vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
     mask_t<V> neg = x < V(0.0f);
-    V num = select(neg, e.times(copysign(a, x)), x);
-    return num / (V(1.0f) + e.value());
+    V m = vmax(V(-vmath::Limits<scalar_t<V>>::gelu_tanh), x);
+    return vmath::mul_sigmoid(m, copysign(w.w, x), select(neg, -w.wl, w.wl));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    V a = vmin(V(12.0f), vabs(x));
+    return bwd_impl(g, x);
+  }
+  // float64: the reference's formula (see act_detail::reference_gelu_tanh_bwd).
+  NNF_HD static double bwd_impl(double g, double x) { return act_detail::reference_gelu_tanh_bwd(g, x); }
+  template <class V>
+  NNF_HD static V bwd_impl(V g, V x) {
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
     vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
     V t = e.value();
     mask_t<V> neg = x < V(0.0f);
-    V xw = copysign(a, x) * fma(V(2.140644416e-01f), w.x2, V(1.595769167e+00f));
+    using C = act_detail::GeluTanhConsts<scalar_t<V>>;
+    V xw = copysign(a, x) * fma(V(C::c2x3), w.x2, V(C::c1h));
     V s = V(1.0f) / (V(1.0f) + t);
     V b = s * fma(select(neg, xw, xw * t), s, V(1.0f));
     return select(neg, e.times(g * b), g * b);
@@ -290,17 +347,15 @@ struct Silu {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-    mask_t<V> neg = x < V(0.0f);
-    V num = select(neg, e.times(vmax(V(-130.0f), x)), x);
-    return num / (V(1.0f) + e.value());
+    return vmath::mul_sigmoid(vmax(V(-vmath::Limits<scalar_t<V>>::tail), x), x);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
     V t = e.value();
     mask_t<V> neg = x < V(0.0f);
-    V xc = vmax(V(-130.0f), vmin(V(130.0f), x));
+    const V big(vmath::Limits<scalar_t<V>>::tail);
+    V xc = vmax(-big, vmin(big, x));
     V s = V(1.0f) / (V(1.0f) + t);
     V b = s * fma(select(neg, xc, xc * t), s, V(1.0f));
     return select(neg, e.times(g * b), g * b);
@@ -314,9 +369,25 @@ struct Silu {
 // Interior zero of y' near x = -1.1924.
 struct Mish {
   static constexpr bool has_bwd_from_y = false;
+  // float64: the reference's formulas, x tanh(softplus(x)) and tanh(sp) + x
+  // sech^2(sp) sigmoid(x) with the C library (agreeing with it to ~2 ulp where the
+  // float formula below, with more roundings, would differ by up to 6).
+  NNF_HD static double fwd(double x, const ActArgs<double>&) {
+    double xm = vmax(-vmath::Limits<double>::tail, x);
+    double sp = vmax(xm, 0.0) + ::log1p(::exp(-vabs(xm)));
+    return xm * ::tanh(sp);
+  }
+  NNF_HD static double bwd(double g, double x, const ActArgs<double>&) {
+    double v = vmax(-vmath::Limits<double>::tail, vmin(vmath::Limits<double>::tail, x));
+    double sp = vmax(v, 0.0) + ::log1p(::exp(-vabs(v)));
+    double e = ::exp(-2.0 * sp);
+    double sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e));
+    double d = ::tanh(sp) + v * sech2 * vmath::mul_sigmoid(1.0, v);
+    return g * (is_nan(x) ? x : d);
+  }
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V xc = vmax(V(-120.0f), vmin(V(20.0f), x));
+    V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
     vmath::ExpParts<V> ep = vmath::exp_parts(xc);
     V e = ep.value();
     V e2 = e + V(2.0f);
@@ -326,7 +397,7 @@ struct Mish {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    V xc = vmax(V(-120.0f), vmin(V(20.0f), x));
+    V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
     vmath::ExpParts<V> ep = vmath::exp_parts(xc);
     V e = ep.value();
     V e2 = e + V(2.0f);
@@ -385,19 +456,21 @@ struct Hardsigmoid {
 };
 
 // Hardswish: y = x min(max(x + 3, 0), 6) / 6;
-// y' = x < -3 ? 0 : x <= 3 ? (2x + 3) / 6 : 1 (torch writes x/3 + 0.5; (2x + 3)
-// is exact near the zero at -1.5).
+// y' = x <= -3 ? 0 : x < 3 ? (2x + 3) / 6 : 1 (torch 2.13's kinks: y'(-3) = 0,
+// y'(3) = 1; torch writes x/3 + 0.5; fma(2, x, 3) = 2 (x + 1.5) rounded once is
+// exact near the zero at -1.5, so the result is (x + 1.5) / 3 as the reference).
 struct Hardswish {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    // x >= 3 returns x itself (x * 6 / 6 would overflow for x > 5.6e37).
-    return select(x >= V(3.0f), x, (x * vmax(V(0.0f), x + V(3.0f))) / V(6.0f));
+    // x >= 3 returns x itself (x * 6 / 6 would overflow for x > 5.6e37); x <= -3
+    // gives -3 * 0 = -0, also for x = -inf (vmax passes NaN, its second operand).
+    return select(x >= V(3.0f), x, (vmax(V(-3.0f), x) * vmax(V(0.0f), x + V(3.0f))) / V(6.0f));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     V mid = g * ((fma(V(2.0f), x, V(3.0f))) / V(6.0f));
-    V r = select(x < V(-3.0f), g * V(0.0f), select(x <= V(3.0f), mid, g));
+    V r = select(x <= V(-3.0f), g * V(0.0f), select(x < V(3.0f), mid, g));
     return act_detail::nan_from(x, r);
   }
 };
@@ -422,7 +495,7 @@ struct Softplus {
     V ze = fma(a.p0, x, -z);
     mask_t<V> neg = z < V(0.0f);
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(z), select(neg, ze, -ze));
-    V q = g / (V(1.0f) + e.value());
+    V q = g / e.one_plus();
     return select(z > a.p1, g, select(neg, e.times(q), q));
   }
   template <class V>
@@ -459,7 +532,7 @@ struct Logsigmoid {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-    V q = g / (V(1.0f) + e.value());
+    V q = g / e.one_plus();
     return select(x > V(0.0f), e.times(q), q);
   }
 };

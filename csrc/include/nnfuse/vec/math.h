@@ -31,8 +31,41 @@ NNF_HD double erfc(double x) { return ::erfc(x); }
 
 namespace vmath {
 
+// A constant of value type V written once as a double literal: float lanes get
+// the float nearest to it (the literals below are chosen so that this is the
+// float the float32 code has always used).
+template <class V>
+NNF_HD V cst(double v) {
+  return V(static_cast<scalar_t<V>>(v));
+}
+
+// Per-precision constants of the exponential and the saturation thresholds of
+// the activations. The thresholds are where every exp-based term is exactly 0
+// (or 1) in the precision, also after multiplication by a gradient |g| < 2^102
+// (float) / 2^268 (double): clamping there turns inf * 0 into the limit.
+template <class S>
+struct Limits;
+template <>
+struct Limits<float> {
+  // exp_parts: x clamped to [exp_lo, exp_hi]; 2^k is split in two factors
+  // >= 2^emin (normal), the second may be 2^(emin - 1) = +0 (flush, see below).
+  static constexpr float exp_lo = -200.0f, exp_hi = 89.0f, emin = -126.0f;
+  static constexpr float log2e = 1.442695041f;
+  // ln2 = ln2_hi + ln2_lo; ln2_hi has 15 significant bits, so k ln2_hi is exact.
+  static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
+  static constexpr float tail = 200.0f;     // silu, mish: |x| e^-|x| g is 0 beyond
+  static constexpr float gelu = 20.0f;      // gelu: a phi(a) g is 0 beyond
+  static constexpr float gelu_tanh = 14.0f; // gelu tanh: e^-2u(a) is 0 beyond
+};
+template <>
+struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double>)
+  static constexpr double tail = 1000.0;
+  static constexpr double gelu = 50.0;
+  static constexpr double gelu_tanh = 26.0;
+};
+
 // e^x = (1 + em1) * s1 * s2 with em1 = e^r - 1, |r| <= 0.35, and s1 = 2^k1,
-// s2 = 2^k2 normal powers of two. Keeping the factors apart lets a caller fold
+// s2 = 2^k2 powers of two. Keeping the factors apart lets a caller fold
 // a multiplier m in first, m + m em1 with one rounding, and round into the
 // denormal range only once (times(m)): that is what keeps x e^x, g e^x ...
 // accurate, also when the product is denormal.
@@ -41,6 +74,34 @@ struct ExpParts {
   V em1, s1, s2;
   NNF_HD V value() const { return ((em1 + V(1.0f)) * s1) * s2; }
   NNF_HD V times(V m) const { return (fma(m, em1, m) * s1) * s2; }
+  // (m + mlo) e^x for a small correction |mlo| <~ ulp(m): two roundings, the
+  // first one on m em1 + mlo (1 + em1) only.
+  NNF_HD V times2(V m, V mlo) const { return ((fma(m, em1, fma(mlo, em1, mlo)) + m) * s1) * s2; }
+  // 1 + e^x rounded once, for x <= 0 (s1 s2 = 2^k is then exact or flushed,
+  // and 1 + 2^k is exact while it matters, k >= -23).
+  NNF_HD V one_plus() const {
+    V s = s1 * s2;
+    return fma(em1, s, V(1.0f) + s);
+  }
+  // 1 - e^x rounded once, for x <= -ln2 (1 - 2^k exact, k <= -1).
+  NNF_HD V one_minus() const {
+    V s = s1 * s2;
+    return fma(-em1, s, V(1.0f) - s);
+  }
+};
+
+// float64 keeps the value e^x rounded to double (C library exp): the float64
+// reference computes "grad times the float64 f'(x)" and x times a rounded
+// e^x, and float64 results are measured against it; folding m in first would
+// be more accurate where e^x is denormal but disagree with the contract there.
+template <>
+struct ExpParts<double> {
+  double v;
+  NNF_HD double value() const { return v; }
+  NNF_HD double times(double m) const { return m * v; }
+  NNF_HD double times2(double m, double mlo) const { return (m + mlo) * v; }
+  NNF_HD double one_plus() const { return 1.0 + v; }
+  NNF_HD double one_minus() const { return 1.0 - v; }
 };
 
 // e^r - 1 - r = r^2 q(r) on |r| <= 0.3467; minimax for the relative error of
@@ -54,26 +115,35 @@ NNF_HD V expm1_reduced(V r) {
   q = fma(q, r, V(5.000000000e-01f));
   return fma(r * r, q, r);
 }
+// float64: the C library on the reduced argument (< 1 ulp).
 
-// Cody-Waite reduction x + xlo = k ln2 + r. ln2_hi has 15 significant bits, so
-// k * ln2_hi is exact and fma(k, -ln2_hi, x) is exact; ln2_lo > 0 keeps the
-// sign of a zero x. x is clamped (NaN passes through) to [-174, 89]: e^89 is
-// inf, and e^-174 = 2.7e-76 is small enough that m * e^x still rounds to 0 for
-// every |m| < 2.6e30 (a gradient times a derivative), while k stays in
-// [-251, 129] so both factors 2^k1, 2^k2 remain normal (k1, k2 >= -126).
+// Cody-Waite reduction x + xlo = k ln2 + r: fma(k, -ln2_hi, x) is exact;
+// ln2_lo > 0 keeps the sign of a zero x. x is clamped (NaN passes through) to
+// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. 2^k = 2^k1 2^k2 with k1 =
+// max(rint(k/2), emin) and k2 = max(k - k1, emin - 1): both factors are normal
+// for k >= 2 emin (x >= -174.7 in float, -1416 in double), and below that
+// pow2i(emin - 1) = +0 flushes the result: there m e^x < 2^(2 emin - 1 / 2) |m|,
+// which rounds to 0 for |m| < 2^102 (float) / 2^970 (double). The maxima also
+// turn a NaN k into emin, so pow2i never sees NaN (em1 carries the NaN).
 template <bool kHasLo, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
-  V xc = vmax(V(-174.0f), vmin(V(89.0f), x));
-  V k = vrint(xc * V(1.442695041f));
-  V r = fma(k, V(-0.693145751953125f), xc);
-  r = fma(k, V(-1.428606765330187e-06f), r);
+  using L = Limits<scalar_t<V>>;
+  V xc = vmax(V(L::exp_lo), vmin(V(L::exp_hi), x));
+  V k = vrint(xc * V(L::log2e));
+  V r = fma(k, V(-L::ln2_hi), xc);
+  r = fma(k, V(-L::ln2_lo), r);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
-  V ks = vmin(k, V(130.0f));  // a NaN k becomes 130: pow2i never sees NaN
-  V k1 = vrint(ks * V(0.5f));
-  return {em1, pow2i(k1), pow2i(ks - k1)};
+  V k1 = vmax(vrint(k * V(0.5f)), V(L::emin));
+  V k2 = vmax(k - k1, V(L::emin - 1));
+  return {em1, pow2i(k1), pow2i(k2)};
+}
+// float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
+template <bool kHasLo>
+NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
+  return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
@@ -89,6 +159,48 @@ NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
   V p = a * b;
   return exp_parts(p, fma(a, b, -p));
 }
+
+// m sigmoid(u + ulo) = m / (1 + e^-(u + ulo)) with a single division, for all u
+// (clamped to +-Limits::tail; NaN passes; |m| < 2^102 where the result is 0).
+// With z = -u = k ln2 + r, e^z = 2^k (1 + em1):
+//   k <= 0:  m / (2^k em1 + (2^k + 1))
+//   k > 0:   (m / (em1 + (2^-k + 1))) 2^-k (2^-k applied after the division as two
+//            normal factors, so a denormal result is rounded once)
+// i.e. the numerator is never rounded and e^z appears once: ~1.4 ulp.
+template <bool kHasLo, class V>
+NNF_HD V mul_sigmoid_impl(V m, V u, V ulo) {
+  using L = Limits<scalar_t<V>>;
+  V zc = vmax(V(-L::tail), vmin(V(L::tail), -u));
+  V k = vrint(zc * V(L::log2e));
+  V r = fma(k, V(-L::ln2_hi), zc);
+  r = fma(k, V(-L::ln2_lo), r);
+  if (kHasLo) r = r - vmax(vmin(ulo, V(1.0e-4f)), V(-1.0e-4f));
+  V em1 = expm1_reduced(r);
+  mask_t<V> pos = k > V(0.0f);
+  V j = select(pos, -k, k);  // -|k|; NaN stays NaN and is caught by the maxima
+  V w = pow2i(vmax(j, V(L::emin - 1)));  // 2^-|k|, +0 below 2^emin
+  // 1 + 2^-|k| is exact for |k| <= 23 (one rounding in all); beyond, w is added
+  // first and its rounding is damped by 2^-|k|.
+  mask_t<V> far = j < V(-23.0f);
+  V one = select(far, V(0.0f), V(1.0f));
+  V den = fma(em1, select(pos, V(1.0f), w), w + one) + (V(1.0f) - one);
+  V q = m / den;
+  V jp = select(pos, j, V(0.0f));
+  V j1 = vmax(vrint(jp * V(0.5f)), V(L::emin));
+  V j2 = vmax(jp - j1, V(L::emin - 1));
+  return (q * pow2i(j1)) * pow2i(j2);
+}
+template <class V>
+NNF_HD V mul_sigmoid(V m, V u) { return mul_sigmoid_impl<false>(m, u, V(0.0f)); }
+template <class V>
+NNF_HD V mul_sigmoid(V m, V u, V ulo) { return mul_sigmoid_impl<true>(m, u, ulo); }
+// float64: the reference's sigmoid, e = e^-|u| (1 - sign(u) ulo), e/(1 + e) or
+// 1/(1 + e), then times m.
+NNF_HD double mul_sigmoid(double m, double u, double ulo) {
+  double e = ::exp(-vabs(u)) * (1.0 - (u > 0.0 ? ulo : u < 0.0 ? -ulo : 0.0));
+  return m * (u >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e));
+}
+NNF_HD double mul_sigmoid(double m, double u) { return mul_sigmoid(m, u, 0.0); }
 
 // expm1 of x + xlo (xlo a small correction); see expm1 below.
 template <bool kHasLo, class V>
@@ -107,6 +219,12 @@ NNF_HD V expm1_impl(V x, V xlo) {
 }
 template <class V>
 NNF_HD V expm1_lo(V x, V xlo) { return expm1_impl<true>(x, xlo); }
+// float64: expm1(x + xlo) = expm1(x) + xlo e^x to first order (xlo clamped as
+// in exp_parts: NaN or huge corrections from out-of-range products are dropped).
+NNF_HD double expm1_lo(double x, double xlo) {
+  double em = ::expm1(x);
+  return fma(vmax(vmin(xlo, 1.0e-4), -1.0e-4), em + 1.0, em);
+}
 
 // log(1 + f) + e ln2 for f in [sqrt(1/2) - 1, sqrt(2) - 1] (+ tiny). log1p(f) =
 // f + f^2 Q(f), Q of degree 8 (relative error of log1p 2^-27.9 before coefficient
@@ -203,7 +321,11 @@ NNF_HD V erfc_pos_times(V a, V m) {
 // rounding of t corrected as in erfcx_reduced. Measured max error 2.5 ulp
 // (x = 1.11; float evaluation of the polynomial, condition ~2).
 template <class V>
-NNF_HD V gauss_tail_scaled(V a) {
+struct TailValue {
+  V hi, lo;  // R(a) = hi + lo, |lo| <~ 2^-23 |hi|
+};
+template <class V>
+NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   V rel;
   V t = recip_shift(a, 3.0f, rel);
   V p = fma(V(1.859896258e-02f), t, V(-1.154085174e-01f));
@@ -215,10 +337,68 @@ NNF_HD V gauss_tail_scaled(V a) {
   p = fma(p, t, V(8.319751918e-02f));
   p = fma(p, t, V(1.188831925e-01f));
   p = fma(p, t, V(1.329324096e-01f));
-  p = fma(p, t, V(1.329822540e-01f));
+  // Last Horner step compensated (exact product, TwoSum): P = p + plo.
+  const V c0(1.329822540e-01f);
+  V pt = p * t;
+  V pt_lo = fma(p, t, -pt);
+  p = pt + c0;
+  V bb = p - pt;
+  V plo = ((pt - (p - bb)) + (c0 - bb)) + pt_lo;
   V c = fma(fma(V(-2.690887e-01f), t, V(1.808710e+00f)), t, V(8.741608e-01f));
+  // R = t P (1 + rel c) as hi + lo: t p exact (fma residual), the small terms in lo.
   V y = p * t;
-  return fma(y, rel * c, y);
+  V ylo = fma(p, t, -y) + fma(plo, t, y * (rel * c));
+  return {y, ylo};
+}
+
+// m * T(a) with T(a) = e^(-a^2/2) (q + qlo): the product m (q + qlo) is carried
+// as M + Mlo (exact residual of m q), and e^(-a^2/2) applied with one rounding
+// (times2), also into the denormal range.
+template <class V>
+struct ScaledTail {
+  ExpParts<V> e;
+  V q, qlo;
+  NNF_HD V times(V m) const {
+    V mq = m * q;
+    V mq_lo = fma(m, q, -mq) + m * qlo;
+    return e.times2(mq, mq_lo);
+  }
+};
+
+// GELU's tails for a = |x| >= 0 (a clamped by the caller to Limits::gelu):
+//   gelu_tail(a).times(m)  = m Phi(-a)
+//   gelu_dtail(a).times(m) = m (Phi(-a) - a phi(a))   (phi the normal density)
+// float: e^(-a^2/2) with the exact square, times the scaled tail R(a) (above).
+template <class V>
+NNF_HD ScaledTail<V> gelu_tail(V a) {
+  TailValue<V> r = gauss_tail_scaled(a);
+  return {exp_mul_parts(V(-0.5f) * a, a), r.hi, r.lo};
+}
+template <class V>
+NNF_HD ScaledTail<V> gelu_dtail(V a) {
+  TailValue<V> r = gauss_tail_scaled(a);
+  return {exp_mul_parts(V(-0.5f) * a, a), fma(-a, cst<V>(0.3989422804014327), r.hi), r.lo};
+}
+
+// float64: the reference's formula, Phi(-a) = erfc(t)/2 with t = a/sqrt2
+// carried as th + tl and the first-order correction erfc(th + tl) = erfc(th) -
+// tl 2/sqrt(pi) e^(-th^2); a phi(a) with the exact square, e^(-(p + pe)/2) =
+// e^(-p/2) (1 - pe/2). Like the reference (whose backward is "grad times the
+// float64 f'(x)"), the tail is rounded to float64 before the multiplier is
+// applied: where erfc(t) is denormal (a > 37.5) both lose relative accuracy
+// together (~x/4 denormal ulps), so they agree.
+NNF_HD double erfc_scaled_arg(double a) {  // erfc(a / sqrt 2)
+  const double k_sqrt1_2 = 0x1.6a09e667f3bcdp-1, k_sqrt1_2_lo = -0x1.bdd3413b26456p-55;
+  double th = a * k_sqrt1_2;
+  double tl = fma(a, k_sqrt1_2, -th) + a * k_sqrt1_2_lo;
+  return ::erfc(th) - 1.1283791670955126 * ::exp(-th * th) * tl;
+}
+NNF_HD ScaledTail<double> gelu_tail(double a) { return {{0.5}, erfc_scaled_arg(a), 0.0}; }
+NNF_HD ScaledTail<double> gelu_dtail(double a) {
+  double p = a * a;
+  double pe = fma(a, a, -p);
+  double a_phi = (a * (::exp(-0.5 * p) * (1.0 - 0.5 * pe))) * 0.3989422804014327;
+  return {{1.0}, 0.5 * erfc_scaled_arg(a) - a_phi, 0.0};
 }
 
 }  // namespace vmath
@@ -294,8 +474,9 @@ NNF_HD V tanh(V x) {
   p = fma(p, x2, V(1.333328784e-01f));
   p = fma(p, x2, V(-3.333333135e-01f));
   V small = fma(x * x2, p, x);
-  V t = vmath::exp_parts(V(-2.0f) * a).value();
-  V large = copysign((V(1.0f) - t) / (V(1.0f) + t), x);
+  // 1 - 2 t / (1 + t) = 1 - 2 sigmoid(-2|x|): the quotient (<= 0.5, ~1.4 ulp of
+  // itself) is damped, so the result is within ~1.2 ulp, ~0.5 ulp as |x| grows.
+  V large = copysign(V(1.0f) - vmath::mul_sigmoid(V(2.0f), V(-2.0f) * a), x);
   return select(a < V(0.55f), small, large);
 }
 
@@ -339,9 +520,7 @@ NNF_HD V erfcx(V x) {
 // 1, NaN -> NaN. Measured max error 2.02 ulp.
 template <class V>
 NNF_HD V sigmoid(V x) {
-  vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-  V s = V(1.0f) / (V(1.0f) + e.value());
-  return select(x < V(0.0f), e.times(s), s);
+  return vmath::mul_sigmoid(V(1.0f), x);
 }
 
 NNF_NS_END

@@ -16,7 +16,8 @@
 //   copysign(mag, sgn)         |mag| with the sign bit of sgn
 //   is_nan(a)                  mask of NaN lanes
 //   pow2i(k)                   2^k for integral-valued k in [-126, 127] (float) /
-//                              [-1022, 1023] (double), built from exponent bits
+//                              [-1022, 1023] (double), built from exponent bits;
+//                              k = -127 (float) / -1023 (double) gives +0
 //   exponent_of(a)             floor(log2|a|) as V for normal, finite, nonzero a
 //   mantissa_of(a)             a scaled by 2^-exponent_of(a): in [1, 2) for normal a
 //   any_lane(m), all_lanes(m)  reductions of a mask, for early exits only
