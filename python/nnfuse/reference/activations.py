@@ -603,6 +603,21 @@ def mish_backward(grad, x):
     return _backward(grad, x, d)
 
 
+def _split_exact_product(a: str, b: str):
+    """hi + lo = a * b (decimal strings) to about 106 bits."""
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        product = decimal.Decimal(a) * decimal.Decimal(b)
+        hi = float(product)
+        return hi, float(product - decimal.Decimal(hi))
+
+
+_SELU_SCALE_ALPHA_HI, _SELU_SCALE_ALPHA_LO = _split_exact_product(
+    "1.0507009873554804934193349852946", "1.6732632423543772848170429916717")
+
+
 def backward_from_y(name, grad, y, **params):
     """dL/dx computed from the forward output y with the exact formula in y,
     for the ops whose derivative is a function of y (float64).
@@ -626,7 +641,10 @@ def backward_from_y(name, grad, y, **params):
         elif name == "elu":
             d = np.where(y > 0, 1.0, y + params.get("alpha", 1.0))
         elif name == "selu":
-            d = np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA)
+            # y + scale*alpha cancels completely where selu saturates: the
+            # product is carried as hi + lo (exact to ~2^-106) so the only
+            # rounding left is y's own.
+            d = np.where(y > 0, SELU_SCALE, (y + _SELU_SCALE_ALPHA_HI) + _SELU_SCALE_ALPHA_LO)
         elif name == "celu":
             alpha = params.get("alpha", 1.0)
             d = np.where(y > 0, 1.0, y / alpha + 1.0)

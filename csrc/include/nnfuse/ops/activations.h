@@ -156,6 +156,8 @@ struct Selu {
   static constexpr bool has_bwd_from_y = true;
   static constexpr double kScale = 1.0507009873554805;       // float: 1.050700987f
   static constexpr double kScaleAlpha = 1.7580993408473768;  // float: 1.758099341f
+  // scale * alpha - kScaleAlpha, from the exact product of the 31-digit constants.
+  static constexpr double kScaleAlphaLo = 1.41535193800845e-17;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     return select(x > V(0.0f), x * vmath::cst<V>(kScale), expm1(x) * vmath::cst<V>(kScaleAlpha));
@@ -169,7 +171,7 @@ struct Selu {
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
     // scale alpha as a pair hi + lo of the precision: y + scale alpha cancels in the tail.
     V hi = vmath::cst<V>(kScaleAlpha);
-    V lo = vmath::cst<V>(kScaleAlpha - static_cast<double>(static_cast<scalar_t<V>>(kScaleAlpha)));
+    V lo = vmath::cst<V>((kScaleAlpha - static_cast<double>(static_cast<scalar_t<V>>(kScaleAlpha))) + kScaleAlphaLo);
     return select(y > V(0.0f), g * vmath::cst<V>(kScale), g * ((y + hi) + lo));
   }
 };
