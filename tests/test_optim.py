@@ -438,3 +438,13 @@ def test_sharded_global_clipnorm_matches_unsharded(tmp_path):
         np.testing.assert_allclose(got_norms, norms, rtol=1e-14)
         for j, i in enumerate(i for i in range(len(sizes)) if i % 2 == r):
             np.testing.assert_allclose(data[f"arr_{j}"], params[i], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (optim.Adam, {"lr": -1e-3}, "lr"), (optim.AdamW, {"eps": -1.0}, "eps"),
+    (optim.Adam, {"betas": (0.9, 1.0)}, "betas"), (optim.SGD, {"lr": 0.1, "momentum": -0.5}, "momentum"),
+    (optim.RMSprop, {"alpha": -0.1}, "alpha"), (optim.Adagrad, {"lr_decay": float("nan")}, "lr_decay"),
+    (optim.Adam, {"weight_decay": -1e-2}, "weight_decay")])
+def test_hyper_parameter_ranges_are_checked(cls, kwargs, name):
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        cls([np.zeros(3, np.float32)], **kwargs)

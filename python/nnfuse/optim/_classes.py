@@ -7,12 +7,30 @@ from __future__ import annotations
 import copy
 from typing import Callable, List, Optional, Sequence
 
+import math
+
 import numpy as np
 
 from . import _functional as F
 from .._array import dtype_code
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
+
+
+# Hyper-parameters with the ranges PyTorch's optimizers accept.
+_NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
+                 "initial_accumulator_value")
+
+
+def _check_hyper(name, hyper):
+    for key in _NON_NEGATIVE:
+        value = hyper.get(key)
+        if value is not None and not (float(value) >= 0.0 and math.isfinite(float(value))):
+            raise ValueError(f"{name}(): '{key}' must be a finite number >= 0, got {value}")
+    betas = hyper.get("betas")
+    if betas is not None:
+        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+            raise ValueError(f"{name}(): 'betas' must be two numbers in [0, 1), got {tuple(betas)}")
 
 
 class Optimizer:
@@ -43,6 +61,7 @@ class Optimizer:
         dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
         self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
         self.hyper = dict(hyper)
+        _check_hyper(name, self.hyper)
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                             nonfinite=nonfinite, semantics=semantics)
         self.master_weights = bool(master_weights)
