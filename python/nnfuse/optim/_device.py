@@ -50,12 +50,12 @@ def _torch_dtypes():
 
 def describe(value, name, func) -> Info:
     info = Info()
-    if _interop._torch_tensor(value) and value.device.type == "cuda":
+    if _interop._torch_tensor(value) and value.is_cuda:
         dtype = _torch_dtypes().get(value.dtype)
         if dtype is None:
             raise TypeError(f"{func}(): '{name}' has dtype {value.dtype}, which nnfuse does not support")
         info.ptr, info.shape, info.dtype = value.data_ptr(), tuple(value.shape), dtype
-        info.device, info.contiguous, info.lib, info.obj = value.device.index, value.is_contiguous(), "torch", value
+        info.device, info.contiguous, info.lib, info.obj = value.get_device(), value.is_contiguous(), "torch", value
         return info
     if _interop._cupy_array(value):
         info.ptr, info.shape, info.dtype = value.data.ptr, tuple(value.shape), value.dtype
