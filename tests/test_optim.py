@@ -131,11 +131,17 @@ def _compare(label, got, want, tol):
                     f"{np.broadcast_to(tol, want.shape).ravel()[i]:.3g}")
 
 
-def _trajectory(cls, kw, opts, dtype, master, semantics, sizes=SIZES, nan_step=None, steps=STEPS, seed=0):
+def _trajectory(cls, kw, opts, dtype, master, semantics, sizes=SIZES, nan_step=None, steps=STEPS, seed=0,
+                make=None):
+    """make(cls, params, **options): builds the optimizer under test (default cls itself; the CUDA
+    tests pass a wrapper that runs it on the GPU and mirrors params and state to NumPy)."""
     rng = np.random.default_rng(seed)
     shapes = [(n,) for n in sizes]
     params = [rng.standard_normal(s).astype(np.float32).astype(dtype) for s in shapes]
-    opt = cls(params, **kw, **opts, semantics=semantics, master_weights=master)
+    if make is None:
+        opt = cls(params, **kw, **opts, semantics=semantics, master_weights=master)
+    else:
+        opt = make(cls, params, **kw, **opts, semantics=semantics, master_weights=master)
     ref_p = [p.astype(np.float64) for p in params]
     ref_st = _ref_state(cls, kw, shapes)
     mags = {k: [np.abs(a) for a in v] for k, v in ref_st.items()}
@@ -448,3 +454,8 @@ def test_sharded_global_clipnorm_matches_unsharded(tmp_path):
 def test_hyper_parameter_ranges_are_checked(cls, kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}'"):
         cls([np.zeros(3, np.float32)], **kwargs)
+
+
+def test_capturable_needs_cuda_arrays():
+    with pytest.raises(ValueError, match="capturable=True needs CUDA arrays"):
+        optim.Adam([np.zeros(3, np.float32)], capturable=True)

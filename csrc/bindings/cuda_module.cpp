@@ -3,11 +3,14 @@
 // no synchronisation here. The CUDA runtime is linked statically, so importing
 // this module works without a GPU or driver; device_count() is then 0.
 #include <cuda_runtime.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_api.h"
 
@@ -115,6 +118,71 @@ void rrelu_training(int dtype, uintptr_t x, uintptr_t grad, uintptr_t out, int64
         "rrelu_training launch");
 }
 
+// ---- optimizers ----------------------------------------------------------------
+// The Python layer (nnfuse/optim/_device.py) has checked every array and packs
+// the pointers into an (n, 6) int64 table: param, grad, state 0..2, master (0:
+// unused). Everything is queued on `stream`; nothing is read back.
+
+std::vector<cuda::CudaOptimTensor> optim_tensors(const py::array_t<int64_t, py::array::c_style>& table,
+                                                 const py::array_t<int64_t, py::array::c_style>& sizes) {
+  if (table.ndim() != 2 || table.shape(1) != 6 || sizes.ndim() != 1 || sizes.shape(0) != table.shape(0))
+    throw std::invalid_argument("optim: pointer table must be (n, 6) and sizes (n,)");
+  const int64_t n = sizes.shape(0);
+  std::vector<cuda::CudaOptimTensor> tensors(static_cast<size_t>(n));
+  auto t = table.unchecked<2>();
+  auto z = sizes.unchecked<1>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int k = 0; k < 6; ++k) tensors[static_cast<size_t>(i)].ptr[k] = ptr(static_cast<uintptr_t>(t(i, k)));
+    tensors[static_cast<size_t>(i)].n = z(i);
+  }
+  return tensors;
+}
+
+int64_t optim_workspace_doubles(const py::array_t<int64_t, py::array::c_style>& sizes) {
+  return cuda::optim_workspace_doubles(sizes.data(), sizes.size());
+}
+
+// reduce: None, or a callable taking the workspace's local sum of squares
+// (the Python side wraps it as a device scalar) and returning the address of
+// the reduced float64 sum on the same device.
+void optim_step(int kind, int dtype, const py::array_t<int64_t, py::array::c_style>& table,
+                const py::array_t<int64_t, py::array::c_style>& sizes, uint32_t flags, int clip_mode, double clip,
+                double clipvalue, int nonfinite, bool keras, bool has_norm_pass, double lr, uintptr_t lr_ptr,
+                const std::vector<double>& base, uintptr_t step_ptr, uintptr_t ws, uintptr_t record,
+                const py::object& reduce, uintptr_t stream_handle, int device) {
+  if (kind < 0 || kind > 3) throw std::invalid_argument("optim_step: bad optimizer kind");
+  if (base.size() > 4) throw std::invalid_argument("optim_step: at most 4 base hyper-parameters");
+  std::vector<cuda::CudaOptimTensor> tensors = optim_tensors(table, sizes);
+  cuda::CudaOptimOptions o{};
+  o.kind = kind;
+  o.flags = flags;
+  o.clip_mode = clip_mode;
+  o.nonfinite = nonfinite;
+  o.keras = keras;
+  o.has_norm_pass = has_norm_pass;
+  o.clip = clip;
+  o.clipvalue = clipvalue;
+  o.lr = lr;
+  for (size_t k = 0; k < base.size(); ++k) o.base[k] = base[k];
+  const DType dt = static_cast<DType>(dtype);
+  cudaStream_t stream = as_stream(stream_handle);
+  double* work = ptr<double>(ws);
+  DeviceScope scope(device);
+  const double* global_sum = nullptr;
+  if (has_norm_pass) {
+    {
+      py::gil_scoped_release release;
+      check(cuda::optim_grad_pass(dt, tensors, nonfinite == 1, work, stream), "optim gradient pass launch");
+    }
+    if (!reduce.is_none()) global_sum = ptr<const double>(reduce().cast<uintptr_t>());
+  }
+  py::gil_scoped_release release;
+  check(cuda::optim_finalize(o, tensors, global_sum, ptr<double>(step_ptr), ptr<const double>(lr_ptr),
+                             ptr<double>(record), work, stream),
+        "optim finalize launch");
+  check(cuda::optim_update(dt, o, tensors, work, stream), "optim update launch");
+}
+
 // Device memory owned by nnfuse, for results of calls whose inputs came from
 // neither CuPy nor PyTorch (a bare __cuda_array_interface__ object).
 class Buffer {
@@ -165,6 +233,13 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("inner"), py::arg("stream"), py::arg("device"));
   m.def("rrelu_training", &rrelu_training, py::arg("dtype"), py::arg("x"), py::arg("grad"), py::arg("out"),
         py::arg("n"), py::arg("lower"), py::arg("upper"), py::arg("seed"), py::arg("offset"), py::arg("stream"),
+        py::arg("device"));
+  m.def("optim_workspace_doubles", &optim_workspace_doubles, py::arg("sizes"));
+  m.attr("optim_local_sum_index") = cuda::kOptimLocalSumIndex;
+  m.def("optim_step", &optim_step, py::arg("kind"), py::arg("dtype"), py::arg("table"), py::arg("sizes"),
+        py::arg("flags"), py::arg("clip_mode"), py::arg("clip"), py::arg("clipvalue"), py::arg("nonfinite"),
+        py::arg("keras"), py::arg("has_norm_pass"), py::arg("lr"), py::arg("lr_ptr"), py::arg("base"),
+        py::arg("step_ptr"), py::arg("ws"), py::arg("record"), py::arg("reduce"), py::arg("stream"),
         py::arg("device"));
   py::class_<Buffer>(m, "Buffer")
       .def(py::init<int64_t, int>(), py::arg("nbytes"), py::arg("device"))

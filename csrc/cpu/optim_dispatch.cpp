@@ -140,7 +140,9 @@ OptimStepResult run_optim_step(const OptimConfig& config, std::vector<OptimTenso
         double f = std::isnan(norm) ? norm : options.clip / std::max(norm, options.clip);
         tensors[i].scale = static_cast<float>(f);
         tensors[i].scale_double = f;
-        if (!(f >= smallest)) smallest = f;
+        // The record keeps the smallest factor; a NaN factor (a non-finite
+        // array norm under "propagate") stays NaN once seen.
+        if (!(f >= smallest) && !std::isnan(smallest)) smallest = f;
       }
       result.clip_factor = smallest;
     }

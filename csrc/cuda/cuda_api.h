@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "cpu/cpu_api.h"
 
@@ -38,6 +39,52 @@ cudaError_t prelu_backward(DType dtype, const void* grad, const void* x, const v
 // lower + (upper - lower) u_i, u_i from Philox(seed, offset, i), as on the CPU.
 cudaError_t rrelu_training(DType dtype, const void* x, const void* grad, void* out, int64_t n, double lower,
                            double upper, uint64_t seed, uint64_t offset, cudaStream_t stream);
+
+// ---- optimizers (csrc/cuda/optim.cu) ----------------------------------------------
+// A step is optim_grad_pass (when a norm or the skip decision is needed), then
+// optim_finalize, then optim_update, all on one stream; between the first two
+// the caller may reduce the local sum of squares across processes. All state
+// that the kernels exchange (sums, skip flag, clip factors, hyper-parameters)
+// lives in the workspace `ws`, so nothing is read back to the host.
+
+// Gradient chunk: the unit of the norm partials and of the update launch.
+constexpr int64_t kOptimChunk = int64_t{1} << 16;
+
+// One array: ptr = {param, grad, state0, state1, state2, master}, null when unused.
+struct CudaOptimTensor {
+  const void* ptr[6];
+  int64_t n;
+};
+
+struct CudaOptimOptions {
+  int32_t kind;        // OptimKind (cpu/optim_api.h)
+  uint32_t flags;      // OptimFlag bits, without kOptFirstStep (set on the device from the step count)
+  int32_t clip_mode;   // 0 none, 1 value, 2 per-array norm, 3 global norm
+  int32_t nonfinite;   // 0 skip, 1 zero, 2 propagate
+  bool keras;
+  bool has_norm_pass;  // optim_grad_pass ran for this step
+  double clip;         // clipnorm / global_clipnorm
+  double clipvalue;
+  double lr;           // used when no device learning rate is given
+  double base[4];      // step-independent hyper-parameters (see finalize_kernel)
+};
+
+// Doubles of workspace a step over arrays of these sizes needs; index 0 of
+// the workspace holds the local sum of squares after optim_grad_pass.
+int64_t optim_workspace_doubles(const int64_t* sizes, int64_t count);
+constexpr int64_t kOptimLocalSumIndex = 0;
+
+cudaError_t optim_grad_pass(DType dtype, const std::vector<CudaOptimTensor>& tensors, bool zero_nonfinite,
+                            double* ws, cudaStream_t stream);
+// global_sum: the reduced sum of squares (device float64), or null for the
+// local one. step: device float64 count of applied steps, incremented unless
+// skipped. lr: device float64 learning rate or null (options.lr). record:
+// four device doubles {grad_norm (NaN without a norm pass), clip_factor, skipped, step}.
+cudaError_t optim_finalize(const CudaOptimOptions& options, const std::vector<CudaOptimTensor>& tensors,
+                           const double* global_sum, double* step, const double* lr, double* record, double* ws,
+                           cudaStream_t stream);
+cudaError_t optim_update(DType dtype, const CudaOptimOptions& options, const std::vector<CudaOptimTensor>& tensors,
+                         const double* ws, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace nnfuse

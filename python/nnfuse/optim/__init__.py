@@ -1,6 +1,9 @@
-"""Clipped optimizers on the CPU: Adam, AdamW, SGD, RMSprop and Adagrad with
+"""Clipped optimizers: Adam, AdamW, SGD, RMSprop and Adagrad with
 clip-by-value, clip-by-norm and clip-by-global-norm fused into one
-multi-tensor step.
+multi-tensor step, on the CPU (NumPy arrays) or a GPU (lists of PyTorch CUDA
+tensors or CuPy arrays; see ``nnfuse.optim._device`` for what differs there:
+no host synchronisation, device-scalar records and step count,
+``capturable=True``).
 
 Stateful classes (:class:`Adam`, :class:`AdamW`, :class:`SGD`,
 :class:`RMSprop`, :class:`Adagrad`) take PyTorch's names and defaults plus the

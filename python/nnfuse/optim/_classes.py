@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import _device as D
 from . import _functional as F
 from .._array import dtype_code
 
@@ -38,12 +39,20 @@ class Optimizer:
     call one functional step."""
 
     _state_names: tuple = ()
+    _slots: tuple = ()  # the functional step's state arguments, in order
 
     def __init__(self, params, hyper: dict, *, clipvalue=None, clipnorm=None, global_clipnorm=None,
                  nonfinite: str = "skip", master_weights: bool = False, semantics: str = "torch",
-                 global_norm_reduce: Optional[Callable[[float], float]] = None):
+                 global_norm_reduce: Optional[Callable[[float], float]] = None, capturable: bool = False):
         name = type(self).__name__
         F.check_options(name, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics)
+        if isinstance(params, (list, tuple)) and D.on_device(list(params)):
+            self._init_device(name, list(params), hyper, clipvalue, clipnorm, global_clipnorm, nonfinite,
+                              master_weights, semantics, global_norm_reduce, capturable)
+            return
+        if capturable:
+            raise ValueError(f"{name}(): capturable=True needs CUDA arrays (PyTorch CUDA tensors, CuPy arrays)")
+        self.device = False
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError(f"{name}(): 'params' must be a list of numpy.ndarray, got {type(params).__name__}")
         self.params: List[np.ndarray] = list(params)
@@ -71,6 +80,37 @@ class Optimizer:
         if self.master_weights:
             self.state["master_params"] = [p.astype(np.float32) for p in self.params]
 
+    def _init_device(self, name, params, hyper, clipvalue, clipnorm, global_clipnorm, nonfinite, master_weights,
+                     semantics, global_norm_reduce, capturable):
+        """CUDA arrays: state allocated with the caller's library on the parameters' GPU; the step
+        count (and with capturable=True the learning rate) held as float64 device scalars."""
+        self.device = True
+        self.params = params
+        infos, self._state_dtype = D.check_params(params, name, F.state_dtype_for, master_weights)
+        first = infos[0]
+        self.hyper = dict(hyper)
+        if capturable:
+            self.hyper["lr"] = D.full(first, (), np.float64, float(hyper["lr"]))
+        self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                            nonfinite=nonfinite, semantics=semantics)
+        self.master_weights = bool(master_weights)
+        self.global_norm_reduce = global_norm_reduce
+        self.capturable = bool(capturable)
+        self.step_count = D.full(first, (), np.float64, 0.0)
+        fill = getattr(self, "_initial_value", 0.0)
+        self.state = {k: [D.full(i, i.shape, self._state_dtype, fill if k == "state_sums" else 0.0) for i in infos]
+                      for k in self._active_states()}
+        if self.master_weights:
+            self.state["master_params"] = [D.astype_copy(first, p, np.float32) for p in params]
+        names = list(self._functional_state_names())
+        states = [self.state.get(n) for n in names]
+        self._prepared = D.prepare(params, states + [None] * (3 - len(states)), names + [""] * (3 - len(names)),
+                                   self.state.get("master_params"), name, F.state_dtype_for)
+
+    def _functional_state_names(self):
+        """The functional step's state arguments in order (the device pointer table's columns)."""
+        return self._slots
+
     def _active_states(self):
         return self._state_names
 
@@ -84,16 +124,25 @@ class Optimizer:
         """Updates every parameter from ``grads`` (same shapes and dtype) and
         returns the :class:`~nnfuse.optim.StepRecord`."""
         record = self._call(grads)
+        if self.device:
+            return record  # the step count was advanced (or not) on the device
         if not record.skipped:
             self.step_count += 1
         return record._replace(step=self.step_count)
 
     def _common(self):
+        if self.device:
+            return dict(step=self.step_count, master_params=self.state.get("master_params"),
+                        global_norm_reduce=self.global_norm_reduce, _prepared=self._prepared, **self.options)
         return dict(step=self.step_count + 1, master_params=self.state.get("master_params"),
                     global_norm_reduce=self.global_norm_reduce, **self.options)
 
     def state_dict(self) -> dict:
         """Copies of every state array, the step count, hyper-parameters and options."""
+        if self.device:
+            return {"step": D.clone(self.step_count), "hyper": copy.deepcopy(self.hyper),
+                    "options": dict(self.options), "master_weights": self.master_weights,
+                    "state": {k: [D.clone(a) for a in v] for k, v in self.state.items()}}
         return {"step": self.step_count, "hyper": copy.deepcopy(self.hyper), "options": dict(self.options),
                 "master_weights": self.master_weights,
                 "state": {k: [a.copy() for a in v] for k, v in self.state.items()}}
@@ -105,6 +154,9 @@ class Optimizer:
         if set(state) != set(self.state):
             raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
                              f"{sorted(self.state)}")
+        if self.device:
+            self._load_device(name, state_dict)
+            return
         for k, arrays in state.items():
             if len(arrays) != len(self.state[k]):
                 raise ValueError(f"{name}.load_state_dict(): '{k}' has {len(arrays)} arrays, expected "
@@ -121,9 +173,33 @@ class Optimizer:
         self.hyper = copy.deepcopy(state_dict["hyper"])
         self.options = dict(state_dict.get("options", self.options))
 
+    def _load_device(self, name, state_dict):
+        state = state_dict["state"]
+        for k, arrays in state.items():
+            if len(arrays) != len(self.state[k]):
+                raise ValueError(f"{name}.load_state_dict(): '{k}' has {len(arrays)} arrays, expected "
+                                 f"{len(self.state[k])}")
+            for i, (dst, src) in enumerate(zip(self.state[k], arrays)):
+                if tuple(src.shape) != tuple(dst.shape) or str(src.dtype) != str(dst.dtype):
+                    raise ValueError(f"{name}.load_state_dict(): '{k}[{i}]' has shape {tuple(src.shape)} dtype "
+                                     f"{src.dtype}, expected {tuple(dst.shape)} {dst.dtype}")
+        # copied into the existing arrays: the cached pointer table stays valid
+        for k, arrays in state.items():
+            for dst, src in zip(self.state[k], arrays):
+                D.copy_into(dst, src)
+        D.copy_into(self.step_count, state_dict["step"])
+        hyper = copy.deepcopy(state_dict["hyper"])
+        if self.capturable:
+            D.copy_into(self.hyper["lr"], hyper["lr"])
+            hyper["lr"] = self.hyper["lr"]
+        self.hyper = hyper
+        self.options = dict(state_dict.get("options", self.options))
+
 
 class Adam(Optimizer):
     """Adam (PyTorch's names and defaults); see :mod:`nnfuse.optim` for the formulas and options."""
+
+    _slots = ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
 
     _decoupled = False
 
@@ -158,6 +234,8 @@ class AdamW(Adam):
 class SGD(Optimizer):
     """SGD with momentum / dampening / Nesterov (PyTorch's names and defaults)."""
 
+    _slots = ("momentum_buffers",)
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  maximize=False, **options):
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -178,6 +256,8 @@ class SGD(Optimizer):
 
 class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum (PyTorch's names and defaults)."""
+
+    _slots = ("square_avgs", "grad_avgs", "momentum_buffers")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
                  maximize=False, **options):
@@ -201,6 +281,7 @@ class Adagrad(Optimizer):
     """Adagrad (PyTorch's names and defaults)."""
 
     _state_names = ("state_sums",)
+    _slots = ("state_sums",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, initial_accumulator_value=0.0, eps=None, weight_decay=0.0,
                  maximize=False, **options):

@@ -49,6 +49,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .. import _C
+from . import _device as _D
 from .._array import BFLOAT16, dtype_code
 
 __all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
@@ -157,18 +158,51 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     return StepRecord(norm, factor, skipped, step - 1 if skipped else step)
 
 
+def _device_step(func, kind, params, grads, states, state_names, master_params, base, lr, flags, *, step,
+                 weight_decay, decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics,
+                 global_norm_reduce, prepared=None):
+    """The CUDA path of every functional step (see nnfuse.optim._device): `step` is an int (the
+    1-based number of this update) or a float64 device scalar holding the number of steps applied
+    so far, incremented on the device unless the step is skipped; `lr` a float or a float64 device
+    scalar."""
+    params = list(params)
+    grads = _as_list(grads, "grads", func) if not isinstance(grads, (list, tuple)) else list(grads)
+    clip_mode, clip, clip_value, option_flags = check_options(func, clipvalue, clipnorm, global_clipnorm,
+                                                              nonfinite, semantics)
+    if global_norm_reduce is not None and not callable(global_norm_reduce):
+        raise TypeError(f"{func}(): 'global_norm_reduce' must be callable")
+    flags |= option_flags | (_MAXIMIZE if maximize else 0)
+    if weight_decay != 0:
+        flags |= _DECOUPLED_WD if (decoupled or semantics == "keras") else _COUPLED_WD
+    if len(grads) != len(params):
+        raise ValueError(f"{func}(): 'grads' has {len(grads)} arrays but 'params' has {len(params)}")
+    states = list(states) + [None] * (3 - len(states))
+    names = list(state_names) + [""] * (3 - len(state_names))
+    return _D.run(func, kind, params, grads, states, names, master_params, base=base, lr=lr, flags=flags, step=step,
+                  clip_mode=clip_mode, clip=clip, clipvalue=clip_value, nonfinite=nonfinite,
+                  keras=semantics == "keras", reduce=global_norm_reduce, state_dtype_for=state_dtype_for,
+                  prepared=prepared)
+
+
 def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: List[np.ndarray],
               exp_avg_sqs: List[np.ndarray], *, step: int, lr: float = 1e-3, beta1: float = 0.9,
               beta2: float = 0.999, eps: Optional[float] = None, weight_decay: float = 0.0, decoupled: bool = False,
               amsgrad: bool = False, max_exp_avg_sqs: Optional[List[np.ndarray]] = None, maximize: bool = False,
               master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
               global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
-              global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+              global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One Adam (AdamW with ``decoupled=True``) step over every array; see the module docstring."""
     func = "adam_step"
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
+    if _D.on_device(params):
+        return _device_step(func, "adam", params, grads, [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
+                            ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"], master_params,
+                            [beta1, beta2, eps, weight_decay], lr, _AMSGRAD if amsgrad else 0, step=step,
+                            weight_decay=weight_decay, decoupled=decoupled, maximize=maximize, clipvalue=clipvalue,
+                            clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+                            semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
     bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
     if semantics == "keras":
         step_size, vscale = lr * math.sqrt(bc2) / bc1, 1.0
@@ -187,13 +221,20 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
              dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False,
              master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
              global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
-             global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+             global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One SGD step (momentum, dampening, Nesterov) over every array; see the module docstring."""
     func = "sgd_step"
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
     if momentum != 0 and momentum_buffers is None:
         raise ValueError(f"{func}(): momentum != 0 needs 'momentum_buffers'")
+    if _D.on_device(params):
+        return _device_step(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None],
+                            ["momentum_buffers"], master_params, [momentum, dampening, weight_decay], lr,
+                            (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0), step=step,
+                            weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
+                            clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+                            semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
     flags = (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0) | (_FIRST if step == 1 else 0)
     hyper = [lr, momentum, 1 - dampening, weight_decay, 1 - lr * weight_decay]
     return _run(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None], ["momentum_buffers"],
@@ -208,7 +249,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, maximize: bool = False,
                  master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
                  global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
-                 global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+                 global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One RMSprop step (centered, momentum) over every array; see the module docstring."""
     func = "rmsprop_step"
     if centered and grad_avgs is None:
@@ -217,6 +258,14 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
         raise ValueError(f"{func}(): momentum > 0 needs 'momentum_buffers'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
     flags = (_CENTERED if centered else 0) | (_MOMENTUM if momentum > 0 else 0)
+    if _D.on_device(params):
+        return _device_step(func, "rmsprop", params, grads,
+                            [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
+                            ["square_avgs", "grad_avgs", "momentum_buffers"], master_params,
+                            [alpha, eps, momentum, weight_decay], lr, flags, step=step, weight_decay=weight_decay,
+                            decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
+                            global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
+                            global_norm_reduce=global_norm_reduce, prepared=_prepared)
     hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
     return _run(func, "rmsprop", params, grads,
                 [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
@@ -231,10 +280,16 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
                  weight_decay: float = 0.0, maximize: bool = False,
                  master_params: Optional[List[np.ndarray]] = None, clipvalue=None, clipnorm=None,
                  global_clipnorm=None, nonfinite: str = "skip", semantics: str = "torch",
-                 global_norm_reduce: Optional[Callable[[float], float]] = None) -> StepRecord:
+                 global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One Adagrad step over every array; see the module docstring."""
     func = "adagrad_step"
     eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
+    if _D.on_device(params):
+        return _device_step(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params,
+                            [lr_decay, eps, weight_decay], lr, 0, step=step, weight_decay=weight_decay,
+                            decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
+                            global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
+                            global_norm_reduce=global_norm_reduce, prepared=_prepared)
     hyper = [lr / (1 + (step - 1) * lr_decay), eps, weight_decay, 1 - lr * weight_decay]
     return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0, step=step,
                 weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
