@@ -59,7 +59,7 @@ def _keep(call, mask, shape, axis, func):
         m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask, device=f"cuda:{call.device}")
         if m.dtype != torch.bool:
             raise TypeError(f"{func}(): 'mask' must be a boolean array (True keeps a position), got dtype {m.dtype}")
-        if m.device.type != "cuda" or (m.device.index if m.device.index is not None else call.device) != call.device:
+        if m.device.type == "cuda" and (m.device.index if m.device.index is not None else call.device) != call.device:
             raise ValueError(f"{func}(): 'mask' is on {m.device}, but 'x' is on cuda:{call.device}")
         try:
             m = m.expand(shape)
@@ -152,7 +152,7 @@ def _labels64(call, labels, shape, func):
         lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels, device=f"cuda:{call.device}")
         if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
             raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")
-        if lab.device.type != "cuda" or (lab.device.index if lab.device.index is not None else call.device) \
+        if lab.device.type == "cuda" and (lab.device.index if lab.device.index is not None else call.device) \
                 != call.device:
             raise ValueError(f"{func}(): 'labels' is on {lab.device}, but 'logits' is on cuda:{call.device}")
         if tuple(lab.shape) != tuple(shape):
@@ -179,7 +179,7 @@ def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction
     from .softmax import _ce_options
 
     original = call.args["logits"]
-    if inplace and (not original.contiguous or original.readonly):
+    if inplace and ((original.size and not original.contiguous) or original.readonly):
         raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
     la = call.input("logits")
     if la.ndim < 1:
