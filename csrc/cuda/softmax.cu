@@ -255,7 +255,8 @@ __device__ void forward_write(const ForwardArgs& a, const T* x, const uint8_t* k
     const double log_sum = log(sum);
     const S hi_part = static_cast<S>(log_sum);
     const S lo_part = static_cast<S>(log_sum - static_cast<double>(hi_part));
-    for (int64_t i = first; i < hi; i += TEAM) store(y, i, log_softmax_out(logit(x, keep, i, scale), m, hi_part, lo_part));
+    for (int64_t i = first; i < hi; i += TEAM)
+      store(y, i, log_softmax_out(logit(x, keep, i, scale), m, hi_part, lo_part));
   } else {
     const S inv = static_cast<S>(1.0 / sum);
     for (int64_t i = first; i < hi; i += TEAM) store(y, i, softmax_out(logit(x, keep, i, scale), m, inv));
@@ -406,7 +407,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) backward_chunks_kernel(BackwardArgs a, int64_t chunks, const double* totals) {
+__global__ void __launch_bounds__(kThreads)
+    backward_chunks_kernel(BackwardArgs a, int64_t chunks, const double* totals) {
   for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
     int64_t row, lo, hi;
     chunk_of(item, chunks, a.cols, row, lo, hi);
@@ -702,7 +704,7 @@ cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels
     using T = typename decltype(tag)::type;
     cudaError_t status;
     if (rows == 0) {
-      // nothing per row
+      // No rows: only the loss below (0, or NaN for "mean").
     } else if (cols <= kWarpRowMax) {
       ce_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
     } else if (cols < kLongRow) {
