@@ -103,8 +103,6 @@ def run(shapes, dtypes, repeats, progress):
                 rows.append(row)
                 progress(f"{op} {dtype_name} {r}x{c}: {t:.3f} ms, copy ratio {row['copy_ratio']:.2f}, "
                          f"vs torch {row['vs_torch']:.2f}x")
-            del x, g, y, ly, out, src, dst
-            torch.cuda.empty_cache()
     return rows
 
 
