@@ -22,6 +22,7 @@ import operator
 import numpy as np
 
 from . import _C, _interop
+from . import _softmax_cuda as _cuda
 from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 
 _MASKED_ROWS = ("zero", "nan")
@@ -296,7 +297,5 @@ def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, r
         loss = np.array(total / counted if counted else np.nan, dtype=la.dtype)
     return loss, grad
 
-
-from . import _softmax_cuda as _cuda  # noqa: E402  (uses the helpers above)
 
 __all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy"]
