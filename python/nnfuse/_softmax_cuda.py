@@ -191,16 +191,24 @@ def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction
     rows = int(np.prod(lab_shape, dtype=np.int64))
     counted = 0
     if rows:
-        # Validation with the caller's library: the two .item() reads sync the stream.
+        # Validation with the caller's library: one device-to-host read of
+        # (bad labels, rows counted), which syncs the current stream.
         valid = lab64 != ignore_index
         bad = valid & ((lab64 < 0) | (lab64 >= classes))
-        if bool(bad.any().item()):
+        if call.lib == "torch":
+            import torch
+
+            n_bad, counted = (int(v) for v in torch.stack((bad.sum(), valid.sum())).tolist())
+        else:
+            import cupy
+
+            n_bad, counted = (int(v) for v in call._on_device(lambda: cupy.stack((bad.sum(), valid.sum())).get()))
+        if n_bad:
             first = int(bad.nonzero()[0].item()) if call.lib == "torch" else int(bad.nonzero()[0][0].item())
             where = [int(i) for i in np.unravel_index(first, lab_shape)] if lab_shape else []
             value = int(lab64[first].item())
             raise ValueError(f"{func}(): labels{where} = {value} is outside [0, {classes}) "
                              f"and is not ignore_index ({ignore_index})")
-        counted = int(valid.sum().item())
     weight = 1.0 / counted if reduction == "mean" and counted else 1.0
     grad = la if inplace else call.empty(la.shape, la.dtype)
     loss = call.empty(lab_shape if reduction == "none" else (), la.dtype)
