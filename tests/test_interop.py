@@ -127,6 +127,31 @@ def test_numpy_in_numpy_out():
     assert type(nf.relu([-1.0, 2.0])) is np.ndarray  # array-likes still go through np.asarray
 
 
+def test_torch_cpu_softmax_family_gives_torch_tensors_with_the_numpy_bits():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 40)) * 3).astype(np.float32)
+    g = rng.standard_normal((5, 40)).astype(np.float32)
+    mask = rng.random((5, 40)) < 0.6
+    labels = rng.integers(0, 40, 5)
+    tx, tg = _torch_from(x), _torch_from(g)
+    for name in ("softmax", "log_softmax"):
+        f = getattr(nf, name)
+        y = f(tx, mask=torch.from_numpy(mask), axis=-1, scale=0.5)
+        assert isinstance(y, torch.Tensor)
+        np.testing.assert_array_equal(_numpy_of(y), f(x, mask=mask, scale=0.5))
+        b = getattr(nf, name + "_backward")(tg, y)
+        assert isinstance(b, torch.Tensor)
+        np.testing.assert_array_equal(_numpy_of(b), getattr(nf, name + "_backward")(g, _numpy_of(y)))
+    loss, grad = nf.softmax_cross_entropy(tx, torch.from_numpy(labels), label_smoothing=0.1)
+    ref_loss, ref_grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1)
+    assert isinstance(loss, torch.Tensor) and isinstance(grad, torch.Tensor)
+    np.testing.assert_array_equal(_numpy_of(loss), ref_loss)
+    np.testing.assert_array_equal(_numpy_of(grad), ref_grad)
+    buf = tx.clone()
+    loss, grad = nf.softmax_cross_entropy(buf, torch.from_numpy(labels), inplace=True)
+    assert grad is buf
+
+
 # ---- device values without a GPU (run everywhere) --------------------------------------
 
 class FakeCudaArray:
@@ -144,12 +169,22 @@ def test_mixing_host_and_device_arguments_names_them():
         nf.relu(np.ones(4, np.float32), out=FakeCudaArray())
     with pytest.raises(ValueError, match=r"'x'.*GPU.*'weight'.*host"):
         nf.prelu(FakeCudaArray(), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match=r"'y'.*GPU.*'grad'.*host"):
+        nf.softmax_backward(np.ones(4, np.float32), FakeCudaArray())
+    with pytest.raises(ValueError, match=r"'mask' is in host memory but 'x' is on a GPU"):
+        nf.softmax(FakeCudaArray(), mask=np.ones(4, bool))
+    with pytest.raises(ValueError, match=r"'labels' is on a GPU but 'logits' is in host memory"):
+        nf.softmax_cross_entropy(np.ones((1, 4), np.float32), FakeCudaArray((1,), "<i8"))
 
 
 @pytest.mark.skipif(nf.cuda_available(), reason="checks the error raised when no GPU is usable")
 def test_cuda_array_without_a_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"relu\(\): argument 'x' is a CUDA array"):
         nf.relu(FakeCudaArray())
+    with pytest.raises(RuntimeError, match=r"softmax\(\): argument 'x' is a CUDA array"):
+        nf.softmax(FakeCudaArray((2, 4)))
+    with pytest.raises(RuntimeError, match=r"softmax_cross_entropy\(\): argument 'logits' is a CUDA array"):
+        nf.softmax_cross_entropy(FakeCudaArray((2, 4)), FakeCudaArray((2,), "<i8"))
     assert not nf.cuda_available()
 
 

@@ -181,6 +181,34 @@ void optim_step(int kind, int dtype, const py::array_t<int64_t, py::array::c_sty
                              ptr<double>(record), work, stream),
         "optim finalize launch");
   check(cuda::optim_update(dt, o, tensors, work, stream), "optim update launch");
+
+void softmax_forward(bool log, int dtype, uintptr_t x, uintptr_t keep, uintptr_t out, int64_t rows, int64_t cols,
+                     double scale, bool masked_rows_nan, uintptr_t workspace, uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::softmax_forward(log, static_cast<DType>(dtype), ptr(x), ptr<const uint8_t>(keep), ptr(out), rows, cols,
+                              scale, masked_rows_nan, ptr<double>(workspace), as_stream(stream)),
+        "softmax_forward launch");
+}
+
+void softmax_backward(bool log, int dtype, uintptr_t grad, uintptr_t y, uintptr_t out, int64_t rows, int64_t cols,
+                      double scale, uintptr_t workspace, uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::softmax_backward(log, static_cast<DType>(dtype), ptr(grad), ptr(y), ptr(out), rows, cols, scale,
+                               ptr<double>(workspace), as_stream(stream)),
+        "softmax_backward launch");
+}
+
+void cross_entropy(int dtype, uintptr_t logits, uintptr_t labels, uintptr_t grad, uintptr_t loss, int reduction,
+                   int64_t rows, int64_t cols, int64_t ignore_index, double smoothing, double z_loss, double weight,
+                   int64_t counted, uintptr_t workspace, uintptr_t stream, int device) {
+  py::gil_scoped_release release;
+  DeviceScope scope(device);
+  check(cuda::cross_entropy(static_cast<DType>(dtype), ptr(logits), ptr<const int64_t>(labels), ptr(grad), ptr(loss),
+                            reduction, rows, cols, ignore_index, smoothing, z_loss, weight, counted,
+                            ptr<double>(workspace), as_stream(stream)),
+        "softmax_cross_entropy launch");
 }
 
 // Device memory owned by nnfuse, for results of calls whose inputs came from
@@ -241,6 +269,19 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("keras"), py::arg("has_norm_pass"), py::arg("lr"), py::arg("lr_ptr"), py::arg("base"),
         py::arg("step_ptr"), py::arg("ws"), py::arg("record"), py::arg("reduce"), py::arg("stream"),
         py::arg("device"));
+
+  m.def("softmax_workspace_size", &cuda::softmax_workspace_size, py::arg("rows"), py::arg("cols"));
+  m.def("cross_entropy_workspace_size", &cuda::cross_entropy_workspace_size, py::arg("rows"), py::arg("cols"));
+  m.def("softmax_forward", &softmax_forward, py::arg("log"), py::arg("dtype"), py::arg("x"), py::arg("keep"),
+        py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("masked_rows_nan"),
+        py::arg("workspace"), py::arg("stream"), py::arg("device"));
+  m.def("softmax_backward", &softmax_backward, py::arg("log"), py::arg("dtype"), py::arg("grad"), py::arg("y"),
+        py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("workspace"), py::arg("stream"),
+        py::arg("device"));
+  m.def("softmax_cross_entropy", &cross_entropy, py::arg("dtype"), py::arg("logits"), py::arg("labels"),
+        py::arg("grad"), py::arg("loss"), py::arg("reduction"), py::arg("rows"), py::arg("cols"),
+        py::arg("ignore_index"), py::arg("smoothing"), py::arg("z_loss"), py::arg("weight"), py::arg("counted"),
+        py::arg("workspace"), py::arg("stream"), py::arg("device"));
   py::class_<Buffer>(m, "Buffer")
       .def(py::init<int64_t, int>(), py::arg("nbytes"), py::arg("device"))
       .def_property_readonly("address", &Buffer::address)

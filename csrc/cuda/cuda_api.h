@@ -86,5 +86,34 @@ cudaError_t optim_finalize(const CudaOptimOptions& options, const std::vector<Cu
 cudaError_t optim_update(DType dtype, const CudaOptimOptions& options, const std::vector<CudaOptimTensor>& tensors,
                          const double* ws, cudaStream_t stream);
 
+
+// ---- softmax family (softmax.cu) ----------------------------------------------
+// Rows are contiguous runs of `cols` elements. Rows of 64K elements and more are
+// split over several blocks and need `workspace`: softmax_workspace_size(rows,
+// cols) doubles of device scratch (0: none, pass nullptr).
+int64_t softmax_workspace_size(int64_t rows, int64_t cols);
+
+// softmax (log == false) or log_softmax of each row of scale * x; keep is
+// nullptr or one byte per element (nonzero keeps it); rows with nothing kept
+// give 0 (log: -inf), or NaN with masked_rows_nan.
+cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t* keep, void* out, int64_t rows,
+                            int64_t cols, double scale, bool masked_rows_nan, double* workspace,
+                            cudaStream_t stream);
+
+// dx from the forward output y and grad = dL/dy (out may be grad or y).
+cudaError_t softmax_backward(bool log, DType dtype, const void* grad, const void* y, void* out, int64_t rows,
+                             int64_t cols, double scale, double* workspace, cudaStream_t stream);
+
+// Doubles of scratch cross_entropy needs (per-row losses, long-row partials).
+int64_t cross_entropy_workspace_size(int64_t rows, int64_t cols);
+
+// Fused softmax cross-entropy: grad (may be the logits' buffer) and the loss in
+// the logits' dtype into loss_out: reduction 0 "mean" (a scalar, total /
+// counted, NaN if counted == 0), 1 "sum" (a scalar), 2 "none" (one per row).
+// Labels must be ignore_index or in [0, cols) (checked by the caller).
+cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels, void* grad, void* loss_out,
+                          int reduction, int64_t rows, int64_t cols, int64_t ignore_index, double smoothing,
+                          double z_loss, double weight, int64_t counted, double* workspace, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace nnfuse

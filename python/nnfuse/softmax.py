@@ -6,6 +6,13 @@ float64 is computed in float64. Rows are reduced in a fixed order that does not
 depend on the thread count or on the CPU ISA: scalar, AVX2 and AVX-512 give
 identical bits. Any axis works; when it is not the last one (or the input is
 not C-contiguous) the input is copied first.
+
+Every function also takes PyTorch tensors, CuPy arrays and other CUDA arrays
+(see ``nnfuse._interop``) and returns the caller's array type. CUDA arrays run
+on the CUDA kernels (csrc/cuda/softmax.cu) on the caller's current stream with
+no synchronisation, except softmax_cross_entropy, which validates the labels
+and counts the rows that are not ignored with the caller's library before the
+launch (a device-to-host read, hence a sync of the current stream).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import operator
 
 import numpy as np
 
-from . import _C
+from . import _C, _interop
+from . import _softmax_cuda as _cuda
 from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 
 _MASKED_ROWS = ("zero", "nan")
@@ -74,7 +82,38 @@ def _run_rows(xa, axis, target, launch):
         np.copyto(target.buffer, np.moveaxis(buffer, -1, axis))
 
 
+def _host(value):
+    return value is None or type(value) is np.ndarray
+
+
+def _check_aux(func, arrays, aux_name, aux):
+    """The interop ValueError for an array argument the interop layer does not
+    describe (a mask, labels) on the other side of the host/device line."""
+    if aux is None:
+        return
+    others = [name for name, v in arrays if v is not None]
+    others_on_gpu = any(_interop.is_device(v) for _, v in arrays if v is not None)
+    if others_on_gpu != _interop.is_device(aux):
+        where = ("on a GPU", "in host memory")
+        raise ValueError(
+            f"{func}(): '{aux_name}' is {where[0] if not others_on_gpu else where[1]} but "
+            f"{', '.join(repr(n) for n in others)} {'are' if len(others) > 1 else 'is'} "
+            f"{where[0] if others_on_gpu else where[1]}; pass all array arguments on the same device")
+
+
 def _forward(log, x, axis, scale, mask, masked_rows, out, func):
+    if not _host(x) or not _host(out) or not (mask is None or isinstance(mask, np.ndarray)):
+        arrays = (("x", x), ("out", out))
+        _check_aux(func, arrays, "mask", mask)
+        return _interop.dispatch(
+            func, arrays,
+            lambda v: _forward_host(log, v["x"], axis, scale, None if mask is None else np.asarray(mask),
+                                    masked_rows, v.get("out"), func),
+            lambda call: _cuda.forward(call, log, axis, scale, mask, masked_rows, func))
+    return _forward_host(log, x, axis, scale, mask, masked_rows, out, func)
+
+
+def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
     xa = as_input(x, "x", func)
     ax = _axis(axis, xa.ndim, func)
     scale = _scale(scale, func)
@@ -94,6 +133,15 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
 
 
 def _backward(log, grad, y, axis, scale, out, func):
+    if not _host(grad) or not _host(y) or not _host(out):
+        return _interop.dispatch(
+            func, (("grad", grad), ("y", y), ("out", out)),
+            lambda v: _backward_host(log, v["grad"], v["y"], axis, scale, v.get("out"), func),
+            lambda call: _cuda.backward(call, log, axis, scale, func))
+    return _backward_host(log, grad, y, axis, scale, out, func)
+
+
+def _backward_host(log, grad, y, axis, scale, out, func):
     ga = as_input(grad, "grad", func)
     ya = as_input(y, "y", func)
     check_same(ga, "grad", ya, "y", func)
@@ -167,17 +215,27 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     inplace=True writes grad_logits into the logits' own buffer (which must
     then be a writeable C-contiguous ndarray) and returns it.
     A label outside [0, C) that is not ignore_index raises ValueError naming the
-    first such index."""
+    first such index.
+
+    CUDA arrays (logits and labels both on the GPU): the labels are checked and
+    the rows that count are counted with the caller's library before the
+    launch; reading those two numbers back synchronises the current stream.
+    inplace=True then needs C-contiguous logits, whose buffer receives the
+    gradient."""
     func = "softmax_cross_entropy"
-    if inplace:
-        if not isinstance(logits, np.ndarray):
-            raise TypeError(f"{func}(): inplace=True needs 'logits' to be a numpy.ndarray, "
-                            f"got {type(logits).__name__}")
-        if not logits.flags.c_contiguous or not logits.flags.writeable:
-            raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
-    la = as_input(logits, "logits", func)
-    if la.ndim < 1:
-        raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
+    if not _host(logits) or not (labels is None or isinstance(labels, np.ndarray)):
+        arrays = (("logits", logits),)
+        _check_aux(func, arrays, "labels", labels)
+        return _interop.dispatch(
+            func, arrays,
+            lambda v: _cross_entropy_host(v["logits"], np.asarray(labels), ignore_index, label_smoothing, z_loss,
+                                          reduction, inplace),
+            lambda call: _cuda.cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction,
+                                             inplace, func))
+    return _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace)
+
+
+def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{func}(): 'reduction' must be 'mean', 'sum' or 'none', got {reduction!r}")
     label_smoothing = float(label_smoothing)
@@ -188,6 +246,21 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"{func}(): 'ignore_index' must be an integer") from None
+    return ignore_index, label_smoothing, z_loss
+
+
+def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace):
+    func = "softmax_cross_entropy"
+    if inplace:
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(f"{func}(): inplace=True needs 'logits' to be a numpy.ndarray, "
+                            f"got {type(logits).__name__}")
+        if not logits.flags.c_contiguous or not logits.flags.writeable:
+            raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
+    la = as_input(logits, "logits", func)
+    if la.ndim < 1:
+        raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
+    ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
         raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")

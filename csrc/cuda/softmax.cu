@@ -1,0 +1,740 @@
+// CUDA softmax family: softmax, log-softmax, their backward passes and the
+// fused softmax cross-entropy. The per-element math is that of the CPU kernels
+// (nnfuse/ops/softmax.h: softmax_term, softmax_out, log_softmax_out, the
+// backward outputs, cross_entropy_grad / _label_grad / _loss), instantiated at
+// V = float (float32, float16, bfloat16) and V = double (float64).
+//
+// Rows are contiguous runs of `cols` elements. Three layouts, chosen by cols:
+// - cols <= kWarpRowMax (1024): a warp per row (8 rows per 256-thread block);
+// - cols <  kLongRow (65536):   a block of 256 threads per row;
+// - cols >= kLongRow:           several blocks per row. Each block reduces a
+//   chunk of kChunk elements to a partial (chunk max, sum of e^(z - chunk max))
+//   — the online normaliser — and one thread per row combines the partials in
+//   chunk order; a last kernel writes the outputs.
+// Within a row each thread accumulates its elements (a fixed stride) in
+// double, then a fixed butterfly over the warp and a fixed sequential pass over
+// the block's warps: the result depends only on the row's values and length,
+// never on timing. The forward statistics take three reads of a row (max, sum,
+// output); for warp and block rows the second and third come from L1/L2.
+//
+// CPU-GPU consistency: every element goes through the same functions as on the
+// CPU, with --fmad=false. The row sums (S, sum g y, sum g) are added in another
+// order than the CPU's 16 compensated lanes, so they can differ in the last
+// bits of a double; 1/S, log S and the dot product rounded to float then differ
+// in rare rows by one unit, and the output by about one ULP there. The tests
+// report the maximum CPU-GPU ULP difference per op and dtype.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/cuda_api.h"
+#include "nnfuse/common/dtypes.h"
+#include "nnfuse/ops/softmax.h"
+
+NNF_NS_BEGIN
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kWarpRowMax = 1024;
+constexpr int64_t kLongRow = 65536;
+constexpr int64_t kChunk = 16384;
+
+// Label smoothing sums the logits times 2^-40 (float) / 2^-80 (double), as the
+// CPU: exact, and the sum of a row of values near the type's maximum stays finite.
+template <class S>
+struct LogitSumScale {
+  static constexpr double value = 9.094947017729282379150390625e-13;  // 2^-40
+};
+template <>
+struct LogitSumScale<double> {
+  static constexpr double value = 8.27180612553027674871408692069962853565812110900878906250e-25;  // 2^-80
+};
+
+template <class T>
+__device__ __forceinline__ compute_t<T> load(const T* p, int64_t i) {
+  return to_float(p[i]);
+}
+
+template <class T>
+__device__ __forceinline__ void store(T* p, int64_t i, compute_t<T> v) {
+  p[i] = StoreAs<T>::from(v);
+}
+
+// double -> T rounded once: float32 and float64 directly; 16-bit through float
+// rounded to odd (then float -> 16-bit RNE equals the direct rounding, as
+// NumPy's astype on the CPU).
+template <class T>
+__device__ __forceinline__ T round_from_double(double d) {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return d;
+  } else if constexpr (sizeof(T) == sizeof(float)) {
+    return __double2float_rn(d);
+  } else {
+    float f = __double2float_rz(d);
+    if (static_cast<double>(f) != d && d == d) f = bit_cast_value<float>(bit_cast_value<uint32_t>(f) | 1u);
+    return StoreAs<T>::from(f);
+  }
+}
+
+// The logit scale * x of element i (-inf where the mask excludes it).
+template <class T>
+__device__ __forceinline__ compute_t<T> logit(const T* x, const uint8_t* keep, int64_t i, compute_t<T> scale) {
+  using S = compute_t<T>;
+  S z = load(x, i) * scale;
+  if (keep != nullptr && keep[i] == 0) z = static_cast<S>(smx::neg_inf_d());
+  return z;
+}
+
+// ---- team reductions ---------------------------------------------------------
+// A team is a warp (TEAM == 32) or the whole block (TEAM == kThreads). The
+// result is computed in a fixed order and broadcast, so every thread of the
+// team holds the same bits. `shared` holds kWarps values (block teams only).
+
+struct SumOp {
+  __device__ __forceinline__ double operator()(double a, double b) const { return a + b; }
+};
+struct MaxOp {
+  template <class S>
+  __device__ __forceinline__ S operator()(S a, S b) const {
+    return smx::max_nan(a, b);
+  }
+};
+
+template <int TEAM>
+__device__ __forceinline__ int team_rank() {
+  return TEAM == 32 ? static_cast<int>(threadIdx.x & 31) : static_cast<int>(threadIdx.x);
+}
+
+template <int TEAM, class U, class Op>
+__device__ __forceinline__ U team_reduce(U v, Op op, U* shared) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  v = __shfl_sync(0xffffffffu, v, 0);
+  if constexpr (TEAM == 32) {
+    return v;
+  } else {
+    if ((threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = v;
+    __syncthreads();
+    U r = shared[0];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) r = op(r, shared[w]);
+    __syncthreads();  // shared may be reused right away
+    return r;
+  }
+}
+
+// Scratch of one block for its team reductions.
+struct TeamShared {
+  double d[kWarps];
+  float f[kWarps];
+};
+
+template <int TEAM, class S>
+__device__ __forceinline__ S* shared_of(TeamShared& s);
+template <>
+__device__ __forceinline__ double* shared_of<kThreads, double>(TeamShared& s) {
+  return s.d;
+}
+template <>
+__device__ __forceinline__ float* shared_of<kThreads, float>(TeamShared& s) {
+  return s.f;
+}
+template <>
+__device__ __forceinline__ double* shared_of<32, double>(TeamShared& s) {
+  return nullptr;
+}
+template <>
+__device__ __forceinline__ float* shared_of<32, float>(TeamShared& s) {
+  return nullptr;
+}
+
+// ---- statistics of a range [lo, hi) of a row, reduced over the team ----------
+
+// Max of the logits (NaN if any is NaN).
+template <int TEAM, class T>
+__device__ compute_t<T> range_max(const T* x, const uint8_t* keep, int64_t lo, int64_t hi, compute_t<T> scale,
+                                  TeamShared& sh) {
+  using S = compute_t<T>;
+  S m = static_cast<S>(smx::neg_inf_d());
+  for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM) m = smx::max_nan(m, logit(x, keep, i, scale));
+  return team_reduce<TEAM>(m, MaxOp{}, shared_of<TEAM, S>(sh));
+}
+
+// Sum of e^(z - m) in double (m > -inf), and with kSumLogits the sum of
+// x * LogitSumScale (label smoothing).
+template <int TEAM, bool kSumLogits, class T>
+__device__ double range_sum(const T* x, const uint8_t* keep, int64_t lo, int64_t hi, compute_t<T> scale,
+                            compute_t<T> m, double* sum_logits, TeamShared& sh) {
+  using S = compute_t<T>;
+  double s = 0.0, zs = 0.0;
+  for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM) {
+    s += static_cast<double>(softmax_term(logit(x, keep, i, scale), m));
+    if constexpr (kSumLogits) zs += static_cast<double>(load(x, i) * static_cast<S>(LogitSumScale<S>::value));
+  }
+  s = team_reduce<TEAM>(s, SumOp{}, sh.d);
+  if constexpr (kSumLogits) *sum_logits = team_reduce<TEAM>(zs, SumOp{}, sh.d);
+  return s;
+}
+
+// The row statistics of [lo, hi): (max, sum against that max[, sum of logits]).
+template <int TEAM, bool kSumLogits, class T>
+__device__ void range_norm(const T* x, const uint8_t* keep, int64_t lo, int64_t hi, compute_t<T> scale,
+                           TeamShared& sh, double& max, double& sum, double* sum_logits) {
+  using S = compute_t<T>;
+  const S m = range_max<TEAM>(x, keep, lo, hi, scale, sh);
+  max = static_cast<double>(m);
+  sum = 0.0;
+  if (max == smx::neg_inf_d()) {
+    // Nothing kept: no terms (as the CPU). The logit sum is still needed.
+    if constexpr (kSumLogits) {
+      double zs = 0.0;
+      for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM)
+        zs += static_cast<double>(load(x, i) * static_cast<S>(LogitSumScale<S>::value));
+      *sum_logits = team_reduce<TEAM>(zs, SumOp{}, sh.d);
+    }
+    return;
+  }
+  sum = range_sum<TEAM, kSumLogits>(x, keep, lo, hi, scale, m, sum_logits, sh);
+}
+
+// Sum of g * y (softmax) or of g (log-softmax) in double.
+template <int TEAM, class T>
+__device__ double range_dot(bool log, const T* g, const T* y, int64_t lo, int64_t hi, TeamShared& sh) {
+  double s = 0.0;
+  for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM)
+    s += static_cast<double>(log ? load(g, i) : softmax_bwd_term(load(g, i), load(y, i)));
+  return team_reduce<TEAM>(s, SumOp{}, sh.d);
+}
+
+// Absorbs a chunk partial (cm, cs: sum of e^(z - cm)) into the running (M, S),
+// in double. Empty chunks (cm = -inf) add nothing; a NaN makes the row NaN.
+__device__ __forceinline__ void absorb_partial(double& M, double& S, double cm, double cs) {
+  if (cm == smx::neg_inf_d()) return;
+  if (cm != cm || M != M) {
+    M = cm != cm ? cm : M;
+    S = M;
+    return;
+  }
+  if (cm > M) {
+    S = S * exp(M - cm) + cs;  // M = -inf: 0 * 0
+    M = cm;
+  } else {
+    S = S + cs * exp(cm - M);
+  }
+}
+
+// ---- outputs of a range, given the row statistics ----------------------------
+
+struct ForwardArgs {
+  bool log;
+  bool masked_rows_nan;
+  const void* x;
+  const uint8_t* keep;  // nullptr or one byte per element, nonzero keeps it
+  void* out;
+  int64_t rows, cols;
+  double scale;
+};
+
+template <int TEAM, class T>
+__device__ void forward_write(const ForwardArgs& a, const T* x, const uint8_t* keep, T* y, int64_t lo, int64_t hi,
+                              double max, double sum) {
+  using S = compute_t<T>;
+  const S scale = static_cast<S>(a.scale);
+  const int64_t first = lo + team_rank<TEAM>();
+  if (max == smx::neg_inf_d()) {
+    // No position left: zeros (log: -inf), or NaN as PyTorch.
+    const S fill = a.masked_rows_nan ? static_cast<S>(vmath::nan_f())
+                                     : (a.log ? static_cast<S>(smx::neg_inf_d()) : S(0));
+    for (int64_t i = first; i < hi; i += TEAM) store(y, i, fill);
+    return;
+  }
+  const S m = static_cast<S>(max);
+  if (a.log) {
+    const double log_sum = log(sum);
+    const S hi_part = static_cast<S>(log_sum);
+    const S lo_part = static_cast<S>(log_sum - static_cast<double>(hi_part));
+    for (int64_t i = first; i < hi; i += TEAM)
+      store(y, i, log_softmax_out(logit(x, keep, i, scale), m, hi_part, lo_part));
+  } else {
+    const S inv = static_cast<S>(1.0 / sum);
+    for (int64_t i = first; i < hi; i += TEAM) store(y, i, softmax_out(logit(x, keep, i, scale), m, inv));
+  }
+}
+
+// Rows handled by one team: warps take rows blockIdx * kWarps + warp, blocks
+// take row blockIdx; both stride over the grid.
+template <int TEAM>
+__device__ __forceinline__ int64_t first_row() {
+  return TEAM == 32 ? static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5) : blockIdx.x;
+}
+template <int TEAM>
+__device__ __forceinline__ int64_t row_stride() {
+  return TEAM == 32 ? static_cast<int64_t>(gridDim.x) * kWarps : gridDim.x;
+}
+
+template <int TEAM, class T>
+__global__ void __launch_bounds__(kThreads) forward_rows_kernel(ForwardArgs a) {
+  __shared__ TeamShared sh;
+  using S = compute_t<T>;
+  const S scale = static_cast<S>(a.scale);
+  for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
+    const int64_t base = row * a.cols;
+    const T* x = static_cast<const T*>(a.x) + base;
+    const uint8_t* keep = a.keep != nullptr ? a.keep + base : nullptr;
+    T* y = static_cast<T*>(a.out) + base;
+    double max, sum;
+    range_norm<TEAM, false>(x, keep, 0, a.cols, scale, sh, max, sum, nullptr);
+    forward_write<TEAM>(a, x, keep, y, 0, a.cols, max, sum);
+  }
+}
+
+// ---- long rows: chunks of several blocks ----------------------------------------
+// partials[2 * (row * chunks + c)] = (chunk max, chunk sum); stats[2 * row] =
+// (M, S) of the row.
+
+__device__ __forceinline__ void chunk_of(int64_t item, int64_t chunks, int64_t cols, int64_t& row, int64_t& lo,
+                                         int64_t& hi) {
+  row = item / chunks;
+  lo = (item - row * chunks) * kChunk;
+  hi = lo + kChunk < cols ? lo + kChunk : cols;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) forward_partials_kernel(ForwardArgs a, int64_t chunks, double* partials) {
+  __shared__ TeamShared sh;
+  using S = compute_t<T>;
+  const S scale = static_cast<S>(a.scale);
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    const int64_t base = row * a.cols;
+    double max, sum;
+    range_norm<kThreads, false>(static_cast<const T*>(a.x) + base, a.keep != nullptr ? a.keep + base : nullptr, lo,
+                                hi, scale, sh, max, sum, nullptr);
+    if (threadIdx.x == 0) {
+      partials[2 * item] = max;
+      partials[2 * item + 1] = sum;
+    }
+  }
+}
+
+// One thread per row: the partials combined in chunk order.
+__global__ void __launch_bounds__(kThreads)
+    combine_partials_kernel(const double* partials, int64_t rows, int64_t chunks, double* stats) {
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * kThreads) {
+    double M = smx::neg_inf_d(), S = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const double* p = partials + 2 * (row * chunks + c);
+      absorb_partial(M, S, p[0], p[1]);
+    }
+    stats[2 * row] = M;
+    stats[2 * row + 1] = S;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) forward_chunks_kernel(ForwardArgs a, int64_t chunks, const double* stats) {
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    const int64_t base = row * a.cols;
+    forward_write<kThreads>(a, static_cast<const T*>(a.x) + base, a.keep != nullptr ? a.keep + base : nullptr,
+                            static_cast<T*>(a.out) + base, lo, hi, stats[2 * row], stats[2 * row + 1]);
+  }
+}
+
+// ---- backward --------------------------------------------------------------------
+
+struct BackwardArgs {
+  bool log;
+  const void* grad;
+  const void* y;
+  void* out;
+  int64_t rows, cols;
+  double scale;
+};
+
+template <int TEAM, class T>
+__device__ void backward_write(const BackwardArgs& a, const T* g, const T* y, T* dx, int64_t lo, int64_t hi,
+                               double total) {
+  using S = compute_t<T>;
+  const S scale = static_cast<S>(a.scale);
+  const S t = static_cast<S>(total);
+  for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM) {
+    const S gv = load(g, i), yv = load(y, i);
+    store(dx, i, a.log ? log_softmax_bwd_out(gv, yv, t, scale) : softmax_bwd_out(gv, yv, t, scale));
+  }
+}
+
+template <int TEAM, class T>
+__global__ void __launch_bounds__(kThreads) backward_rows_kernel(BackwardArgs a) {
+  __shared__ TeamShared sh;
+  for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
+    const int64_t base = row * a.cols;
+    const T* g = static_cast<const T*>(a.grad) + base;
+    const T* y = static_cast<const T*>(a.y) + base;
+    // Every thread has read its g and y before the reduction returns, so
+    // writing dx in place (out == grad or y) is safe.
+    const double total = range_dot<TEAM>(a.log, g, y, 0, a.cols, sh);
+    backward_write<TEAM>(a, g, y, static_cast<T*>(a.out) + base, 0, a.cols, total);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) backward_partials_kernel(BackwardArgs a, int64_t chunks, double* partials) {
+  __shared__ TeamShared sh;
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    const int64_t base = row * a.cols;
+    const double s = range_dot<kThreads>(a.log, static_cast<const T*>(a.grad) + base,
+                                         static_cast<const T*>(a.y) + base, lo, hi, sh);
+    if (threadIdx.x == 0) partials[item] = s;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    sum_partials_kernel(const double* partials, int64_t rows, int64_t chunks, double* totals) {
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * kThreads) {
+    double s = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) s += partials[row * chunks + c];
+    totals[row] = s;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    backward_chunks_kernel(BackwardArgs a, int64_t chunks, const double* totals) {
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    const int64_t base = row * a.cols;
+    backward_write<kThreads>(a, static_cast<const T*>(a.grad) + base, static_cast<const T*>(a.y) + base,
+                             static_cast<T*>(a.out) + base, lo, hi, totals[row]);
+  }
+}
+
+// ---- fused cross-entropy -----------------------------------------------------------
+
+struct CrossEntropyArgs {
+  const void* logits;
+  const int64_t* labels;
+  void* grad;         // may be the logits' buffer
+  double* losses;     // per row, float64
+  int64_t rows, cols, ignore_index;
+  double smoothing, z_loss, weight;
+};
+
+__device__ __forceinline__ bool ce_skipped(const CrossEntropyArgs& a, int64_t label) {
+  return label == a.ignore_index || label < 0 || label >= a.cols;
+}
+
+// The row's loss (written by the caller) and the gradient of [lo, hi) except
+// the label's; `write_label` also writes the label's gradient.
+template <int TEAM, class T>
+__device__ void ce_write(const CrossEntropyArgs& a, const T* x, T* grad, int64_t label, int64_t lo, int64_t hi,
+                         double max, double sum, double z_t, bool write_label) {
+  using S = compute_t<T>;
+  const double log_sum = log(sum);
+  const double lse = max + log_sum;
+  const double k = 1.0 + 2.0 * a.z_loss * lse;
+  const double n = static_cast<double>(a.cols);
+  const S m = static_cast<S>(max);
+  const S ca = static_cast<S>(a.weight * k / sum), cb = static_cast<S>(a.weight * a.smoothing / n);
+  for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM)
+    if (i != label) store(grad, i, cross_entropy_grad(load(x, i), m, ca, cb));
+  if (write_label && team_rank<TEAM>() == 0)
+    store(grad, label, static_cast<S>(cross_entropy_label_grad(z_t, max, sum, a.weight, k, a.smoothing, n)));
+}
+
+template <class S>
+__device__ __forceinline__ double ce_loss(const CrossEntropyArgs& a, double z_t, double max, double sum,
+                                          double sum_logits) {
+  const double log_sum = log(sum);
+  const double mean_z = (sum_logits / static_cast<double>(a.cols)) / LogitSumScale<S>::value;
+  return cross_entropy_loss(z_t, max, log_sum, mean_z, a.smoothing, a.z_loss);
+}
+
+template <int TEAM, class T>
+__global__ void __launch_bounds__(kThreads) ce_rows_kernel(CrossEntropyArgs a) {
+  __shared__ TeamShared sh;
+  using S = compute_t<T>;
+  for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
+    const int64_t base = row * a.cols;
+    const T* x = static_cast<const T*>(a.logits) + base;
+    T* grad = static_cast<T*>(a.grad) + base;
+    const int64_t label = a.labels[row];
+    if (ce_skipped(a, label)) {
+      // Out-of-range labels are rejected by the caller; never read them.
+      if (team_rank<TEAM>() == 0) a.losses[row] = label == a.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
+      for (int64_t i = team_rank<TEAM>(); i < a.cols; i += TEAM) store(grad, i, S(0));
+      continue;
+    }
+    // Read before any thread of the team writes the gradient (in place).
+    const double z_t = static_cast<double>(load(x, label));
+    double max, sum, sum_logits = 0.0;
+    if (a.smoothing != 0.0) {
+      range_norm<TEAM, true>(x, static_cast<const uint8_t*>(nullptr), 0, a.cols, S(1), sh, max, sum, &sum_logits);
+    } else {
+      range_norm<TEAM, false>(x, static_cast<const uint8_t*>(nullptr), 0, a.cols, S(1), sh, max, sum, nullptr);
+    }
+    if (team_rank<TEAM>() == 0) a.losses[row] = ce_loss<S>(a, z_t, max, sum, sum_logits);
+    ce_write<TEAM>(a, x, grad, label, 0, a.cols, max, sum, z_t, true);
+  }
+}
+
+// Long rows: partials[3 * item] = (chunk max, chunk sum, chunk logit sum).
+template <class T>
+__global__ void __launch_bounds__(kThreads) ce_partials_kernel(CrossEntropyArgs a, int64_t chunks, double* partials) {
+  __shared__ TeamShared sh;
+  using S = compute_t<T>;
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    if (ce_skipped(a, a.labels[row])) continue;  // uniform over the block
+    const T* x = static_cast<const T*>(a.logits) + row * a.cols;
+    double max, sum, sum_logits = 0.0;
+    if (a.smoothing != 0.0) {
+      range_norm<kThreads, true>(x, static_cast<const uint8_t*>(nullptr), lo, hi, S(1), sh, max, sum, &sum_logits);
+    } else {
+      range_norm<kThreads, false>(x, static_cast<const uint8_t*>(nullptr), lo, hi, S(1), sh, max, sum, nullptr);
+    }
+    if (threadIdx.x == 0) {
+      partials[3 * item] = max;
+      partials[3 * item + 1] = sum;
+      partials[3 * item + 2] = sum_logits;
+    }
+  }
+}
+
+// One thread per row: partials combined in chunk order, the loss, the label's
+// gradient (its chunk kernel skips it) and stats[2 * row] = (M, S).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    ce_combine_kernel(CrossEntropyArgs a, int64_t chunks, const double* partials, double* stats) {
+  using S = compute_t<T>;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; row < a.rows;
+       row += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t label = a.labels[row];
+    if (ce_skipped(a, label)) {
+      a.losses[row] = label == a.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
+      continue;
+    }
+    double M = smx::neg_inf_d(), Ssum = 0.0, Z = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const double* p = partials + 3 * (row * chunks + c);
+      absorb_partial(M, Ssum, p[0], p[1]);
+      Z += p[2];
+    }
+    if (M == smx::neg_inf_d()) Ssum = 0.0;
+    const T* x = static_cast<const T*>(a.logits) + row * a.cols;
+    const double z_t = static_cast<double>(load(x, label));
+    a.losses[row] = ce_loss<S>(a, z_t, M, Ssum, Z);
+    const double lse = M + log(Ssum);
+    const double k = 1.0 + 2.0 * a.z_loss * lse;
+    store(static_cast<T*>(a.grad) + row * a.cols, label,
+          static_cast<S>(cross_entropy_label_grad(z_t, M, Ssum, a.weight, k, a.smoothing,
+                                                  static_cast<double>(a.cols))));
+    stats[2 * row] = M;
+    stats[2 * row + 1] = Ssum;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) ce_chunks_kernel(CrossEntropyArgs a, int64_t chunks, const double* stats) {
+  using S = compute_t<T>;
+  for (int64_t item = blockIdx.x; item < a.rows * chunks; item += gridDim.x) {
+    int64_t row, lo, hi;
+    chunk_of(item, chunks, a.cols, row, lo, hi);
+    const int64_t label = a.labels[row];
+    T* grad = static_cast<T*>(a.grad) + row * a.cols;
+    if (ce_skipped(a, label)) {
+      for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) store(grad, i, S(0));
+      continue;
+    }
+    ce_write<kThreads>(a, static_cast<const T*>(a.logits) + row * a.cols, grad, label, lo, hi, stats[2 * row],
+                       stats[2 * row + 1], 0.0, false);
+  }
+}
+
+// The loss in the logits' dtype: per row ("none"), or the total of the rows
+// ("sum"; "mean" divides it by the rows counted, NaN when 0). The total is
+// deterministic: thread t sums its contiguous slice of rows in order, then
+// thread 0 adds the slices in order.
+template <class T>
+__global__ void __launch_bounds__(kThreads) ce_rows_out_kernel(const double* losses, int64_t rows, T* out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < rows;
+       i += static_cast<int64_t>(gridDim.x) * kThreads)
+    out[i] = round_from_double<T>(losses[i]);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    ce_total_kernel(const double* losses, int64_t rows, bool mean, int64_t counted, T* out) {
+  __shared__ double slices[kThreads];
+  const int64_t per = (rows + kThreads - 1) / kThreads;
+  const int64_t lo = per * threadIdx.x, hi = lo + per < rows ? lo + per : rows;
+  double s = 0.0;
+  for (int64_t i = lo; i < hi; ++i) s += losses[i];
+  slices[threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int t = 0; t < kThreads; ++t) total += slices[t];
+    if (mean) total = counted > 0 ? total / static_cast<double>(counted) : static_cast<double>(vmath::nan_f());
+    out[0] = round_from_double<T>(total);
+  }
+}
+
+// ---- launch helpers --------------------------------------------------------------------
+
+int grid_cap() { return 65535 * 16; }
+
+int blocks_for(int64_t items) {
+  if (items < 1) return 1;
+  return items < grid_cap() ? static_cast<int>(items) : grid_cap();
+}
+
+int64_t chunks_of(int64_t cols) { return (cols + kChunk - 1) / kChunk; }
+
+template <class T>
+struct type_tag {
+  using type = T;
+};
+
+template <class F>
+cudaError_t with_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::float32: return f(type_tag<float>{});
+    case DType::float64: return f(type_tag<double>{});
+    case DType::float16: return f(type_tag<half_t>{});
+    case DType::bfloat16: return f(type_tag<bfloat16_t>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+NNF_NS_END
+
+namespace nnfuse {
+namespace cuda {
+
+using namespace nnfuse::isa_cuda;
+
+int64_t softmax_workspace_size(int64_t rows, int64_t cols) {
+  if (cols < kLongRow) return 0;
+  return rows * (3 * chunks_of(cols) + 2);
+}
+
+int64_t cross_entropy_workspace_size(int64_t rows, int64_t cols) {
+  return rows + softmax_workspace_size(rows, cols);
+}
+
+cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t* keep, void* out, int64_t rows,
+                            int64_t cols, double scale, bool masked_rows_nan, double* workspace,
+                            cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const ForwardArgs a{log, masked_rows_nan, x, keep, out, rows, cols, scale};
+  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    if (cols <= kWarpRowMax) {
+      forward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
+    } else if (cols < kLongRow) {
+      forward_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
+    } else {
+      if (workspace == nullptr) return cudaErrorInvalidValue;
+      const int64_t chunks = chunks_of(cols);
+      double* partials = workspace;
+      double* stats = workspace + 2 * rows * chunks;
+      forward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+      cudaError_t status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      combine_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+          partials, rows, chunks, stats);
+      status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      forward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
+    }
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t softmax_backward(bool log, DType dtype, const void* grad, const void* y, void* out, int64_t rows,
+                             int64_t cols, double scale, double* workspace, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const BackwardArgs a{log, grad, y, out, rows, cols, scale};
+  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    if (cols <= kWarpRowMax) {
+      backward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
+    } else if (cols < kLongRow) {
+      backward_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
+    } else {
+      if (workspace == nullptr) return cudaErrorInvalidValue;
+      const int64_t chunks = chunks_of(cols);
+      double* partials = workspace;
+      double* totals = workspace + rows * chunks;
+      backward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+      cudaError_t status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      sum_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(partials, rows,
+                                                                                                 chunks, totals);
+      status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      backward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, totals);
+    }
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels, void* grad, void* loss_out,
+                          int reduction, int64_t rows, int64_t cols, int64_t ignore_index, double smoothing,
+                          double z_loss, double weight, int64_t counted, double* workspace, cudaStream_t stream) {
+  // rows == 0 or cols == 0 still writes the loss (0, or NaN for "mean" of nothing).
+  if (rows < 0 || cols < 0 || reduction < 0 || reduction > 2) return cudaErrorInvalidValue;
+  if (workspace == nullptr && rows > 0) return cudaErrorInvalidValue;
+  double* losses = workspace;
+  const CrossEntropyArgs a{logits, labels, grad, losses, rows, cols, ignore_index, smoothing, z_loss, weight};
+  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    cudaError_t status;
+    if (rows == 0) {
+      // No rows: only the loss below (0, or NaN for "mean").
+    } else if (cols <= kWarpRowMax) {
+      ce_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
+    } else if (cols < kLongRow) {
+      ce_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
+    } else {
+      const int64_t chunks = chunks_of(cols);
+      double* partials = workspace + rows;
+      double* stats = partials + 3 * rows * chunks;
+      ce_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+      status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      ce_combine_kernel<T><<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a, chunks,
+                                                                                                  partials, stats);
+      status = cudaGetLastError();
+      if (status != cudaSuccess) return status;
+      ce_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
+    }
+    status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    // reduction: 0 mean, 1 sum, 2 none.
+    if (reduction == 2) {
+      ce_rows_out_kernel<T><<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+          losses, rows, static_cast<T*>(loss_out));
+    } else {
+      ce_total_kernel<T><<<1, kThreads, 0, stream>>>(losses, rows, reduction == 0, counted,
+                                                     static_cast<T*>(loss_out));
+    }
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace cuda
+}  // namespace nnfuse

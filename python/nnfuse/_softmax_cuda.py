@@ -1,0 +1,220 @@
+"""The CUDA side of nnfuse.softmax: device arrays described by
+``nnfuse._interop.DeviceCall``, kernels from ``nnfuse._cuda`` queued on the
+caller's current stream. Axis moves, mask broadcasts and label conversions are
+done with the caller's library (PyTorch or CuPy) on that same stream."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_REDUCTION_CODES = {"mean": 0, "sum": 1, "none": 2}
+
+
+def _need_library(call, what):
+    if call.lib not in ("torch", "cupy"):
+        raise ValueError(f"{call.func}(): {what} with a bare CUDA array needs CuPy or PyTorch installed; "
+                         f"pass a CuPy array or a torch tensor")
+
+
+def _ptr(lib, obj):
+    return obj.data_ptr() if lib == "torch" else obj.data.ptr
+
+
+def _moved_last(call, obj, axis):
+    """``obj`` (of the call's library) with ``axis`` moved last, C-contiguous."""
+    _need_library(call, "an axis other than the last")
+    if call.lib == "torch":
+        return obj.movedim(axis, -1).contiguous()
+    import cupy
+
+    return call._on_device(lambda: cupy.ascontiguousarray(cupy.moveaxis(obj, axis, -1)))
+
+
+def _copy_back(call, target_obj, rows_obj, axis):
+    """target[...] = rows_obj with its last axis moved back to ``axis``."""
+    if call.lib == "torch":
+        target_obj.copy_(rows_obj.movedim(-1, axis))
+    else:
+        import cupy
+
+        call._on_device(lambda: cupy.copyto(target_obj, cupy.moveaxis(rows_obj, -1, axis)))
+
+
+def _workspace(call, doubles):
+    """(holder, pointer) of device scratch of `doubles` float64 (0: none)."""
+    if doubles <= 0:
+        return None, 0
+    ws = call.empty((int(doubles),), np.float64)
+    return ws, ws.ptr
+
+
+def _keep(call, mask, shape, axis, func):
+    """The mask as a C-contiguous device array of one byte per element (axis
+    last); returns (holder, pointer)."""
+    _need_library(call, "'mask'")
+    last = len(shape) == 0 or axis == len(shape) - 1
+    if call.lib == "torch":
+        import torch
+
+        m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask, device=f"cuda:{call.device}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"{func}(): 'mask' must be a boolean array (True keeps a position), got dtype {m.dtype}")
+        if m.device.type == "cuda" and (m.device.index if m.device.index is not None else call.device) != call.device:
+            raise ValueError(f"{func}(): 'mask' is on {m.device}, but 'x' is on cuda:{call.device}")
+        try:
+            m = m.expand(shape)
+        except RuntimeError:
+            raise ValueError(f"{func}(): 'mask' of shape {tuple(m.shape)} does not broadcast to the shape of 'x' "
+                             f"{tuple(shape)}") from None
+        m = (m if last else m.movedim(axis, -1)).contiguous()
+        return m, m.data_ptr()
+    import cupy
+
+    def build():
+        m = cupy.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"{func}(): 'mask' must be a boolean array (True keeps a position), got dtype {m.dtype}")
+        if m.device.id != call.device:
+            raise ValueError(f"{func}(): 'mask' is on cuda:{m.device.id}, but 'x' is on cuda:{call.device}")
+        try:
+            m = cupy.broadcast_to(m, shape)
+        except ValueError:
+            raise ValueError(f"{func}(): 'mask' of shape {m.shape} does not broadcast to the shape of 'x' "
+                             f"{tuple(shape)}") from None
+        return cupy.ascontiguousarray(m if last else cupy.moveaxis(m, axis, -1))
+
+    m = call._on_device(build)
+    return m, m.data.ptr
+
+
+def forward(call, log, axis, scale, mask, masked_rows, func):
+    from .softmax import _MASKED_ROWS, _axis, _scale
+
+    x = call.input("x")
+    ax = _axis(axis, x.ndim, func)
+    scale = _scale(scale, func)
+    if masked_rows not in _MASKED_ROWS:
+        raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
+    target = call.output("out", x.shape, x.dtype, ("x",))
+    if x.size == 0:
+        return target.finish()
+    keep_holder, keep = _keep(call, mask, x.shape, ax, func) if mask is not None else (None, 0)
+    cols = x.shape[ax] if x.ndim else 1
+    rows = x.size // cols
+    ws, ws_ptr = _workspace(call, call.cuda.softmax_workspace_size(rows, cols))
+    if x.ndim == 0 or ax == x.ndim - 1:
+        call.cuda.softmax_forward(log, x.code, x.ptr, keep, target.ptr, rows, cols, scale, masked_rows == "nan",
+                                  ws_ptr, call.stream, call.device)
+    else:
+        moved = _moved_last(call, x.obj, ax)
+        buffer = call.empty(tuple(moved.shape), x.dtype)
+        call.cuda.softmax_forward(log, x.code, _ptr(call.lib, moved), keep, buffer.ptr, rows, cols, scale,
+                                  masked_rows == "nan", ws_ptr, call.stream, call.device)
+        _copy_back(call, target.buffer.obj, buffer.obj, ax)
+    del keep_holder, ws  # freed in stream order by the caller's allocator
+    return target.finish()
+
+
+def backward(call, log, axis, scale, func):
+    from .softmax import _axis, _scale
+
+    call.check_same("grad", "y")
+    g = call.input("grad")
+    y = call.input("y")
+    ax = _axis(axis, g.ndim, func)
+    scale = _scale(scale, func)
+    target = call.output("out", g.shape, g.dtype, ("grad", "y"))
+    if g.size == 0:
+        return target.finish()
+    cols = g.shape[ax] if g.ndim else 1
+    rows = g.size // cols
+    ws, ws_ptr = _workspace(call, call.cuda.softmax_workspace_size(rows, cols))
+    if g.ndim == 0 or ax == g.ndim - 1:
+        call.cuda.softmax_backward(log, g.code, g.ptr, y.ptr, target.ptr, rows, cols, scale, ws_ptr, call.stream,
+                                   call.device)
+    else:
+        moved_g = _moved_last(call, g.obj, ax)
+        moved_y = _moved_last(call, y.obj, ax)
+        buffer = call.empty(tuple(moved_g.shape), g.dtype)
+        call.cuda.softmax_backward(log, g.code, _ptr(call.lib, moved_g), _ptr(call.lib, moved_y), buffer.ptr, rows,
+                                   cols, scale, ws_ptr, call.stream, call.device)
+        _copy_back(call, target.buffer.obj, buffer.obj, ax)
+    del ws
+    return target.finish()
+
+
+def _labels64(call, labels, shape, func):
+    """labels as a flat C-contiguous int64 device array of the call's library."""
+    _need_library(call, "softmax_cross_entropy")
+    if call.lib == "torch":
+        import torch
+
+        lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels, device=f"cuda:{call.device}")
+        if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
+            raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")
+        if lab.device.type == "cuda" and (lab.device.index if lab.device.index is not None else call.device) \
+                != call.device:
+            raise ValueError(f"{func}(): 'labels' is on {lab.device}, but 'logits' is on cuda:{call.device}")
+        if tuple(lab.shape) != tuple(shape):
+            raise ValueError(f"{func}(): 'labels' has shape {tuple(lab.shape)}, expected {tuple(shape)} "
+                             f"(the shape of 'logits' without its last axis)")
+        return lab.to(torch.int64).contiguous().reshape(-1)
+    import cupy
+
+    def build():
+        lab = cupy.asarray(labels)
+        if lab.dtype.kind not in "iu":
+            raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")
+        if lab.device.id != call.device:
+            raise ValueError(f"{func}(): 'labels' is on cuda:{lab.device.id}, but 'logits' is on cuda:{call.device}")
+        if tuple(lab.shape) != tuple(shape):
+            raise ValueError(f"{func}(): 'labels' has shape {tuple(lab.shape)}, expected {tuple(shape)} "
+                             f"(the shape of 'logits' without its last axis)")
+        return cupy.ascontiguousarray(lab.astype(cupy.int64)).reshape(-1)
+
+    return call._on_device(build)
+
+
+def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction, inplace, func):
+    from .softmax import _ce_options
+
+    original = call.args["logits"]
+    if inplace and ((original.size and not original.contiguous) or original.readonly):
+        raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
+    la = call.input("logits")
+    if la.ndim < 1:
+        raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
+    ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
+    classes = la.shape[-1]
+    lab_shape = la.shape[:-1]
+    lab64 = _labels64(call, labels, lab_shape, func)
+    rows = int(np.prod(lab_shape, dtype=np.int64))
+    counted = 0
+    if rows:
+        # Validation with the caller's library: one device-to-host read of
+        # (bad labels, rows counted), which syncs the current stream.
+        valid = lab64 != ignore_index
+        bad = valid & ((lab64 < 0) | (lab64 >= classes))
+        if call.lib == "torch":
+            import torch
+
+            n_bad, counted = (int(v) for v in torch.stack((bad.sum(), valid.sum())).tolist())
+        else:
+            import cupy
+
+            n_bad, counted = (int(v) for v in call._on_device(lambda: cupy.stack((bad.sum(), valid.sum())).get()))
+        if n_bad:
+            first = int(bad.nonzero()[0].item()) if call.lib == "torch" else int(bad.nonzero()[0][0].item())
+            where = [int(i) for i in np.unravel_index(first, lab_shape)] if lab_shape else []
+            value = int(lab64[first].item())
+            raise ValueError(f"{func}(): labels{where} = {value} is outside [0, {classes}) "
+                             f"and is not ignore_index ({ignore_index})")
+    weight = 1.0 / counted if reduction == "mean" and counted else 1.0
+    grad = la if inplace else call.empty(la.shape, la.dtype)
+    loss = call.empty(lab_shape if reduction == "none" else (), la.dtype)
+    ws, ws_ptr = _workspace(call, call.cuda.cross_entropy_workspace_size(rows, classes) if rows else 0)
+    call.cuda.softmax_cross_entropy(la.code, la.ptr, _ptr(call.lib, lab64), grad.ptr, loss.ptr,
+                                    _REDUCTION_CODES[reduction], rows, classes, ignore_index, label_smoothing,
+                                    z_loss, weight, counted, ws_ptr, call.stream, call.device)
+    del ws
+    return loss.obj, (original.original if inplace else grad.obj)
