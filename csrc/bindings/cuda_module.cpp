@@ -181,6 +181,7 @@ void optim_step(int kind, int dtype, const py::array_t<int64_t, py::array::c_sty
                              ptr<double>(record), work, stream),
         "optim finalize launch");
   check(cuda::optim_update(dt, o, tensors, work, stream), "optim update launch");
+}
 
 void softmax_forward(bool log, int dtype, uintptr_t x, uintptr_t keep, uintptr_t out, int64_t rows, int64_t cols,
                      double scale, bool masked_rows_nan, uintptr_t workspace, uintptr_t stream, int device) {
@@ -269,7 +270,6 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("keras"), py::arg("has_norm_pass"), py::arg("lr"), py::arg("lr_ptr"), py::arg("base"),
         py::arg("step_ptr"), py::arg("ws"), py::arg("record"), py::arg("reduce"), py::arg("stream"),
         py::arg("device"));
-
   m.def("softmax_workspace_size", &cuda::softmax_workspace_size, py::arg("rows"), py::arg("cols"));
   m.def("cross_entropy_workspace_size", &cuda::cross_entropy_workspace_size, py::arg("rows"), py::arg("cols"));
   m.def("softmax_forward", &softmax_forward, py::arg("log"), py::arg("dtype"), py::arg("x"), py::arg("keep"),
