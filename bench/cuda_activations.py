@@ -21,10 +21,7 @@ an H100); ``vs_torch`` = torch time / nnfuse time.
 import argparse
 import json
 import math
-import statistics
 import sys
-
-import numpy as np
 
 import nnfuse as nf
 from nnfuse import bench
@@ -41,19 +38,6 @@ except ImportError:  # optional peer
     cupy = None
 
 
-def median_ms(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 def cupy_forward(name):
@@ -103,8 +87,8 @@ def run(n, dtypes, repeats, progress):
         copy_src = torch.empty(n + n // 2, dtype=tdtype, device="cuda")
         copy_dst = torch.empty_like(copy_src)
         itemsize = x.element_size()
-        copy_fwd = median_ms(lambda: copy_dst[:n].copy_(copy_src[:n]), repeats)
-        copy_bwd = median_ms(lambda: copy_dst.copy_(copy_src), repeats)
+        copy_fwd = bench.cuda_median_ms(lambda: copy_dst[:n].copy_(copy_src[:n]), repeats, warmup=3)
+        copy_bwd = bench.cuda_median_ms(lambda: copy_dst.copy_(copy_src), repeats, warmup=3)
         weight = torch.full((1,), 0.25, dtype=tdtype, device="cuda")
         specs = [(label, name, params) for label, name, params in cases()]
         for label, name, params in specs + [("prelu", "prelu", {}), ("rrelu_training", "rrelu", {})]:
@@ -119,21 +103,21 @@ def run(n, dtypes, repeats, progress):
                     f = getattr(nf, name) if direction == "forward" else getattr(nf, name + "_backward")
                     fn = (lambda f=f: f(x, **params, out=out)) if direction == "forward" else \
                         (lambda f=f: f(g, x, **params, out=out))
-                t = median_ms(fn, repeats)
+                t = bench.cuda_median_ms(fn, repeats, warmup=3)
                 moved = (2 if direction == "forward" else 3) * n * itemsize
                 copy_ms = copy_fwd if direction == "forward" else copy_bwd
                 row = {"op": label, "direction": direction, "dtype": dtype_name, "n": n, "time_ms": t,
                        "gbps": moved / (t * 1e-3) / 1e9, "copy_ms": copy_ms, "copy_ratio": copy_ms / t}
                 peer = _torch_peer(name, params, direction, x, g, out, weight)
                 if peer is not None:
-                    row["torch_ms"] = median_ms(peer[0], repeats)
+                    row["torch_ms"] = bench.cuda_median_ms(peer[0], repeats, warmup=3)
                     row["torch_out"] = peer[1]
                     row["vs_torch"] = row["torch_ms"] / t
                 if dtype_name == "float32" and direction == "forward":
                     formula = cupy_forward(label)
                     if formula is not None:
                         xc = cupy.asarray(x)
-                        row["cupy_ms"] = median_ms(lambda: formula(xc), repeats)
+                        row["cupy_ms"] = bench.cuda_median_ms(lambda: formula(xc), repeats, warmup=3)
                         row["vs_cupy"] = row["cupy_ms"] / t
                 rows.append(row)
                 progress(f"{label} {direction} {dtype_name}: {t:.3f} ms, copy ratio {row['copy_ratio']:.2f}"

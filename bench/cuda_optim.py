@@ -22,10 +22,10 @@ time / nnfuse time (1.0 = the device's copy bandwidth over the floor's bytes; ta
 
 import argparse
 import json
-import statistics
 import sys
 
 import nnfuse as nf
+from nnfuse import bench
 from nnfuse import optim
 
 try:
@@ -34,19 +34,6 @@ except ImportError:
     sys.exit("bench/cuda_optim.py needs PyTorch with CUDA")
 
 
-def median_ms(fn, repeats, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 def capture(fn):
@@ -84,14 +71,14 @@ def measure(case, repeats):
     def copy_ms(bytes_per_param):
         src = torch.empty(n * bytes_per_param // 8, dtype=torch.float32, device="cuda")
         dst = torch.empty_like(src)
-        return median_ms(lambda: dst.copy_(src), repeats)
+        return bench.cuda_median_ms(lambda: dst.copy_(src), repeats, warmup=5)
 
     for label, opts, floor in (("adam+global_clipnorm", dict(global_clipnorm=1.0), 32),
                                ("adam (single pass)", dict(nonfinite="zero"), 28)):
         ours = optim.Adam([p.clone() for p in params], lr=1e-4, capturable=True, **opts)
-        t_ours = median_ms(lambda: ours.step(grads), repeats)
+        t_ours = bench.cuda_median_ms(lambda: ours.step(grads), repeats, warmup=5)
         graph = capture(lambda: ours.step(grads))
-        t_graph = median_ms(graph.replay, repeats)
+        t_graph = bench.cuda_median_ms(graph.replay, repeats, warmup=5)
         t_copy = copy_ms(floor)
         del ours, graph
         torch.cuda.empty_cache()
@@ -108,7 +95,7 @@ def measure(case, repeats):
                 torch.nn.utils.clip_grad_norm_(tp, 1.0)
                 peer.step()
 
-            t_torch = median_ms(torch_step, repeats)
+            t_torch = bench.cuda_median_ms(torch_step, repeats, warmup=5)
             row.update(torch_ms=t_torch, vs_torch=t_torch / t_ours)
             del tp, peer
             torch.cuda.empty_cache()

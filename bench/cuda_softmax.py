@@ -24,7 +24,6 @@ on an H100 for 128 <= C <= 32768 with >= 4096 rows); ``vs_torch`` = torch time
 
 import argparse
 import json
-import statistics
 import sys
 
 import nnfuse as nf
@@ -36,19 +35,6 @@ except ImportError:
     sys.exit("bench/cuda_softmax.py needs PyTorch with CUDA")
 
 
-def median_ms(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 def _torch_peers(x, g, y, ly, labels, out):
@@ -82,8 +68,8 @@ def run(shapes, dtypes, repeats, progress):
             n = r * c
             src = torch.empty(n + n // 2, dtype=tdtype, device="cuda")
             dst = torch.empty_like(src)
-            copy_1 = median_ms(lambda: dst[:n].copy_(src[:n]), repeats)
-            copy_15 = median_ms(lambda: dst.copy_(src), repeats)
+            copy_1 = bench.cuda_median_ms(lambda: dst[:n].copy_(src[:n]), repeats, warmup=3)
+            copy_15 = bench.cuda_median_ms(lambda: dst.copy_(src), repeats, warmup=3)
             ops = {
                 "softmax": (lambda: nf.softmax(x, out=out), copy_1, 2),
                 "log_softmax": (lambda: nf.log_softmax(x, out=out), copy_1, 2),
@@ -94,11 +80,11 @@ def run(shapes, dtypes, repeats, progress):
             }
             peers = _torch_peers(x, g, y, ly, labels, out)
             for op, (fn, copy_ms, passes) in ops.items():
-                t = median_ms(fn, repeats)
+                t = bench.cuda_median_ms(fn, repeats, warmup=3)
                 row = {"op": op, "dtype": dtype_name, "rows": r, "cols": c, "time_ms": t,
                        "gbps": passes * n * x.element_size() / (t * 1e-3) / 1e9,
                        "copy_ms": copy_ms, "copy_ratio": copy_ms / t}
-                row["torch_ms"] = median_ms(peers[op], repeats)
+                row["torch_ms"] = bench.cuda_median_ms(peers[op], repeats, warmup=3)
                 row["vs_torch"] = row["torch_ms"] / t
                 rows.append(row)
                 progress(f"{op} {dtype_name} {r}x{c}: {t:.3f} ms, copy ratio {row['copy_ratio']:.2f}, "

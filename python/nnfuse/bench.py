@@ -38,6 +38,23 @@ except ImportError:  # PyTorch is an optional peer
     torch = None
 
 
+def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median GPU time of fn() in milliseconds, measured with CUDA events on
+    PyTorch's current stream after `warmup` calls (the device benchmarks)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return float(np.median(times))
+
+
 def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()

@@ -90,7 +90,7 @@ def cmd_check(args) -> int:
         print(line)
         failures += not ok
     elapsed = time.perf_counter() - start
-    print(f"\ncells: worst ULP error forward / backward against nnfuse.reference; bounds: "
+    print("\ncells: worst ULP error forward / backward against nnfuse.reference; bounds: "
           + "; ".join(f"{k} {v['forward']:g}/{v['backward']:g}" for k, v in BOUNDS.items()))
     print(f"{'all checks passed' if failures == 0 else f'{failures} checks FAILED'} in {elapsed:.1f} s")
     return 0 if failures == 0 else 1
