@@ -31,6 +31,15 @@ def _restore_threads():
     nf.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch with a usable GPU (for the `cuda` tests), else the test is skipped."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no GPU")
+    return torch
+
+
 def pytest_collection_modifyitems(config, items):
     if nf.cuda_available():
         return

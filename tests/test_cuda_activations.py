@@ -18,6 +18,7 @@ from nnfuse.accuracy import BOUNDS, backward_floor
 
 from conftest import assert_within_ulp
 from samples import grad_sample, sample
+from cuda_helpers import to_cpu, to_gpu
 
 pytestmark = pytest.mark.cuda
 
@@ -29,27 +30,6 @@ CASE_IDS = [a.name + "".join(f"-{k}={v}" for k, v in p.items()) for a, p in CASE
 
 def _key(dtype):
     return "bfloat16" if dtype == BFLOAT16 else dtype.name
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no GPU")
-    return torch
-
-
-def to_gpu(torch, a):
-    if a.dtype == BFLOAT16:
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16).cuda()
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-
-def to_cpu(torch, t):
-    t = t.cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BFLOAT16)
-    return t.numpy()
 
 
 def canonical_bits(a):

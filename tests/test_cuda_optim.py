@@ -9,32 +9,11 @@ import numpy as np
 import pytest
 
 from nnfuse import optim
-from nnfuse._array import BFLOAT16
 
 import test_optim as T
+from cuda_helpers import to_cpu, to_gpu
 
 pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no GPU")
-    return torch
-
-
-def to_gpu(torch, a):
-    if a.dtype == BFLOAT16:
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16).cuda()
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-
-def to_cpu(torch, t):
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BFLOAT16)
-    return t.numpy()
 
 
 class Mirror:

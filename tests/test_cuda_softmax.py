@@ -16,6 +16,7 @@ from nnfuse.accuracy import SOFTMAX_BOUNDS, softmax_floor
 
 from conftest import assert_within_ulp
 from test_softmax import CE_CASES, _rows
+from cuda_helpers import to_cpu, to_gpu
 
 pytestmark = pytest.mark.cuda
 
@@ -27,28 +28,6 @@ ROW_LENGTHS = [1, 2, 31, 32, 33, 1000, 1023, 1024, 1025, 4097, 16385, 65535, 655
 
 def _key(dtype):
     return "bfloat16" if dtype == BFLOAT16 else np.dtype(dtype).name
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no GPU")
-    return torch
-
-
-def to_gpu(torch, a):
-    a = np.ascontiguousarray(a)
-    if a.dtype == BFLOAT16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).cuda()
-    return torch.from_numpy(a).cuda()
-
-
-def to_cpu(torch, t):
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BFLOAT16)
-    return t.numpy()
 
 
 def _cpu_gpu_ulp(gpu, cpu, floor=None):

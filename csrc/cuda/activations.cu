@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
 #include "nnfuse/common/dtypes.h"
 #include "nnfuse/common/philox.h"
@@ -437,22 +438,6 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- dispatch -------------------------------------------------------------------
 
-template <class T>
-struct type_tag {
-  using type = T;
-};
-
-// Calls f(type_tag<T>{}) with the storage type of `dtype`.
-template <class F>
-cudaError_t with_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::float32: return f(type_tag<float>{});
-    case DType::float64: return f(type_tag<double>{});
-    case DType::float16: return f(type_tag<half_t>{});
-    case DType::bfloat16: return f(type_tag<bfloat16_t>{});
-  }
-  return cudaErrorInvalidValue;
-}
 
 // Calls f(Op{}) with the functor of `op` (the order of ActOp in cpu_api.h).
 template <class F>
@@ -496,7 +481,7 @@ cudaError_t activation(ActOp op, ActDirection direction, DType dtype, const void
   return with_activation(op, [&](auto functor) -> cudaError_t {
     using Op = decltype(functor);
     if (direction == ActDirection::backward_from_y && !Op::has_bwd_from_y) return cudaErrorInvalidValue;
-    return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
       using T = typename decltype(tag)::type;
       using S = compute_t<T>;
       ActivationBody<Op, T> body{static_cast<const T*>(in), static_cast<const T*>(grad), static_cast<T*>(out),
@@ -510,7 +495,7 @@ cudaError_t activation(ActOp op, ActDirection direction, DType dtype, const void
 cudaError_t prelu_forward(DType dtype, const void* x, const void* weight, void* out, int64_t total,
                           int64_t channels, int64_t inner, cudaStream_t stream) {
   if (channels < 1 || inner < 1) return cudaErrorInvalidValue;
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     PreluForwardBody<T> body{static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(out),
                              channels, inner};
@@ -528,7 +513,7 @@ cudaError_t prelu_backward(DType dtype, const void* grad, const void* x, const v
   if (channels < 1 || inner < 1) return cudaErrorInvalidValue;
   const int64_t count = total / channels;
   const int64_t chunks = chunks_per_channel(total, channels);
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     int64_t blocks = channels * chunks;
     int grid = static_cast<int>(blocks < (int64_t{1} << 30) ? blocks : (int64_t{1} << 30));
@@ -546,7 +531,7 @@ cudaError_t prelu_backward(DType dtype, const void* grad, const void* x, const v
 
 cudaError_t rrelu_training(DType dtype, const void* x, const void* grad, void* out, int64_t n, double lower,
                            double upper, uint64_t seed, uint64_t offset, cudaStream_t stream) {
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     using S = compute_t<T>;
     // As the CPU kernel: both bounds rounded to the compute type, then subtracted.

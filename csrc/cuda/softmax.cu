@@ -27,6 +27,7 @@
 
 #include <cstdint>
 
+#include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
 #include "nnfuse/common/dtypes.h"
 #include "nnfuse/ops/softmax.h"
@@ -601,21 +602,6 @@ int blocks_for(int64_t items) {
 
 int64_t chunks_of(int64_t cols) { return (cols + kChunk - 1) / kChunk; }
 
-template <class T>
-struct type_tag {
-  using type = T;
-};
-
-template <class F>
-cudaError_t with_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::float32: return f(type_tag<float>{});
-    case DType::float64: return f(type_tag<double>{});
-    case DType::float16: return f(type_tag<half_t>{});
-    case DType::bfloat16: return f(type_tag<bfloat16_t>{});
-  }
-  return cudaErrorInvalidValue;
-}
 
 }  // namespace
 
@@ -640,7 +626,7 @@ cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t*
                             cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   const ForwardArgs a{log, masked_rows_nan, x, keep, out, rows, cols, scale};
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     if (cols <= kWarpRowMax) {
       forward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
@@ -668,7 +654,7 @@ cudaError_t softmax_backward(bool log, DType dtype, const void* grad, const void
                              int64_t cols, double scale, double* workspace, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   const BackwardArgs a{log, grad, y, out, rows, cols, scale};
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     if (cols <= kWarpRowMax) {
       backward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
@@ -700,7 +686,7 @@ cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels
   if (workspace == nullptr && rows > 0) return cudaErrorInvalidValue;
   double* losses = workspace;
   const CrossEntropyArgs a{logits, labels, grad, losses, rows, cols, ignore_index, smoothing, z_loss, weight};
-  return with_dtype(dtype, [&](auto tag) -> cudaError_t {
+  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
     cudaError_t status;
     if (rows == 0) {

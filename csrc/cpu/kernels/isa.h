@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cpu/cpu_api.h"
+#include "cpu/dtype_dispatch.h"
 #include "nnfuse/common/dtypes.h"
 #include "nnfuse/vec/scalar.h"
 
@@ -59,22 +60,6 @@ using vec_for_t = typename VecFor<T>::type;
 
 template <class V>
 inline constexpr int kLanes = VecTraits<V>::lanes;
-
-// Calls f(type_tag<T>{}) with T the storage type of `dtype`: the one place
-// where a dtype becomes a type.
-template <class T>
-struct type_tag {
-  using type = T;
-};
-template <class F>
-NNF_HD void dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::float32: f(type_tag<float>{}); break;
-    case DType::float64: f(type_tag<double>{}); break;
-    case DType::float16: f(type_tag<half_t>{}); break;
-    case DType::bfloat16: f(type_tag<bfloat16_t>{}); break;
-  }
-}
 
 // y[i] = f(x[i]) and out[i] = f(a[i], b[i]) over [0, n): full vectors, then one
 // masked (or zero-padded) vector for the tail, so every element goes through
