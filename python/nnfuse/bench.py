@@ -356,39 +356,6 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
       streaming speed in the same run; floor_ratio = floor time / nnfuse time;
     - ``torch``: ``torch.optim.Adam(fused=True)`` preceded by ``clip_grad_norm_`` / ``clip_grad_value_``.
     """
-# ---- softmax family ---------------------------------------------------------------
-
-SOFTMAX_SHAPES = ((4096, 1024), (256, 32768), (65536, 128), (1024, 131072))
-
-
-def _softmax_peers(x, g, y, ly, labels, out):
-    """PyTorch callables for each softmax-family op (None without torch).
-    Forward and backward write into preallocated outputs through ATen's .out
-    overloads; cross-entropy is F.cross_entropy forward + backward."""
-    if torch is None:
-        return {}
-    tx, tg, ty, tly, to = (torch.from_numpy(a) for a in (x, g, y, ly, out))
-    aten = torch.ops.aten
-    tlabels = torch.from_numpy(labels)
-
-    def cross_entropy():
-        t = tx.detach().requires_grad_()
-        torch.nn.functional.cross_entropy(t, tlabels).backward()
-
-    return {
-        "softmax": lambda: aten._softmax.out(tx, -1, False, out=to),
-        "log_softmax": lambda: aten._log_softmax.out(tx, -1, False, out=to),
-        "softmax_backward": lambda: aten._softmax_backward_data.out(tg, ty, -1, tx.dtype, grad_input=to),
-        "log_softmax_backward": lambda: aten._log_softmax_backward_data.out(tg, tly, -1, tx.dtype, out=to),
-        "softmax_cross_entropy": cross_entropy,
-    }
-
-
-def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=True,
-                progress: Optional[Callable[[str], None]] = None) -> List[dict]:
-    """float32 softmax family at each shape and thread count: nnfuse time, the
-    copy floor (forward and cross-entropy: np.copyto / torch copy_ of the same
-    bytes; backward: np.add / torch.add, two reads and one write) and PyTorch."""
     import nnfuse as nf
 
     thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
@@ -405,25 +372,6 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
             m = [np.zeros_like(p) for p in params]
             v = [np.zeros_like(p) for p in params]
             n_params = int(sizes.sum())
-    previous_threads = nf.get_num_threads()
-    previous_torch_threads = torch.get_num_threads() if torch is not None else None
-    try:
-        for shape in shapes:
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal(shape, dtype=np.float32) * 3
-            g = rng.standard_normal(shape, dtype=np.float32)
-            labels = rng.integers(0, shape[-1], shape[0])
-            y, ly = nf.softmax(x), nf.log_softmax(x)
-            out = np.empty_like(x)
-            ops = {
-                "softmax": (lambda: nf.softmax(x, out=out), "copy"),
-                "log_softmax": (lambda: nf.log_softmax(x, out=out), "copy"),
-                "softmax_backward": (lambda: nf.softmax_backward(g, y, out=out), "add"),
-                "log_softmax_backward": (lambda: nf.log_softmax_backward(g, ly, out=out), "add"),
-                # reads the logits, writes the gradient: the bytes of a copy
-                "softmax_cross_entropy": (lambda: nf.softmax_cross_entropy(x, labels), "copy"),
-            }
-            peer_fns = _softmax_peers(x, g, y, ly, labels, out) if peers else {}
             for threads in thread_counts:
                 nf.set_num_threads(threads)
                 if torch is not None:
@@ -484,6 +432,69 @@ def markdown_optim(rows, title="Optimizer benchmarks (float32 Adam)"):
         skip_text = f"+{(r['skip_prescan_s'] / r['time_s'] - 1) * 100:.0f}%" if "skip_prescan_s" in r else "—"
         lines.append(f"| {r['clip']} | {r['arrays']} | {r['params']} | {r['threads']} | {r['ns_per_param']:.2f} | "
                      f"{r['gbps']:.1f} | {r['floor_bytes']} | {r['floor_ratio']:.2f} | {torch_text} | {skip_text} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- softmax family ---------------------------------------------------------------
+
+SOFTMAX_SHAPES = ((4096, 1024), (256, 32768), (65536, 128), (1024, 131072))
+
+
+def _softmax_peers(x, g, y, ly, labels, out):
+    """PyTorch callables for each softmax-family op (None without torch).
+    Forward and backward write into preallocated outputs through ATen's .out
+    overloads; cross-entropy is F.cross_entropy forward + backward."""
+    if torch is None:
+        return {}
+    tx, tg, ty, tly, to = (torch.from_numpy(a) for a in (x, g, y, ly, out))
+    aten = torch.ops.aten
+    tlabels = torch.from_numpy(labels)
+
+    def cross_entropy():
+        t = tx.detach().requires_grad_()
+        torch.nn.functional.cross_entropy(t, tlabels).backward()
+
+    return {
+        "softmax": lambda: aten._softmax.out(tx, -1, False, out=to),
+        "log_softmax": lambda: aten._log_softmax.out(tx, -1, False, out=to),
+        "softmax_backward": lambda: aten._softmax_backward_data.out(tg, ty, -1, tx.dtype, grad_input=to),
+        "log_softmax_backward": lambda: aten._log_softmax_backward_data.out(tg, tly, -1, tx.dtype, out=to),
+        "softmax_cross_entropy": cross_entropy,
+    }
+
+
+def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=True,
+                progress: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """float32 softmax family at each shape and thread count: nnfuse time, the
+    copy floor (forward and cross-entropy: np.copyto / torch copy_ of the same
+    bytes; backward: np.add / torch.add, two reads and one write) and PyTorch."""
+    import nnfuse as nf
+
+    thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
+    rows = []
+    previous_threads = nf.get_num_threads()
+    previous_torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        for shape in shapes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(shape, dtype=np.float32) * 3
+            g = rng.standard_normal(shape, dtype=np.float32)
+            labels = rng.integers(0, shape[-1], shape[0])
+            y, ly = nf.softmax(x), nf.log_softmax(x)
+            out = np.empty_like(x)
+            ops = {
+                "softmax": (lambda: nf.softmax(x, out=out), "copy"),
+                "log_softmax": (lambda: nf.log_softmax(x, out=out), "copy"),
+                "softmax_backward": (lambda: nf.softmax_backward(g, y, out=out), "add"),
+                "log_softmax_backward": (lambda: nf.log_softmax_backward(g, ly, out=out), "add"),
+                # reads the logits, writes the gradient: the bytes of a copy
+                "softmax_cross_entropy": (lambda: nf.softmax_cross_entropy(x, labels), "copy"),
+            }
+            peer_fns = _softmax_peers(x, g, y, ly, labels, out) if peers else {}
+            for threads in thread_counts:
+                nf.set_num_threads(threads)
+                if torch is not None:
+                    torch.set_num_threads(threads)
                 floors = {
                     "copy": min(_median_time(c, min_time) for c in _threads_floor_copy(x, out, threads)),
                     "add": min(_median_time(c, min_time) for c in _floor_add(x, g, out, threads)),
