@@ -13,6 +13,8 @@
 // e^(z - M) against the running maximum M, absorbed into the running (M, S) in
 // double (the online normaliser). Main memory sees one read for the statistics
 // and one read plus one write for the output.
+#include <type_traits>
+
 #include "cpu/kernels/isa.h"
 #include "cpu/softmax_api.h"
 #include "nnfuse/ops/softmax.h"
@@ -193,6 +195,75 @@ void fill_row(T* y, int64_t n, scalar_t<vec_for_t<T>> value) {
   for (int64_t i = 0; i < n; i += L) store_n(y + i, V(value), n - i < L ? static_cast<int>(n - i) : L);
 }
 
+// ---- float32 rows: one exp per element ------------------------------------------
+//
+// Pass 1 finds the row maximum M (loads, multiplies, max: cheap). Pass 2
+// computes e = e^(z - M) once per element, writes it to the output (softmax)
+// and adds it to the compensated lane sums. Pass 3 scales the output in place
+// by 1 / S (softmax) or writes (z - M) - log S (log-softmax, no exp). A row of
+// up to ~L2 size is still cached when pass 3 reads it back; for longer rows
+// the extra read and write of the output cost less than a second exp.
+
+// Row maximum of the logits over 16 virtual lanes (a NaN anywhere wins).
+template <class V, bool kMasked>
+NNF_HD scalar_t<V> row_max(const float* x, const uint8_t* keep, int64_t n, V scale) {
+  V mx[kVecs<V>];
+  for (auto& m : mx) m = V(smx::neg_inf_f());
+  for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+    mx[k] = smx::max_nan(mx[k], load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale));
+  });
+  return max_lanes(mx);
+}
+
+// S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
+// to e when kStore.
+template <class V, bool kMasked, bool kStore>
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e) {
+  smx::CompensatedSum<V> acc[kVecs<V>];
+  for (auto& a : acc) a.reset();
+  for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+    V t = softmax_term(load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale), m);
+    if constexpr (kStore) store_n(e + i, t, cnt);
+    acc[k].add(t);
+  });
+  return combine_lanes(acc);
+}
+
+template <bool kMasked>
+void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<float>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const V scale(static_cast<float>(r.scale));
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const float* x = static_cast<const float*>(r.x) + row * n;
+    const uint8_t* keep = kMasked ? r.keep + row * n : nullptr;
+    float* y = static_cast<float*>(r.out) + row * n;
+    const float mx = row_max<V, kMasked>(x, keep, n, scale);
+    if (mx == smx::neg_inf_f()) {
+      fill_row(y, n, r.masked_rows_nan ? vmath::nan_f() : (r.log ? smx::neg_inf_f() : 0.0f));
+      continue;
+    }
+    const V m(mx);
+    if (r.log) {
+      const double log_sum = log(row_exp_sum<V, kMasked, false>(x, keep, n, scale, m, nullptr));
+      const float hi = static_cast<float>(log_sum);
+      const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
+      for (int64_t i = 0; i < n; i += L) {
+        int cnt = n - i < L ? static_cast<int>(n - i) : L;
+        V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+        store_n(y + i, log_softmax_out(z, m, lhi, llo), cnt);
+      }
+    } else {
+      const V inv(static_cast<float>(1.0 / row_exp_sum<V, kMasked, true>(x, keep, n, scale, m, y)));
+      for (int64_t i = 0; i < n; i += L) {
+        int cnt = n - i < L ? static_cast<int>(n - i) : L;
+        store_n(y + i, softmax_normalize(load_n(y + i, cnt), inv), cnt);
+      }
+    }
+  }
+}
+
 template <class T, bool kMasked>
 void softmax_rows(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<T>;
@@ -235,7 +306,13 @@ void softmax_rows(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
 void softmax_forward(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   dispatch_dtype(r.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (r.keep) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (r.keep) {
+        softmax_rows_f32<true>(r, row_begin, row_end);
+      } else {
+        softmax_rows_f32<false>(r, row_begin, row_end);
+      }
+    } else if (r.keep) {
       softmax_rows<T, true>(r, row_begin, row_end);
     } else {
       softmax_rows<T, false>(r, row_begin, row_end);

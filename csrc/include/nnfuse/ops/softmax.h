@@ -126,6 +126,14 @@ NNF_HD V softmax_out(V z, V m, V inv) {
   return smx::exp_lo_times(d, dlo, inv);
 }
 
+// One-exp form (float32 rows): e = softmax_term(z, M) is written out while S
+// is summed, then scaled in place: y = e * inv (one more rounding than
+// softmax_out, measured within the float32 bound).
+template <class V>
+NNF_HD V softmax_normalize(V e, V inv) {
+  return e * inv;
+}
+
 // Pass 2: y = (z - M) - log S, log S = lhi + llo (lhi rounded to V, llo the
 // rest). Both terms are <= 0, so the sum does not cancel.
 template <class V>
