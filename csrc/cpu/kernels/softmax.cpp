@@ -204,29 +204,74 @@ void fill_row(T* y, int64_t n, scalar_t<vec_for_t<T>> value) {
 // up to ~L2 size is still cached when pass 3 reads it back; for longer rows
 // the extra read and write of the output cost less than a second exp.
 
-// Row maximum of the logits over 16 virtual lanes (a NaN anywhere wins).
-template <class V, bool kMasked>
-NNF_HD scalar_t<V> row_max(const float* x, const uint8_t* keep, int64_t n, V scale) {
-  V mx[kVecs<V>];
+// Row maximum of the logits over 16 virtual lanes (a NaN anywhere wins), and
+// with kMin the minimum of the valid lanes (to choose exp_near).
+template <class V, bool kMasked, bool kMin>
+NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale, float& max, float& min) {
+  V mx[kVecs<V>], mn[kVecs<V>];
   for (auto& m : mx) m = V(smx::neg_inf_f());
+  for (auto& m : mn) m = V(-smx::neg_inf_f());
   for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-    mx[k] = smx::max_nan(mx[k], load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale));
+    V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+    mx[k] = smx::max_nan(mx[k], z);
+    if constexpr (kMin) {
+      if constexpr (kLanes<V> > 1) {
+        if (cnt < kLanes<V>) z = select(first_lanes_mask<V>(cnt), z, V(-smx::neg_inf_f()));
+      }
+      mn[k] = vmin(mn[k], z);
+    }
   });
-  return max_lanes(mx);
+  max = max_lanes(mx);
+  if constexpr (kMin) {
+    float lanes[kGroup];
+    for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mn[k]);
+    min = lanes[0];
+    for (int j = 1; j < kGroup; ++j) min = vmin(min, lanes[j]);
+  }
+}
+
+template <class V>
+NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
+  float s[kGroup], c[kGroup];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    store_lanes(s + k * kLanes<V>, acc[k].s);
+    store_lanes(c + k * kLanes<V>, acc[k].c);
+  }
+  double t[kGroup];
+  for (int j = 0; j < kGroup; ++j) t[j] = (static_cast<double>(s[j]) - 1.0) + static_cast<double>(c[j]);
+  for (int width = kGroup / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
+  return t[0];
 }
 
 // S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
-// to e when kStore.
-template <class V, bool kMasked, bool kStore>
+// to e when kStore; kNear: every z - M >= -87 (exp_near).
+template <class V, bool kMasked, bool kStore, bool kNear>
 NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e) {
-  smx::CompensatedSum<V> acc[kVecs<V>];
+  smx::BiasedSum<V> acc[kVecs<V>];
   for (auto& a : acc) a.reset();
   for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-    V t = softmax_term(load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale), m);
+    V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+    V t;
+    if constexpr (kNear) {
+      t = softmax_term_near(z, m);
+      // padded lanes: z = -inf is outside exp_near's range
+      if constexpr (kLanes<V> > 1) {
+        if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
+      }
+    } else {
+      t = softmax_term(z, m);
+    }
     if constexpr (kStore) store_n(e + i, t, cnt);
     acc[k].add(t);
   });
-  return combine_lanes(acc);
+  return combine_biased(acc);
+}
+
+template <class V, bool kMasked, bool kStore>
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, bool near) {
+  return near ? row_exp_sum<V, kMasked, kStore, true>(x, keep, n, scale, m, e)
+              : row_exp_sum<V, kMasked, kStore, false>(x, keep, n, scale, m, e);
 }
 
 template <bool kMasked>
@@ -239,14 +284,17 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
     const float* x = static_cast<const float*>(r.x) + row * n;
     const uint8_t* keep = kMasked ? r.keep + row * n : nullptr;
     float* y = static_cast<float*>(r.out) + row * n;
-    const float mx = row_max<V, kMasked>(x, keep, n, scale);
+    float mx, mn = 0.0f;
+    row_max_min<V, kMasked, !kMasked>(x, keep, n, scale, mx, mn);
     if (mx == smx::neg_inf_f()) {
       fill_row(y, n, r.masked_rows_nan ? vmath::nan_f() : (r.log ? smx::neg_inf_f() : 0.0f));
       continue;
     }
     const V m(mx);
+    // Masked rows always take the general exp (masked lanes are -inf).
+    const bool near = !kMasked && mn - mx >= -87.0f;
     if (r.log) {
-      const double log_sum = log(row_exp_sum<V, kMasked, false>(x, keep, n, scale, m, nullptr));
+      const double log_sum = log(row_exp_sum<V, kMasked, false>(x, keep, n, scale, m, nullptr, near));
       const float hi = static_cast<float>(log_sum);
       const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
       for (int64_t i = 0; i < n; i += L) {
@@ -255,7 +303,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
         store_n(y + i, log_softmax_out(z, m, lhi, llo), cnt);
       }
     } else {
-      const V inv(static_cast<float>(1.0 / row_exp_sum<V, kMasked, true>(x, keep, n, scale, m, y)));
+      const V inv(static_cast<float>(1.0 / row_exp_sum<V, kMasked, true>(x, keep, n, scale, m, y, near)));
       for (int64_t i = 0; i < n; i += L) {
         int cnt = n - i < L ? static_cast<int>(n - i) : L;
         store_n(y + i, softmax_normalize(load_n(y + i, cnt), inv), cnt);

@@ -70,6 +70,22 @@ NNF_HD V exp_lo_times(V d, V dlo, V k) {
 NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
 NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
 
+// e^(d + dlo) for d in [-87, 0] or NaN, |dlo| <= ulp(d) / 2: e^d is then a
+// normal number or rounds once into the denormals, so a single power of two
+// 2^k (k in [-126, 0]) scales it. Same reduction and polynomial as
+// vmath::exp_parts, and like value() one final rounding of (1 + em1) 2^k: the
+// same bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
+// one scale factor). A NaN k becomes 0 (vmin keeps its second operand), so
+// pow2i never sees NaN; em1 is NaN and so is the result.
+template <class V>
+NNF_HD V exp_near(V d, V dlo) {
+  V k = vrint(d * V(1.442695041f));
+  V r = fma(k, V(-0.693145751953125f), d);
+  r = fma(k, V(-1.428606765330187e-06f), r);
+  r = r + dlo;
+  return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(vmin(k, V(0.0f)));
+}
+
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
 template <class V>
 NNF_HD V max_nan(V acc, V z) {
@@ -91,6 +107,23 @@ struct CompensatedSum {
   }
 };
 
+// A compensated sum of terms in [0, 1] that starts at 1: s >= 1 >= x, so
+// Fast2Sum (3 operations) gives the rounding error of s + x exactly. The sum
+// is s + c - 1.
+template <class V>
+struct BiasedSum {
+  V s, c;
+  NNF_HD void reset() {
+    s = V(1.0f);
+    c = V(0.0f);
+  }
+  NNF_HD void add(V x) {
+    V t = s + x;
+    c = c + (x - (t - s));
+    s = t;
+  }
+};
+
 }  // namespace smx
 
 // ---- forward ------------------------------------------------------------------
@@ -102,6 +135,15 @@ NNF_HD V softmax_term(V z, V m) {
   V d, dlo;
   smx::exact_diff(z, m, d, dlo);
   return smx::exp_lo(d, dlo);
+}
+
+// softmax_term where every z - M >= -87 (the caller checked the row): the
+// same value, with exp_near.
+template <class V>
+NNF_HD V softmax_term_near(V z, V m) {
+  V d, e;
+  smx::two_sum(z, -m, d, e);
+  return smx::exp_near(d, e);
 }
 
 // Online normaliser in double: the running (M, S) absorbs a block whose terms
