@@ -300,7 +300,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
       for (int64_t i = 0; i < n; i += L) {
         int cnt = n - i < L ? static_cast<int>(n - i) : L;
         V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
-        store_n(y + i, log_softmax_out(z, m, lhi, llo), cnt);
+        store_n(y + i, log_softmax_out_rounded(z, m, lhi, llo), cnt);
       }
     } else {
       const V inv(static_cast<float>(1.0 / row_exp_sum<V, kMasked, true>(x, keep, n, scale, m, y, near)));
