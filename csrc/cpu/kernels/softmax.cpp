@@ -146,9 +146,10 @@ NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
   using S = scalar_t<V>;
   S lanes[kGroup];
   for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mx[k]);
-  S m = lanes[0];
-  for (int j = 1; j < kGroup; ++j) m = smx::max_nan(m, lanes[j]);
-  return m;
+  // A tree (depth 4, not a chain of 15): short rows wait on this maximum.
+  for (int width = kGroup / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) lanes[j] = smx::max_nan(lanes[j], lanes[j + width]);
+  return lanes[0];
 }
 
 // Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
@@ -225,8 +226,9 @@ NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale,
   if constexpr (kMin) {
     float lanes[kGroup];
     for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mn[k]);
+    for (int width = kGroup / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) lanes[j] = vmin(lanes[j], lanes[j + width]);
     min = lanes[0];
-    for (int j = 1; j < kGroup; ++j) min = vmin(min, lanes[j]);
   }
 }
 
