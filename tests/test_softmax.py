@@ -128,6 +128,34 @@ def test_isas_and_threads_give_identical_bits(dtype):
             np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_key} vs {key}")
 
 
+def test_isas_agree_across_the_exp_near_boundary():
+    # Float32 rows with a logit spread below 87 and lanes of y in [-87, 0] take
+    # a shorter exp (exp_near) that must equal the general one to the bit:
+    # rows and vectors that straddle the boundary, on every ISA.
+    rng = np.random.default_rng(11)
+    rows, n = 24, 211
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    x *= np.linspace(1.0, 40.0, rows, dtype=np.float32)[:, None]  # spreads from ~6 to ~240
+    x[3, 7] = x[3].max() - 86.999
+    x[4, 9] = x[4].max() - 87.001
+    ly = rng.uniform(-120.0, 0.5, (rows, n)).astype(np.float32)
+    ly[5, :40] = -87.0
+    ly[6, ::3] = -87.00001
+    g = rng.standard_normal((rows, n)).astype(np.float32)
+
+    def run():
+        return [nf.softmax(x), nf.log_softmax(x), nf.softmax(x, scale=2.5), nf.log_softmax_backward(g, ly)]
+
+    results = []
+    for isa in SUPPORTED_ISAS:
+        with nf.cpu_isa(isa):
+            results.append((isa, run()))
+    (first_isa, first), rest = results[0], results[1:]
+    for isa, outs in rest:
+        for i, (a, b) in enumerate(zip(first, outs)):
+            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_isa} vs {isa}")
+
+
 def test_tail_prefix_rows_match_long_rows(isa):
     # A row's result does not depend on its neighbours: rows computed alone are
     # bit-identical to the same rows inside a batch.

@@ -370,6 +370,16 @@ void softmax_forward(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) 
   });
 }
 
+// Every lane in [-87, 0] (NaN: no), where exp_near is exp.
+template <class V>
+NNF_HD bool all_in_near_range(V y) {
+  if constexpr (kLanes<V> == 1) {
+    return y >= V(-87.0f) && y <= V(0.0f);
+  } else {
+    return all_lanes((y >= V(-87.0f)) & (y <= V(0.0f)));
+  }
+}
+
 // ---- backward -------------------------------------------------------------------
 
 template <class T>
@@ -394,6 +404,19 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
       });
     }
     const V total(static_cast<S>(combine_lanes(acc)));
+    if constexpr (std::is_same_v<S, float>) {
+      if (r.log) {
+        for (int64_t i = 0; i < n; i += L) {
+          int cnt = n - i < L ? static_cast<int>(n - i) : L;
+          V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
+          // padded lanes load 0, inside the range
+          V out = all_in_near_range(yv) ? log_softmax_bwd_out_near(gv, yv, total, scale)
+                                        : log_softmax_bwd_out(gv, yv, total, scale);
+          store_n(dx + i, out, cnt);
+        }
+        continue;
+      }
+    }
     for (int64_t i = 0; i < n; i += L) {
       int cnt = n - i < L ? static_cast<int>(n - i) : L;
       V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);

@@ -212,6 +212,15 @@ NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
   return (g - exp(y) * sum_g) * scale;
 }
 
+// The same for float lanes that all lie in [-87, 0] (the caller checks the
+// vector): exp_near(y, 0) equals exp(y) to the bit there (same reduction,
+// polynomial and single rounding), so which lanes take which path does not
+// change a result, and ISAs of different widths still agree.
+template <class V>
+NNF_HD V log_softmax_bwd_out_near(V g, V y, V sum_g, V scale) {
+  return (g - smx::exp_near(y, V(0.0f)) * sum_g) * scale;
+}
+
 // ---- cross-entropy ------------------------------------------------------------
 
 // Gradient of one element that is not the label: a * e^(z - M) - b, with
