@@ -427,6 +427,42 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 
 // ---- fused cross-entropy ---------------------------------------------------------
 
+// Float32 rows whose logits are finite with a spread below 87: one exp per
+// element (written to grad, then a * e - b in place). Returns false for the
+// other rows, which take the general path below.
+inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const float* x, float* grad, int64_t label) {
+  using V = vec_for_t<float>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const double eps = r.smoothing, w = r.weight;
+  float mx, mn;
+  row_max_min<V, false, true>(x, nullptr, n, V(1.0f), mx, mn);
+  if (!(mn - mx >= -87.0f)) return false;  // also NaN and infinite rows
+  double sum_z = 0.0;
+  if (eps != 0.0) {
+    // As in row_norm: the logits times 2^-40, compensated, 16 lanes.
+    smx::CompensatedSum<V> zsum[kVecs<V>];
+    for (auto& a : zsum) a.reset();
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) { zsum[k].add(load_n(x + i, cnt) * V(kLogitSumScale<float>)); });
+    sum_z = combine_lanes(zsum);
+  }
+  const double z_t = static_cast<double>(x[label]);  // read before grad may overwrite x
+  const V m(mx);
+  const double sum = row_exp_sum<V, false, true, true>(x, nullptr, n, V(1.0f), m, grad);
+  const double log_sum = log(sum);
+  const double lse = static_cast<double>(mx) + log_sum;
+  const double k = 1.0 + 2.0 * r.z_loss * lse;
+  const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
+  r.loss[row] = cross_entropy_loss(z_t, mx, log_sum, mean_z, eps, r.z_loss);
+  const V a(static_cast<float>(w * k / sum)), b(static_cast<float>(w * eps / static_cast<double>(n)));
+  for (int64_t i = 0; i < n; i += L) {
+    int cnt = n - i < L ? static_cast<int>(n - i) : L;
+    store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
+  }
+  store_scalar(grad + label, cross_entropy_label_grad(z_t, mx, sum, w, k, eps, static_cast<double>(n)));
+  return true;
+}
+
 template <class T>
 void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<T>;
@@ -443,6 +479,9 @@ void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t r
       r.loss[row] = label == r.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
       fill_row(grad, n, S(0));
       continue;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (cross_entropy_row_f32(r, row, x, grad, label)) continue;
     }
     double sum_z = 0.0;
     const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)

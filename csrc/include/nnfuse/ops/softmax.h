@@ -232,6 +232,13 @@ NNF_HD V cross_entropy_grad(V z, V m, V a, V b) {
   return smx::exp_lo_times(d, dlo, a) - b;
 }
 
+// The float32 rows' one-exp form: e = e^(z - M) was written to the gradient
+// while S was summed; a * e - b with one rounding (fma).
+template <class V>
+NNF_HD V cross_entropy_grad_from_exp(V e, V a, V b) {
+  return fma(e, a, -b);
+}
+
 // The label's gradient in double (p_t - (1 - eps) cancels when p_t -> 1).
 NNF_HD double cross_entropy_label_grad(double z_t, double m, double sum, double w, double k, double eps, double classes) {
   double p = exp(z_t - m) / sum;
