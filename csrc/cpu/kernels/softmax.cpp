@@ -13,6 +13,7 @@
 // e^(z - M) against the running maximum M, absorbed into the running (M, S) in
 // double (the online normaliser). Main memory sees one read for the statistics
 // and one read plus one write for the output.
+#include <algorithm>
 #include <type_traits>
 
 #include "cpu/kernels/isa.h"
@@ -276,41 +277,83 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
               : row_exp_sum<V, kMasked, kStore, false>(x, keep, n, scale, m, e);
 }
 
+// A row is processed in segments of kSoftmaxSegment elements (one segment for
+// rows up to that length): the statistics, the exp sums and the output of
+// each segment are independent, so the dispatch can spread the segments of a
+// long row across threads; the segments' results are combined in segment
+// order here and there alike, which keeps the bits independent of threads.
 template <bool kMasked>
-void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float* max, float* min) {
+  using V = vec_for_t<float>;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float mn = 0.0f;
+  row_max_min<V, kMasked, !kMasked>(x, keep, e - b, V(static_cast<float>(r.scale)), *max, mn);
+  *min = mn;
+}
+
+template <bool kMasked>
+double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, bool near) {
+  using V = vec_for_t<float>;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float* y = static_cast<float*>(r.out) + row * r.cols + b;
+  const V scale(static_cast<float>(r.scale)), m(mx);
+  return r.log ? row_exp_sum<V, kMasked, false>(x, keep, e - b, scale, m, nullptr, near)
+               : row_exp_sum<V, kMasked, true>(x, keep, e - b, scale, m, y, near);
+}
+
+// The output of a segment from the row's maximum and sum (a maximum of -inf:
+// no position left).
+template <bool kMasked>
+void f32_segment_finish(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, double sum) {
   using V = vec_for_t<float>;
   constexpr int L = kLanes<V>;
+  const int64_t n = e - b;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float* y = static_cast<float*>(r.out) + row * r.cols + b;
+  if (mx == smx::neg_inf_f()) {
+    fill_row(y, n, r.masked_rows_nan ? vmath::nan_f() : (r.log ? smx::neg_inf_f() : 0.0f));
+    return;
+  }
+  const V scale(static_cast<float>(r.scale)), m(mx);
+  if (r.log) {
+    const double log_sum = log(sum);
+    const float hi = static_cast<float>(log_sum);
+    const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+      store_n(y + i, log_softmax_out_rounded(z, m, lhi, llo), cnt);
+    }
+  } else {
+    const V inv(static_cast<float>(1.0 / sum));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      store_n(y + i, softmax_normalize(load_n(y + i, cnt), inv), cnt);
+    }
+  }
+}
+
+template <bool kMasked>
+void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   const int64_t n = r.cols;
-  const V scale(static_cast<float>(r.scale));
   for (int64_t row = row_begin; row < row_end; ++row) {
-    const float* x = static_cast<const float*>(r.x) + row * n;
-    const uint8_t* keep = kMasked ? r.keep + row * n : nullptr;
-    float* y = static_cast<float*>(r.out) + row * n;
-    float mx, mn = 0.0f;
-    row_max_min<V, kMasked, !kMasked>(x, keep, n, scale, mx, mn);
-    if (mx == smx::neg_inf_f()) {
-      fill_row(y, n, r.masked_rows_nan ? vmath::nan_f() : (r.log ? smx::neg_inf_f() : 0.0f));
-      continue;
+    SoftmaxRowStats st;
+    for (int64_t b = 0; b < n; b += kSoftmaxSegment) {
+      float mx, mn;
+      f32_segment_stats<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), &mx, &mn);
+      st.absorb(mx, mn);
     }
-    const V m(mx);
-    // Masked rows always take the general exp (masked lanes are -inf).
-    const bool near = !kMasked && mn - mx >= -87.0f;
-    if (r.log) {
-      const double log_sum = log(row_exp_sum<V, kMasked, false>(x, keep, n, scale, m, nullptr, near));
-      const float hi = static_cast<float>(log_sum);
-      const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
-      for (int64_t i = 0; i < n; i += L) {
-        int cnt = n - i < L ? static_cast<int>(n - i) : L;
-        V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
-        store_n(y + i, log_softmax_out_rounded(z, m, lhi, llo), cnt);
-      }
-    } else {
-      const V inv(static_cast<float>(1.0 / row_exp_sum<V, kMasked, true>(x, keep, n, scale, m, y, near)));
-      for (int64_t i = 0; i < n; i += L) {
-        int cnt = n - i < L ? static_cast<int>(n - i) : L;
-        store_n(y + i, softmax_normalize(load_n(y + i, cnt), inv), cnt);
-      }
+    double sum = 0.0;
+    if (st.max != smx::neg_inf_f()) {
+      const bool near = st.near(kMasked);
+      for (int64_t b = 0; b < n; b += kSoftmaxSegment)
+        sum += f32_segment_exp_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, near);
     }
+    for (int64_t b = 0; b < n; b += kSoftmaxSegment)
+      f32_segment_finish<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, sum);
   }
 }
 
@@ -514,6 +557,16 @@ const SoftmaxKernelTable& softmax_kernel_table() {
       },
       [](const CrossEntropyRange& r, int64_t b, int64_t e) {
         dispatch_dtype(r.dtype, [&](auto tag) { cross_entropy_rows<typename decltype(tag)::type>(r, b, e); });
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float* max, float* min) {
+        r.keep ? f32_segment_stats<true>(r, row, b, e, max, min) : f32_segment_stats<false>(r, row, b, e, max, min);
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, bool near) {
+        return r.keep ? f32_segment_exp_sum<true>(r, row, b, e, max, near)
+                      : f32_segment_exp_sum<false>(r, row, b, e, max, near);
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, double sum) {
+        r.keep ? f32_segment_finish<true>(r, row, b, e, max, sum) : f32_segment_finish<false>(r, row, b, e, max, sum);
       },
   };
   return table;
