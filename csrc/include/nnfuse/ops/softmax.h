@@ -75,15 +75,16 @@ NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); 
 // 2^k (k in [-126, 0]) scales it. Same reduction and polynomial as
 // vmath::exp_parts, and like value() one final rounding of (1 + em1) 2^k: the
 // same bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
-// one scale factor). A NaN k becomes 0 (vmin keeps its second operand), so
-// pow2i never sees NaN; em1 is NaN and so is the result.
+// one scale factor). Callers guarantee the range for every lane they keep
+// (NaN and infinite rows or lanes never get here): k is then in [-126, 0],
+// as pow2i requires.
 template <class V>
 NNF_HD V exp_near(V d, V dlo) {
   V k = vrint(d * V(1.442695041f));
   V r = fma(k, V(-0.693145751953125f), d);
   r = fma(k, V(-1.428606765330187e-06f), r);
   r = r + dlo;
-  return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(vmin(k, V(0.0f)));
+  return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(k);
 }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
