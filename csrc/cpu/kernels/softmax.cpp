@@ -8,11 +8,17 @@
 // ISA therefore performs the same IEEE operations in the same order, and the
 // scalar, AVX2 and AVX-512 results are identical to the bit (tested).
 //
-// Forward rows are walked in blocks of kBlock elements (4 KiB of float32, in L1
-// after the block's first read): the block's maximum, then its sum of
-// e^(z - M) against the running maximum M, absorbed into the running (M, S) in
-// double (the online normaliser). Main memory sees one read for the statistics
-// and one read plus one write for the output.
+// Float32 forward rows and cross-entropy rows (softmax_rows_f32,
+// cross_entropy_row_f32) compute one exp per element: the maximum (and
+// minimum) first, then e^(z - M) written out while it is summed, then the
+// output in place. Rows whose spread max - min is below 87 (almost all) use
+// exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut in
+// segments of kSoftmaxSegment that the dispatch may give to several threads.
+//
+// The other dtypes walk forward rows in blocks of kBlock elements (4 KiB of
+// float32, in L1 after the block's first read): the block's maximum, then its
+// sum of e^(z - M) against the running maximum M, absorbed into the running
+// (M, S) in double (the online normaliser), and a second exp for the output.
 #include <algorithm>
 #include <type_traits>
 
