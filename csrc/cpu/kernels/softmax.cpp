@@ -342,9 +342,39 @@ void f32_segment_finish(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e
   }
 }
 
+// Short rows are latency-bound (the maximum, then the sum, must be reduced
+// across lanes before the next pass can start), so they are processed a group
+// at a time, phase by phase: each row's reductions overlap the other rows'
+// passes. Every row still gets exactly the operations it would alone.
+constexpr int64_t kShortRow = 2048;
+constexpr int kShortGroup = 4;
+
+template <bool kMasked, int kRows>
+void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row) {
+  const int64_t n = r.cols;
+  SoftmaxRowStats st[kRows];
+  double sum[kRows];
+  for (int g = 0; g < kRows; ++g) {
+    float mx, mn;
+    f32_segment_stats<kMasked>(r, row + g, 0, n, &mx, &mn);
+    st[g].absorb(mx, mn);
+  }
+  for (int g = 0; g < kRows; ++g)
+    sum[g] = st[g].max != smx::neg_inf_f()
+                 ? 0.0 + f32_segment_exp_sum<kMasked>(r, row + g, 0, n, st[g].max, st[g].near(kMasked))
+                 : 0.0;
+  for (int g = 0; g < kRows; ++g) f32_segment_finish<kMasked>(r, row + g, 0, n, st[g].max, sum[g]);
+}
+
 template <bool kMasked>
 void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   const int64_t n = r.cols;
+  if (n <= kShortRow) {
+    int64_t row = row_begin;
+    for (; row + kShortGroup <= row_end; row += kShortGroup) softmax_short_rows_f32<kMasked, kShortGroup>(r, row);
+    for (; row < row_end; ++row) softmax_short_rows_f32<kMasked, 1>(r, row);
+    return;
+  }
   for (int64_t row = row_begin; row < row_end; ++row) {
     SoftmaxRowStats st;
     for (int64_t b = 0; b < n; b += kSoftmaxSegment) {
