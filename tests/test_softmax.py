@@ -128,6 +128,72 @@ def test_isas_and_threads_give_identical_bits(dtype):
             np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_key} vs {key}")
 
 
+def test_isas_agree_across_the_exp_near_boundary():
+    # Float32 rows with a logit spread below 87 and lanes of y in [-87, 0] take
+    # a shorter exp (exp_near) that must equal the general one to the bit:
+    # rows and vectors that straddle the boundary, on every ISA.
+    rng = np.random.default_rng(11)
+    rows, n = 24, 211
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    x *= np.linspace(1.0, 40.0, rows, dtype=np.float32)[:, None]  # spreads from ~6 to ~240
+    x[3, 7] = x[3].max() - 86.999
+    x[4, 9] = x[4].max() - 87.001
+    ly = rng.uniform(-120.0, 0.5, (rows, n)).astype(np.float32)
+    ly[5, :40] = -87.0
+    ly[6, ::3] = -87.00001
+    g = rng.standard_normal((rows, n)).astype(np.float32)
+
+    def run():
+        return [nf.softmax(x), nf.log_softmax(x), nf.softmax(x, scale=2.5), nf.log_softmax_backward(g, ly)]
+
+    results = []
+    for isa in SUPPORTED_ISAS:
+        with nf.cpu_isa(isa):
+            results.append((isa, run()))
+    (first_isa, first), rest = results[0], results[1:]
+    for isa, outs in rest:
+        for i, (a, b) in enumerate(zip(first, outs)):
+            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_isa} vs {isa}")
+
+
+def test_long_rows_split_across_threads():
+    # Float32 rows longer than a segment (2^15 elements) are split across
+    # threads when there are fewer rows than threads; the segments combine in
+    # a fixed order, so every thread count and ISA gives the same bits, and
+    # the result stays within the published bound.
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((2, 3 * 32768 + 37)) * 4).astype(np.float32)
+    x[1, 40000] = 60.0  # the maximum in a later segment
+    wide = x.copy()
+    wide[0, 70000] = -200.0  # a spread over 87 in one segment only
+    mask = rng.random(x.shape) > 0.2
+    x64 = x.astype(np.float64)
+
+    def run():
+        return [nf.softmax(x), nf.log_softmax(x), nf.softmax(wide), nf.softmax(x, scale=1.5, mask=mask),
+                nf.softmax(x[:1]), nf.log_softmax(x[1:])]
+
+    results = []
+    for isa in SUPPORTED_ISAS:
+        for threads in (1, 2, 3):
+            with nf.cpu_isa(isa):
+                nf.set_num_threads(threads)
+                results.append(((isa, threads), run()))
+    (first_key, first), rest = results[0], results[1:]
+    for key, outs in rest:
+        for i, (a, b) in enumerate(zip(first, outs)):
+            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_key} vs {key}")
+    bounds = SOFTMAX_BOUNDS["float32"]
+    assert_within_ulp("long rows softmax", first[0], ref.softmax(x64), bounds["softmax"], {"x": x})
+    expected = ref.log_softmax(x64)
+    assert_within_ulp("long rows log_softmax", first[1], expected, bounds["log_softmax"], {"x": x},
+                      floor=softmax_floor("log_softmax", x.dtype, expected))
+    z = (x * np.float32(1.5)).astype(np.float64)  # the kernel's float32 logits
+    assert_within_ulp("long rows masked softmax", first[3], ref.softmax(z, mask=mask), bounds["softmax"], {"x": x})
+    assert_within_ulp("long rows wide softmax", first[2], ref.softmax(wide.astype(np.float64)), bounds["softmax"],
+                      {"x": wide})
+
+
 def test_tail_prefix_rows_match_long_rows(isa):
     # A row's result does not depend on its neighbours: rows computed alone are
     # bit-identical to the same rows inside a batch.

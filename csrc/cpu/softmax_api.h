@@ -45,11 +45,33 @@ struct CrossEntropyRange {
   double weight;            // gradient factor: 1 / (rows counted) for "mean", else 1
 };
 
+// Float32 forward rows are processed in segments of this many elements (a
+// multiple of 16): the dispatch spreads the segments of rows longer than this
+// across threads when there are fewer rows than threads.
+inline constexpr int64_t kSoftmaxSegment = 1 << 15;
+
+// Statistics of a float32 row, absorbed segment by segment in order.
+struct SoftmaxRowStats {
+  float max = -__builtin_inff();
+  float min = __builtin_inff();
+  void absorb(float seg_max, float seg_min) {
+    max = (seg_max != seg_max || seg_max > max) ? seg_max : max;  // a NaN sticks
+    if (max != max) return;
+    min = seg_min < min ? seg_min : min;
+  }
+  // Every z - M >= -87 (exp_near); never for masked rows, NaN or infinite ones.
+  bool near(bool masked) const { return !masked && min - max >= -87.0f; }
+};
+
 struct SoftmaxKernelTable {
   const char* isa_name;
   void (*forward)(const SoftmaxRange& r, int64_t row_begin, int64_t row_end);
   void (*backward)(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end);
   void (*cross_entropy)(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end);
+  // Float32 forward, one segment [begin, end) of one row (see kSoftmaxSegment).
+  void (*f32_segment_stats)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float* max, float* min);
+  double (*f32_segment_exp_sum)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, bool near);
+  void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, double sum);
 };
 
 // Threaded entry points (softmax_dispatch.cpp).

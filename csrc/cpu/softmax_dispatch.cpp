@@ -2,6 +2,7 @@
 // each row computed by one thread with a fixed order of operations, so results
 // do not depend on the thread count. Compiled with baseline flags.
 #include <algorithm>
+#include <vector>
 
 #include "cpu/dispatch.h"
 #include "cpu/parallel.h"
@@ -25,8 +26,54 @@ int64_t min_rows(int64_t cols) { return std::max<int64_t>(1, kMinChunkElements /
 
 }  // namespace
 
+// Fewer float32 rows than threads, each longer than a segment: the segments
+// of each row go to the threads in three phases (statistics, exp sums,
+// output), their results combined in segment order as the kernel does for
+// one thread.
+void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRange& r, int64_t rows) {
+  const int64_t n = r.cols;
+  const int64_t segments = (n + kSoftmaxSegment - 1) / kSoftmaxSegment;
+  std::vector<float> maxs(segments), mins(segments);
+  std::vector<double> sums(segments);
+  auto bounds = [&](int64_t s, int64_t& b, int64_t& e) {
+    b = s * kSoftmaxSegment;
+    e = std::min(n, b + kSoftmaxSegment);
+  };
+  for (int64_t row = 0; row < rows; ++row) {
+    parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0, b, e; s < s1; ++s) {
+        bounds(s, b, e);
+        table.f32_segment_stats(r, row, b, e, &maxs[s], &mins[s]);
+      }
+    });
+    SoftmaxRowStats st;
+    for (int64_t s = 0; s < segments; ++s) st.absorb(maxs[s], mins[s]);
+    double sum = 0.0;
+    if (st.max != -__builtin_inff()) {
+      const bool near = st.near(r.keep != nullptr);
+      parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0, b, e; s < s1; ++s) {
+          bounds(s, b, e);
+          sums[s] = table.f32_segment_exp_sum(r, row, b, e, st.max, near);
+        }
+      });
+      for (int64_t s = 0; s < segments; ++s) sum += sums[s];
+    }
+    parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0, b, e; s < s1; ++s) {
+        bounds(s, b, e);
+        table.f32_segment_finish(r, row, b, e, st.max, sum);
+      }
+    });
+  }
+}
+
 void run_softmax_forward(const SoftmaxRange& r, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
+  if (r.dtype == DType::float32 && r.cols > kSoftmaxSegment && rows < get_num_threads()) {
+    softmax_forward_split_rows(table, r, rows);
+    return;
+  }
   parallel_for(rows, min_rows(r.cols), 1, [&](int64_t begin, int64_t end) { table.forward(r, begin, end); });
 }
 

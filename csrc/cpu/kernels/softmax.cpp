@@ -8,11 +8,20 @@
 // ISA therefore performs the same IEEE operations in the same order, and the
 // scalar, AVX2 and AVX-512 results are identical to the bit (tested).
 //
-// Forward rows are walked in blocks of kBlock elements (4 KiB of float32, in L1
-// after the block's first read): the block's maximum, then its sum of
-// e^(z - M) against the running maximum M, absorbed into the running (M, S) in
-// double (the online normaliser). Main memory sees one read for the statistics
-// and one read plus one write for the output.
+// Float32 forward rows and cross-entropy rows (softmax_rows_f32,
+// cross_entropy_row_f32) compute one exp per element: the maximum (and
+// minimum) first, then e^(z - M) written out while it is summed, then the
+// output in place. Rows whose spread max - min is below 87 (almost all) use
+// exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut in
+// segments of kSoftmaxSegment that the dispatch may give to several threads.
+//
+// The other dtypes walk forward rows in blocks of kBlock elements (4 KiB of
+// float32, in L1 after the block's first read): the block's maximum, then its
+// sum of e^(z - M) against the running maximum M, absorbed into the running
+// (M, S) in double (the online normaliser), and a second exp for the output.
+#include <algorithm>
+#include <type_traits>
+
 #include "cpu/kernels/isa.h"
 #include "cpu/softmax_api.h"
 #include "nnfuse/ops/softmax.h"
@@ -144,9 +153,10 @@ NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
   using S = scalar_t<V>;
   S lanes[kGroup];
   for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mx[k]);
-  S m = lanes[0];
-  for (int j = 1; j < kGroup; ++j) m = smx::max_nan(m, lanes[j]);
-  return m;
+  // A tree (depth 4, not a chain of 15): short rows wait on this maximum.
+  for (int width = kGroup / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) lanes[j] = smx::max_nan(lanes[j], lanes[j + width]);
+  return lanes[0];
 }
 
 // Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
@@ -193,6 +203,196 @@ void fill_row(T* y, int64_t n, scalar_t<vec_for_t<T>> value) {
   for (int64_t i = 0; i < n; i += L) store_n(y + i, V(value), n - i < L ? static_cast<int>(n - i) : L);
 }
 
+// ---- float32 rows: one exp per element ------------------------------------------
+//
+// Pass 1 finds the row maximum M (loads, multiplies, max: cheap). Pass 2
+// computes e = e^(z - M) once per element, writes it to the output (softmax)
+// and adds it to the compensated lane sums. Pass 3 scales the output in place
+// by 1 / S (softmax) or writes (z - M) - log S (log-softmax, no exp). A row of
+// up to ~L2 size is still cached when pass 3 reads it back; for longer rows
+// the extra read and write of the output cost less than a second exp.
+
+// Row maximum of the logits over 16 virtual lanes (a NaN anywhere wins), and
+// with kMin the minimum of the valid lanes (to choose exp_near).
+template <class V, bool kMasked, bool kMin>
+NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale, float& max, float& min) {
+  V mx[kVecs<V>], mn[kVecs<V>];
+  for (auto& m : mx) m = V(smx::neg_inf_f());
+  for (auto& m : mn) m = V(-smx::neg_inf_f());
+  for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+    V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+    mx[k] = smx::max_nan(mx[k], z);
+    if constexpr (kMin) {
+      if constexpr (kLanes<V> > 1) {
+        if (cnt < kLanes<V>) z = select(first_lanes_mask<V>(cnt), z, V(-smx::neg_inf_f()));
+      }
+      mn[k] = vmin(mn[k], z);
+    }
+  });
+  max = max_lanes(mx);
+  if constexpr (kMin) {
+    float lanes[kGroup];
+    for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mn[k]);
+    for (int width = kGroup / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) lanes[j] = vmin(lanes[j], lanes[j + width]);
+    min = lanes[0];
+  }
+}
+
+template <class V>
+NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
+  float s[kGroup], c[kGroup];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    store_lanes(s + k * kLanes<V>, acc[k].s);
+    store_lanes(c + k * kLanes<V>, acc[k].c);
+  }
+  double t[kGroup];
+  for (int j = 0; j < kGroup; ++j) t[j] = (static_cast<double>(s[j]) - 1.0) + static_cast<double>(c[j]);
+  for (int width = kGroup / 2; width >= 1; width /= 2)
+    for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
+  return t[0];
+}
+
+// S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
+// to e when kStore; kNear: every z - M >= -87 (exp_near).
+template <class V, bool kMasked, bool kStore, bool kNear>
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e) {
+  smx::BiasedSum<V> acc[kVecs<V>];
+  for (auto& a : acc) a.reset();
+  for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+    V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+    V t;
+    if constexpr (kNear) {
+      t = softmax_term_near(z, m);
+      // padded lanes: z = -inf is outside exp_near's range
+      if constexpr (kLanes<V> > 1) {
+        if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
+      }
+    } else {
+      t = softmax_term(z, m);
+    }
+    if constexpr (kStore) store_n(e + i, t, cnt);
+    acc[k].add(t);
+  });
+  return combine_biased(acc);
+}
+
+template <class V, bool kMasked, bool kStore>
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, bool near) {
+  return near ? row_exp_sum<V, kMasked, kStore, true>(x, keep, n, scale, m, e)
+              : row_exp_sum<V, kMasked, kStore, false>(x, keep, n, scale, m, e);
+}
+
+// A row is processed in segments of kSoftmaxSegment elements (one segment for
+// rows up to that length): the statistics, the exp sums and the output of
+// each segment are independent, so the dispatch can spread the segments of a
+// long row across threads; the segments' results are combined in segment
+// order here and there alike, which keeps the bits independent of threads.
+template <bool kMasked>
+void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float* max, float* min) {
+  using V = vec_for_t<float>;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float mn = 0.0f;
+  row_max_min<V, kMasked, !kMasked>(x, keep, e - b, V(static_cast<float>(r.scale)), *max, mn);
+  *min = mn;
+}
+
+template <bool kMasked>
+double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, bool near) {
+  using V = vec_for_t<float>;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float* y = static_cast<float*>(r.out) + row * r.cols + b;
+  const V scale(static_cast<float>(r.scale)), m(mx);
+  return r.log ? row_exp_sum<V, kMasked, false>(x, keep, e - b, scale, m, nullptr, near)
+               : row_exp_sum<V, kMasked, true>(x, keep, e - b, scale, m, y, near);
+}
+
+// The output of a segment from the row's maximum and sum (a maximum of -inf:
+// no position left).
+template <bool kMasked>
+void f32_segment_finish(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, double sum) {
+  using V = vec_for_t<float>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = e - b;
+  const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
+  const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float* y = static_cast<float*>(r.out) + row * r.cols + b;
+  if (mx == smx::neg_inf_f()) {
+    fill_row(y, n, r.masked_rows_nan ? vmath::nan_f() : (r.log ? smx::neg_inf_f() : 0.0f));
+    return;
+  }
+  const V scale(static_cast<float>(r.scale)), m(mx);
+  if (r.log) {
+    const double log_sum = log(sum);
+    const float hi = static_cast<float>(log_sum);
+    const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      V z = load_logits<float, kMasked>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
+      store_n(y + i, log_softmax_out_rounded(z, m, lhi, llo), cnt);
+    }
+  } else {
+    const V inv(static_cast<float>(1.0 / sum));
+    for (int64_t i = 0; i < n; i += L) {
+      int cnt = n - i < L ? static_cast<int>(n - i) : L;
+      store_n(y + i, softmax_normalize(load_n(y + i, cnt), inv), cnt);
+    }
+  }
+}
+
+// Short rows are latency-bound (the maximum, then the sum, must be reduced
+// across lanes before the next pass can start), so they are processed a group
+// at a time, phase by phase: each row's reductions overlap the other rows'
+// passes. Every row still gets exactly the operations it would alone.
+constexpr int64_t kShortRow = 2048;
+constexpr int kShortGroup = 4;
+
+template <bool kMasked, int kRows>
+void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row) {
+  const int64_t n = r.cols;
+  SoftmaxRowStats st[kRows];
+  double sum[kRows];
+  for (int g = 0; g < kRows; ++g) {
+    float mx, mn;
+    f32_segment_stats<kMasked>(r, row + g, 0, n, &mx, &mn);
+    st[g].absorb(mx, mn);
+  }
+  for (int g = 0; g < kRows; ++g)
+    sum[g] = st[g].max != smx::neg_inf_f()
+                 ? 0.0 + f32_segment_exp_sum<kMasked>(r, row + g, 0, n, st[g].max, st[g].near(kMasked))
+                 : 0.0;
+  for (int g = 0; g < kRows; ++g) f32_segment_finish<kMasked>(r, row + g, 0, n, st[g].max, sum[g]);
+}
+
+template <bool kMasked>
+void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  const int64_t n = r.cols;
+  if (n <= kShortRow) {
+    int64_t row = row_begin;
+    for (; row + kShortGroup <= row_end; row += kShortGroup) softmax_short_rows_f32<kMasked, kShortGroup>(r, row);
+    for (; row < row_end; ++row) softmax_short_rows_f32<kMasked, 1>(r, row);
+    return;
+  }
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    SoftmaxRowStats st;
+    for (int64_t b = 0; b < n; b += kSoftmaxSegment) {
+      float mx, mn;
+      f32_segment_stats<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), &mx, &mn);
+      st.absorb(mx, mn);
+    }
+    double sum = 0.0;
+    if (st.max != smx::neg_inf_f()) {
+      const bool near = st.near(kMasked);
+      for (int64_t b = 0; b < n; b += kSoftmaxSegment)
+        sum += f32_segment_exp_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, near);
+    }
+    for (int64_t b = 0; b < n; b += kSoftmaxSegment)
+      f32_segment_finish<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, sum);
+  }
+}
+
 template <class T, bool kMasked>
 void softmax_rows(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<T>;
@@ -235,12 +435,28 @@ void softmax_rows(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
 void softmax_forward(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   dispatch_dtype(r.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (r.keep) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (r.keep) {
+        softmax_rows_f32<true>(r, row_begin, row_end);
+      } else {
+        softmax_rows_f32<false>(r, row_begin, row_end);
+      }
+    } else if (r.keep) {
       softmax_rows<T, true>(r, row_begin, row_end);
     } else {
       softmax_rows<T, false>(r, row_begin, row_end);
     }
   });
+}
+
+// Every lane in [-87, 0] (NaN: no), where exp_near is exp.
+template <class V>
+NNF_HD bool all_in_near_range(V y) {
+  if constexpr (kLanes<V> == 1) {
+    return y >= V(-87.0f) && y <= V(0.0f);
+  } else {
+    return all_lanes((y >= V(-87.0f)) & (y <= V(0.0f)));
+  }
 }
 
 // ---- backward -------------------------------------------------------------------
@@ -267,6 +483,19 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
       });
     }
     const V total(static_cast<S>(combine_lanes(acc)));
+    if constexpr (std::is_same_v<S, float>) {
+      if (r.log) {
+        for (int64_t i = 0; i < n; i += L) {
+          int cnt = n - i < L ? static_cast<int>(n - i) : L;
+          V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
+          // padded lanes load 0, inside the range
+          V out = all_in_near_range(yv) ? log_softmax_bwd_out_near(gv, yv, total, scale)
+                                        : log_softmax_bwd_out(gv, yv, total, scale);
+          store_n(dx + i, out, cnt);
+        }
+        continue;
+      }
+    }
     for (int64_t i = 0; i < n; i += L) {
       int cnt = n - i < L ? static_cast<int>(n - i) : L;
       V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
@@ -276,6 +505,42 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 }
 
 // ---- fused cross-entropy ---------------------------------------------------------
+
+// Float32 rows whose logits are finite with a spread below 87: one exp per
+// element (written to grad, then a * e - b in place). Returns false for the
+// other rows, which take the general path below.
+inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const float* x, float* grad, int64_t label) {
+  using V = vec_for_t<float>;
+  constexpr int L = kLanes<V>;
+  const int64_t n = r.cols;
+  const double eps = r.smoothing, w = r.weight;
+  float mx, mn;
+  row_max_min<V, false, true>(x, nullptr, n, V(1.0f), mx, mn);
+  if (!(mn - mx >= -87.0f)) return false;  // also NaN and infinite rows
+  double sum_z = 0.0;
+  if (eps != 0.0) {
+    // As in row_norm: the logits times 2^-40, compensated, 16 lanes.
+    smx::CompensatedSum<V> zsum[kVecs<V>];
+    for (auto& a : zsum) a.reset();
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) { zsum[k].add(load_n(x + i, cnt) * V(kLogitSumScale<float>)); });
+    sum_z = combine_lanes(zsum);
+  }
+  const double z_t = static_cast<double>(x[label]);  // read before grad may overwrite x
+  const V m(mx);
+  const double sum = row_exp_sum<V, false, true, true>(x, nullptr, n, V(1.0f), m, grad);
+  const double log_sum = log(sum);
+  const double lse = static_cast<double>(mx) + log_sum;
+  const double k = 1.0 + 2.0 * r.z_loss * lse;
+  const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
+  r.loss[row] = cross_entropy_loss(z_t, mx, log_sum, mean_z, eps, r.z_loss);
+  const V a(static_cast<float>(w * k / sum)), b(static_cast<float>(w * eps / static_cast<double>(n)));
+  for (int64_t i = 0; i < n; i += L) {
+    int cnt = n - i < L ? static_cast<int>(n - i) : L;
+    store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
+  }
+  store_scalar(grad + label, cross_entropy_label_grad(z_t, mx, sum, w, k, eps, static_cast<double>(n)));
+  return true;
+}
 
 template <class T>
 void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
@@ -293,6 +558,9 @@ void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t r
       r.loss[row] = label == r.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
       fill_row(grad, n, S(0));
       continue;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (cross_entropy_row_f32(r, row, x, grad, label)) continue;
     }
     double sum_z = 0.0;
     const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
@@ -325,6 +593,16 @@ const SoftmaxKernelTable& softmax_kernel_table() {
       },
       [](const CrossEntropyRange& r, int64_t b, int64_t e) {
         dispatch_dtype(r.dtype, [&](auto tag) { cross_entropy_rows<typename decltype(tag)::type>(r, b, e); });
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float* max, float* min) {
+        r.keep ? f32_segment_stats<true>(r, row, b, e, max, min) : f32_segment_stats<false>(r, row, b, e, max, min);
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, bool near) {
+        return r.keep ? f32_segment_exp_sum<true>(r, row, b, e, max, near)
+                      : f32_segment_exp_sum<false>(r, row, b, e, max, near);
+      },
+      [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, double sum) {
+        r.keep ? f32_segment_finish<true>(r, row, b, e, max, sum) : f32_segment_finish<false>(r, row, b, e, max, sum);
       },
   };
   return table;

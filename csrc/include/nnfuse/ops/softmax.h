@@ -21,6 +21,10 @@
 // - Sums of e^(z - M) and of g y are compensated (TwoSum per lane): the lane
 //   sums are accurate to ~1 ULP whatever the row length, then added in double.
 // - Row totals (S, the dot products, the loss) live in double.
+// - Float32 rows (the CPU kernels) compute e^(z - M) once per element and
+//   scale it afterwards (softmax_normalize): one more rounding, measured within
+//   the bound; exp_near and BiasedSum are the cheaper exact forms they use
+//   where their conditions hold.
 #pragma once
 
 #include "nnfuse/common/macros.h"
@@ -70,6 +74,23 @@ NNF_HD V exp_lo_times(V d, V dlo, V k) {
 NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
 NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
 
+// e^(d + dlo) for d in [-87, 0] or NaN, |dlo| <= ulp(d) / 2: e^d is then a
+// normal number or rounds once into the denormals, so a single power of two
+// 2^k (k in [-126, 0]) scales it. Same reduction and polynomial as
+// vmath::exp_parts, and like value() one final rounding of (1 + em1) 2^k: the
+// same bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
+// one scale factor). Callers guarantee the range for every lane they keep
+// (NaN and infinite rows or lanes never get here): k is then in [-126, 0],
+// as pow2i requires.
+template <class V>
+NNF_HD V exp_near(V d, V dlo) {
+  V k = vrint(d * V(1.442695041f));
+  V r = fma(k, V(-0.693145751953125f), d);
+  r = fma(k, V(-1.428606765330187e-06f), r);
+  r = r + dlo;
+  return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(k);
+}
+
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
 template <class V>
 NNF_HD V max_nan(V acc, V z) {
@@ -91,6 +112,23 @@ struct CompensatedSum {
   }
 };
 
+// A compensated sum of terms in [0, 1] that starts at 1: s >= 1 >= x, so
+// Fast2Sum (3 operations) gives the rounding error of s + x exactly. The sum
+// is s + c - 1.
+template <class V>
+struct BiasedSum {
+  V s, c;
+  NNF_HD void reset() {
+    s = V(1.0f);
+    c = V(0.0f);
+  }
+  NNF_HD void add(V x) {
+    V t = s + x;
+    c = c + (x - (t - s));
+    s = t;
+  }
+};
+
 }  // namespace smx
 
 // ---- forward ------------------------------------------------------------------
@@ -102,6 +140,15 @@ NNF_HD V softmax_term(V z, V m) {
   V d, dlo;
   smx::exact_diff(z, m, d, dlo);
   return smx::exp_lo(d, dlo);
+}
+
+// softmax_term where every z - M >= -87 (the caller checked the row): the
+// same value, with exp_near.
+template <class V>
+NNF_HD V softmax_term_near(V z, V m) {
+  V d, e;
+  smx::two_sum(z, -m, d, e);
+  return smx::exp_near(d, e);
 }
 
 // Online normaliser in double: the running (M, S) absorbs a block whose terms
@@ -126,6 +173,14 @@ NNF_HD V softmax_out(V z, V m, V inv) {
   return smx::exp_lo_times(d, dlo, inv);
 }
 
+// One-exp form (float32 rows): e = softmax_term(z, M) is written out while S
+// is summed, then scaled in place: y = e * inv (one more rounding than
+// softmax_out, measured within the float32 bound).
+template <class V>
+NNF_HD V softmax_normalize(V e, V inv) {
+  return e * inv;
+}
+
 // Pass 2: y = (z - M) - log S, log S = lhi + llo (lhi rounded to V, llo the
 // rest). Both terms are <= 0, so the sum does not cancel.
 template <class V>
@@ -133,6 +188,15 @@ NNF_HD V log_softmax_out(V z, V m, V lhi, V llo) {
   V d, dlo;
   smx::exact_diff(z, m, d, dlo);
   return (d - lhi) + (dlo - llo);
+}
+
+// The float32 rows' form: y = ((z - M) - lhi) - llo without the exact
+// difference. Both terms are <= 0, so |y| >= |z - M| and the rounding of
+// z - M costs at most 0.5 ULP of y: at most 1.5 ULP before the error of log S
+// (measured in SOFTMAX_BOUNDS), against the 8 operations of exact_diff.
+template <class V>
+NNF_HD V log_softmax_out_rounded(V z, V m, V lhi, V llo) {
+  return ((z - m) - lhi) - llo;
 }
 
 // ---- backward -----------------------------------------------------------------
@@ -153,6 +217,15 @@ NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
   return (g - exp(y) * sum_g) * scale;
 }
 
+// The same for float lanes that all lie in [-87, 0] (the caller checks the
+// vector): exp_near(y, 0) equals exp(y) to the bit there (same reduction,
+// polynomial and single rounding), so which lanes take which path does not
+// change a result, and ISAs of different widths still agree.
+template <class V>
+NNF_HD V log_softmax_bwd_out_near(V g, V y, V sum_g, V scale) {
+  return (g - smx::exp_near(y, V(0.0f)) * sum_g) * scale;
+}
+
 // ---- cross-entropy ------------------------------------------------------------
 
 // Gradient of one element that is not the label: a * e^(z - M) - b, with
@@ -162,6 +235,13 @@ NNF_HD V cross_entropy_grad(V z, V m, V a, V b) {
   V d, dlo;
   smx::exact_diff(z, m, d, dlo);
   return smx::exp_lo_times(d, dlo, a) - b;
+}
+
+// The float32 rows' one-exp form: e = e^(z - M) was written to the gradient
+// while S was summed; a * e - b with one rounding (fma).
+template <class V>
+NNF_HD V cross_entropy_grad_from_exp(V e, V a, V b) {
+  return fma(e, a, -b);
 }
 
 // The label's gradient in double (p_t - (1 - eps) cancels when p_t -> 1).
