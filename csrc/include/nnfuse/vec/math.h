@@ -56,12 +56,14 @@ struct Limits<float> {
   static constexpr float tail = 200.0f;     // silu, mish: |x| e^-|x| g is 0 beyond
   static constexpr float gelu = 20.0f;      // gelu: a phi(a) g is 0 beyond
   static constexpr float gelu_tanh = 14.0f; // gelu tanh: e^-2u(a) is 0 beyond
+  static constexpr float max = 3.402823466e+38f;  // largest finite
 };
 template <>
 struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double>)
   static constexpr double tail = 1000.0;
   static constexpr double gelu = 50.0;
   static constexpr double gelu_tanh = 26.0;
+  static constexpr double max = 1.7976931348623157e+308;
 };
 
 // e^x = (1 + em1) * s1 * s2 with em1 = e^r - 1, |r| <= 0.35, and s1 = 2^k1,
