@@ -50,6 +50,11 @@ bool has_bwd_from_y(ActOp op) {
 // benchmark: forward ~0.65 -> ~0.9 of np.copyto, which streams too). The head
 // up to the first aligned vector and the tail are masked vectors of the same
 // code, so results are the bits of map_unary / map_binary.
+// The per-element lambdas are inlined into the loops: called out of line (as
+// GCC chose for the larger functors), every call re-broadcast all the
+// polynomial constants from memory instead of keeping them in registers.
+#define NNF_LAMBDA_INLINE __attribute__((always_inline))
+
 constexpr int64_t kStreamBytes = int64_t(1) << 22;
 
 template <class T>
@@ -124,14 +129,14 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   const T* in = static_cast<const T*>(r.in) + begin;
   T* out = static_cast<T*>(r.out) + begin;
   if (r.direction == ActDirection::forward) {
-    map_unary_any(in, out, n, [&](V x) { return Op::fwd(x, args); });
+    map_unary_any(in, out, n, [&](V x) NNF_LAMBDA_INLINE { return Op::fwd(x, args); });
     return;
   }
   const T* grad = static_cast<const T*>(r.grad) + begin;
   if (r.direction == ActDirection::backward_from_x) {
-    map_binary_any(grad, in, out, n, [&](V g, V x) { return Op::bwd(g, x, args); });
+    map_binary_any(grad, in, out, n, [&](V g, V x) NNF_LAMBDA_INLINE { return Op::bwd(g, x, args); });
   } else if constexpr (Op::has_bwd_from_y) {
-    map_binary_any(grad, in, out, n, [&](V g, V y) { return Op::bwd_from_y(g, y, args); });
+    map_binary_any(grad, in, out, n, [&](V g, V y) NNF_LAMBDA_INLINE { return Op::bwd_from_y(g, y, args); });
   }
 }
 
