@@ -572,7 +572,7 @@ struct Softplus {
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
     V t = vmath::exp_parts(-vabs(z), select(pos, -ze, ze)).value();
-    V y = select(pos, x, V(0.0f)) + log1p(t) / a.p0;
+    V y = select(pos, x, V(0.0f)) + vmath::log1p_unit(t) / a.p0;
     return select(z > a.p1, x, y);
   }
   template <class V>
@@ -623,7 +623,7 @@ struct Logsigmoid {
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     V t = vmath::exp_parts(-vabs(x)).value();
-    return select(x < V(0.0f), x, V(0.0f)) - log1p(t);
+    return select(x < V(0.0f), x, V(0.0f)) - vmath::log1p_unit(t);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {

@@ -246,6 +246,23 @@ NNF_HD V log_reduced(V f, V e) {
   return fma(e, V(6.931471825e-01f), t);
 }
 
+// log1p(t) for t in [0, 1] or NaN (softplus, logsigmoid: t = e^-|x|): the
+// steps of log1p below with what this range makes constant folded away (u = 1
+// + t in [1, 2], so e is 0 or 1; the Fast2Sum has 1 as the larger term; no
+// special values but NaN, which c carries). Bit-identical to log1p(t) there,
+// about 14 operations fewer.
+template <class V>
+NNF_HD V log1p_unit(V t) {
+  V u = V(1.0f) + t;
+  V c = (V(1.0f) - u) + t;
+  mask_t<V> big = u > V(1.414213562f);
+  V m = select(big, u * V(0.5f), u);
+  V e = select(big, V(1.0f), V(0.0f));
+  V f = fma(c, select(big, V(0.5f), V(1.0f)), m - V(1.0f));
+  return log_reduced(f, e);
+}
+NNF_HD double log1p_unit(double t) { return ::log1p(t); }
+
 // Special values of log(u): u = +inf -> +inf, u = 0 -> -inf, u < 0 -> NaN, NaN -> NaN.
 NNF_HD float inf_f() { return bit_cast_value<float>(0x7f800000u); }
 NNF_HD float nan_f() { return bit_cast_value<float>(0x7fc00000u); }
