@@ -221,7 +221,10 @@ struct Gelu {
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
     vmath::ScaledTail<V> d = vmath::gelu_dtail(a);
-    return select(x < V(0.0f), d.times(g), g * (V(1.0f) - d.times(V(1.0f))));
+    // One times(): D g (x < 0) or D (x >= 0), the same bits as two calls.
+    mask_t<V> neg = x < V(0.0f);
+    V t = d.times(select(neg, g, V(1.0f)));
+    return select(neg, t, g * (V(1.0f) - t));
   }
 };
 
@@ -572,7 +575,10 @@ struct Softplus {
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
     V t = vmath::exp_parts(-vabs(z), select(pos, -ze, ze)).value();
-    V y = select(pos, x, V(0.0f)) + vmath::log1p_unit(t) / a.p0;
+    V l = vmath::log1p_unit(t);
+    // beta = 1 (the default): skip the division (l / 1 = l, same bits).
+    if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
+    V y = select(pos, x, V(0.0f)) + l;
     return select(z > a.p1, x, y);
   }
   template <class V>
