@@ -188,6 +188,11 @@ NNF_HD V mul_sigmoid_impl(V m, V u, V ulo) {
   V den = fma(em1, select(pos, V(1.0f), w), w + one) + (V(1.0f) - one);
   V q = m / den;
   V jp = select(pos, j, V(0.0f));
+  // Where 2^jp is normal in every lane (x >= -87 for sigmoid: almost always),
+  // one exact factor rounds q 2^jp once. The two-factor path below rounds the
+  // same exact value once too wherever q 2^j1 is normal (|q| >= 2^-63: every
+  // caller here, whose |m| >= 0.1 where k > 0), so the bits are the same.
+  if (all_lanes(jp >= V(L::emin))) return q * pow2i(jp);
   V j1 = vmax(vrint(jp * V(0.5f)), V(L::emin));
   V j2 = vmax(jp - j1, V(L::emin - 1));
   return (q * pow2i(j1)) * pow2i(j2);
