@@ -16,11 +16,10 @@
 // Measured max error (python -m nnfuse.accuracy --points 1000000; float32 ulps,
 // float64 ulps against the float64 reference, whose formulas the float64 path
 // follows where its own roundings would otherwise dominate):
-//   float32 fwd: Sigmoid 1.98, Tanh 1.30, Gelu 1.76, GeluTanh 1.73, Silu 1.64,
-//         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 3.25 (x = -4.3: over
-//         the 2-ulp target, six roundings of ~0.5 in x e (e + 2) / (e(e + 2) + 2)).
-//   float32 bwd: Sigmoid 3.82, Tanh 3.79, Silu 3.78 (floor), Gelu 3.29 (floor);
-//         over 4: GeluTanh 4.73 (floor), Mish 4.77 (floor), Softsign 4.05.
+//   float32 fwd: Sigmoid 1.53, Tanh 1.30, Gelu 1.76, GeluTanh 1.73, Silu 1.64,
+//         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 1.27.
+//   float32 bwd: Sigmoid 3.82, Tanh 3.79, Silu 3.78 (floor), Gelu 3.29 (floor),
+//         Mish 2.69 (floor), Softplus 2.34, GeluTanh 1.40 (floor), Softsign 1.46.
 //   float64: <= 4 forward, <= 8 backward for every op.
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
@@ -222,7 +221,10 @@ struct Gelu {
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
     vmath::ScaledTail<V> d = vmath::gelu_dtail(a);
-    return select(x < V(0.0f), d.times(g), g * (V(1.0f) - d.times(V(1.0f))));
+    // One times(): D g (x < 0) or D (x >= 0), the same bits as two calls.
+    mask_t<V> neg = x < V(0.0f);
+    V t = d.times(select(neg, g, V(1.0f)));
+    return select(neg, t, g * (V(1.0f) - t));
   }
 };
 
@@ -234,20 +236,20 @@ template <class V>
 struct TanhGeluArg {
   V w, wl, x2;
 };
-// c1, c2 and 3 c2 (for w') as hi + lo pairs of each precision (3 c2 only hi).
+// c1, c2 and 3 c2 (for w') as hi + lo pairs of each precision (float64: 3 c2 only hi).
 template <class S>
 struct GeluTanhConsts;
 template <>
 struct GeluTanhConsts<float> {
   static constexpr float c1h = 1.595769167e+00f, c1l = -4.534068054e-08f;
   static constexpr float c2h = 7.135481387e-02f, c2l = 2.398832466e-09f;
-  static constexpr float c2x3 = 2.140644416e-01f;
+  static constexpr float c2x3 = 2.140644491e-01f, c2x3l = -2.540834210e-10f;
 };
 template <>
 struct GeluTanhConsts<double> {
   static constexpr double c1h = 0x1.9884533d43651p+0, c1l = -0x1.cbc0d30ebfd15p-54;
   static constexpr double c2h = 0x1.2444f2a4d8b4bp-4, c2l = -0x1.6c843a29d1c70p-61;
-  static constexpr double c2x3 = 0.21406444881780073;
+  static constexpr double c2x3 = 0.21406444881780073, c2x3l = 0.0;
 };
 template <class V>
 NNF_HD TanhGeluArg<V> tanh_gelu_arg(V a) {
@@ -327,18 +329,49 @@ struct GeluTanh {
   }
   // float64: the reference's formula (see act_detail::reference_gelu_tanh_bwd).
   NNF_HD static double bwd_impl(double g, double x) { return act_detail::reference_gelu_tanh_bwd(g, x); }
+  // With z = 1 + t, xw = x w' and s = 1 / z: y' = s^2 (z + xw) t (x < 0; the
+  // factor t applied last with one rounding) or s^2 (z + xw t) (x >= 0). Every
+  // part is carried as a double-float (z by Fast2Sum with t's exact residual,
+  // w' = c1 + 3 c2 x^2 by TwoSum, the sum by TwoSum, 1 / z^2 with its exact
+  // residual), so the result is rounded about once, also near the interior zero.
   template <class V>
   NNF_HD static V bwd_impl(V g, V x) {
+    using C = act_detail::GeluTanhConsts<scalar_t<V>>;
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
     vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
+    V sc = e.s1 * e.s2;
     V t = e.value();
+    V tlo = fma(sc, e.em1, sc - t);
     mask_t<V> neg = x < V(0.0f);
-    using C = act_detail::GeluTanhConsts<scalar_t<V>>;
-    V xw = copysign(a, x) * fma(V(C::c2x3), w.x2, V(C::c1h));
-    V s = V(1.0f) / (V(1.0f) + t);
-    V b = s * fma(select(neg, xw, xw * t), s, V(1.0f));
-    return select(neg, e.times(g * b), g * b);
+    // w' = c1 + 3 c2 x^2 as dh + dl.
+    V x2e = fma(a, a, -w.x2);
+    V q = V(C::c2x3) * w.x2;
+    V dh = V(C::c1h) + q;
+    V dl = ((vmax(V(C::c1h), q) - dh) + vmin(V(C::c1h), q)) +
+           (fma(V(C::c2x3), w.x2, -q) + fma(V(C::c2x3), x2e, fma(V(C::c2x3l), w.x2, V(C::c1l))));
+    V xs = copysign(a, x);
+    V xwh = xs * dh;
+    V xwl = fma(xs, dh, -xwh) + xs * dl;
+    // m = 1 (x < 0) or t (x >= 0).
+    V m = select(neg, V(1.0f), t);
+    V mlo = select(neg, V(0.0f), tlo);
+    V xt = xwh * m;
+    V xtl = fma(xwh, m, -xt) + fma(xwl, m, xwh * mlo);
+    V z = V(1.0f) + t;
+    V zl = ((V(1.0f) - z) + t) + tlo;
+    V nh = z + xt;
+    V bb = nh - z;
+    V nl = ((z - (nh - bb)) + (xt - bb)) + (zl + xtl);
+    V zz = z * z;
+    V zzl = fma(z, z, -zz) + V(2.0f) * z * zl;
+    V iq = V(1.0f) / zz;
+    V riq = fma(-iq, zz, V(1.0f)) - iq * zzl;
+    V bh = nh * iq;
+    V bl = fma(nh, iq, -bh) + fma(bh, riq, nl * iq);
+    V gb = g * bh;
+    V gbl = fma(g, bh, -gb) + g * bl;
+    return select(neg, e.times2(gb, gbl), gb + gbl);
   }
 };
 
@@ -364,10 +397,40 @@ struct Silu {
   }
 };
 
+namespace act_detail {
+// Mish's denominator D = e (e + 2) + 2, e = e^x (x clamped to [-tail, 20]):
+// e = value + elo (elo exact: s (1 + em1) - value), u = e + 2 as u + ulo
+// (Fast2Sum), D = e u + 2 as D + Dlo, and 1 / (D + Dlo) = id (1 + rid), so the
+// quotients below are rounded once.
+template <class V>
+struct MishDen {
+  vmath::ExpParts<V> ep;
+  V e, elo, u, ulo, id, rid;
+};
+template <class V>
+NNF_HD MishDen<V> mish_den(V xc) {
+  vmath::ExpParts<V> ep = vmath::exp_parts(xc);
+  V s = ep.s1 * ep.s2;
+  V e = ep.value();
+  V elo = fma(s, ep.em1, s - e);
+  const V two(2.0f);
+  V u = e + two;
+  V ulo = ((vmax(e, two) - u) + vmin(e, two)) + elo;
+  V p = e * u;
+  V pe = fma(e, u, -p);
+  V D = p + two;
+  V Dlo = ((vmax(p, two) - D) + vmin(p, two)) + (pe + fma(e, ulo, elo * u));
+  V id = V(1.0f) / D;
+  V rid = fma(-id, D, V(1.0f)) - id * Dlo;
+  return {ep, e, elo, u, ulo, id, rid};
+}
+}  // namespace act_detail
+
 // Mish: y = x tanh(softplus(x)) = x n / (n + 2), n = e (e + 2), e = e^x;
 // y' = tanh(sp) + x sech^2(sp) sigmoid(x) = e [(e + 2) + 4x (e + 1) / D] / D,
 // D = n + 2 = e(e + 2) + 2. For x < 0 the factor e is applied last (x e^x tail
-// rounded once). x is clamped to [-120, 20] where y = x or 0 already (y' = 1 / 0).
+// rounded once); sums and quotients are carried as double-floats (mish_den),
+// so each result is rounded about once (was 3.25 / 4.77 ulp with six roundings). x is clamped to [-120, 20] where y = x or 0 already (y' = 1 / 0).
 // Interior zero of y' near x = -1.1924.
 struct Mish {
   static constexpr bool has_bwd_from_y = false;
@@ -390,22 +453,48 @@ struct Mish {
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
-    vmath::ExpParts<V> ep = vmath::exp_parts(xc);
-    V e = ep.value();
-    V e2 = e + V(2.0f);
-    mask_t<V> neg = x < V(0.0f);
-    V q = select(neg, xc * e2, xc * (e * e2)) / fma(e, e2, V(2.0f));
-    return select(neg, ep.times(q), select(x > V(20.0f), x, q));
+    act_detail::MishDen<V> d = act_detail::mish_den(xc);
+    // x < 0: y = x e R, R = u / D = u id (1 + rid) as P + Pl; x R as mh + ml,
+    // then e applied with one rounding (times2).
+    V P = d.u * d.id;
+    V Pl = fma(d.u, d.id, -P) + fma(d.ulo, d.id, P * d.rid);
+    V mh = xc * P;
+    V ml = fma(xc, P, -mh) + xc * Pl;
+    V yneg = d.ep.times2(mh, ml);
+    // x >= 0: y = x - 2x / D (2 / D <= 0.4): h = -2x id exact to first order,
+    // x + h by Fast2Sum, one final rounding.
+    V m2 = V(-2.0f) * xc;
+    V h = m2 * d.id;
+    V hl = fma(m2, d.id, -h) + h * d.rid;
+    V sum = xc + h;
+    V ypos = sum + (((xc - sum) + h) + hl);
+    return select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
-    vmath::ExpParts<V> ep = vmath::exp_parts(xc);
-    V e = ep.value();
-    V e2 = e + V(2.0f);
-    V id = V(1.0f) / fma(e, e2, V(2.0f));
-    V b = id * fma(V(4.0f) * xc * (e + V(1.0f)), id, e2);
-    return select(x < V(0.0f), ep.times(g * b), g * (e * b));
+    act_detail::MishDen<V> d = act_detail::mish_den(xc);
+    // A = 4x (e + 1) as Ah + Al (v = e + 1 by Fast2Sum), c = A / D as ch + cl.
+    V v = d.e + V(1.0f);
+    V vlo = ((vmax(d.e, V(1.0f)) - v) + vmin(d.e, V(1.0f))) + d.elo;
+    V x4 = V(4.0f) * xc;
+    V Ah = x4 * v;
+    V Al = fma(x4, v, -Ah) + x4 * vlo;
+    V ch = Ah * d.id;
+    V cl = fma(Ah, d.id, -ch) + fma(ch, d.rid, Al * d.id);
+    // x < 0: y' = e (u + c) / D, u + c cancels at the interior zero: TwoSum.
+    V sh = d.u + ch;
+    V bb = sh - d.u;
+    V sl = ((d.u - (sh - bb)) + (ch - bb)) + (d.ulo + cl);
+    V bh = sh * d.id;
+    V bl = fma(sh, d.id, -bh) + fma(bh, d.rid, sl * d.id);
+    V gb = g * bh;
+    V yneg = d.ep.times2(gb, fma(g, bh, -gb) + g * bl);
+    // x >= 0: y' = (1 - 2 id) + e c id, both terms positive.
+    // 1 - 2 / D with the rounding of D (rid) corrected.
+    V m2id = V(-2.0f) * d.id;
+    V ypos = fma(d.e * ch, d.id, fma(m2id, d.rid, fma(V(-2.0f), d.id, V(1.0f))));
+    return select(x < V(0.0f), yneg, g * ypos);
   }
 };
 
@@ -488,7 +577,10 @@ struct Softplus {
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
     V t = vmath::exp_parts(-vabs(z), select(pos, -ze, ze)).value();
-    V y = select(pos, x, V(0.0f)) + log1p(t) / a.p0;
+    V l = vmath::log1p_unit(t);
+    // beta = 1 (the default): skip the division (l / 1 = l, same bits).
+    if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
+    V y = select(pos, x, V(0.0f)) + l;
     return select(z > a.p1, x, y);
   }
   template <class V>
@@ -517,8 +609,18 @@ struct Softsign {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    V s = V(1.0f) / (V(1.0f) + vabs(x));
-    return (g * s) * s;
+    // d = 1 + a as d + dlo (Fast2Sum), s = 1 / d rounded, r = 1 - s (d + dlo)
+    // (exact residual): 1 / (1 + a)^2 = s^2 (1 + 2r); g s as gs + gse, the
+    // product gs s exact inside the last fma: ~1 rounding in all. a = inf is
+    // taken as the largest float (s ~ 2^-128: the result is g * 0 as the limit).
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::max), vabs(x));
+    V d = V(1.0f) + a;
+    V dlo = (vmax(V(1.0f), a) - d) + vmin(V(1.0f), a);
+    V s = V(1.0f) / d;
+    V r = fma(-s, d, V(1.0f)) - s * dlo;
+    V gs = g * s;
+    V gse = fma(g, s, -gs);
+    return fma(gs, s, fma(gse, s, (r + r) * (gs * s)));
   }
 };
 
@@ -529,7 +631,7 @@ struct Logsigmoid {
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     V t = vmath::exp_parts(-vabs(x)).value();
-    return select(x < V(0.0f), x, V(0.0f)) - log1p(t);
+    return select(x < V(0.0f), x, V(0.0f)) - vmath::log1p_unit(t);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {

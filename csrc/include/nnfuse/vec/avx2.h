@@ -101,6 +101,9 @@ NNF_HD VecAvx2 vload(const bfloat16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 NNF_HD void vstore(float* p, VecAvx2 a) { _mm256_storeu_ps(p, a.v); }
+// Non-temporal store (p 32-byte aligned): bypasses the caches, no read for
+// ownership of the line; callers end a streaming loop with _mm_sfence().
+NNF_HD void vstore_stream(float* p, VecAvx2 a) { _mm256_stream_ps(p, a.v); }
 NNF_HD void vstore(half_t* p, VecAvx2 a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT));
 }

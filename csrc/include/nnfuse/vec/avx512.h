@@ -123,6 +123,9 @@ NNF_HD __m256i narrow_to_bfloat16(VecAvx512 a) {
 }
 
 NNF_HD void vstore(float* p, VecAvx512 a) { _mm512_storeu_ps(p, a.v); }
+// Non-temporal store (p 64-byte aligned): bypasses the caches, no read for
+// ownership of the line; callers end a streaming loop with _mm_sfence().
+NNF_HD void vstore_stream(float* p, VecAvx512 a) { _mm512_stream_ps(p, a.v); }
 NNF_HD void vstore(half_t* p, VecAvx512 a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_to_half(a));
 }
