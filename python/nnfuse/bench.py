@@ -250,12 +250,15 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                         fwd = getattr(nf, base)
                         bwd = getattr(nf, base + "_backward")
                         y = fwd(x, **params)
-                        for direction in directions:
+                        for direction in _directions(name, directions):
                             if progress:
                                 progress(f"{name} {direction} {dtype_name} n=2^{int(math.log2(n))} threads={threads}")
                             if direction == "forward":
                                 t = _median_time(lambda: fwd(x, out=out, **params), min_time)
                                 nbytes, floor = 2 * x.nbytes, floor_fwd
+                            elif direction == "backward_from_y":
+                                t = _median_time(lambda: bwd(g, y=y, out=out, **params), min_time)
+                                nbytes, floor = 3 * x.nbytes, floor_bwd
                             else:
                                 t = _median_time(lambda: bwd(g, x, out=out, **params), min_time)
                                 nbytes, floor = 3 * x.nbytes, floor_bwd
@@ -272,9 +275,26 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
     return rows
 
 
+# PyTorch's sigmoid and tanh backward kernels take the forward output y: the
+# like-for-like comparison is nnfuse's backward from y, reported as its own
+# direction "backward_from_y"; the from-x row then has no PyTorch ratio.
+TORCH_BACKWARD_FROM_Y = ("sigmoid", "tanh")
+
+
+def _directions(name, directions):
+    out = list(directions)
+    if "backward" in directions and name in TORCH_BACKWARD_FROM_Y:
+        out.insert(out.index("backward") + 1, "backward_from_y")
+    return out
+
+
 def _peer_times(name, params, direction, x, g, y, scratch, min_time):
     result = {}
-    formulas = NUMPY_FORWARD if direction == "forward" else NUMPY_BACKWARD
+    formulas = {"forward": NUMPY_FORWARD, "backward": NUMPY_BACKWARD}.get(direction, {})
+    if direction == "backward" and name in TORCH_BACKWARD_FROM_Y:
+        peers_apply = False  # PyTorch's kernel takes y: compared in the backward_from_y row
+    else:
+        peers_apply = True
     if x.dtype == np.float32 and name in formulas:
         f = formulas[name]
         with np.errstate(all="ignore"):
@@ -282,7 +302,7 @@ def _peer_times(name, params, direction, x, g, y, scratch, min_time):
                 result["numpy_s"] = _median_time(lambda: f(x), min_time, max_repeats=10)
             else:
                 result["numpy_s"] = _median_time(lambda: f(g, x), min_time, max_repeats=10)
-    if torch is not None and x.dtype != BFLOAT16:
+    if torch is not None and peers_apply and x.dtype != BFLOAT16:
         base = "gelu" if name == "gelu_tanh" else name
         tx, tg, ty, to = (torch.from_numpy(a) for a in (x, g, y, scratch))
         if direction == "forward":
@@ -297,7 +317,7 @@ def _peer_times(name, params, direction, x, g, y, scratch, min_time):
                 fn, into_out = peer
                 result["torch_s"] = _median_time(lambda: fn(tg, tx, ty, to), min_time)
                 result["torch_out"] = into_out
-    elif torch is not None and x.dtype == BFLOAT16:
+    elif torch is not None and peers_apply and x.dtype == BFLOAT16:
         base = "gelu" if name == "gelu_tanh" else name
         tx = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
         tg = torch.from_numpy(g.view(np.int16)).view(torch.bfloat16)
@@ -310,6 +330,9 @@ def _peer_times(name, params, direction, x, g, y, scratch, min_time):
             result["torch_s"] = _median_time(call, min_time)
             result["torch_out"] = into_out
     return result
+
+
+_DIRECTION_LABELS = {"forward": "fwd", "backward": "bwd", "backward_from_y": "bwd (y)"}
 
 
 def add_ratios(rows):
@@ -331,7 +354,7 @@ def markdown(rows, title="Activation benchmarks"):
             return f"{r[key]:.2f}x" if key in r else "—"
         torch_note = "" if r.get("torch_out", True) else " (alloc)"
         lines.append(
-            f"| {r['op']} | {r['direction'][:3]} | {r['dtype']} | 2^{int(math.log2(r['n']))} | {r['threads']} | "
+            f"| {r['op']} | {_DIRECTION_LABELS[r['direction']]} | {r['dtype']} | 2^{int(math.log2(r['n']))} | {r['threads']} | "
             f"{r['time_s'] * 1e6:.0f} us | {r['gbps']:.1f} | {r['floor_ratio']:.2f} | {fmt('speedup_vs_numpy')} | "
             f"{fmt('speedup_vs_torch')}{torch_note if 'speedup_vs_torch' in r else ''} |")
     return "\n".join(lines) + "\n"
