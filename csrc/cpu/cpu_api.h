@@ -45,6 +45,9 @@ struct ActRange {
   const void* grad;
   void* out;
   double p0, p1;
+  // Elements of the whole call (all threads' ranges together): the kernels
+  // choose streaming stores by the size of the whole output.
+  int64_t total = 0;
 };
 
 // PReLU over a tensor viewed as rows of (channels, inner) elements; weight has

@@ -140,8 +140,10 @@ size_t dtype_size(DType dtype) {
   return 0;
 }
 
-void run_activation(const ActRange& r, int64_t n) {
+void run_activation(const ActRange& range, int64_t n) {
   const CpuKernelTable& table = kernels();
+  ActRange r = range;
+  r.total = n;
   int64_t min_chunk = is_piecewise_linear(r.op) ? kCheapElementwiseMinChunk : kElementwiseMinChunk;
   parallel_for(n, min_chunk, kChunkAlign,
                [&](int64_t begin, int64_t end) { table.activation(r, begin, end); });
