@@ -245,33 +245,37 @@ def _print_summary(rows):
 
 
 def plot(rows, path):
-    """Bars of each op's GB/s, the measured floor as a line, peers beside."""
+    """Bars of each op's GB/s, PyTorch and NumPy beside it, and the memory
+    floor (copy/add of the same bytes, measured in the same run) as a mark."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    labels_of = {"forward": "fwd", "backward": "bwd", "backward_from_y": "bwd(y)"}
     groups = sorted({(r["dtype"], r["n"], r["threads"]) for r in rows})
-    fig, axes = plt.subplots(len(groups), 1, figsize=(14, 3.6 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(16, 3.8 * len(groups)), squeeze=False)
     for ax, (dtype, n, threads) in zip(axes[:, 0], groups):
         sel = [r for r in rows if (r["dtype"], r["n"], r["threads"]) == (dtype, n, threads)]
-        labels = [f"{r['op']}\n{r['direction'][:3]}" for r in sel]
         xs = np.arange(len(sel))
         width = 0.28
-        nbytes = [r["gbps"] * r["time_s"] for r in sel]
+        gigabytes = [r["gbps"] * r["time_s"] for r in sel]  # bytes moved, in GB
+
+        def rate(key):
+            return [g / r[key] if key in r else 0.0 for g, r in zip(gigabytes, sel)]
+
         ax.bar(xs - width, [r["gbps"] for r in sel], width, label="nnfuse")
-        ax.bar(xs, [b / r["torch_s"] / 1e9 if "torch_s" in r else 0 for b, r in zip(nbytes, sel)], width,
-               label="PyTorch")
-        ax.bar(xs + width, [b / r["numpy_s"] / 1e9 if "numpy_s" in r else 0 for b, r in zip(nbytes, sel)], width,
-               label="NumPy")
-        ax.plot(xs, [b / r["floor_s"] / 1e9 for b, r in zip(nbytes, sel)], "k_", markersize=14,
-                label="memory floor (copy/add, same bytes)")
-        ax.set_xticks(xs, labels, fontsize=7)
+        ax.bar(xs, rate("torch_s"), width, label="PyTorch")
+        ax.bar(xs + width, rate("numpy_s"), width, label="NumPy")
+        ax.plot(xs, rate("floor_s"), "k_", markersize=16, markeredgewidth=2,
+                label="memory floor (copy/add of the same bytes)")
+        ax.set_xticks(xs, [f"{r['op']} {labels_of[r['direction']]}" for r in sel], rotation=60, ha="right",
+                      fontsize=8)
         ax.set_ylabel("GB/s")
         ax.set_title(f"{dtype}, n = 2^{int(math.log2(n))}, {threads} thread(s)")
         ax.legend(fontsize=8, ncol=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -298,10 +302,10 @@ def build_parser():
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("bench", help="microbenchmarks against the memory floor and installed peers")
     p.add_argument("--ops", help="comma-separated op names (default: all activations)")
-    p.add_argument("--sizes", default="2^20", help="comma-separated element counts, e.g. 2^16,2^20,2^26")
+    p.add_argument("--sizes", default="2^20,2^24", help="comma-separated element counts, e.g. 2^16,2^20,2^26")
     p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16,float16,float64")
     p.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
-    p.add_argument("--min-time", type=float, default=0.05, help="seconds of repeats per measurement")
+    p.add_argument("--min-time", type=float, default=0.1, help="seconds of repeats per measurement")
     p.add_argument("--json", help="write the rows and machine info as JSON")
     p.add_argument("--markdown", help="write the table as markdown")
     p.add_argument("--plot", help="write a PNG chart of GB/s per op against the floor and peers")
