@@ -26,12 +26,7 @@ def main(argv=None):
     rows += bench.run(ops, sizes=(1 << 26,), dtypes=("bfloat16",), min_time=args.min_time, progress=progress)
     bench.add_ratios(rows)
     text = bench.markdown(rows)
-    print(text)
-    if args.json:
-        bench.save_json(rows, args.json)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    bench.write_outputs(rows, text, args.json, args.markdown)
 
 
 if __name__ == "__main__":

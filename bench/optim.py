@@ -23,12 +23,7 @@ def main(argv=None):
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = bench.run_optim(thread_counts=threads, min_time=args.min_time, progress=progress)
     text = bench.markdown_optim(rows)
-    print(text)
-    if args.json:
-        bench.save_json(rows, args.json)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    bench.write_outputs(rows, text, args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ time (1.0 means running at the copy's speed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,31 @@ try:
     import torch
 except ImportError:  # PyTorch is an optional peer
     torch = None
+
+
+@contextlib.contextmanager
+def thread_counts_restored():
+    """Benchmarks change nnfuse's and PyTorch's thread counts; this puts both back."""
+    import nnfuse as nf
+
+    previous = nf.get_num_threads()
+    previous_torch = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        nf.set_num_threads(previous)
+        if torch is not None:
+            torch.set_num_threads(previous_torch)
+
+
+def write_outputs(rows, text, json_path=None, markdown_path=None):
+    """Prints a benchmark's table and writes it as JSON (with machine info) and markdown."""
+    print(text)
+    if json_path:
+        save_json(rows, json_path)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(text)
 
 
 def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -230,9 +256,7 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
     thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
     names = ops or [a.name for a in ACTIVATIONS] + ["gelu_tanh"]
     rows = []
-    previous_threads = nf.get_num_threads()
-    previous_torch_threads = torch.get_num_threads() if torch is not None else None
-    try:
+    with thread_counts_restored():
         for dtype_name in dtypes:
             dtype = BFLOAT16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
             for n in sizes:
@@ -268,10 +292,6 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                             if peers:
                                 row.update(_peer_times(name, params, direction, x, g, y, scratch, min_time))
                             rows.append(row)
-    finally:
-        nf.set_num_threads(previous_threads)
-        if torch is not None:
-            torch.set_num_threads(previous_torch_threads)
     return rows
 
 
@@ -400,9 +420,7 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
 
     thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
     rows = []
-    previous = nf.get_num_threads()
-    previous_torch = torch.get_num_threads() if torch is not None else None
-    try:
+    with thread_counts_restored():
         for count, total in layouts:
             rng = np.random.default_rng(0)
             weights = rng.uniform(0.5, 1.5, count)
@@ -456,10 +474,6 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
                         for p in tp:
                             p.grad = None
                     rows.append(row)
-    finally:
-        nf.set_num_threads(previous)
-        if torch is not None:
-            torch.set_num_threads(previous_torch)
     return rows
 
 
@@ -512,9 +526,7 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
 
     thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
     rows = []
-    previous_threads = nf.get_num_threads()
-    previous_torch_threads = torch.get_num_threads() if torch is not None else None
-    try:
+    with thread_counts_restored():
         for shape in shapes:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(shape, dtype=np.float32) * 3
@@ -551,10 +563,6 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
                         row["torch_s"] = _median_time(peer_fns[name], min_time)
                         row["speedup_vs_torch"] = row["torch_s"] / t
                     rows.append(row)
-    finally:
-        nf.set_num_threads(previous_threads)
-        if torch is not None:
-            torch.set_num_threads(previous_torch_threads)
     return rows
 
 
