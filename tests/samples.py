@@ -43,7 +43,8 @@ def sample(dtype, special_points=(), n=70_000, seed=0, finite_only=False):
         wide = bits.view(np.float64)
     else:
         bits = rng.integers(0, 2**31 - 1, n // 6, dtype=np.int64).astype(np.uint32)
-        wide = bits.view(np.float32).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # some bit patterns are NaNs; they are dropped below
+            wide = bits.view(np.float32).astype(np.float64)
     wide = wide[np.isfinite(wide)]
     parts.append(np.concatenate([wide, -wide[: wide.size // 2]]))
     values = np.concatenate(parts)

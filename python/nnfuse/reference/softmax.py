@@ -38,7 +38,8 @@ def _stats(x, axis, scale, mask):
         rest = np.sum(np.where(ones, 0.0, e), axis=axis, keepdims=True)
         count = np.sum(ones, axis=axis, keepdims=True)
         s = count + rest
-        log_s = np.log1p((count - 1) + rest)
+        with np.errstate(divide="ignore"):  # rows with nothing kept give log(0); `empty` marks them
+            log_s = np.log1p((count - 1) + rest)
     return z, m_safe, e, s, log_s, empty
 
 
