@@ -1,5 +1,5 @@
 """Softmax-family benchmark: float32 softmax, log-softmax, their backward passes
-and the fused cross-entropy (loss + gradient) at the issue's shapes, on 1 thread
+and the fused cross-entropy (loss + gradient) at 4096x1024, 256x32768, 65536x128 and 1024x131072, on 1 thread
 and all threads, against the copy/add floor and PyTorch CPU in the same run.
 
     python bench/softmax.py --json bench/results/softmax-cpu.json \
@@ -14,7 +14,7 @@ from nnfuse import bench
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", help="comma-separated RxC shapes (default: the issue's four)")
+    parser.add_argument("--shapes", help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
     parser.add_argument("--threads", help="comma-separated thread counts (default: 1 and all)")
     parser.add_argument("--json")
     parser.add_argument("--markdown")

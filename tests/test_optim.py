@@ -26,7 +26,7 @@ except ImportError:
 STEPS = 20
 SIZES = [1, 17, 100, 1029]
 
-# name -> (class, kwargs). Every variant named in the issue appears once.
+# name -> (class, kwargs). Every optimizer variant (amsgrad, nesterov, centered, ...) appears once.
 CONFIGS = {
     "adam": (optim.Adam, dict(lr=0.01)),
     "adam-amsgrad-maximize-wd": (optim.Adam, dict(lr=0.01, amsgrad=True, maximize=True, weight_decay=0.1)),
