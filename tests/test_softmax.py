@@ -122,6 +122,12 @@ def test_isas_and_threads_give_identical_bits(dtype):
             with nf.cpu_isa(isa):
                 nf.set_num_threads(threads)
                 results.append(((isa, threads), run()))
+    _assert_same_bits(results)
+
+
+def _assert_same_bits(results):
+    """results: [(configuration, [outputs])]; every configuration must give
+    the bits of the first."""
     (first_key, first), rest = results[0], results[1:]
     for key, outs in rest:
         for i, (a, b) in enumerate(zip(first, outs)):
@@ -150,10 +156,7 @@ def test_isas_agree_across_the_exp_near_boundary():
     for isa in SUPPORTED_ISAS:
         with nf.cpu_isa(isa):
             results.append((isa, run()))
-    (first_isa, first), rest = results[0], results[1:]
-    for isa, outs in rest:
-        for i, (a, b) in enumerate(zip(first, outs)):
-            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_isa} vs {isa}")
+    _assert_same_bits(results)
 
 
 def test_long_rows_split_across_threads():
@@ -179,10 +182,8 @@ def test_long_rows_split_across_threads():
             with nf.cpu_isa(isa):
                 nf.set_num_threads(threads)
                 results.append(((isa, threads), run()))
-    (first_key, first), rest = results[0], results[1:]
-    for key, outs in rest:
-        for i, (a, b) in enumerate(zip(first, outs)):
-            np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"output {i}: {first_key} vs {key}")
+    _assert_same_bits(results)
+    first = results[0][1]
     bounds = SOFTMAX_BOUNDS["float32"]
     assert_within_ulp("long rows softmax", first[0], ref.softmax(x64), bounds["softmax"], {"x": x})
     expected = ref.log_softmax(x64)
