@@ -484,10 +484,17 @@ NNF_HD V log1p(V x) {
 }
 
 // tanh(x). |x| < 0.55: x P(x^2), P of degree 6 (relative error 2^-35 before
-// coefficient rounding); else sign(x) (1 - t) / (1 + t), t = e^-2|x| <= 0.333 (no
-// cancellation; t's error is damped by 2t / (1 - t^2)). Range: all floats.
-// |x| > 9.01 -> +-1, +-0 -> +-0, +-inf -> +-1, NaN -> NaN, denormal x -> x.
-// Measured max error 1.50 ulp.
+// coefficient rounding); else sign(x) (1 - q), q = 2 / (e^z + 1), z = 2|x|: with
+// e^z = 2^k (1 + em1) (Cody-Waite, k >= 2 there) and w = 2^-k,
+//   q = 2w / (em1 + (1 + w)),
+// 1 + w exact for k <= 23 (|x| < 8.3), so the quotient (<= 0.5, ~1.4 ulp of
+// itself) is rounded once and damped in 1 - q: the result is within ~1.2 ulp,
+// ~0.5 ulp as |x| grows. No cancellation in either branch. z is clamped at 20,
+// where q < 2^-26 already rounds 1 - q to 1. Range: all floats. |x| > 9.01 ->
+// +-1, +-0 -> +-0, +-inf -> +-1, NaN -> NaN, denormal x -> x. Measured max error
+// 1.30 ulp. (Written out rather than as 1 - mul_sigmoid(2, -2|x|), which gives
+// the same bits for |x| < 8.3 but pays for the signs of k and denormal
+// results, neither of which occurs here: ~20 fewer instructions per vector.)
 template <class V>
 NNF_HD V tanh(V x) {
   V a = vabs(x);
@@ -498,9 +505,16 @@ NNF_HD V tanh(V x) {
   p = fma(p, x2, V(1.333328784e-01f));
   p = fma(p, x2, V(-3.333333135e-01f));
   V small = fma(x * x2, p, x);
-  // 1 - 2 t / (1 + t) = 1 - 2 sigmoid(-2|x|): the quotient (<= 0.5, ~1.4 ulp of
-  // itself) is damped, so the result is within ~1.2 ulp, ~0.5 ulp as |x| grows.
-  V large = copysign(V(1.0f) - vmath::mul_sigmoid(V(2.0f), V(-2.0f) * a), x);
+  using L = vmath::Limits<float>;
+  V z = vmin(V(20.0f), V(2.0f) * a);  // NaN passes (vmin keeps its second operand's NaN)
+  V k = vrint(z * V(L::log2e));
+  V r = fma(k, V(-L::ln2_hi), z);
+  r = fma(k, V(-L::ln2_lo), r);
+  V em1 = vmath::expm1_reduced(r);
+  // 2^-k: k in [0, 29]; the maximum turns a NaN k into a valid exponent.
+  V w = pow2i(vmax(-k, V(-126.0f)));
+  V q = (w + w) / (em1 + (V(1.0f) + w));
+  V large = copysign(V(1.0f) - q, x);
   return select(a < V(0.55f), small, large);
 }
 
