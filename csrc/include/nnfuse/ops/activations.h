@@ -340,7 +340,7 @@ struct GeluTanh {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
     vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
-    V sc = e.s1 * e.s2;
+    V sc = e.scale();
     V t = e.value();
     V tlo = fma(sc, e.em1, sc - t);
     mask_t<V> neg = x < V(0.0f);
@@ -410,7 +410,7 @@ struct MishDen {
 template <class V>
 NNF_HD MishDen<V> mish_den(V xc) {
   vmath::ExpParts<V> ep = vmath::exp_parts(xc);
-  V s = ep.s1 * ep.s2;
+  V s = ep.scale();
   V e = ep.value();
   V elo = fma(s, ep.em1, s - e);
   const V two(2.0f);

@@ -66,28 +66,50 @@ struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double
   static constexpr double max = 1.7976931348623157e+308;
 };
 
-// e^x = (1 + em1) * s1 * s2 with em1 = e^r - 1, |r| <= 0.35, and s1 = 2^k1,
-// s2 = 2^k2 powers of two. Keeping the factors apart lets a caller fold
-// a multiplier m in first, m + m em1 with one rounding, and round into the
-// denormal range only once (times(m)): that is what keeps x e^x, g e^x ...
-// accurate, also when the product is denormal.
+// e^x = (1 + em1) 2^k with em1 = e^r - 1, |r| <= 0.35, and k integral. Keeping
+// the factors apart lets a caller fold a multiplier m in first, m + m em1 with
+// one rounding, and round into the denormal range only once (times(m)): that is
+// what keeps x e^x, g e^x ... accurate, also when the product is denormal.
+//
+// scaled(v) = v 2^k with one rounding. Where 2^k is normal in every lane
+// (emin <= k <= 127: x in [-87.3, 88.0], almost every vector) that is one
+// multiplication by pow2i(k). Otherwise 2^k is applied as two factors: lanes
+// with k in that range take 2^k times 1 (the same bits as the one-factor path,
+// so the result of a lane does not depend on its neighbours: ISAs of any
+// width agree), the others 2^k1 2^k2 with k1 = max(rint(k/2), emin) and k2 =
+// max(k - k1, emin - 1). Both factors are normal for k >= 2 emin (x >= -174.7)
+// and k = 128 (x in (88.37, 89]); below 2 emin, pow2i(emin - 1) = +0 flushes
+// the result: there m e^x < 2^(2 emin - 1 / 2) |m|, which rounds to 0 for |m| <
+// 2^102. v 2^k1 is exact (normal) for |v| >= 2^-63, so the result is rounded
+// once there. The maxima turn a NaN k into emin (em1 carries the NaN).
 template <class V>
 struct ExpParts {
-  V em1, s1, s2;
-  NNF_HD V value() const { return ((em1 + V(1.0f)) * s1) * s2; }
-  NNF_HD V times(V m) const { return (fma(m, em1, m) * s1) * s2; }
+  V em1, k;
+  bool normal;  // emin <= k <= 127 in every lane
+  NNF_HD V scaled(V v) const {
+    if (normal) return v * pow2i(k);
+    using L = Limits<scalar_t<V>>;
+    mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
+    V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
+    V k2 = vmax(k - k1, V(L::emin - 1));
+    return (v * pow2i(k1)) * pow2i(k2);
+  }
+  NNF_HD V value() const { return scaled(em1 + V(1.0f)); }
+  NNF_HD V times(V m) const { return scaled(fma(m, em1, m)); }
   // (m + mlo) e^x for a small correction |mlo| <~ ulp(m): two roundings, the
   // first one on m em1 + mlo (1 + em1) only.
-  NNF_HD V times2(V m, V mlo) const { return ((fma(m, em1, fma(mlo, em1, mlo)) + m) * s1) * s2; }
-  // 1 + e^x rounded once, for x <= 0 (s1 s2 = 2^k is then exact or flushed,
-  // and 1 + 2^k is exact while it matters, k >= -23).
+  NNF_HD V times2(V m, V mlo) const { return scaled(fma(m, em1, fma(mlo, em1, mlo)) + m); }
+  // 2^k: exact for k >= emin - 23, else the nearest denormal or 0.
+  NNF_HD V scale() const { return scaled(V(1.0f)); }
+  // 1 + e^x rounded once, for x <= 0 (2^k is then exact or flushed, and
+  // 1 + 2^k is exact while it matters, k >= -23).
   NNF_HD V one_plus() const {
-    V s = s1 * s2;
+    V s = scale();
     return fma(em1, s, V(1.0f) + s);
   }
   // 1 - e^x rounded once, for x <= -ln2 (1 - 2^k exact, k <= -1).
   NNF_HD V one_minus() const {
-    V s = s1 * s2;
+    V s = scale();
     return fma(-em1, s, V(1.0f) - s);
   }
 };
@@ -121,12 +143,7 @@ NNF_HD V expm1_reduced(V r) {
 
 // Cody-Waite reduction x + xlo = k ln2 + r: fma(k, -ln2_hi, x) is exact;
 // ln2_lo > 0 keeps the sign of a zero x. x is clamped (NaN passes through) to
-// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. 2^k = 2^k1 2^k2 with k1 =
-// max(rint(k/2), emin) and k2 = max(k - k1, emin - 1): both factors are normal
-// for k >= 2 emin (x >= -174.7 in float, -1416 in double), and below that
-// pow2i(emin - 1) = +0 flushes the result: there m e^x < 2^(2 emin - 1 / 2) |m|,
-// which rounds to 0 for |m| < 2^102 (float) / 2^970 (double). The maxima also
-// turn a NaN k into emin, so pow2i never sees NaN (em1 carries the NaN).
+// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
 template <bool kHasLo, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
@@ -138,9 +155,7 @@ NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
-  V k1 = vmax(vrint(k * V(0.5f)), V(L::emin));
-  V k2 = vmax(k - k1, V(L::emin - 1));
-  return {em1, pow2i(k1), pow2i(k2)};
+  return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
 template <bool kHasLo>
