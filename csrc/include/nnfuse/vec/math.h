@@ -144,21 +144,23 @@ NNF_HD V expm1_reduced(V r) {
 // Cody-Waite reduction x + xlo = k ln2 + r: fma(k, -ln2_hi, x) is exact;
 // ln2_lo > 0 keeps the sign of a zero x. x is clamped (NaN passes through) to
 // [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
-template <bool kHasLo, class V>
+// kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
+// small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
+template <bool kHasLo, bool kClamp = true, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
-  V xc = vmax(V(L::exp_lo), vmin(V(L::exp_hi), x));
+  V xc = kClamp ? vmax(V(L::exp_lo), vmin(V(L::exp_hi), x)) : x;
   V k = vrint(xc * V(L::log2e));
   V r = fma(k, V(-L::ln2_hi), xc);
   r = fma(k, V(-L::ln2_lo), r);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
-  if (kHasLo) r = r + vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f));
+  if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
   V em1 = expm1_reduced(r);
   return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
-template <bool kHasLo>
+template <bool kHasLo, bool kClamp = true>
 NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
   return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
@@ -170,11 +172,12 @@ template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
 
 // e^(a*b) with the exact product: a*b = p + e (fma split), so the rounding of
-// a*b is not amplified by |a*b| in the result.
+// a*b is not amplified by |a*b| in the result. For |a*b| <= 200 (= -exp_lo:
+// the callers clamp their arguments), so no clamping is needed.
 template <class V>
 NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
   V p = a * b;
-  return exp_parts(p, fma(a, b, -p));
+  return exp_parts_impl<true, false>(p, fma(a, b, -p));
 }
 
 // m sigmoid(u + ulo) = m / (1 + e^-(u + ulo)) with a single division, for all u
@@ -376,13 +379,13 @@ NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   p = fma(p, t, V(8.319751918e-02f));
   p = fma(p, t, V(1.188831925e-01f));
   p = fma(p, t, V(1.329324096e-01f));
-  // Last Horner step compensated (exact product, TwoSum): P = p + plo.
+  // Last Horner step compensated (exact product, Fast2Sum: pt and c0 are both
+  // >= 0, so max / min order them by magnitude): P = p + plo.
   const V c0(1.329822540e-01f);
   V pt = p * t;
   V pt_lo = fma(p, t, -pt);
   p = pt + c0;
-  V bb = p - pt;
-  V plo = ((pt - (p - bb)) + (c0 - bb)) + pt_lo;
+  V plo = ((vmax(pt, c0) - p) + vmin(pt, c0)) + pt_lo;
   V c = fma(fma(V(-2.690887e-01f), t, V(1.808710e+00f)), t, V(8.741608e-01f));
   // R = t P (1 + rel c) as hi + lo: t p exact (fma residual), the small terms in lo.
   V y = p * t;
