@@ -214,8 +214,8 @@ struct Gelu {
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
-    V h = vmath::gelu_tail(a).times(copysign(a, x));
-    return select(x < V(0.0f), h, x - h);
+    V h = vmath::gelu_tail(a).times(a);  // a Phi(-a)
+    return select(x < V(0.0f), -h, x - h);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
@@ -340,8 +340,9 @@ struct GeluTanh {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
     vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
-    V sc = e.s1 * e.s2;
-    V t = e.value();
+    // t = e^-w rounded once from 2^k (1 + em1); tlo its exact residual.
+    V sc = e.scale();
+    V t = fma(sc, e.em1, sc);
     V tlo = fma(sc, e.em1, sc - t);
     mask_t<V> neg = x < V(0.0f);
     // w' = c1 + 3 c2 x^2 as dh + dl.
@@ -399,7 +400,7 @@ struct Silu {
 
 namespace act_detail {
 // Mish's denominator D = e (e + 2) + 2, e = e^x (x clamped to [-tail, 20]):
-// e = value + elo (elo exact: s (1 + em1) - value), u = e + 2 as u + ulo
+// e = s (1 + em1) rounded once, s = 2^k, + elo (s em1 + (s - e), s - e exact), u = e + 2 as u + ulo
 // (Fast2Sum), D = e u + 2 as D + Dlo, and 1 / (D + Dlo) = id (1 + rid), so the
 // quotients below are rounded once.
 template <class V>
@@ -410,8 +411,8 @@ struct MishDen {
 template <class V>
 NNF_HD MishDen<V> mish_den(V xc) {
   vmath::ExpParts<V> ep = vmath::exp_parts(xc);
-  V s = ep.s1 * ep.s2;
-  V e = ep.value();
+  V s = ep.scale();
+  V e = fma(s, ep.em1, s);
   V elo = fma(s, ep.em1, s - e);
   const V two(2.0f);
   V u = e + two;

@@ -66,28 +66,50 @@ struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double
   static constexpr double max = 1.7976931348623157e+308;
 };
 
-// e^x = (1 + em1) * s1 * s2 with em1 = e^r - 1, |r| <= 0.35, and s1 = 2^k1,
-// s2 = 2^k2 powers of two. Keeping the factors apart lets a caller fold
-// a multiplier m in first, m + m em1 with one rounding, and round into the
-// denormal range only once (times(m)): that is what keeps x e^x, g e^x ...
-// accurate, also when the product is denormal.
+// e^x = (1 + em1) 2^k with em1 = e^r - 1, |r| <= 0.35, and k integral. Keeping
+// the factors apart lets a caller fold a multiplier m in first, m + m em1 with
+// one rounding, and round into the denormal range only once (times(m)): that is
+// what keeps x e^x, g e^x ... accurate, also when the product is denormal.
+//
+// scaled(v) = v 2^k with one rounding. Where 2^k is normal in every lane
+// (emin <= k <= 127: x in [-87.68, 88.37), almost every vector) that is one
+// multiplication by pow2i(k). Otherwise 2^k is applied as two factors: lanes
+// with k in that range take 2^k times 1 (the same bits as the one-factor path,
+// so the result of a lane does not depend on its neighbours: ISAs of any
+// width agree), the others 2^k1 2^k2 with k1 = max(rint(k/2), emin) and k2 =
+// max(k - k1, emin - 1). Both factors are normal for k >= 2 emin (x >= -174.7)
+// and k = 128 (x in (88.37, 89]); below 2 emin, pow2i(emin - 1) = +0 flushes
+// the result: there m e^x < 2^(2 emin - 1 / 2) |m|, which rounds to 0 for |m| <
+// 2^102. v 2^k1 is exact (normal) for |v| >= 2^-63, so the result is rounded
+// once there. The maxima turn a NaN k into emin (em1 carries the NaN).
 template <class V>
 struct ExpParts {
-  V em1, s1, s2;
-  NNF_HD V value() const { return ((em1 + V(1.0f)) * s1) * s2; }
-  NNF_HD V times(V m) const { return (fma(m, em1, m) * s1) * s2; }
+  V em1, k;
+  bool normal;  // emin <= k <= 127 in every lane
+  NNF_HD V scaled(V v) const {
+    if (normal) return v * pow2i(k);
+    using L = Limits<scalar_t<V>>;
+    mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
+    V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
+    V k2 = vmax(k - k1, V(L::emin - 1));
+    return (v * pow2i(k1)) * pow2i(k2);
+  }
+  NNF_HD V value() const { return scaled(em1 + V(1.0f)); }
+  NNF_HD V times(V m) const { return scaled(fma(m, em1, m)); }
   // (m + mlo) e^x for a small correction |mlo| <~ ulp(m): two roundings, the
   // first one on m em1 + mlo (1 + em1) only.
-  NNF_HD V times2(V m, V mlo) const { return ((fma(m, em1, fma(mlo, em1, mlo)) + m) * s1) * s2; }
-  // 1 + e^x rounded once, for x <= 0 (s1 s2 = 2^k is then exact or flushed,
-  // and 1 + 2^k is exact while it matters, k >= -23).
+  NNF_HD V times2(V m, V mlo) const { return scaled(fma(m, em1, fma(mlo, em1, mlo)) + m); }
+  // 2^k: exact for k >= emin - 23, else the nearest denormal or 0.
+  NNF_HD V scale() const { return scaled(V(1.0f)); }
+  // 1 + e^x rounded once, for x <= 0 (2^k is then exact or flushed, and
+  // 1 + 2^k is exact while it matters, k >= -23).
   NNF_HD V one_plus() const {
-    V s = s1 * s2;
+    V s = scale();
     return fma(em1, s, V(1.0f) + s);
   }
   // 1 - e^x rounded once, for x <= -ln2 (1 - 2^k exact, k <= -1).
   NNF_HD V one_minus() const {
-    V s = s1 * s2;
+    V s = scale();
     return fma(-em1, s, V(1.0f) - s);
   }
 };
@@ -121,29 +143,24 @@ NNF_HD V expm1_reduced(V r) {
 
 // Cody-Waite reduction x + xlo = k ln2 + r: fma(k, -ln2_hi, x) is exact;
 // ln2_lo > 0 keeps the sign of a zero x. x is clamped (NaN passes through) to
-// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. 2^k = 2^k1 2^k2 with k1 =
-// max(rint(k/2), emin) and k2 = max(k - k1, emin - 1): both factors are normal
-// for k >= 2 emin (x >= -174.7 in float, -1416 in double), and below that
-// pow2i(emin - 1) = +0 flushes the result: there m e^x < 2^(2 emin - 1 / 2) |m|,
-// which rounds to 0 for |m| < 2^102 (float) / 2^970 (double). The maxima also
-// turn a NaN k into emin, so pow2i never sees NaN (em1 carries the NaN).
-template <bool kHasLo, class V>
+// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
+// kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
+// small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
+template <bool kHasLo, bool kClamp = true, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
-  V xc = vmax(V(L::exp_lo), vmin(V(L::exp_hi), x));
+  V xc = kClamp ? vmax(V(L::exp_lo), vmin(V(L::exp_hi), x)) : x;
   V k = vrint(xc * V(L::log2e));
   V r = fma(k, V(-L::ln2_hi), xc);
   r = fma(k, V(-L::ln2_lo), r);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
-  if (kHasLo) r = r + vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f));
+  if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
   V em1 = expm1_reduced(r);
-  V k1 = vmax(vrint(k * V(0.5f)), V(L::emin));
-  V k2 = vmax(k - k1, V(L::emin - 1));
-  return {em1, pow2i(k1), pow2i(k2)};
+  return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
-template <bool kHasLo>
+template <bool kHasLo, bool kClamp = true>
 NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
   return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
@@ -155,11 +172,12 @@ template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
 
 // e^(a*b) with the exact product: a*b = p + e (fma split), so the rounding of
-// a*b is not amplified by |a*b| in the result.
+// a*b is not amplified by |a*b| in the result. For |a*b| <= 200 (= -exp_lo:
+// the callers clamp their arguments), so no clamping is needed.
 template <class V>
 NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
   V p = a * b;
-  return exp_parts(p, fma(a, b, -p));
+  return exp_parts_impl<true, false>(p, fma(a, b, -p));
 }
 
 // m sigmoid(u + ulo) = m / (1 + e^-(u + ulo)) with a single division, for all u
@@ -284,12 +302,20 @@ NNF_HD V log_special(V u, V res) {
 // functions below are polynomials in t whose relative sensitivity to t,
 // C(t) = dln f / dln t, reaches 2.4: without this correction the two roundings
 // in t alone cost up to ~2.4 ulp.
+// recip_shift_res gives the residual k rel = k - t (k + a) instead, for callers
+// that fold 1/k into their own constants.
 template <class V>
-NNF_HD V recip_shift(V a, float k, V& rel) {
+NNF_HD V recip_shift_res(V a, float k, V& res) {
   V s = V(k) + a;
   V se = (vmax(V(k), a) - s) + vmin(V(k), a);
   V t = V(k) / s;
-  rel = fma(-t, se, fma(-t, s, V(k))) * V(1.0f / k);
+  res = fma(-t, se, fma(-t, s, V(k)));
+  return t;
+}
+template <class V>
+NNF_HD V recip_shift(V a, float k, V& rel) {
+  V t = recip_shift_res(a, k, rel);
+  rel = rel * V(1.0f / k);
   return t;
 }
 
@@ -350,8 +376,8 @@ struct TailValue {
 };
 template <class V>
 NNF_HD TailValue<V> gauss_tail_scaled(V a) {
-  V rel;
-  V t = recip_shift(a, 3.0f, rel);
+  V res;  // 3 rel
+  V t = recip_shift_res(a, 3.0f, res);
   V p = fma(V(1.859896258e-02f), t, V(-1.154085174e-01f));
   p = fma(p, t, V(2.892163694e-01f));
   p = fma(p, t, V(-3.531167507e-01f));
@@ -361,17 +387,18 @@ NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   p = fma(p, t, V(8.319751918e-02f));
   p = fma(p, t, V(1.188831925e-01f));
   p = fma(p, t, V(1.329324096e-01f));
-  // Last Horner step compensated (exact product, TwoSum): P = p + plo.
+  // Last Horner step compensated (exact product, Fast2Sum: pt and c0 are both
+  // >= 0, so max / min order them by magnitude): P = p + plo.
   const V c0(1.329822540e-01f);
   V pt = p * t;
   V pt_lo = fma(p, t, -pt);
   p = pt + c0;
-  V bb = p - pt;
-  V plo = ((pt - (p - bb)) + (c0 - bb)) + pt_lo;
-  V c = fma(fma(V(-2.690887e-01f), t, V(1.808710e+00f)), t, V(8.741608e-01f));
-  // R = t P (1 + rel c) as hi + lo: t p exact (fma residual), the small terms in lo.
+  V plo = ((vmax(pt, c0) - p) + vmin(pt, c0)) + pt_lo;
+  // C(t) / 3 ~ (0.8741608 + 1.808710 t - 0.2690887 t^2) / 3 (rel = res / 3).
+  V c3 = fma(fma(V(-8.96962e-02f), t, V(6.029033e-01f)), t, V(2.913869e-01f));
+  // R = t P (1 + rel C) as hi + lo: t p exact (fma residual), the small terms in lo.
   V y = p * t;
-  V ylo = fma(p, t, -y) + fma(plo, t, y * (rel * c));
+  V ylo = fma(p, t, -y) + fma(plo, t, y * (res * c3));
   return {y, ylo};
 }
 
@@ -428,7 +455,7 @@ NNF_HD ScaledTail<double> gelu_dtail(double a) {
 }  // namespace vmath
 
 // exp(x). Cody-Waite reduction to |r| <= ln2/2, e^r = 1 + r + r^2 q(r) (degree 7
-// overall), scaled by 2^k split into two normal factors so denormal results are
+// overall), scaled by 2^k (two normal factors where needed, ExpParts) so denormal results are
 // rounded once. Range: all floats. x > 88.7228 -> +inf; x < -103.97 -> +0;
 // -inf -> +0; NaN -> NaN; denormal x -> 1. Measured max error 0.96 ulp
 // (denormal results: one rounding, on the denormal grid).
