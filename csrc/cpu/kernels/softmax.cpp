@@ -242,6 +242,33 @@ NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale,
   }
 }
 
+// The largest / smallest lane of a vector without NaNs: a tree of shuffles,
+// in whatever order (short rows wait on these before their exps can start).
+template <class V>
+NNF_HD float reduce_max_any_order(V v) {
+#if NNF_ISA_LEVEL == 2
+  return _mm512_reduce_max_ps(v.v);
+#elif NNF_ISA_LEVEL == 1
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+#else
+  return v;
+#endif
+}
+template <class V>
+NNF_HD float reduce_min_any_order(V v) {
+#if NNF_ISA_LEVEL == 2
+  return _mm512_reduce_min_ps(v.v);
+#elif NNF_ISA_LEVEL == 1
+  __m128 h = _mm_min_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
+  h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_min_ss(h, _mm_movehdup_ps(h)));
+#else
+  return v;
+#endif
+}
+
 // Pass 1 of rows without a mask (fast form): plain max and min, which skip
 // a NaN (x86 maxps / minps return their second operand, the accumulator). A
 // NaN then shows up as a NaN sum in pass 2 and the row is redone with
@@ -289,15 +316,8 @@ NNF_HD void row_max_min_fast(const float* x, int64_t n, V scale, float& max, flo
     mx[0] = vmax(mx[k], mx[0]);
     mn[0] = vmin(mn[k], mn[0]);
   }
-  float hi[L], lo[L];
-  store_lanes(hi, mx[0]);
-  store_lanes(lo, mn[0]);
-  max = hi[0];
-  min = lo[0];
-  for (int j = 1; j < L; ++j) {
-    max = vmax(hi[j], max);
-    min = vmin(lo[j], min);
-  }
+  max = reduce_max_any_order(mx[0]);
+  min = reduce_min_any_order(mn[0]);
 }
 
 // The 16 lane sums (s - 1) + c in double and their pairwise sum: lane j plus
@@ -351,16 +371,21 @@ NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
 }
 
 // S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
-// to e when kStore; kNear: every z - M >= -87 (exp_near). pf: where the next
-// row's logits lie at the same offset (or x itself): one line is prefetched
-// per 16 elements, so that the memory reads of the next row overlap this
-// row's exps instead of waiting for its pass 1.
+// to e when kStore; kNear: every z - M >= -87 (exp_near). ahead: the
+// distance to the next row's logits and output (0: none): one line of each
+// is prefetched per 16 elements, the output's for writing, so that the
+// memory traffic of the next row overlaps this row's exps instead of
+// waiting for its pass 1 and its first stores.
 template <class V, bool kMasked, bool kStore, bool kNear, bool kUnit>
-NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pf) {
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pfx,
+                          float* pfy) {
   smx::BiasedSum<V> acc[kVecs<V>];
   for (auto& a : acc) a.reset();
   for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-    if (k == 0) __builtin_prefetch(pf + i, 0, 3);
+    if (k == 0) {
+      __builtin_prefetch(pfx + i, 0, 3);
+      __builtin_prefetch(pfy + i, 1, 3);
+    }
     V z = load_logits<float, kMasked, kUnit>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
     V t;
     if constexpr (kNear) {
@@ -379,10 +404,10 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
 }
 
 template <class V, bool kMasked, bool kStore, bool kUnit>
-NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pf,
-                          bool near) {
-  return near ? row_exp_sum<V, kMasked, kStore, true, kUnit>(x, keep, n, scale, m, e, pf)
-              : row_exp_sum<V, kMasked, kStore, false, kUnit>(x, keep, n, scale, m, e, pf);
+NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pfx,
+                          float* pfy, bool near) {
+  return near ? row_exp_sum<V, kMasked, kStore, true, kUnit>(x, keep, n, scale, m, e, pfx, pfy)
+              : row_exp_sum<V, kMasked, kStore, false, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
 }
 
 // A row is processed in segments of kSoftmaxSegment elements (one segment for
@@ -422,19 +447,20 @@ void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
 
 template <bool kMasked>
 double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, bool near,
-                           const float* pf) {
+                           int64_t ahead) {
   using V = vec_for_t<float>;
   const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
   const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
   float* y = static_cast<float*>(r.out) + row * r.cols + b;
   const V scale(static_cast<float>(r.scale)), m(mx);
-  if (pf == nullptr) pf = x;
+  const float* pfx = x + ahead;
+  float* pfy = y + ahead;
   if (!kMasked && softmax_unit_scale(r)) {
-    return r.log ? row_exp_sum<V, kMasked, false, true>(x, keep, e - b, scale, m, nullptr, pf, near)
-                 : row_exp_sum<V, kMasked, true, true>(x, keep, e - b, scale, m, y, pf, near);
+    return r.log ? row_exp_sum<V, kMasked, false, true>(x, keep, e - b, scale, m, nullptr, pfx, pfy, near)
+                 : row_exp_sum<V, kMasked, true, true>(x, keep, e - b, scale, m, y, pfx, pfy, near);
   }
-  return r.log ? row_exp_sum<V, kMasked, false, false>(x, keep, e - b, scale, m, nullptr, pf, near)
-               : row_exp_sum<V, kMasked, true, false>(x, keep, e - b, scale, m, y, pf, near);
+  return r.log ? row_exp_sum<V, kMasked, false, false>(x, keep, e - b, scale, m, nullptr, pfx, pfy, near)
+               : row_exp_sum<V, kMasked, true, false>(x, keep, e - b, scale, m, y, pfx, pfy, near);
 }
 
 // The output of a segment from the row's maximum and sum (a maximum of -inf:
@@ -494,13 +520,13 @@ constexpr int64_t kPrefetchMin = 1024;
 template <bool kMasked>
 void softmax_row_f32(const SoftmaxRange& r, int64_t row, bool exact) {
   const int64_t n = r.cols;
-  const float* pf = static_cast<const float*>(r.x) + row * n + std::max(n, kPrefetchMin);
+  const int64_t ahead = std::max(n, kPrefetchMin);
   float mx, mn;
   f32_segment_stats<kMasked>(r, row, 0, n, exact, &mx, &mn);
   SoftmaxRowStats st;
   st.absorb(mx, mn);
   const double sum =
-      st.max != smx::neg_inf_f() ? 0.0 + f32_segment_exp_sum<kMasked>(r, row, 0, n, st.max, st.near(kMasked), pf) : 0.0;
+      st.max != smx::neg_inf_f() ? 0.0 + f32_segment_exp_sum<kMasked>(r, row, 0, n, st.max, st.near(kMasked), ahead) : 0.0;
   if (softmax_row_redo(exact, st.max, sum)) return softmax_row_f32<kMasked>(r, row, true);
   f32_segment_finish<kMasked>(r, row, 0, n, st.max, sum);
 }
@@ -518,7 +544,7 @@ constexpr int kShortGroup = 4;
 template <bool kMasked>
 void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
   const int64_t n = r.cols;
-  const float* pf = static_cast<const float*>(r.x) + row * n + std::max(n, kPrefetchMin);
+  const int64_t ahead = std::max(n, kPrefetchMin);
   SoftmaxRowStats st[kShortGroup];
   double sum[kShortGroup];
   for (int g = 0; g < kShortGroup; ++g) {
@@ -528,7 +554,7 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
   }
   for (int g = 0; g < kShortGroup; ++g)
     sum[g] = st[g].max != smx::neg_inf_f()
-                 ? 0.0 + f32_segment_exp_sum<kMasked>(r, row + g, 0, n, st[g].max, st[g].near(kMasked), pf + g * n)
+                 ? 0.0 + f32_segment_exp_sum<kMasked>(r, row + g, 0, n, st[g].max, st[g].near(kMasked), ahead)
                  : 0.0;
   for (int g = 0; g < kShortGroup; ++g) {
     if (softmax_row_redo(exact, st[g].max, sum[g])) {
@@ -563,7 +589,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
       if (st.max != smx::neg_inf_f()) {
         const bool near = st.near(kMasked);
         for (int64_t b = 0; b < n; b += kSoftmaxSegment)
-          sum += f32_segment_exp_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, near, nullptr);
+          sum += f32_segment_exp_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, near, 0);
       }
       if (softmax_row_redo(redo, st.max, sum)) continue;
       for (int64_t b = 0; b < n; b += kSoftmaxSegment)
@@ -707,7 +733,7 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   }
   const double z_t = static_cast<double>(x[label]);  // read before grad may overwrite x
   const V m(mx);
-  const double sum = row_exp_sum<V, false, true, true, false>(x, nullptr, n, V(1.0f), m, grad, x);
+  const double sum = row_exp_sum<V, false, true, true, false>(x, nullptr, n, V(1.0f), m, grad, x, grad);
   const double log_sum = log(sum);
   const double lse = static_cast<double>(mx) + log_sum;
   const double k = 1.0 + 2.0 * r.z_loss * lse;
@@ -779,8 +805,8 @@ const SoftmaxKernelTable& softmax_kernel_table() {
                : f32_segment_stats<false>(r, row, b, e, exact, max, min);
       },
       [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, bool near) {
-        return r.keep ? f32_segment_exp_sum<true>(r, row, b, e, max, near, nullptr)
-                      : f32_segment_exp_sum<false>(r, row, b, e, max, near, nullptr);
+        return r.keep ? f32_segment_exp_sum<true>(r, row, b, e, max, near, 0)
+                      : f32_segment_exp_sum<false>(r, row, b, e, max, near, 0);
       },
       [](const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float max, double sum) {
         r.keep ? f32_segment_finish<true>(r, row, b, e, max, sum) : f32_segment_finish<false>(r, row, b, e, max, sum);
