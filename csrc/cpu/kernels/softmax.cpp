@@ -135,20 +135,81 @@ NNF_HD void for_vectors(int64_t len, F&& f) {
   }
 }
 
-// Sum of the 16 lanes of the compensated accumulators, in double, pairwise.
-template <class V>
-NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
+// The 16 lane sums (s - bias) + c in double (bias 1 for BiasedSum, 0 for
+// CompensatedSum: s - 0 = s) and their pairwise sum: lane j plus lane j + 8,
+// then j + 4, j + 2, j + 1. The vector forms perform these very additions
+// (each lane of a double vector is one t[j]), so every ISA gets the same
+// bits; they save the round trip through memory and the scalar conversions,
+// which short rows (8 vectors at C = 128) pay once per row.
+template <class V, int kBias>
+NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
+#if NNF_ISA_LEVEL == 2
+  if constexpr (kLanes<V> == 16) {
+    const __m512d bias = _mm512_set1_pd(kBias);
+    const __m512 s = sv[0].v, c = cv[0].v;
+    const __m512d lo = _mm512_add_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(s)), bias),
+                                     _mm512_cvtps_pd(_mm512_castps512_ps256(c)));
+    const __m512d hi = _mm512_add_pd(
+        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))), bias),
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1))));
+    const __m512d t8 = _mm512_add_pd(lo, hi);
+    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
+  }
+#elif NNF_ISA_LEVEL == 1
+  if constexpr (kLanes<V> == 8) {
+    const __m256d bias = _mm256_set1_pd(kBias);
+    __m256d t[4];  // lanes 0-3, 4-7, 8-11, 12-15
+    for (int k = 0; k < 2; ++k) {
+      const __m256 s = sv[k].v, c = cv[k].v;
+      t[2 * k] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(s)), bias),
+                               _mm256_cvtps_pd(_mm256_castps256_ps128(c)));
+      t[2 * k + 1] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)), bias),
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)));
+    }
+    const __m256d t4 = _mm256_add_pd(_mm256_add_pd(t[0], t[2]), _mm256_add_pd(t[1], t[3]));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
+  }
+#endif
   using S = scalar_t<V>;
   S s[kGroup], c[kGroup];
   for (int k = 0; k < kVecs<V>; ++k) {
-    store_lanes(s + k * kLanes<V>, acc[k].s);
-    store_lanes(c + k * kLanes<V>, acc[k].c);
+    store_lanes(s + k * kLanes<V>, sv[k]);
+    store_lanes(c + k * kLanes<V>, cv[k]);
   }
   double t[kGroup];
-  for (int j = 0; j < kGroup; ++j) t[j] = static_cast<double>(s[j]) + static_cast<double>(c[j]);
+  for (int j = 0; j < kGroup; ++j) {
+    t[j] = static_cast<double>(s[j]);
+    if constexpr (kBias != 0) t[j] = t[j] - static_cast<double>(kBias);
+    t[j] = t[j] + static_cast<double>(c[j]);
+  }
   for (int width = kGroup / 2; width >= 1; width /= 2)
     for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
   return t[0];
+}
+
+// Sum of the 16 lanes of the compensated accumulators, in double, pairwise.
+template <class V>
+NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
+  V s[kVecs<V>], c[kVecs<V>];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    s[k] = acc[k].s;
+    c[k] = acc[k].c;
+  }
+  return combine_pairs<V, 0>(s, c);
+}
+
+// The same for lane sums that start at 1 (BiasedSum): (s - 1) + c per lane.
+template <class V>
+NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
+  V s[kVecs<V>], c[kVecs<V>];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    s[k] = acc[k].s;
+    c[k] = acc[k].c;
+  }
+  return combine_pairs<V, 1>(s, c);
 }
 
 template <class V>
@@ -318,56 +379,6 @@ NNF_HD void row_max_min_fast(const float* x, int64_t n, V scale, float& max, flo
   }
   max = reduce_max_any_order(mx[0]);
   min = reduce_min_any_order(mn[0]);
-}
-
-// The 16 lane sums (s - 1) + c in double and their pairwise sum: lane j plus
-// lane j + 8, then j + 4, j + 2, j + 1. The vector forms below perform these
-// very additions (each lane of a double vector is one t[j]), so every ISA
-// gets the same bits; they save the round trip through memory and the scalar
-// conversions, which short rows (8 vectors at C = 128) pay once per row.
-template <class V>
-NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
-#if NNF_ISA_LEVEL == 2
-  if constexpr (kLanes<V> == 16) {
-    const __m512d one = _mm512_set1_pd(1.0);
-    const __m512 s = acc[0].s.v, c = acc[0].c.v;
-    const __m512d lo = _mm512_add_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(s)), one),
-                                     _mm512_cvtps_pd(_mm512_castps512_ps256(c)));
-    const __m512d hi = _mm512_add_pd(
-        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))), one),
-        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1))));
-    const __m512d t8 = _mm512_add_pd(lo, hi);
-    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#elif NNF_ISA_LEVEL == 1
-  if constexpr (kLanes<V> == 8) {
-    const __m256d one = _mm256_set1_pd(1.0);
-    __m256d t[4];  // lanes 0-3, 4-7, 8-11, 12-15
-    for (int k = 0; k < 2; ++k) {
-      const __m256 s = acc[k].s.v, c = acc[k].c.v;
-      t[2 * k] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(s)), one),
-                               _mm256_cvtps_pd(_mm256_castps256_ps128(c)));
-      t[2 * k + 1] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)), one),
-                                   _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)));
-    }
-    const __m256d t8a = _mm256_add_pd(t[0], t[2]), t8b = _mm256_add_pd(t[1], t[3]);
-    const __m256d t4 = _mm256_add_pd(t8a, t8b);
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#endif
-  float s[kGroup], c[kGroup];
-  for (int k = 0; k < kVecs<V>; ++k) {
-    store_lanes(s + k * kLanes<V>, acc[k].s);
-    store_lanes(c + k * kLanes<V>, acc[k].c);
-  }
-  double t[kGroup];
-  for (int j = 0; j < kGroup; ++j) t[j] = (static_cast<double>(s[j]) - 1.0) + static_cast<double>(c[j]);
-  for (int width = kGroup / 2; width >= 1; width /= 2)
-    for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
-  return t[0];
 }
 
 // S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
@@ -667,6 +678,47 @@ NNF_HD bool all_in_near_range(V y) {
 
 // ---- backward -------------------------------------------------------------------
 
+// Float32 rows: pass 1 as below; pass 2 prefetches the next row's g and y
+// (and its dx for writing), as the forward pass 2 does, and skips the product
+// by a scale of 1.
+template <bool kLog, bool kUnit>
+void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<float>;
+  const int64_t n = r.cols;
+  const V scale(static_cast<float>(r.scale));
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const float* g = static_cast<const float*>(r.grad) + row * n;
+    const float* y = static_cast<const float*>(r.y) + row * n;
+    float* dx = static_cast<float*>(r.out) + row * n;
+    smx::CompensatedSum<V> acc[kVecs<V>];
+    for (auto& a : acc) a.reset();
+    // Padded lanes load 0: they add 0.
+    if constexpr (kLog) {
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { acc[k].add(load_n(g + i, cnt)); });
+    } else {
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+        acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
+      });
+    }
+    const V total(static_cast<float>(combine_lanes(acc)));
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+      V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
+      V out;
+      if constexpr (kLog) {
+        // padded lanes load 0, inside the range
+        if (all_in_near_range(yv)) {
+          out = kUnit ? log_softmax_bwd_out_near_unit(gv, yv, total) : log_softmax_bwd_out_near(gv, yv, total, scale);
+        } else {
+          out = log_softmax_bwd_out(gv, yv, total, scale);
+        }
+      } else {
+        out = kUnit ? softmax_bwd_out_unit(gv, yv, total) : softmax_bwd_out(gv, yv, total, scale);
+      }
+      store_n(dx + i, out, cnt);
+    });
+  }
+}
+
 template <class T>
 void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<T>;
@@ -674,6 +726,17 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
   constexpr int L = kLanes<V>;
   const int64_t n = r.cols;
   const V scale(static_cast<S>(r.scale));
+  if constexpr (std::is_same_v<T, float>) {
+    const bool unit = static_cast<float>(r.scale) == 1.0f;
+    if (r.log) {
+      unit ? softmax_backward_rows_f32<true, true>(r, row_begin, row_end)
+           : softmax_backward_rows_f32<true, false>(r, row_begin, row_end);
+    } else {
+      unit ? softmax_backward_rows_f32<false, true>(r, row_begin, row_end)
+           : softmax_backward_rows_f32<false, false>(r, row_begin, row_end);
+    }
+    return;
+  }
   for (int64_t row = row_begin; row < row_end; ++row) {
     const T* g = static_cast<const T*>(r.grad) + row * n;
     const T* y = static_cast<const T*>(r.y) + row * n;

@@ -91,19 +91,28 @@ NNF_HD V exp_near(V d, V dlo) {
   return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(k);
 }
 
-// exp_near with the last rounding fused: fma(em1, 2^k, 2^k) rounds
-// (1 + em1) 2^k once, where exp_near rounds 1 + em1 and then (below 2^-126)
-// the product again. The same bits wherever e^d is a normal number, at most
-// the same error elsewhere, and one addition less: the float32 forward rows
-// (softmax_term_near) are limited by the adder ports, not the multipliers.
-template <class V>
-NNF_HD V exp_near_fused(V d, V dlo) {
+// exp_near with the last rounding fused: fma(em1, 2^k, 2^k) instead of
+// (1 + em1) * 2^k, one addition less (the float32 rows are limited by the
+// adder ports, not the multipliers). On exp_near's range e^d >= e^-87 >
+// 2^-126 is normal, so both round (1 + em1) 2^k once: the same bits as
+// exp_near, and as exp. Without dlo, r + 0 is left out (it only turns a -0
+// into +0, and e^r - 1 = +-0 gives the same fma).
+template <bool kHasLo, class V>
+NNF_HD V exp_near_fused_impl(V d, V dlo) {
   V k = vrint(d * V(1.442695041f));
   V r = fma(k, V(-0.693145751953125f), d);
   r = fma(k, V(-1.428606765330187e-06f), r);
-  r = r + dlo;
+  if (kHasLo) r = r + dlo;
   V p = pow2i(k);
   return fma(vmath::expm1_reduced(r), p, p);
+}
+template <class V>
+NNF_HD V exp_near_fused(V d, V dlo) {
+  return exp_near_fused_impl<true>(d, dlo);
+}
+template <class V>
+NNF_HD V exp_near_fused(V d) {
+  return exp_near_fused_impl<false>(d, V(0.0f));
 }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
@@ -158,8 +167,7 @@ NNF_HD V softmax_term(V z, V m) {
 }
 
 // softmax_term where every z - M >= -87 (the caller checked the row): the
-// same value (up to one rounding fewer where it is below 2^-126), with
-// exp_near_fused.
+// same value, with exp_near_fused.
 template <class V>
 NNF_HD V softmax_term_near(V z, V m) {
   V d, e;
@@ -222,9 +230,15 @@ template <class V>
 NNF_HD V softmax_bwd_term(V g, V y) {
   return g * y;
 }
+// The _unit forms are the same for scale = 1: the last product is then exact
+// (its operand is already a quiet NaN where it is one) and left out.
+template <class V>
+NNF_HD V softmax_bwd_out_unit(V g, V y, V dot) {
+  return y * (g - dot);
+}
 template <class V>
 NNF_HD V softmax_bwd_out(V g, V y, V dot, V scale) {
-  return (y * (g - dot)) * scale;
+  return softmax_bwd_out_unit(g, y, dot) * scale;
 }
 
 // log_softmax: pass 1 sums g; pass 2 writes scale * (g - e^y sum_g).
@@ -234,12 +248,16 @@ NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
 }
 
 // The same for float lanes that all lie in [-87, 0] (the caller checks the
-// vector): exp_near(y, 0) equals exp(y) to the bit there (same reduction,
+// vector): exp_near_fused(y) equals exp(y) to the bit there (same reduction,
 // polynomial and single rounding), so which lanes take which path does not
 // change a result, and ISAs of different widths still agree.
 template <class V>
+NNF_HD V log_softmax_bwd_out_near_unit(V g, V y, V sum_g) {
+  return g - smx::exp_near_fused(y) * sum_g;
+}
+template <class V>
 NNF_HD V log_softmax_bwd_out_near(V g, V y, V sum_g, V scale) {
-  return (g - smx::exp_near(y, V(0.0f)) * sum_g) * scale;
+  return log_softmax_bwd_out_near_unit(g, y, sum_g) * scale;
 }
 
 // ---- cross-entropy ------------------------------------------------------------
