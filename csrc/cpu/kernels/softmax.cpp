@@ -12,8 +12,11 @@
 // cross_entropy_row_f32) compute one exp per element: the maximum (and
 // minimum) first, then e^(z - M) written out while it is summed, then the
 // output in place. Rows whose spread max - min is below 87 (almost all) use
-// exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut in
-// segments of kSoftmaxSegment that the dispatch may give to several threads.
+// exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut
+// in segments of kSoftmaxSegment that the dispatch may give to several
+// threads. Unmasked forward rows find the maximum without NaN tests and are
+// redone with them when the sum shows a NaN (softmax_row_redo); the exps of
+// a row overlap the memory reads of the next (a software prefetch).
 //
 // The other dtypes walk forward rows in blocks of kBlock elements (4 KiB of
 // float32, in L1 after the block's first read): the block's maximum, then its
