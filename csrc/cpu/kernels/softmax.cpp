@@ -107,8 +107,8 @@ NNF_HD void store_scalar(T* p, double v) {
 }
 
 // Logits scale * x of n elements, -inf in padded and masked-out lanes. With
-// kUnit the scale is 1 and not applied: x * 1 = x for every non-NaN x, and
-// rows with a NaN are redone in full (see softmax_rows_f32).
+// kUnit the scale is 1 and not applied: x * 1 = x for every non-NaN x (a NaN
+// row stays NaN; which NaN it gets already differs between ISAs).
 template <class T, bool kMasked, bool kUnit = false>
 NNF_HD vec_for_t<T> load_logits(const T* p, const uint8_t* keep, int n, vec_for_t<T> scale) {
   using V = vec_for_t<T>;
@@ -595,11 +595,11 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
     return;
   }
   for (; row < row_end; ++row) {
-    for (bool redo = exact;; redo = true) {
+    for (bool exact_pass = exact;; exact_pass = true) {
       SoftmaxRowStats st;
       for (int64_t b = 0; b < n; b += kSoftmaxSegment) {
         float mx, mn;
-        f32_segment_stats<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), redo, &mx, &mn);
+        f32_segment_stats<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), exact_pass, &mx, &mn);
         st.absorb(mx, mn);
       }
       double sum = 0.0;
@@ -608,7 +608,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
         for (int64_t b = 0; b < n; b += kSoftmaxSegment)
           sum += f32_segment_exp_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, near, 0);
       }
-      if (softmax_row_redo(redo, st.max, sum)) continue;
+      if (softmax_row_redo(exact_pass, st.max, sum)) continue;
       for (int64_t b = 0; b < n; b += kSoftmaxSegment)
         f32_segment_finish<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), st.max, sum);
       break;
