@@ -69,7 +69,11 @@ struct SoftmaxKernelTable {
   void (*backward)(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end);
   void (*cross_entropy)(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end);
   // Float32 forward, one segment [begin, end) of one row (see kSoftmaxSegment).
-  void (*f32_segment_stats)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float* max, float* min);
+  // exact: the NaN-aware maximum. Without it, NaNs may be skipped: a row whose
+  // maximum is -inf or whose sum is NaN must then be computed again with it
+  // (rows with a mask, or written in place, always take it).
+  void (*f32_segment_stats)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, bool exact, float* max,
+                            float* min);
   double (*f32_segment_exp_sum)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, bool near);
   void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, double sum);
 };

@@ -29,7 +29,8 @@ int64_t min_rows(int64_t cols) { return std::max<int64_t>(1, kMinChunkElements /
 // Fewer float32 rows than threads, each longer than a segment: the segments
 // of each row go to the threads in three phases (statistics, exp sums,
 // output), their results combined in segment order as the kernel does for
-// one thread.
+// one thread. A row whose fast statistics may have missed a NaN (see
+// SoftmaxKernelTable::f32_segment_stats) is computed again with exact ones.
 void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRange& r, int64_t rows) {
   const int64_t n = r.cols;
   const int64_t segments = (n + kSoftmaxSegment - 1) / kSoftmaxSegment;
@@ -39,32 +40,37 @@ void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRa
     b = s * kSoftmaxSegment;
     e = std::min(n, b + kSoftmaxSegment);
   };
+  const bool fast = r.keep == nullptr && r.x != r.out;
   for (int64_t row = 0; row < rows; ++row) {
-    parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0, b, e; s < s1; ++s) {
-        bounds(s, b, e);
-        table.f32_segment_stats(r, row, b, e, &maxs[s], &mins[s]);
-      }
-    });
-    SoftmaxRowStats st;
-    for (int64_t s = 0; s < segments; ++s) st.absorb(maxs[s], mins[s]);
-    double sum = 0.0;
-    if (st.max != -__builtin_inff()) {
-      const bool near = st.near(r.keep != nullptr);
+    for (bool exact = !fast;; exact = true) {
       parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t s = s0, b, e; s < s1; ++s) {
           bounds(s, b, e);
-          sums[s] = table.f32_segment_exp_sum(r, row, b, e, st.max, near);
+          table.f32_segment_stats(r, row, b, e, exact, &maxs[s], &mins[s]);
         }
       });
-      for (int64_t s = 0; s < segments; ++s) sum += sums[s];
-    }
-    parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0, b, e; s < s1; ++s) {
-        bounds(s, b, e);
-        table.f32_segment_finish(r, row, b, e, st.max, sum);
+      SoftmaxRowStats st;
+      for (int64_t s = 0; s < segments; ++s) st.absorb(maxs[s], mins[s]);
+      double sum = 0.0;
+      if (st.max != -__builtin_inff()) {
+        const bool near = st.near(r.keep != nullptr);
+        parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
+          for (int64_t s = s0, b, e; s < s1; ++s) {
+            bounds(s, b, e);
+            sums[s] = table.f32_segment_exp_sum(r, row, b, e, st.max, near);
+          }
+        });
+        for (int64_t s = 0; s < segments; ++s) sum += sums[s];
       }
-    });
+      if (!exact && (st.max == -__builtin_inff() || sum != sum)) continue;
+      parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0, b, e; s < s1; ++s) {
+          bounds(s, b, e);
+          table.f32_segment_finish(r, row, b, e, st.max, sum);
+        }
+      });
+      break;
+    }
   }
 }
 

@@ -74,21 +74,33 @@ NNF_HD V exp_lo_times(V d, V dlo, V k) {
 NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
 NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
 
-// e^(d + dlo) for d in [-87, 0] or NaN, |dlo| <= ulp(d) / 2: e^d is then a
-// normal number or rounds once into the denormals, so a single power of two
-// 2^k (k in [-126, 0]) scales it. Same reduction and polynomial as
-// vmath::exp_parts, and like value() one final rounding of (1 + em1) 2^k: the
-// same bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
-// one scale factor). Callers guarantee the range for every lane they keep
-// (NaN and infinite rows or lanes never get here): k is then in [-126, 0],
-// as pow2i requires.
-template <class V>
-NNF_HD V exp_near(V d, V dlo) {
+// e^(d + dlo) for d in [-87, 0] or NaN, |dlo| <= ulp(d) / 2: e^d >= e^-87 >
+// 2^-126 is then a normal number, so a single power of two 2^k (k in
+// [-126, 0]) scales it. Same reduction and polynomial as vmath::exp_parts,
+// and like value() one final rounding of (1 + em1) 2^k, here fused:
+// fma(em1, 2^k, 2^k) (one addition less than (em1 + 1) * 2^k, and the same
+// bits, the result being normal). So the same bits as exp_lo(d, dlo) and as
+// exp(d) there, in about half the operations (no clamps, one scale factor).
+// Callers guarantee the range for every lane they keep (NaN and infinite
+// rows or lanes never get here): k is then in [-126, 0], as pow2i requires.
+// Without dlo, r + 0 is left out (it only turns a -0 into +0, and
+// e^r - 1 = +-0 gives the same fma).
+template <bool kHasLo, class V>
+NNF_HD V exp_near_impl(V d, V dlo) {
   V k = vrint(d * V(1.442695041f));
   V r = fma(k, V(-0.693145751953125f), d);
   r = fma(k, V(-1.428606765330187e-06f), r);
-  r = r + dlo;
-  return (vmath::expm1_reduced(r) + V(1.0f)) * pow2i(k);
+  if (kHasLo) r = r + dlo;
+  V p = pow2i(k);
+  return fma(vmath::expm1_reduced(r), p, p);
+}
+template <class V>
+NNF_HD V exp_near(V d, V dlo) {
+  return exp_near_impl<true>(d, dlo);
+}
+template <class V>
+NNF_HD V exp_near(V d) {
+  return exp_near_impl<false>(d, V(0.0f));
 }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
@@ -206,9 +218,15 @@ template <class V>
 NNF_HD V softmax_bwd_term(V g, V y) {
   return g * y;
 }
+// The _unit forms are the same for scale = 1: the last product is then exact
+// (its operand is already a quiet NaN where it is one) and left out.
+template <class V>
+NNF_HD V softmax_bwd_out_unit(V g, V y, V dot) {
+  return y * (g - dot);
+}
 template <class V>
 NNF_HD V softmax_bwd_out(V g, V y, V dot, V scale) {
-  return (y * (g - dot)) * scale;
+  return softmax_bwd_out_unit(g, y, dot) * scale;
 }
 
 // log_softmax: pass 1 sums g; pass 2 writes scale * (g - e^y sum_g).
@@ -218,12 +236,16 @@ NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
 }
 
 // The same for float lanes that all lie in [-87, 0] (the caller checks the
-// vector): exp_near(y, 0) equals exp(y) to the bit there (same reduction,
+// vector): exp_near(y) equals exp(y) to the bit there (same reduction,
 // polynomial and single rounding), so which lanes take which path does not
 // change a result, and ISAs of different widths still agree.
 template <class V>
+NNF_HD V log_softmax_bwd_out_near_unit(V g, V y, V sum_g) {
+  return g - smx::exp_near(y) * sum_g;
+}
+template <class V>
 NNF_HD V log_softmax_bwd_out_near(V g, V y, V sum_g, V scale) {
-  return (g - smx::exp_near(y, V(0.0f)) * sum_g) * scale;
+  return log_softmax_bwd_out_near_unit(g, y, sum_g) * scale;
 }
 
 // ---- cross-entropy ------------------------------------------------------------
