@@ -533,7 +533,7 @@ NNF_HD V tanh(V x) {
   p = fma(p, x2, V(-3.333333135e-01f));
   V small = fma(x * x2, p, x);
   using L = vmath::Limits<float>;
-  V z = vmin(V(20.0f), V(2.0f) * a);  // NaN passes (vmin keeps its second operand's NaN)
+  V z = vmin(V(20.0f), a + a);  // 2|x| (exact); NaN passes (vmin keeps its second operand's NaN)
   V k = vrint(z * V(L::log2e));
   V r = fma(k, V(-L::ln2_hi), z);
   r = fma(k, V(-L::ln2_lo), r);
