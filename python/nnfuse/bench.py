@@ -81,9 +81,20 @@ def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> f
     return float(np.median(times))
 
 
+# Warm-up before timing, by time rather than by count: on the shared 2-vCPU
+# machines we measure on, the first calls after another library's run (or an
+# idle moment) were 2-7x slower for several calls (2^20 float32 hardtanh on two
+# threads: 400, 200, 150, 120 us, then a steady 65 us), which a two-call
+# warm-up let into the median. Every contender gets the same warm-up.
+WARMUP_SECONDS = 0.02
+
+
 def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2) -> float:
-    for _ in range(warmup):
+    start = time.perf_counter()
+    calls = 0
+    while calls < warmup or time.perf_counter() - start < WARMUP_SECONDS:
         fn()
+        calls += 1
     times = []
     total = 0.0
     while len(times) < 5 or (total < min_time and len(times) < max_repeats):
