@@ -106,6 +106,62 @@ def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 5
     return float(np.median(times))
 
 
+
+def _interleaved_medians(calls: Dict[str, Callable[[], object]], min_time: float,
+                         max_rounds: int = 50) -> Dict[str, float]:
+    """Median time of each call, timed in rounds that run every call once.
+
+    The memory bandwidth of the shared machines we measure on drifts by tens
+    of percent over seconds (the 2^26 floor ratios of two full runs a few
+    minutes apart differed by 0.5-2.5x), so contenders timed one after the
+    other can see different machines. Interleaved, every contender samples
+    the same moments, and their ratios hold. At least 5 rounds, then rounds
+    until the rounds took `min_time` per contender (or `max_rounds`)."""
+    for fn in calls.values():
+        start = time.perf_counter()
+        while time.perf_counter() - start < WARMUP_SECONDS:
+            fn()
+        fn()
+    samples: Dict[str, List[float]] = {name: [] for name in calls}
+    total = 0.0
+    rounds = 0
+    while rounds < 5 or (total < min_time * len(calls) and rounds < max_rounds):
+        for name, fn in calls.items():
+            time.sleep(SETTLE_SECONDS)
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            samples[name].append(elapsed)
+            total += elapsed
+        rounds += 1
+    return {name: float(np.median(times)) for name, times in samples.items()}
+
+
+# Pause before each interleaved call: after a parallel region PyTorch's
+# OpenMP workers keep spinning for ~10 ms (measured: 10-11 ms of extra process
+# CPU time after a 2-thread torch.sigmoid, however long the pause), and a
+# contender started inside that window shares its cores with them (nnfuse's
+# 2^24 sigmoid on two threads then took longer than on one).
+SETTLE_SECONDS = 0.015
+
+# Arrays of at least this many bytes (beyond the caches) are timed in
+# interleaved rounds; smaller ones call each contender back to back, so each
+# finds its own data in cache as a loop of calls would (interleaved, every
+# contender's 2^16-element call took 1.5-2x longer, having to fetch what the
+# others had evicted).
+INTERLEAVE_BYTES = 1 << 24
+
+
+def _medians(calls: Dict[str, Callable[[], object]], min_time: float, interleave: bool) -> Dict[str, float]:
+    """Median time of each call: interleaved (see _interleaved_medians) or
+    one contender after the other. NumPy formulas, which take 5-20x longer
+    than the kernels, get the minimum of 5 repeats or rounds when interleaved,
+    and at most 10 otherwise."""
+    if interleave:
+        return _interleaved_medians(calls, min_time, max_rounds=5 if "numpy" in calls else 50)
+    return {name: _median_time(fn, min_time, max_repeats=10 if name == "numpy" else 50)
+            for name, fn in calls.items()}
+
 # ---- NumPy formulas (float32 in, float32 out, temporaries allowed) ------------
 
 def _np_softplus(x):
@@ -277,8 +333,8 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                     nf.set_num_threads(threads)
                     if torch is not None:
                         torch.set_num_threads(threads)
-                    floor_fwd = min(_median_time(c, min_time) for c in _threads_floor_copy(x, out, threads))
-                    floor_bwd = min(_median_time(c, min_time) for c in _floor_add(x, g, out, threads))
+                    floor_fwd = _threads_floor_copy(x, scratch, threads)
+                    floor_bwd = _floor_add(x, g, scratch, threads)
                     for name in names:
                         params = {"approximate": "tanh"} if name == "gelu_tanh" else {}
                         base = "gelu" if name == "gelu_tanh" else name
@@ -289,19 +345,30 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                             if progress:
                                 progress(f"{name} {direction} {dtype_name} n=2^{int(math.log2(n))} threads={threads}")
                             if direction == "forward":
-                                t = _median_time(lambda: fwd(x, out=out, **params), min_time)
-                                nbytes, floor = 2 * x.nbytes, floor_fwd
+                                calls = {"nnfuse": lambda: fwd(x, out=out, **params)}
+                                nbytes, floors = 2 * x.nbytes, floor_fwd
                             elif direction == "backward_from_y":
-                                t = _median_time(lambda: bwd(g, y=y, out=out, **params), min_time)
-                                nbytes, floor = 3 * x.nbytes, floor_bwd
+                                calls = {"nnfuse": lambda: bwd(g, y=y, out=out, **params)}
+                                nbytes, floors = 3 * x.nbytes, floor_bwd
                             else:
-                                t = _median_time(lambda: bwd(g, x, out=out, **params), min_time)
-                                nbytes, floor = 3 * x.nbytes, floor_bwd
+                                calls = {"nnfuse": lambda: bwd(g, x, out=out, **params)}
+                                nbytes, floors = 3 * x.nbytes, floor_bwd
+                            for i, floor_call in enumerate(floors):
+                                calls[f"floor{i}"] = floor_call
+                            peer_calls, torch_out = ({}, None) if not peers else \
+                                _peer_calls(name, params, direction, x, g, y, scratch)
+                            calls.update(peer_calls)
+                            medians = _medians(calls, min_time, interleave=x.nbytes >= INTERLEAVE_BYTES)
+                            t = medians["nnfuse"]
+                            floor = min(medians[f"floor{i}"] for i in range(len(floors)))
                             row = {"op": name, "direction": direction, "dtype": dtype_name, "n": n,
                                    "threads": threads, "time_s": t, "gbps": nbytes / t / 1e9,
                                    "floor_s": floor, "floor_ratio": floor / t}
-                            if peers:
-                                row.update(_peer_times(name, params, direction, x, g, y, scratch, min_time))
+                            if "numpy" in medians:
+                                row["numpy_s"] = medians["numpy"]
+                            if "torch" in medians:
+                                row["torch_s"] = medians["torch"]
+                                row["torch_out"] = torch_out
                             rows.append(row)
     return rows
 
@@ -319,48 +386,33 @@ def _directions(name, directions):
     return out
 
 
-def _peer_times(name, params, direction, x, g, y, scratch, min_time):
-    result = {}
+def _peer_calls(name, params, direction, x, g, y, scratch):
+    """The NumPy formula ("numpy") and PyTorch ("torch") calls that compute
+    this op and direction, and whether PyTorch writes into a preallocated
+    output (None without a PyTorch call)."""
+    calls = {}
+    torch_out = None
     formulas = {"forward": NUMPY_FORWARD, "backward": NUMPY_BACKWARD}.get(direction, {})
-    if direction == "backward" and name in TORCH_BACKWARD_FROM_Y:
-        peers_apply = False  # PyTorch's kernel takes y: compared in the backward_from_y row
-    else:
-        peers_apply = True
+    # PyTorch's sigmoid and tanh kernels take y: compared in the backward_from_y row.
+    peers_apply = not (direction == "backward" and name in TORCH_BACKWARD_FROM_Y)
     if x.dtype == np.float32 and name in formulas:
         f = formulas[name]
-        with np.errstate(all="ignore"):
-            if direction == "forward":
-                result["numpy_s"] = _median_time(lambda: f(x), min_time, max_repeats=10)
-            else:
-                result["numpy_s"] = _median_time(lambda: f(g, x), min_time, max_repeats=10)
-    if torch is not None and peers_apply and x.dtype != BFLOAT16:
+
+        def numpy_call():
+            with np.errstate(all="ignore"):
+                return f(x) if direction == "forward" else f(g, x)
+        calls["numpy"] = numpy_call
+    if torch is not None and peers_apply:
         base = "gelu" if name == "gelu_tanh" else name
-        tx, tg, ty, to = (torch.from_numpy(a) for a in (x, g, y, scratch))
-        if direction == "forward":
-            peer = torch_forward(base, params)
-            if peer:
-                fn, into_out = peer
-                result["torch_s"] = _median_time(lambda: fn(tx, to), min_time)
-                result["torch_out"] = into_out
+        if x.dtype == BFLOAT16:
+            tx, tg, ty, to = (torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) for a in (x, g, y, scratch))
         else:
-            peer = torch_backward(base, params)
-            if peer:
-                fn, into_out = peer
-                result["torch_s"] = _median_time(lambda: fn(tg, tx, ty, to), min_time)
-                result["torch_out"] = into_out
-    elif torch is not None and peers_apply and x.dtype == BFLOAT16:
-        base = "gelu" if name == "gelu_tanh" else name
-        tx = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
-        tg = torch.from_numpy(g.view(np.int16)).view(torch.bfloat16)
-        ty = torch.from_numpy(y.view(np.int16)).view(torch.bfloat16)
-        to = torch.from_numpy(scratch.view(np.int16)).view(torch.bfloat16)
+            tx, tg, ty, to = (torch.from_numpy(a) for a in (x, g, y, scratch))
         peer = torch_forward(base, params) if direction == "forward" else torch_backward(base, params)
         if peer:
-            fn, into_out = peer
-            call = (lambda: fn(tx, to)) if direction == "forward" else (lambda: fn(tg, tx, ty, to))
-            result["torch_s"] = _median_time(call, min_time)
-            result["torch_out"] = into_out
-    return result
+            fn, torch_out = peer
+            calls["torch"] = (lambda: fn(tx, to)) if direction == "forward" else (lambda: fn(tg, tx, ty, to))
+    return calls, torch_out
 
 
 _DIRECTION_LABELS = {"forward": "fwd", "backward": "bwd", "backward_from_y": "bwd (y)"}
