@@ -107,58 +107,18 @@ def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 5
 
 
 
-def _interleaved_medians(calls: Dict[str, Callable[[], object]], min_time: float,
-                         max_rounds: int = 50) -> Dict[str, float]:
-    """Median time of each call, timed in rounds that run every call once.
 
-    The memory bandwidth of the shared machines we measure on drifts by tens
-    of percent over seconds (the 2^26 floor ratios of two full runs a few
-    minutes apart differed by 0.5-2.5x), so contenders timed one after the
-    other can see different machines. Interleaved, every contender samples
-    the same moments, and their ratios hold. At least 5 rounds, then rounds
-    until the rounds took `min_time` per contender (or `max_rounds`)."""
-    for fn in calls.values():
-        start = time.perf_counter()
-        while time.perf_counter() - start < WARMUP_SECONDS:
-            fn()
-        fn()
-    samples: Dict[str, List[float]] = {name: [] for name in calls}
-    total = 0.0
-    rounds = 0
-    while rounds < 5 or (total < min_time * len(calls) and rounds < max_rounds):
-        for name, fn in calls.items():
-            time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            samples[name].append(elapsed)
-            total += elapsed
-        rounds += 1
-    return {name: float(np.median(times)) for name, times in samples.items()}
-
-
-# Pause before each interleaved call: after a parallel region PyTorch's
-# OpenMP workers keep spinning for ~10 ms (measured: 10-11 ms of extra process
-# CPU time after a 2-thread torch.sigmoid, however long the pause), and a
-# contender started inside that window shares its cores with them (nnfuse's
-# 2^24 sigmoid on two threads then took longer than on one).
-SETTLE_SECONDS = 0.015
-
-# Arrays of at least this many bytes (beyond the caches) are timed in
-# interleaved rounds; smaller ones call each contender back to back, so each
-# finds its own data in cache as a loop of calls would (interleaved, every
-# contender's 2^16-element call took 1.5-2x longer, having to fetch what the
-# others had evicted).
-INTERLEAVE_BYTES = 1 << 24
-
-
-def _medians(calls: Dict[str, Callable[[], object]], min_time: float, interleave: bool) -> Dict[str, float]:
-    """Median time of each call: interleaved (see _interleaved_medians) or
-    one contender after the other. NumPy formulas, which take 5-20x longer
-    than the kernels, get the minimum of 5 repeats or rounds when interleaved,
-    and at most 10 otherwise."""
-    if interleave:
-        return _interleaved_medians(calls, min_time, max_rounds=5 if "numpy" in calls else 50)
+def _medians(calls: Dict[str, Callable[[], object]], min_time: float) -> Dict[str, float]:
+    """Median time of each call, one contender after the other (each warmed
+    up first). Every row times its own floor next to its contenders: the
+    memory bandwidth of the shared machines we measure on drifts by tens of
+    percent over minutes (2^26 floor ratios of two full runs differed by
+    0.5-2.5x when one floor per block served every op). Interleaving the
+    contenders call by call was tried and dropped: between the calls of a
+    round the other cores idle, and on these virtual machines the next
+    two-thread call then ran up to 2x slower (softmax 4096x1024: 2.2 ms after
+    a 2 ms pause against 1.2 ms back to back). NumPy formulas, 5-20x slower
+    than the kernels, get at most 10 repeats."""
     return {name: _median_time(fn, min_time, max_repeats=10 if name == "numpy" else 50)
             for name, fn in calls.items()}
 
@@ -358,7 +318,7 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                             peer_calls, torch_out = ({}, None) if not peers else \
                                 _peer_calls(name, params, direction, x, g, y, scratch)
                             calls.update(peer_calls)
-                            medians = _medians(calls, min_time, interleave=x.nbytes >= INTERLEAVE_BYTES)
+                            medians = _medians(calls, min_time)
                             t = medians["nnfuse"]
                             floor = min(medians[f"floor{i}"] for i in range(len(floors)))
                             row = {"op": name, "direction": direction, "dtype": dtype_name, "n": n,
@@ -610,20 +570,23 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
                 nf.set_num_threads(threads)
                 if torch is not None:
                     torch.set_num_threads(threads)
-                floors = {
-                    "copy": min(_median_time(c, min_time) for c in _threads_floor_copy(x, out, threads)),
-                    "add": min(_median_time(c, min_time) for c in _floor_add(x, g, out, threads)),
-                }
+                floor_calls = {"copy": _threads_floor_copy(x, out, threads), "add": _floor_add(x, g, out, threads)}
                 for name, (fn, floor_kind) in ops.items():
                     if progress:
                         progress(f"{name} {shape} threads={threads}")
-                    t = _median_time(fn, min_time)
+                    calls = {"nnfuse": fn}
+                    for i, floor_call in enumerate(floor_calls[floor_kind]):
+                        calls[f"floor{i}"] = floor_call
+                    if name in peer_fns:
+                        calls["torch"] = peer_fns[name]
+                    medians = _medians(calls, min_time)
+                    t = medians["nnfuse"]
+                    floor = min(medians[f"floor{i}"] for i in range(len(floor_calls[floor_kind])))
                     nbytes = (2 if floor_kind == "copy" else 3) * x.nbytes
                     row = {"op": name, "shape": list(shape), "threads": threads, "time_s": t,
-                           "gbps": nbytes / t / 1e9, "floor_s": floors[floor_kind],
-                           "floor_ratio": floors[floor_kind] / t}
-                    if name in peer_fns:
-                        row["torch_s"] = _median_time(peer_fns[name], min_time)
+                           "gbps": nbytes / t / 1e9, "floor_s": floor, "floor_ratio": floor / t}
+                    if "torch" in medians:
+                        row["torch_s"] = medians["torch"]
                         row["speedup_vs_torch"] = row["torch_s"] / t
                     rows.append(row)
     return rows
