@@ -193,26 +193,25 @@ NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
   return t[0];
 }
 
-// Sum of the 16 lanes of the compensated accumulators, in double, pairwise.
+// Sum of the 16 lanes of compensated accumulators (s + c per lane), in
+// double, pairwise. kBias is what the accumulators started at: 0 for
+// CompensatedSum, 1 for BiasedSum (whose lane sums are (s - 1) + c).
+template <int kBias, class V, template <class> class Acc>
+NNF_HD double combine_accumulators(const Acc<V> (&acc)[kVecs<V>]) {
+  V s[kVecs<V>], c[kVecs<V>];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    s[k] = acc[k].s;
+    c[k] = acc[k].c;
+  }
+  return combine_pairs<V, kBias>(s, c);
+}
 template <class V>
 NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
-  V s[kVecs<V>], c[kVecs<V>];
-  for (int k = 0; k < kVecs<V>; ++k) {
-    s[k] = acc[k].s;
-    c[k] = acc[k].c;
-  }
-  return combine_pairs<V, 0>(s, c);
+  return combine_accumulators<0>(acc);
 }
-
-// The same for lane sums that start at 1 (BiasedSum): (s - 1) + c per lane.
 template <class V>
 NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
-  V s[kVecs<V>], c[kVecs<V>];
-  for (int k = 0; k < kVecs<V>; ++k) {
-    s[k] = acc[k].s;
-    c[k] = acc[k].c;
-  }
-  return combine_pairs<V, 1>(s, c);
+  return combine_accumulators<1>(acc);
 }
 
 template <class V>
@@ -306,28 +305,18 @@ NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale,
   }
 }
 
-// The largest / smallest lane of a vector without NaNs: a tree of shuffles,
-// in whatever order (short rows wait on these before their exps can start).
-template <class V>
-NNF_HD float reduce_max_any_order(V v) {
+// The largest (kMax) or smallest lane of a vector without NaNs: a tree of
+// shuffles, in whatever order (short rows wait on these before their exps can
+// start).
+template <bool kMax, class V>
+NNF_HD float reduce_any_order(V v) {
 #if NNF_ISA_LEVEL == 2
-  return _mm512_reduce_max_ps(v.v);
+  return kMax ? _mm512_reduce_max_ps(v.v) : _mm512_reduce_min_ps(v.v);
 #elif NNF_ISA_LEVEL == 1
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
-#else
-  return v;
-#endif
-}
-template <class V>
-NNF_HD float reduce_min_any_order(V v) {
-#if NNF_ISA_LEVEL == 2
-  return _mm512_reduce_min_ps(v.v);
-#elif NNF_ISA_LEVEL == 1
-  __m128 h = _mm_min_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
-  h = _mm_min_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_min_ss(h, _mm_movehdup_ps(h)));
+  auto op = [](__m128 a, __m128 b) { return kMax ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
+  __m128 h = op(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
+  h = op(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(op(h, _mm_movehdup_ps(h)));
 #else
   return v;
 #endif
@@ -381,8 +370,8 @@ NNF_HD void row_max_min_fast(const float* x, int64_t n, V scale, float& max, flo
     mx[0] = vmax(mx[k], mx[0]);
     mn[0] = vmin(mn[k], mn[0]);
   }
-  max = reduce_max_any_order(mx[0]);
-  min = reduce_min_any_order(mn[0]);
+  max = reduce_any_order<true>(mx[0]);
+  min = reduce_any_order<false>(mn[0]);
 }
 
 // S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
