@@ -57,6 +57,31 @@ def test_out_checks():
         nf.tanh_backward(buf[:16], x, out=buf[1:17])
 
 
+
+def test_out_may_be_another_view_of_an_inputs_memory():
+    # A different array object over exactly the input's memory is an in-place call.
+    x = np.linspace(-3, 3, 40, dtype=np.float32)
+    g = np.linspace(1, 2, 40, dtype=np.float32)
+    expected_fwd = nf.silu(x.copy())
+    expected_bwd = nf.silu_backward(g.copy(), x)
+    same_memory = x[:]
+    assert nf.silu(x, out=same_memory) is same_memory
+    np.testing.assert_array_equal(x, expected_fwd)
+    x = np.linspace(-3, 3, 40, dtype=np.float32)
+    grad_view = g.reshape(40)
+    assert nf.silu_backward(g, x, out=grad_view) is grad_view
+    np.testing.assert_array_equal(g, expected_bwd)
+
+
+def test_out_of_another_layout_takes_the_general_path():
+    x = np.linspace(-1, 1, 32, dtype=np.float32)
+    strided_out = np.empty(64, np.float32)[::2]
+    result = nf.tanh(x, out=strided_out)
+    assert result is strided_out
+    np.testing.assert_array_equal(strided_out, nf.tanh(x))
+    fortran = np.asfortranarray(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4))
+    np.testing.assert_array_equal(nf.tanh(fortran), nf.tanh(np.ascontiguousarray(fortran)))
+
 def test_parameter_checks():
     x = np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="approximate"):

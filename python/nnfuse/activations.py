@@ -27,29 +27,13 @@ def _host(value):
     return type(value) is np.ndarray
 
 
-def _fast_out(out, like, inputs):
-    """The array to write into on the fast path: a new one (out=None), or out
-    itself when it is a writeable C-contiguous ndarray of like's shape and
-    dtype that is one of the inputs or shares no memory with any of them;
-    None sends the call down the general path (which explains what is wrong)."""
-    if out is None:
-        return np.empty_like(like)
-    if (type(out) is not np.ndarray or out.dtype != like.dtype or out.shape != like.shape
-            or not out.flags.c_contiguous or not out.flags.writeable):
-        return None
-    for a in inputs:
-        if a is not out and np.may_share_memory(out, a):
-            return None
-    return out
-
-
 def _forward(code, x, out, p0, p1, func):
-    if type(x) is np.ndarray and x.flags.c_contiguous:
+    if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
         dtype = DTYPE_CODES.get(x.dtype)
-        target = _fast_out(out, x, (x,)) if dtype is not None else None
-        if target is not None:  # the common case, without the general checks' overhead
-            _C.activation(code, _FORWARD, dtype, x, None, target, p0, p1)
-            return target
+        if dtype is not None:  # the common case: checked and run in one call (false: nothing ran)
+            target = np.empty_like(x) if out is None else out
+            if _C.activation_direct(code, _FORWARD, dtype, x, None, target, p0, p1):
+                return target
     if not _host(x) or (out is not None and not _host(out)):
         return _interop.dispatch(func, (("x", x), ("out", out)),
                                  lambda v: _forward_host(code, v["x"], v.get("out"), p0, p1, func),
@@ -78,13 +62,12 @@ def _backward(code, grad, x, y, out, p0, p1, func):
         name, direction, source = "x", _BACKWARD_FROM_X, x
     else:
         name, direction, source = "y", _BACKWARD_FROM_Y, y
-    if (type(grad) is np.ndarray and type(source) is np.ndarray and grad.dtype == source.dtype
-            and grad.shape == source.shape and grad.flags.c_contiguous and source.flags.c_contiguous):
+    if type(grad) is np.ndarray and type(source) is np.ndarray and (out is None or type(out) is np.ndarray):
         dtype = DTYPE_CODES.get(grad.dtype)
-        target = _fast_out(out, grad, (grad, source)) if dtype is not None else None
-        if target is not None:  # the common case, without the general checks' overhead
-            _C.activation(code, direction, dtype, source, grad, target, p0, p1)
-            return target
+        if dtype is not None:  # the common case: checked and run in one call (false: nothing ran)
+            target = np.empty_like(grad) if out is None else out
+            if _C.activation_direct(code, direction, dtype, source, grad, target, p0, p1):
+                return target
     if not _host(grad) or not _host(source) or (out is not None and not _host(out)):
         return _interop.dispatch(
             func, (("grad", grad), (name, source), ("out", out)),
