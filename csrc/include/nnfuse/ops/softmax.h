@@ -87,9 +87,7 @@ NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); 
 // e^r - 1 = +-0 gives the same fma).
 template <bool kHasLo, class V>
 NNF_HD V exp_near_impl(V d, V dlo) {
-  V k = vrint(d * V(1.442695041f));
-  V r = fma(k, V(-0.693145751953125f), d);
-  r = fma(k, V(-1.428606765330187e-06f), r);
+  auto [k, r] = vmath::reduce_ln2(d);
   if (kHasLo) r = r + dlo;
   V p = pow2i(k);
   return fma(vmath::expm1_reduced(r), p, p);

@@ -141,8 +141,25 @@ NNF_HD V expm1_reduced(V r) {
 }
 // float64: the C library on the reduced argument (< 1 ulp).
 
-// Cody-Waite reduction x + xlo = k ln2 + r: fma(k, -ln2_hi, x) is exact;
-// ln2_lo > 0 keeps the sign of a zero x. x is clamped (NaN passes through) to
+// Cody-Waite reduction x = k ln2 + r, k = rint(x / ln2), |r| <= ln2 / 2 (+ the
+// rounding of k ln2_lo): ln2_hi has 15 significant bits and |k| < 2^9 here, so
+// k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
+// ln2_lo > 0 keeps the sign of a zero x. The one reduction of every float exp
+// below (exp_parts, mul_sigmoid, expm1, tanh; softmax's exp_near).
+template <class V>
+struct Ln2Split {
+  V k, r;
+};
+template <class V>
+NNF_HD Ln2Split<V> reduce_ln2(V x) {
+  using L = Limits<scalar_t<V>>;
+  V k = vrint(x * V(L::log2e));
+  V r = fma(k, V(-L::ln2_hi), x);
+  return {k, fma(k, V(-L::ln2_lo), r)};
+}
+
+// e^(x + xlo): x + xlo = k ln2 + r by reduce_ln2 on x, with xlo added to r.
+// x is clamped (NaN passes through) to
 // [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
 // kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
@@ -150,9 +167,7 @@ template <bool kHasLo, bool kClamp = true, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
   V xc = kClamp ? vmax(V(L::exp_lo), vmin(V(L::exp_hi), x)) : x;
-  V k = vrint(xc * V(L::log2e));
-  V r = fma(k, V(-L::ln2_hi), xc);
-  r = fma(k, V(-L::ln2_lo), r);
+  auto [k, r] = reduce_ln2(xc);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
@@ -191,9 +206,7 @@ template <bool kHasLo, class V>
 NNF_HD V mul_sigmoid_impl(V m, V u, V ulo) {
   using L = Limits<scalar_t<V>>;
   V zc = vmax(V(-L::tail), vmin(V(L::tail), -u));
-  V k = vrint(zc * V(L::log2e));
-  V r = fma(k, V(-L::ln2_hi), zc);
-  r = fma(k, V(-L::ln2_lo), r);
+  auto [k, r] = reduce_ln2(zc);
   if (kHasLo) r = r - vmax(vmin(ulo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
   mask_t<V> pos = k > V(0.0f);
@@ -231,9 +244,7 @@ NNF_HD double mul_sigmoid(double m, double u) { return mul_sigmoid(m, u, 0.0); }
 template <bool kHasLo, class V>
 NNF_HD V expm1_impl(V x, V xlo) {
   V xc = vmax(V(-18.0f), vmin(V(89.0f), x));
-  V k = vrint(xc * V(1.442695041f));
-  V r = fma(k, V(-0.693145751953125f), xc);
-  r = fma(k, V(-1.428606765330187e-06f), r);
+  auto [k, r] = reduce_ln2(xc);
   if (kHasLo) r = r + vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
   V kc = vmin(k, V(127.0f));  // NaN -> 127 (r is NaN anyway)
@@ -532,11 +543,8 @@ NNF_HD V tanh(V x) {
   p = fma(p, x2, V(1.333328784e-01f));
   p = fma(p, x2, V(-3.333333135e-01f));
   V small = fma(x * x2, p, x);
-  using L = vmath::Limits<float>;
   V z = vmin(V(20.0f), a + a);  // 2|x| (exact); NaN passes (vmin keeps its second operand's NaN)
-  V k = vrint(z * V(L::log2e));
-  V r = fma(k, V(-L::ln2_hi), z);
-  r = fma(k, V(-L::ln2_lo), r);
+  auto [k, r] = vmath::reduce_ln2(z);
   V em1 = vmath::expm1_reduced(r);
   // 2^-k: k in [0, 29]; the maximum turns a NaN k into a valid exponent.
   V w = pow2i(vmax(-k, V(-126.0f)));
