@@ -19,6 +19,7 @@
 
 #include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
+#include "cuda/round_from_double.cuh"
 #include "nnfuse/common/dtypes.h"
 #include "nnfuse/common/philox.h"
 #include "nnfuse/ops/activations.h"
@@ -401,26 +402,6 @@ __global__ void __launch_bounds__(kThreads)
     }
     double sum = block_sum(acc, shared);
     if (threadIdx.x == 0) partials[b] = sum;
-  }
-}
-
-// double -> float rounded to odd: then float -> 16-bit (round to nearest even)
-// equals the correctly rounded double -> 16-bit conversion (float carries more
-// than two extra bits), as NumPy's astype does on the CPU.
-__device__ __forceinline__ float to_float_round_odd(double d) {
-  float f = __double2float_rz(d);
-  if (static_cast<double>(f) != d && d == d) f = bit_cast_value<float>(bit_cast_value<uint32_t>(f) | 1u);
-  return f;
-}
-
-template <class T>
-__device__ __forceinline__ T round_from_double(double d) {
-  if constexpr (sizeof(T) == sizeof(double)) {
-    return d;
-  } else if constexpr (sizeof(T) == sizeof(float)) {
-    return __double2float_rn(d);
-  } else {
-    return narrow<T>(to_float_round_odd(d));
   }
 }
 

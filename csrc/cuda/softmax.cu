@@ -29,6 +29,7 @@
 
 #include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
+#include "cuda/round_from_double.cuh"
 #include "nnfuse/common/dtypes.h"
 #include "nnfuse/ops/softmax.h"
 
@@ -61,22 +62,6 @@ __device__ __forceinline__ compute_t<T> load(const T* p, int64_t i) {
 template <class T>
 __device__ __forceinline__ void store(T* p, int64_t i, compute_t<T> v) {
   p[i] = StoreAs<T>::from(v);
-}
-
-// double -> T rounded once: float32 and float64 directly; 16-bit through float
-// rounded to odd (then float -> 16-bit RNE equals the direct rounding, as
-// NumPy's astype on the CPU).
-template <class T>
-__device__ __forceinline__ T round_from_double(double d) {
-  if constexpr (sizeof(T) == sizeof(double)) {
-    return d;
-  } else if constexpr (sizeof(T) == sizeof(float)) {
-    return __double2float_rn(d);
-  } else {
-    float f = __double2float_rz(d);
-    if (static_cast<double>(f) != d && d == d) f = bit_cast_value<float>(bit_cast_value<uint32_t>(f) | 1u);
-    return StoreAs<T>::from(f);
-  }
 }
 
 // The logit scale * x of element i (-inf where the mask excludes it).
