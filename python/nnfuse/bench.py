@@ -388,19 +388,26 @@ def add_ratios(rows):
     return rows
 
 
-def markdown(rows, title="Activation benchmarks"):
-    lines = [f"## {title}", "",
-             "| op | dir | dtype | n | threads | time | GB/s | floor ratio | vs NumPy | vs PyTorch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def fmt(key):
-            return f"{r[key]:.2f}x" if key in r else "—"
-        torch_note = "" if r.get("torch_out", True) else " (alloc)"
-        lines.append(
-            f"| {r['op']} | {_DIRECTION_LABELS[r['direction']]} | {r['dtype']} | 2^{int(math.log2(r['n']))} | {r['threads']} | "
-            f"{r['time_s'] * 1e6:.0f} us | {r['gbps']:.1f} | {r['floor_ratio']:.2f} | {fmt('speedup_vs_numpy')} | "
-            f"{fmt('speedup_vs_torch')}{torch_note if 'speedup_vs_torch' in r else ''} |")
+def _markdown_table(title, columns, cells):
+    """A titled Markdown table: `columns` the header names, `cells` one list of
+    formatted values per row."""
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(r, key):
+    return f"{r[key]:.2f}x" if key in r else "—"
+
+
+def markdown(rows, title="Activation benchmarks"):
+    def cells(r):
+        torch_note = " (alloc)" if "speedup_vs_torch" in r and not r.get("torch_out", True) else ""
+        return [r["op"], _DIRECTION_LABELS[r["direction"]], r["dtype"], f"2^{int(math.log2(r['n']))}",
+                str(r["threads"]), f"{r['time_s'] * 1e6:.0f} us", f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}",
+                _ratio(r, "speedup_vs_numpy"), _ratio(r, "speedup_vs_torch") + torch_note]
+    return _markdown_table(title, ["op", "dir", "dtype", "n", "threads", "time", "GB/s", "floor ratio", "vs NumPy",
+                                   "vs PyTorch"], [cells(r) for r in rows])
 
 
 def machine_info():
@@ -501,15 +508,13 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
 
 
 def markdown_optim(rows, title="Optimizer benchmarks (float32 Adam)"):
-    lines = [f"## {title}", "",
-             "| clip | arrays | params | threads | ns/param | GB/s | floor B/param | floor ratio | vs torch fused | skip pre-scan |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        torch_text = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "—"
-        skip_text = f"+{(r['skip_prescan_s'] / r['time_s'] - 1) * 100:.0f}%" if "skip_prescan_s" in r else "—"
-        lines.append(f"| {r['clip']} | {r['arrays']} | {r['params']} | {r['threads']} | {r['ns_per_param']:.2f} | "
-                     f"{r['gbps']:.1f} | {r['floor_bytes']} | {r['floor_ratio']:.2f} | {torch_text} | {skip_text} |")
-    return "\n".join(lines) + "\n"
+    def cells(r):
+        skip = f"+{(r['skip_prescan_s'] / r['time_s'] - 1) * 100:.0f}%" if "skip_prescan_s" in r else "—"
+        return [r["clip"], str(r["arrays"]), str(r["params"]), str(r["threads"]), f"{r['ns_per_param']:.2f}",
+                f"{r['gbps']:.1f}", str(r["floor_bytes"]), f"{r['floor_ratio']:.2f}", _ratio(r, "speedup_vs_torch"),
+                skip]
+    return _markdown_table(title, ["clip", "arrays", "params", "threads", "ns/param", "GB/s", "floor B/param",
+                                   "floor ratio", "vs torch fused", "skip pre-scan"], [cells(r) for r in rows])
 
 
 # ---- softmax family ---------------------------------------------------------------
@@ -593,11 +598,8 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
 
 
 def softmax_markdown(rows, title="Softmax benchmarks (float32)"):
-    lines = [f"## {title}", "",
-             "| op | shape | threads | time | GB/s | floor ratio | vs PyTorch |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        vs = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "—"
-        lines.append(f"| {r['op']} | {r['shape'][0]}x{r['shape'][1]} | {r['threads']} | "
-                     f"{r['time_s'] * 1e3:.2f} ms | {r['gbps']:.1f} | {r['floor_ratio']:.2f} | {vs} |")
-    return "\n".join(lines) + "\n"
+    def cells(r):
+        return [r["op"], f"{r['shape'][0]}x{r['shape'][1]}", str(r["threads"]), f"{r['time_s'] * 1e3:.2f} ms",
+                f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}", _ratio(r, "speedup_vs_torch")]
+    return _markdown_table(title, ["op", "shape", "threads", "time", "GB/s", "floor ratio", "vs PyTorch"],
+                           [cells(r) for r in rows])
