@@ -19,7 +19,6 @@ an H100); ``vs_torch`` = torch time / nnfuse time.
 """
 
 import argparse
-import json
 import math
 import sys
 
@@ -152,18 +151,16 @@ def _torch_peer(name, params, direction, x, g, out, weight):
 
 
 def markdown(rows, gpu):
-    lines = [f"## CUDA activation benchmarks ({gpu})", "",
-             "copy ratio = device-to-device copy of the same bytes / nnfuse time (1.0 = copy bandwidth); "
-             "vs PyTorch / vs CuPy = their time / nnfuse time.", "",
-             "| op | dir | dtype | n | time | GB/s | copy ratio | vs PyTorch | vs CuPy |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        torch_cell = f"{r['vs_torch']:.2f}x{'' if r.get('torch_out', True) else ' (alloc)'}" if "vs_torch" in r else "—"
-        cupy_cell = f"{r['vs_cupy']:.2f}x" if "vs_cupy" in r else "—"
-        lines.append(f"| {r['op']} | {r['direction'][:3]} | {r['dtype']} | 2^{int(math.log2(r['n']))} | "
-                     f"{r['time_ms'] * 1e3:.0f} us | {r['gbps']:.0f} | {r['copy_ratio']:.2f} | {torch_cell} | "
-                     f"{cupy_cell} |")
-    return "\n".join(lines) + "\n"
+    def cells(r):
+        torch_note = " (alloc)" if "vs_torch" in r and not r.get("torch_out", True) else ""
+        return [r["op"], r["direction"][:3], r["dtype"], f"2^{int(math.log2(r['n']))}", f"{r['time_ms'] * 1e3:.0f} us",
+                f"{r['gbps']:.0f}", f"{r['copy_ratio']:.2f}", bench.ratio_cell(r, "vs_torch") + torch_note,
+                bench.ratio_cell(r, "vs_cupy")]
+    return bench.markdown_table(
+        f"CUDA activation benchmarks ({gpu})",
+        ["op", "dir", "dtype", "n", "time", "GB/s", "copy ratio", "vs PyTorch", "vs CuPy"], [cells(r) for r in rows],
+        note="copy ratio = device-to-device copy of the same bytes / nnfuse time (1.0 = copy bandwidth); "
+             "vs PyTorch / vs CuPy = their time / nnfuse time.")
 
 
 def main(argv=None):
@@ -179,16 +176,8 @@ def main(argv=None):
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
     rows = run(1 << args.log2n, args.dtypes.split(","), args.repeats, progress)
-    text = markdown(rows, gpu)
-    print(text)
-    info = bench.machine_info()
-    info["gpu"] = gpu
-    info["cupy"] = cupy.__version__ if cupy is not None else None
-    with open(args.json, "w") as f:
-        json.dump({"machine": info, "rows": rows}, f, indent=1)
-    with open(args.markdown, "w") as f:
-        f.write(text)
-
+    bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown,
+                        {"gpu": gpu, "cupy": cupy.__version__ if cupy is not None else None})
 
 if __name__ == "__main__":
     main()

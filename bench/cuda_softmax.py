@@ -23,7 +23,6 @@ on an H100 for 128 <= C <= 32768 with >= 4096 rows); ``vs_torch`` = torch time
 """
 
 import argparse
-import json
 import sys
 
 import nnfuse as nf
@@ -93,15 +92,14 @@ def run(shapes, dtypes, repeats, progress):
 
 
 def markdown(rows, gpu):
-    lines = [f"## CUDA softmax-family benchmarks ({gpu})", "",
-             "copy ratio = device-to-device copy of the same bytes / nnfuse time (1.0 = copy bandwidth); "
-             "vs PyTorch = PyTorch time / nnfuse time (cross-entropy: F.cross_entropy forward + backward).", "",
-             "| op | dtype | rows x cols | time | GB/s | copy ratio | vs PyTorch |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['op']} | {r['dtype']} | {r['rows']}x{r['cols']} | {r['time_ms'] * 1e3:.0f} us | "
-                     f"{r['gbps']:.0f} | {r['copy_ratio']:.2f} | {r['vs_torch']:.2f}x |")
-    return "\n".join(lines) + "\n"
+    def cells(r):
+        return [r["op"], r["dtype"], f"{r['rows']}x{r['cols']}", f"{r['time_ms'] * 1e3:.0f} us", f"{r['gbps']:.0f}",
+                f"{r['copy_ratio']:.2f}", bench.ratio_cell(r, "vs_torch")]
+    return bench.markdown_table(
+        f"CUDA softmax-family benchmarks ({gpu})",
+        ["op", "dtype", "rows x cols", "time", "GB/s", "copy ratio", "vs PyTorch"], [cells(r) for r in rows],
+        note="copy ratio = device-to-device copy of the same bytes / nnfuse time (1.0 = copy bandwidth); "
+             "vs PyTorch = PyTorch time / nnfuse time (cross-entropy: F.cross_entropy forward + backward).")
 
 
 def main(argv=None):
@@ -119,15 +117,7 @@ def main(argv=None):
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
     rows = run(shapes, args.dtypes.split(","), args.repeats, progress)
-    text = markdown(rows, gpu)
-    print(text)
-    info = bench.machine_info()
-    info["gpu"] = gpu
-    with open(args.json, "w") as f:
-        json.dump({"machine": info, "rows": rows}, f, indent=1)
-    with open(args.markdown, "w") as f:
-        f.write(text)
-
+    bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown, {"gpu": gpu})
 
 if __name__ == "__main__":
     main()

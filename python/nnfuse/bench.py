@@ -54,11 +54,12 @@ def thread_counts_restored():
             torch.set_num_threads(previous_torch)
 
 
-def write_outputs(rows, text, json_path=None, markdown_path=None):
-    """Prints a benchmark's table and writes it as JSON (with machine info) and markdown."""
+def write_outputs(rows, text, json_path=None, markdown_path=None, machine_extra=None):
+    """Prints a benchmark's table and writes it as JSON (with machine info, plus
+    `machine_extra` such as the GPU) and markdown."""
     print(text)
     if json_path:
-        save_json(rows, json_path)
+        save_json(rows, json_path, machine_extra)
     if markdown_path:
         with open(markdown_path, "w") as f:
             f.write(text)
@@ -388,15 +389,17 @@ def add_ratios(rows):
     return rows
 
 
-def _markdown_table(title, columns, cells):
+def markdown_table(title, columns, cells, note=None):
     """A titled Markdown table: `columns` the header names, `cells` one list of
-    formatted values per row."""
-    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    formatted values per row, `note` an optional paragraph above the table."""
+    lines = [f"## {title}", ""] + ([note, ""] if note else [])
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
-def _ratio(r, key):
+def ratio_cell(r, key):
+    """r[key] as a ratio cell ("1.23x"), or "—" where the row has none."""
     return f"{r[key]:.2f}x" if key in r else "—"
 
 
@@ -405,8 +408,8 @@ def markdown(rows, title="Activation benchmarks"):
         torch_note = " (alloc)" if "speedup_vs_torch" in r and not r.get("torch_out", True) else ""
         return [r["op"], _DIRECTION_LABELS[r["direction"]], r["dtype"], f"2^{int(math.log2(r['n']))}",
                 str(r["threads"]), f"{r['time_s'] * 1e6:.0f} us", f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}",
-                _ratio(r, "speedup_vs_numpy"), _ratio(r, "speedup_vs_torch") + torch_note]
-    return _markdown_table(title, ["op", "dir", "dtype", "n", "threads", "time", "GB/s", "floor ratio", "vs NumPy",
+                ratio_cell(r, "speedup_vs_numpy"), ratio_cell(r, "speedup_vs_torch") + torch_note]
+    return markdown_table(title, ["op", "dir", "dtype", "n", "threads", "time", "GB/s", "floor ratio", "vs NumPy",
                                    "vs PyTorch"], [cells(r) for r in rows])
 
 
@@ -426,9 +429,9 @@ def machine_info():
     return info
 
 
-def save_json(rows, path):
+def save_json(rows, path, machine_extra=None):
     with open(path, "w") as f:
-        json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
+        json.dump({"machine": {**machine_info(), **(machine_extra or {})}, "rows": rows}, f, indent=1)
 
 
 
@@ -511,9 +514,9 @@ def markdown_optim(rows, title="Optimizer benchmarks (float32 Adam)"):
     def cells(r):
         skip = f"+{(r['skip_prescan_s'] / r['time_s'] - 1) * 100:.0f}%" if "skip_prescan_s" in r else "—"
         return [r["clip"], str(r["arrays"]), str(r["params"]), str(r["threads"]), f"{r['ns_per_param']:.2f}",
-                f"{r['gbps']:.1f}", str(r["floor_bytes"]), f"{r['floor_ratio']:.2f}", _ratio(r, "speedup_vs_torch"),
+                f"{r['gbps']:.1f}", str(r["floor_bytes"]), f"{r['floor_ratio']:.2f}", ratio_cell(r, "speedup_vs_torch"),
                 skip]
-    return _markdown_table(title, ["clip", "arrays", "params", "threads", "ns/param", "GB/s", "floor B/param",
+    return markdown_table(title, ["clip", "arrays", "params", "threads", "ns/param", "GB/s", "floor B/param",
                                    "floor ratio", "vs torch fused", "skip pre-scan"], [cells(r) for r in rows])
 
 
@@ -600,6 +603,6 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
 def softmax_markdown(rows, title="Softmax benchmarks (float32)"):
     def cells(r):
         return [r["op"], f"{r['shape'][0]}x{r['shape'][1]}", str(r["threads"]), f"{r['time_s'] * 1e3:.2f} ms",
-                f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}", _ratio(r, "speedup_vs_torch")]
-    return _markdown_table(title, ["op", "shape", "threads", "time", "GB/s", "floor ratio", "vs PyTorch"],
+                f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}", ratio_cell(r, "speedup_vs_torch")]
+    return markdown_table(title, ["op", "shape", "threads", "time", "GB/s", "floor ratio", "vs PyTorch"],
                            [cells(r) for r in rows])
