@@ -79,12 +79,6 @@ int active_level() {
   return g_level.load(std::memory_order_acquire);
 }
 
-// Every activation is split from 2^15 elements per thread, the cheap
-// piecewise-linear ones too: relu at 2^16 float32 on two threads took ~5 us
-// split against ~6.5 us on one thread (PyTorch ~4.8 us), 2^17 ~8 us against
-// ~14 us.
-constexpr int64_t kElementwiseMinChunk = kMinElementsPerThread;
-
 // Chunk boundaries on 64 elements keep every chunk's stores cache-line aligned
 // for 4-byte and wider types.
 constexpr int64_t kChunkAlign = 64;
@@ -127,25 +121,28 @@ size_t dtype_size(DType dtype) {
   return 0;
 }
 
+// Every activation is split from kMinElementsPerThread (2^15) elements per
+// thread, the cheap piecewise-linear ones too: relu at 2^16 float32 on two
+// threads took ~5 us split against ~6.5 us on one thread (PyTorch ~4.8 us),
+// 2^17 ~8 us against ~14 us.
 void run_activation(const ActRange& range, int64_t n) {
   const CpuKernelTable& table = kernels();
   ActRange r = range;
   r.total = n;
-  parallel_for(n, kElementwiseMinChunk, kChunkAlign,
+  parallel_for(n, kMinElementsPerThread, kChunkAlign,
                [&](int64_t begin, int64_t end) { table.activation(r, begin, end); });
 }
 
 void run_rrelu_training(const RreluRange& r, int64_t n) {
   const CpuKernelTable& table = kernels();
-  parallel_for(n, kElementwiseMinChunk, kChunkAlign,
+  parallel_for(n, kMinElementsPerThread, kChunkAlign,
                [&](int64_t begin, int64_t end) { table.rrelu_training(r, begin, end); });
 }
 
 void run_prelu_forward(PreluRange r, int64_t rows) {
   const CpuKernelTable& table = kernels();
-  int64_t row_size = r.channels * r.inner;
-  int64_t min_rows = std::max<int64_t>(1, kElementwiseMinChunk / std::max<int64_t>(1, row_size));
-  parallel_for(rows, min_rows, 1, [&](int64_t begin, int64_t end) { table.prelu_forward(r, begin, end); });
+  parallel_for(rows, min_rows_per_thread(r.channels * r.inner), 1,
+               [&](int64_t begin, int64_t end) { table.prelu_forward(r, begin, end); });
 }
 
 void run_prelu_backward(PreluRange r, int64_t rows, double* weight_grad) {

@@ -15,6 +15,12 @@ namespace nnfuse {
 // (measured on 2-vCPU machines).
 inline constexpr int64_t kMinElementsPerThread = 1 << 15;
 
+// Rows of `row_elements` each that make up kMinElementsPerThread (at least 1):
+// the min_chunk of a parallel_for over rows.
+inline int64_t min_rows_per_thread(int64_t row_elements) {
+  return row_elements >= kMinElementsPerThread ? 1 : kMinElementsPerThread / (row_elements > 0 ? row_elements : 1);
+}
+
 int get_num_threads();
 // n <= 0 restores the default (the number of cores the process may use).
 void set_num_threads(int n);
