@@ -23,8 +23,7 @@ enum class ActOp : int32_t {
   gelu_tanh,
   silu,
   mish,
-  relu6,
-  hardtanh,
+  hardtanh,  // also relu6: hardtanh with bounds 0 and 6
   hardsigmoid,
   hardswish,
   softplus,

@@ -435,7 +435,6 @@ cudaError_t with_activation(ActOp op, F&& f) {
     case ActOp::gelu_tanh: return f(GeluTanh{});
     case ActOp::silu: return f(Silu{});
     case ActOp::mish: return f(Mish{});
-    case ActOp::relu6: return f(Relu6{});
     case ActOp::hardtanh: return f(Hardtanh{});
     case ActOp::hardsigmoid: return f(Hardsigmoid{});
     case ActOp::hardswish: return f(Hardswish{});

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Tuple
 OP_CODES = {
     name: code
     for code, name in enumerate(
-        "sigmoid tanh relu leaky_relu elu selu celu gelu gelu_tanh silu mish relu6 hardtanh "
+        "sigmoid tanh relu leaky_relu elu selu celu gelu gelu_tanh silu mish hardtanh "
         "hardsigmoid hardswish softplus softsign logsigmoid".split()
     )
 }
@@ -43,6 +43,11 @@ class Activation:
 
 def _fixed(op: str):
     return lambda: (OP_CODES[op], 0.0, 0.0)
+
+
+def _relu6():
+    # relu6 is hardtanh(x, 0, 6): the same kernel, fixed bounds.
+    return OP_CODES["hardtanh"], 0.0, 6.0
 
 
 def _leaky(negative_slope=0.01):
@@ -99,7 +104,7 @@ ACTIVATIONS: Tuple[Activation, ...] = (
                    "0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))"),
     Activation("silu", (), _fixed("silu"), False, (0.0, -1.278, -88.7, -100.0), doc="x * sigmoid(x)"),
     Activation("mish", (), _fixed("mish"), False, (0.0, -1.1924, 9.0, -88.7), doc="x * tanh(softplus(x))"),
-    Activation("relu6", (), _fixed("relu6"), True, (0.0, 6.0),
+    Activation("relu6", (), _relu6, True, (0.0, 6.0),
                doc="min(max(x, 0), 6); derivative 0 at both kinks"),
     Activation("hardtanh", (("min_val", -1.0), ("max_val", 1.0)), _hardtanh, True, (-1.0, 1.0),
                ({"min_val": -2.0, "max_val": 3.0},), doc="clamp(x, min_val, max_val); derivative 0 at the kinks"),

@@ -26,7 +26,6 @@ void with_activation(ActOp op, F&& f) {
     case ActOp::gelu_tanh: f(GeluTanh{}); break;
     case ActOp::silu: f(Silu{}); break;
     case ActOp::mish: f(Mish{}); break;
-    case ActOp::relu6: f(Relu6{}); break;
     case ActOp::hardtanh: f(Hardtanh{}); break;
     case ActOp::hardsigmoid: f(Hardsigmoid{}); break;
     case ActOp::hardswish: f(Hardswish{}); break;

@@ -499,25 +499,8 @@ struct Mish {
   }
 };
 
-// Relu6: y = min(max(x, 0), 6);  y' = 0 < x < 6 ? 1 : 0 (hardtanh_backward).
-struct Relu6 {
-  static constexpr bool has_bwd_from_y = true;
-  template <class V>
-  NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    return vmin(V(6.0f), vmax(V(0.0f), x));
-  }
-  template <class V>
-  NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    return act_detail::pass_where((x > V(0.0f)) & (x < V(6.0f)), g, x);
-  }
-  template <class V>
-  NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
-    return bwd(g, y, a);
-  }
-};
-
 // Hardtanh(min_val = p0, max_val = p1): y = min(max(x, p0), p1);
-// y' = p0 < x < p1 ? 1 : 0.
+// y' = p0 < x < p1 ? 1 : 0. Also relu6 (p0 = 0, p1 = 6).
 struct Hardtanh {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
