@@ -10,6 +10,14 @@
 #define NNF_HD inline __attribute__((always_inline))
 #endif
 
+// A read-only lookup table of the shared math: device memory in CUDA code (a
+// copy per translation unit; host code never reads it there).
+#if defined(__CUDACC__)
+#define NNF_TABLE static __device__ const
+#else
+#define NNF_TABLE inline constexpr
+#endif
+
 // Every header of the core opens its namespace with NNF_NS_BEGIN. The inline
 // namespace is named after the instruction set the translation unit is compiled
 // for (set by the build: isa_scalar, isa_avx2, isa_avx512, isa_cuda, or

@@ -90,6 +90,16 @@ NNF_HD VecAvx2 mantissa_of(VecAvx2 a) {
   __m256i bits = _mm256_and_si256(_mm256_castps_si256(a.v), _mm256_set1_epi32(0x007fffff));
   return _mm256_castsi256_ps(_mm256_or_si256(bits, _mm256_set1_epi32(0x3f800000)));
 }
+NNF_HD VecAvx2 quarter_octave_lookup(const float* table, VecAvx2 key) {
+  // Entry bits 0-2 (key bits 21-23) pick within each half of the table
+  // (vpermps reads the low three bits of each index lane); entry bit 3 (key
+  // bit 24), moved to the sign bit, picks the half.
+  __m256i bits = _mm256_castps_si256(key.v);
+  __m256i index = _mm256_srli_epi32(bits, 21);
+  __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+  __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
+  return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 7)));
+}
 
 // ---- widening loads and narrowing stores ------------------------------------
 NNF_HD VecAvx2 vload(const float* p) { return _mm256_loadu_ps(p); }

@@ -90,6 +90,11 @@ NNF_HD VecAvx512 mantissa_of(VecAvx512 a) {
   __m512i bits = _mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x007fffff));
   return _mm512_castsi512_ps(_mm512_or_si512(bits, _mm512_set1_epi32(0x3f800000)));
 }
+NNF_HD VecAvx512 quarter_octave_lookup(const float* table, VecAvx512 key) {
+  // vpermps reads the low four bits of each index lane.
+  __m512i index = _mm512_srli_epi32(_mm512_castps_si512(key.v), 21);
+  return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
+}
 
 // ---- widening loads and narrowing stores; tails use AVX-512 masked moves -----
 NNF_HD __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }

@@ -377,40 +377,47 @@ NNF_HD V erfc_pos_times(V a, V m) {
 }
 
 // Normal tail for GELU: R(a) = Phi(-a) e^(a^2/2) = erfcx(a / sqrt 2) / 2 for
-// a >= 0, fitted directly in a (no rounding of a / sqrt 2): t = 3 / (3 + a),
-// R = t P(t), P of degree 10; minimax relative error 2^-30 on 0 <= a <= 15;
-// rounding of t corrected as in erfcx_reduced. Measured max error 2.5 ulp
-// (x = 1.11; float evaluation of the polynomial, condition ~2).
+// 0 <= a <= 20 (NaN passes), piecewise: the quarter octave of a + 2 (its
+// exponent's two low bits and its mantissa's top two bits, one 16-entry
+// lookup) picks one of 14 pieces covering [0, 22), and there R = P_i(a - c_i)
+// with P_i of degree 6. c_i is a float near the piece's middle where R(c_i) is
+// within 3e-4 ulp of a float (Gal's accurate tables), so the constant term is
+// all but exact; the other coefficients are a relative minimax fit, rounded to
+// float (relative error <= 2^-26.1 over every piece, docs/fits/gauss_tail.py
+// fits and prints the table). a - c_i is exact (Sterbenz) except on the first
+// piece for a < 1/8, where its rounding moves R by < 2^-27 relative. The
+// last Horner step is compensated (R = hi + lo): rounding R to float alone
+// would cost up to 2^-24 relative, which the exponential's roundings then
+// push past 2 ulp of GELU (measured 2.36 at x = -2.77 over all floats). No
+// division, unlike a global fit in t = 3 / (3 + a).
+NNF_TABLE float kGaussTailPieces[8][16] = {
+    {2.499830574e-01f, 7.501474619e-01f, 1.249782085e+00f, 1.749958277e+00f, 2.500043154e+00f, 3.499909401e+00f, 4.499473572e+00f, 5.501399040e+00f, 6.999445915e+00f, 9.001333237e+00f, 1.099824429e+01f, 1.299777889e+01f, 1.599862480e+01f, 1.900199699e+01f, 1.900199699e+01f, 1.900199699e+01f},  // centre c_i
+    {4.140371084e-01f, 3.002068400e-01f, 2.307844013e-01f, 1.852347851e-01f, 1.413293630e-01f, 1.063475758e-01f, 8.481251448e-02f, 7.032582909e-02f, 5.589774251e-02f, 4.379245266e-02f, 3.598054126e-02f, 3.051456809e-02f, 2.483973280e-02f, 2.093708701e-02f, 2.093708701e-02f, 2.093708701e-02f},  // c_i0
+    {-2.954400778e-01f, -1.737428904e-01f, -1.105120778e-01f, -7.478913665e-02f, -4.561280087e-02f, -2.673540451e-02f, -1.733061485e-02f, -1.205183193e-02f, -7.689059246e-03f, -4.751821514e-03f, -3.219498321e-03f, -2.320671454e-03f, -1.540715806e-03f, -1.095815911e-03f, -1.095815911e-03f, -1.095815911e-03f},  // c_i1
+    {1.700910926e-01f, 8.493702114e-02f, 4.633419961e-02f, 2.717845887e-02f, 1.364773791e-02f, 6.388049107e-03f, 3.416940337e-03f, 2.011946868e-03f, 1.039309776e-03f, 5.098654656e-04f, 2.858573571e-04f, 1.754974073e-04f, 9.520399908e-05f, 5.719836554e-05f, 5.719836554e-05f, 5.719836554e-05f},  // c_i2
+    {-8.429939300e-02f, -3.667424619e-02f, -1.753396355e-02f, -9.075783193e-03f, -3.830115544e-03f, -1.459121238e-03f, -6.520091556e-04f, -3.277615178e-04f, -1.381213078e-04f, -5.411150414e-05f, -2.518826295e-05f, -1.319774310e-05f, -5.859716566e-06f, -2.977494205e-06f, -2.977494205e-06f, -2.977494205e-06f},  // c_i3
+    {3.725003079e-02f, 1.435619965e-02f, 6.104640663e-03f, 2.823957009e-03f, 1.017322647e-03f, 3.201621876e-04f, 1.207411551e-04f, 5.218598017e-05f, 1.807012814e-05f, 5.683302788e-06f, 2.203166105e-06f, 9.871392876e-07f, 3.594052487e-07f, 1.545870703e-07f, 1.545870703e-07f, 1.545870703e-07f},  // c_i4
+    {-1.522259135e-02f, -5.239024758e-03f, -2.003804781e-03f, -8.334803861e-04f, -2.639516606e-04f, -6.893717364e-05f, -2.209282866e-05f, -8.209036423e-06f, -2.395725232e-06f, -6.023735182e-07f, -1.941288019e-07f, -7.433389726e-08f, -2.254786580e-08f, -8.098064441e-09f, -8.098064441e-09f, -8.098064441e-09f},  // c_i5
+    {5.681002513e-03f, 1.756870304e-03f, 6.114053540e-04f, 2.307294926e-04f, 6.390111957e-05f, 1.406953379e-05f, 3.881890734e-06f, 1.255884968e-06f, 3.041204479e-07f, 6.200514946e-08f, 1.678406569e-08f, 5.498113964e-09f, 1.371748493e-09f, 4.182627023e-10f, 4.182627023e-10f, 4.182627023e-10f},  // c_i6
+};
 template <class V>
 struct TailValue {
   V hi, lo;  // R(a) = hi + lo, |lo| <~ 2^-23 |hi|
 };
 template <class V>
 NNF_HD TailValue<V> gauss_tail_scaled(V a) {
-  V res;  // 3 rel
-  V t = recip_shift_res(a, 3.0f, res);
-  V p = fma(V(1.859896258e-02f), t, V(-1.154085174e-01f));
-  p = fma(p, t, V(2.892163694e-01f));
-  p = fma(p, t, V(-3.531167507e-01f));
-  p = fma(p, t, V(2.009335607e-01f));
-  p = fma(p, t, V(-8.541636169e-02f));
-  p = fma(p, t, V(7.719735801e-02f));
-  p = fma(p, t, V(8.319751918e-02f));
-  p = fma(p, t, V(1.188831925e-01f));
-  p = fma(p, t, V(1.329324096e-01f));
-  // Last Horner step compensated (exact product, Fast2Sum: pt and c0 are both
-  // >= 0, so max / min order them by magnitude): P = p + plo.
-  const V c0(1.329822540e-01f);
-  V pt = p * t;
-  V pt_lo = fma(p, t, -pt);
-  p = pt + c0;
-  V plo = ((vmax(pt, c0) - p) + vmin(pt, c0)) + pt_lo;
-  // C(t) / 3 ~ (0.8741608 + 1.808710 t - 0.2690887 t^2) / 3 (rel = res / 3).
-  V c3 = fma(fma(V(-8.96962e-02f), t, V(6.029033e-01f)), t, V(2.913869e-01f));
-  // R = t P (1 + rel C) as hi + lo: t p exact (fma residual), the small terms in lo.
-  V y = p * t;
-  V ylo = fma(p, t, -y) + fma(plo, t, y * (res * c3));
-  return {y, ylo};
+  V key = a + V(2.0f);
+  V d = a - quarter_octave_lookup(kGaussTailPieces[0], key);
+  V p = fma(quarter_octave_lookup(kGaussTailPieces[7], key), d, quarter_octave_lookup(kGaussTailPieces[6], key));
+  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[5], key));
+  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[4], key));
+  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[3], key));
+  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[2], key));
+  // c0 + p d with the exact product and Fast2Sum (|p d| < |c0|).
+  V c0 = quarter_octave_lookup(kGaussTailPieces[1], key);
+  V pd = p * d;
+  V hi = c0 + pd;
+  return {hi, ((c0 - hi) + pd) + fma(p, d, -pd)};
 }
 
 // m * T(a) with T(a) = e^(-a^2/2) (q + qlo): the product m (q + qlo) is carried

@@ -21,6 +21,10 @@
 //   exponent_of(a)             floor(log2|a|) as V for normal, finite, nonzero a
 //   mantissa_of(a)             a scaled by 2^-exponent_of(a): in [1, 2) for normal a
 //   any_lane(m), all_lanes(m)  reductions of a mask, for early exits only
+//   quarter_octave_lookup(t, key)
+//                              t[(bits(key) >> 21) & 15] for a float key and a table t of
+//                              16 floats: for key in [2, 32), the entry of key's quarter
+//                              octave (exponent's two low bits, mantissa's top two bits)
 //
 // The build compiles every CPU translation unit with -ffp-contract=off and CUDA
 // with --fmad=false: an fma happens only where the code says fma, which is what
@@ -105,6 +109,9 @@ NNF_HD float exponent_of(float a) {
 }
 NNF_HD float mantissa_of(float a) {
   return bit_cast_value<float>((bit_cast_value<uint32_t>(a) & 0x007fffffu) | 0x3f800000u);
+}
+NNF_HD float quarter_octave_lookup(const float* table, float key) {
+  return table[(bit_cast_value<uint32_t>(key) >> 21) & 15u];
 }
 
 // ---- double ---------------------------------------------------------------
