@@ -87,7 +87,7 @@ struct ExpParts {
   V em1, k;
   bool normal;  // emin <= k <= 127 in every lane
   NNF_HD V scaled(V v) const {
-    if (normal) return v * pow2i(k);
+    if (normal) return scale_pow2(v, k);
     using L = Limits<scalar_t<V>>;
     mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
     V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
@@ -223,7 +223,7 @@ NNF_HD V mul_sigmoid_impl(V m, V u, V ulo) {
   // one exact factor rounds q 2^jp once. The two-factor path below rounds the
   // same exact value once too wherever q 2^j1 is normal (|q| >= 2^-63: every
   // caller here, whose |m| >= 0.1 where k > 0), so the bits are the same.
-  if (all_lanes(jp >= V(L::emin))) return q * pow2i(jp);
+  if (all_lanes(jp >= V(L::emin))) return scale_pow2(q, jp);
   V j1 = vmax(vrint(jp * V(0.5f)), V(L::emin));
   V j2 = vmax(jp - j1, V(L::emin - 1));
   return (q * pow2i(j1)) * pow2i(j2);

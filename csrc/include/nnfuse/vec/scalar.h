@@ -18,6 +18,9 @@
 //   pow2i(k)                   2^k for integral-valued k in [-126, 127] (float) /
 //                              [-1022, 1023] (double), built from exponent bits;
 //                              k = -127 (float) / -1023 (double) gives +0
+//   scale_pow2(v, k)           v 2^k rounded once, for integral-valued k in [-126, 127]
+//                              (float) / [-1022, 1023] (double): v * pow2i(k), one
+//                              instruction where the ISA has one (AVX-512 vscalefps)
 //   exponent_of(a)             floor(log2|a|) as V for normal, finite, nonzero a
 //   mantissa_of(a)             a scaled by 2^-exponent_of(a): in [1, 2) for normal a
 //   any_lane(m), all_lanes(m)  reductions of a mask, for early exits only
@@ -110,6 +113,7 @@ NNF_HD float exponent_of(float a) {
 NNF_HD float mantissa_of(float a) {
   return bit_cast_value<float>((bit_cast_value<uint32_t>(a) & 0x007fffffu) | 0x3f800000u);
 }
+NNF_HD float scale_pow2(float v, float k) { return v * pow2i(k); }
 NNF_HD float quarter_octave_lookup(const float* table, float key) {
   return table[(bit_cast_value<uint32_t>(key) >> 21) & 15u];
 }
@@ -151,6 +155,7 @@ NNF_HD bool is_nan(double a) { return a != a; }
 NNF_HD double pow2i(double k) {
   return bit_cast_value<double>(static_cast<uint64_t>(static_cast<int64_t>(k) + 1023) << 52);
 }
+NNF_HD double scale_pow2(double v, double k) { return v * pow2i(k); }
 NNF_HD double exponent_of(double a) {
   return static_cast<double>(static_cast<int64_t>((bit_cast_value<uint64_t>(a) >> 52) & 0x7ffu) - 1023);
 }
