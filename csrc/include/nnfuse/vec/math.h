@@ -597,7 +597,8 @@ NNF_HD V erfcx(V x) {
 // sigmoid(x) = 1 / (1 + e^-x), as t / (1 + t) (x < 0) or 1 / (1 + t) (x >= 0)
 // with t = e^-|x| <= 1, so neither tail cancels and the x < 0 tail is e^x
 // rounded once (denormal for x < -87.3). Range: all floats. -inf -> 0, +inf ->
-// 1, NaN -> NaN. Measured max error 2.02 ulp.
+// 1, NaN -> NaN. Measured max error 1.68 ulp (x = -1.1044; every float with
+// |x| < 104 against long double, beyond which the result is exactly 0 or 1).
 template <class V>
 NNF_HD V sigmoid(V x) {
   return vmath::mul_sigmoid(V(1.0f), x);
