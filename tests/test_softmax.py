@@ -116,13 +116,18 @@ def test_isas_and_threads_give_identical_bits(dtype):
         loss, grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1, z_loss=1e-3)
         return [y, ly, nf.softmax_backward(g, y), nf.log_softmax_backward(g, ly), loss, grad]
 
+    results = _run_on_every_isa_and_thread_count(run)
+    _assert_same_bits(results)
+
+
+def _run_on_every_isa_and_thread_count(run):
     results = []
     for isa in SUPPORTED_ISAS:
         for threads in (1, 2, 3):
             with nf.cpu_isa(isa):
                 nf.set_num_threads(threads)
                 results.append(((isa, threads), run()))
-    _assert_same_bits(results)
+    return results
 
 
 def _assert_same_bits(results):
@@ -176,12 +181,7 @@ def test_long_rows_split_across_threads():
         return [nf.softmax(x), nf.log_softmax(x), nf.softmax(wide), nf.softmax(x, scale=1.5, mask=mask),
                 nf.softmax(x[:1]), nf.log_softmax(x[1:])]
 
-    results = []
-    for isa in SUPPORTED_ISAS:
-        for threads in (1, 2, 3):
-            with nf.cpu_isa(isa):
-                nf.set_num_threads(threads)
-                results.append(((isa, threads), run()))
+    results = _run_on_every_isa_and_thread_count(run)
     _assert_same_bits(results)
     first = results[0][1]
     bounds = SOFTMAX_BOUNDS["float32"]

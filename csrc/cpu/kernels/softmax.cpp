@@ -673,9 +673,24 @@ NNF_HD bool all_in_near_range(V y) {
 
 // ---- backward -------------------------------------------------------------------
 
-// Float32 rows: pass 1 as below; pass 2 prefetches the next row's g and y
-// (and its dx for writing), as the forward pass 2 does, and skips the product
-// by a scale of 1.
+// Pass 1 of a backward row: sum(g) (log-softmax) or sum(g y) (softmax),
+// compensated. Padded lanes load 0: they add 0.
+template <class T>
+double softmax_backward_row_total(const T* g, const T* y, int64_t n, bool log) {
+  using V = vec_for_t<T>;
+  smx::CompensatedSum<V> acc[kVecs<V>];
+  for (auto& a : acc) a.reset();
+  if (log) {
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) { acc[k].add(load_n(g + i, cnt)); });
+  } else {
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+      acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
+    });
+  }
+  return combine_lanes(acc);
+}
+
+// Float32 rows: pass 2 skips the product by a scale of 1.
 template <bool kLog, bool kUnit>
 void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<float>;
@@ -685,17 +700,7 @@ void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin,
     const float* g = static_cast<const float*>(r.grad) + row * n;
     const float* y = static_cast<const float*>(r.y) + row * n;
     float* dx = static_cast<float*>(r.out) + row * n;
-    smx::CompensatedSum<V> acc[kVecs<V>];
-    for (auto& a : acc) a.reset();
-    // Padded lanes load 0: they add 0.
-    if constexpr (kLog) {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { acc[k].add(load_n(g + i, cnt)); });
-    } else {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-        acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
-      });
-    }
-    const V total(static_cast<float>(combine_lanes(acc)));
+    const V total(static_cast<float>(softmax_backward_row_total(g, y, n, kLog)));
     for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
       V gv = load_n(g + i, cnt), yv = load_n(y + i, cnt);
       V out;
@@ -736,17 +741,7 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
     const T* g = static_cast<const T*>(r.grad) + row * n;
     const T* y = static_cast<const T*>(r.y) + row * n;
     T* dx = static_cast<T*>(r.out) + row * n;
-    smx::CompensatedSum<V> acc[kVecs<V>];
-    for (auto& a : acc) a.reset();
-    // Padded lanes load 0: they add 0.
-    if (r.log) {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { acc[k].add(load_n(g + i, cnt)); });
-    } else {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-        acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
-      });
-    }
-    const V total(static_cast<S>(combine_lanes(acc)));
+    const V total(static_cast<S>(softmax_backward_row_total(g, y, n, r.log)));
     if constexpr (std::is_same_v<S, float>) {
       if (r.log) {
         for (int64_t i = 0; i < n; i += L) {

@@ -124,22 +124,33 @@ def state_dtype_for(param_dtype, master: bool, func: str):
                     "(float32, float64, float16, bfloat16)")
 
 
-def _run(func, kind, params, grads, states, state_names, master_params, hyper, flags, *, step, weight_decay,
-         decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics, global_norm_reduce):
-    params = _as_list(params, "params", func)
-    grads = _as_list(grads, "grads", func)
+def _step_flags(func, flags, params, grads, *, weight_decay, decoupled, maximize, clipvalue, clipnorm,
+                global_clipnorm, nonfinite, semantics, global_norm_reduce):
+    """The checks and kernel flags shared by the CPU and CUDA steps: returns (clip_mode, clip,
+    clip_value, flags)."""
     clip_mode, clip, clip_value, option_flags = check_options(func, clipvalue, clipnorm, global_clipnorm,
                                                               nonfinite, semantics)
     if global_norm_reduce is not None and not callable(global_norm_reduce):
         raise TypeError(f"{func}(): 'global_norm_reduce' must be callable")
-    step = int(step)
-    if step < 1:
-        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
     flags |= option_flags | (_MAXIMIZE if maximize else 0)
     if weight_decay != 0:
         flags |= _DECOUPLED_WD if (decoupled or semantics == "keras") else _COUPLED_WD
     if len(grads) != len(params):
         raise ValueError(f"{func}(): 'grads' has {len(grads)} arrays but 'params' has {len(params)}")
+    return clip_mode, clip, clip_value, flags
+
+
+def _run(func, kind, params, grads, states, state_names, master_params, hyper, flags, *, step, weight_decay,
+         decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics, global_norm_reduce):
+    params = _as_list(params, "params", func)
+    grads = _as_list(grads, "grads", func)
+    clip_mode, clip, clip_value, flags = _step_flags(
+        func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
+        clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+        semantics=semantics, global_norm_reduce=global_norm_reduce)
+    step = int(step)
+    if step < 1:
+        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
     if not params:
         return StepRecord(0.0, 1.0, False, step)
     first = params[0]
@@ -167,15 +178,10 @@ def _device_step(func, kind, params, grads, states, state_names, master_params, 
     scalar."""
     params = list(params)
     grads = _as_list(grads, "grads", func) if not isinstance(grads, (list, tuple)) else list(grads)
-    clip_mode, clip, clip_value, option_flags = check_options(func, clipvalue, clipnorm, global_clipnorm,
-                                                              nonfinite, semantics)
-    if global_norm_reduce is not None and not callable(global_norm_reduce):
-        raise TypeError(f"{func}(): 'global_norm_reduce' must be callable")
-    flags |= option_flags | (_MAXIMIZE if maximize else 0)
-    if weight_decay != 0:
-        flags |= _DECOUPLED_WD if (decoupled or semantics == "keras") else _COUPLED_WD
-    if len(grads) != len(params):
-        raise ValueError(f"{func}(): 'grads' has {len(grads)} arrays but 'params' has {len(params)}")
+    clip_mode, clip, clip_value, flags = _step_flags(
+        func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
+        clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+        semantics=semantics, global_norm_reduce=global_norm_reduce)
     states = list(states) + [None] * (3 - len(states))
     names = list(state_names) + [""] * (3 - len(state_names))
     return _D.run(func, kind, params, grads, states, names, master_params, base=base, lr=lr, flags=flags, step=step,
