@@ -319,9 +319,8 @@ struct GeluTanh {
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
-    mask_t<V> neg = x < V(0.0f);
     V m = vmax(V(-vmath::Limits<scalar_t<V>>::gelu_tanh), x);
-    return vmath::mul_sigmoid(m, copysign(w.w, x), select(neg, -w.wl, w.wl));
+    return vmath::mul_sigmoid_abs<true>(m, x <= V(0.0f), w.w, w.wl);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {

@@ -195,50 +195,61 @@ NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
   return exp_parts_impl<true, false>(p, fma(a, b, -p));
 }
 
-// m sigmoid(u + ulo) = m / (1 + e^-(u + ulo)) with a single division, for all u
-// (clamped to +-Limits::tail; NaN passes; |m| < 2^102 where the result is 0).
-// With z = -u = k ln2 + r, e^z = 2^k (1 + em1):
-//   k <= 0:  m / (2^k em1 + (2^k + 1))
-//   k > 0:   (m / (em1 + (2^-k + 1))) 2^-k (2^-k applied after the division as two
-//            normal factors, so a denormal result is rounded once)
-// i.e. the numerator is never rounded and e^z appears once: ~1.4 ulp.
+// m sigmoid(s (z + zlo)) for z >= 0 (clamped to Limits::tail; NaN passes),
+// s = -1 in the lanes of neg, +1 elsewhere, with a single division. |m| <
+// 2^102 where the result is 0 (neg lanes with z > 103), and m <= 2^126
+// where z < 17.7 or in neg lanes. With e^z = 2^k (1 + em1), k >= 0, and
+// w = 2^-k:
+//   m sigmoid(-z) = (m / den) w,   den = em1 + (1 + w)
+//   m sigmoid(z)  = m - w q,       q = m / den   (one fma: w q exact)
+// The numerator is never rounded and e^z appears once. m sigmoid(-z) <= m /
+// 2, so the fma of the second form cancels at most one bit. Applying w after
+// the division rounds a denormal result once.
 template <bool kHasLo, class V>
-NNF_HD V mul_sigmoid_impl(V m, V u, V ulo) {
+NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
   using L = Limits<scalar_t<V>>;
-  V zc = vmax(V(-L::tail), vmin(V(L::tail), -u));
-  auto [k, r] = reduce_ln2(zc);
-  if (kHasLo) r = r - vmax(vmin(ulo, V(1.0e-4f)), V(-1.0e-4f));
+  auto [k, r] = reduce_ln2(vmin(V(L::tail), z));
+  if (kHasLo) r = r + vmax(vmin(zlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
-  mask_t<V> pos = k > V(0.0f);
-  V j = select(pos, -k, k);  // -|k|; NaN stays NaN and is caught by the maxima
-  V w = pow2i(vmax(j, V(L::emin - 1)));  // 2^-|k|, +0 below 2^emin
-  // 1 + 2^-|k| is exact for |k| <= 23 (one rounding in all); beyond, w is added
-  // first and its rounding is damped by 2^-|k|.
-  mask_t<V> far = j < V(-23.0f);
-  V one = select(far, V(0.0f), V(1.0f));
-  V den = fma(em1, select(pos, V(1.0f), w), w + one) + (V(1.0f) - one);
-  V q = m / den;
-  V jp = select(pos, j, V(0.0f));
-  // Where 2^jp is normal in every lane (x >= -87 for sigmoid: almost always),
-  // one exact factor rounds q 2^jp once. The two-factor path below rounds the
-  // same exact value once too wherever q 2^j1 is normal (|q| >= 2^-63: every
-  // caller here, whose |m| >= 0.1 where k > 0), so the bits are the same.
-  if (all_lanes(jp >= V(L::emin))) return scale_pow2(q, jp);
-  V j1 = vmax(vrint(jp * V(0.5f)), V(L::emin));
-  V j2 = vmax(jp - j1, V(L::emin - 1));
-  return (q * pow2i(j1)) * pow2i(j2);
+  V j = -k;  // NaN stays NaN and is caught by the maximum
+  V w = pow2i(vmax(j, V(L::emin - 1)));  // +0 below 2^emin
+  // den = (em1 + c) + (1 + w), c = (1 - (1 + w)) + w the exact rounding
+  // error of 1 + w (Fast2Sum): for k <= 23, c = 0 and den is rounded once;
+  // beyond, 1 + w rounds to 1, c = w is added to em1 first and its rounding
+  // is damped by 2^-k.
+  V one_w = V(1.0f) + w;
+  V den = (em1 + ((V(1.0f) - one_w) + w)) + one_w;
+  // m is capped at 2^126 in the division only, so that q cannot overflow;
+  // where it matters (m > 2^126, in lanes with k >= 26) m sigmoid(z) = m
+  // (1 - d), d < 2^-26 / 0.7 < 2^-25, is m, and so is m - w q with the
+  // capped q (w q < 2^101).
+  V q = vmin(V(0x1p126f), m) / den;
+  V ypos = fma(-w, q, m);
+  // Where 2^j is normal in every lane (|u| < 87.3: almost always), one exact
+  // factor rounds q 2^j once. The two-factor path rounds the same exact value
+  // once too wherever q 2^j1 is normal (|q| >= 2^-63: every caller here,
+  // whose |m| >= 0.1 where k > 0), so the bits are the same.
+  V yneg;
+  if (all_lanes(j >= V(L::emin))) {
+    yneg = scale_pow2(q, j);
+  } else {
+    V j1 = vmax(vrint(j * V(0.5f)), V(L::emin));
+    V j2 = vmax(j - j1, V(L::emin - 1));
+    yneg = (q * pow2i(j1)) * pow2i(j2);
+  }
+  return select(neg, yneg, ypos);
 }
+// m sigmoid(u) for all u. u = +-0 takes the first form, m / 2 with the sign of m.
 template <class V>
-NNF_HD V mul_sigmoid(V m, V u) { return mul_sigmoid_impl<false>(m, u, V(0.0f)); }
-template <class V>
-NNF_HD V mul_sigmoid(V m, V u, V ulo) { return mul_sigmoid_impl<true>(m, u, ulo); }
-// float64: the reference's sigmoid, e = e^-|u| (1 - sign(u) ulo), e/(1 + e) or
-// 1/(1 + e), then times m.
-NNF_HD double mul_sigmoid(double m, double u, double ulo) {
-  double e = ::exp(-vabs(u)) * (1.0 - (u > 0.0 ? ulo : u < 0.0 ? -ulo : 0.0));
-  return m * (u >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e));
+NNF_HD V mul_sigmoid(V m, V u) { return mul_sigmoid_abs<false>(m, u <= V(0.0f), vabs(u), V(0.0f)); }
+// float64: the reference's sigmoid, e = e^-z (1 - zlo), m e / (1 + e) or
+// m / (1 + e) (m times the rounded quotient).
+template <bool kHasLo>
+NNF_HD double mul_sigmoid_abs(double m, bool neg, double z, double zlo) {
+  double e = ::exp(-z) * (1.0 - (kHasLo ? zlo : 0.0));
+  return m * (neg ? e / (1.0 + e) : 1.0 / (1.0 + e));
 }
-NNF_HD double mul_sigmoid(double m, double u) { return mul_sigmoid(m, u, 0.0); }
+NNF_HD double mul_sigmoid(double m, double u) { return mul_sigmoid_abs<false>(m, u < 0.0, vabs(u), 0.0); }
 
 // expm1 of x + xlo (xlo a small correction); see expm1 below.
 template <bool kHasLo, class V>
