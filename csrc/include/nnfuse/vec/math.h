@@ -212,7 +212,11 @@ NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
   if (kHasLo) r = r + vmax(vmin(zlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
   V j = -k;  // NaN stays NaN and is caught by the maximum
-  V w = pow2i(vmax(j, V(L::emin - 1)));  // +0 below 2^emin
+  // w = 2^j, one instruction with vscalefps. Below 2^emin (|u| > 87.3) the
+  // exponent emin - 1 gives +0 where scale_pow2 multiplies by pow2i and
+  // 2^-127 with vscalefps: w then only meets m - w q and em1 + w, both far
+  // above 2^-100 there, so either value gives the same bits.
+  V w = scale_pow2(V(1.0f), vmax(j, V(L::emin - 1)));
   // den = (em1 + c) + (1 + w), c = (1 - (1 + w)) + w the exact rounding
   // error of 1 + w (Fast2Sum): for k <= 23, c = 0 and den is rounded once;
   // beyond, 1 + w rounds to 1, c = w is added to em1 first and its rounding
@@ -565,7 +569,7 @@ NNF_HD V tanh(V x) {
   auto [k, r] = vmath::reduce_ln2(z);
   V em1 = vmath::expm1_reduced(r);
   // 2^-k: k in [0, 29]; the maximum turns a NaN k into a valid exponent.
-  V w = pow2i(vmax(-k, V(-126.0f)));
+  V w = scale_pow2(V(1.0f), vmax(-k, V(-126.0f)));
   V q = (w + w) / (em1 + (V(1.0f) + w));
   V large = copysign(V(1.0f) - q, x);
   return select(a < V(0.55f), small, large);
