@@ -163,7 +163,8 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
 // [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
 // kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
-template <bool kHasLo, bool kClamp = true, class V>
+// kNonPositive: the caller also guarantees x <= 0, so k <= 0 needs no test.
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
   V xc = kClamp ? vmax(V(L::exp_lo), vmin(V(L::exp_hi), x)) : x;
@@ -172,10 +173,11 @@ NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
   V em1 = expm1_reduced(r);
+  if (kNonPositive) return {em1, k, all_lanes(k >= V(L::emin))};
   return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
-template <bool kHasLo, bool kClamp = true>
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false>
 NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
   return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
@@ -187,12 +189,12 @@ template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
 
 // e^(a*b) with the exact product: a*b = p + e (fma split), so the rounding of
-// a*b is not amplified by |a*b| in the result. For |a*b| <= 200 (= -exp_lo:
-// the callers clamp their arguments), so no clamping is needed.
+// a*b is not amplified by |a*b| in the result. For a*b in [-200, 0] (-200 =
+// exp_lo: the callers clamp their arguments), so no clamping is needed.
 template <class V>
 NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
   V p = a * b;
-  return exp_parts_impl<true, false>(p, fma(a, b, -p));
+  return exp_parts_impl<true, false, true>(p, fma(a, b, -p));
 }
 
 // m sigmoid(s (z + zlo)) for z >= 0 (clamped to Limits::tail; NaN passes),
@@ -428,25 +430,33 @@ NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[4], key));
   p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[3], key));
   p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[2], key));
-  // c0 + p d with the exact product and Fast2Sum (|p d| < |c0|).
+  // hi = c0 + p d rounded once; c0 - hi is exact (Sterbenz: |p d| < c0 / 2
+  // on every piece), so lo is the rounding error of hi, itself rounded once.
   V c0 = quarter_octave_lookup(kGaussTailPieces[1], key);
-  V pd = p * d;
-  V hi = c0 + pd;
-  return {hi, ((c0 - hi) + pd) + fma(p, d, -pd)};
+  V hi = fma(p, d, c0);
+  return {hi, fma(p, d, c0 - hi)};
 }
 
-// m * T(a) with T(a) = e^(-a^2/2) (q + qlo): the product m (q + qlo) is carried
-// as M + Mlo (exact residual of m q), and e^(-a^2/2) applied with one rounding
-// (times2), also into the denormal range.
+// m * T(a) with T(a) = e^(-a^2/2) (q + qlo) = 2^k (1 + em1) (q + qlo):
+// m q + m s with s = q em1 + qlo (1 + em1), the main product m q exact
+// inside the last fma and s (at most 0.42 of it) rounded twice, then 2^k
+// applied with one rounding, also into the denormal range.
 template <class V>
 struct ScaledTail {
   ExpParts<V> e;
   V q, qlo;
   NNF_HD V times(V m) const {
-    V mq = m * q;
-    V mq_lo = fma(m, q, -mq) + m * qlo;
-    return e.times2(mq, mq_lo);
+    V s = fma(q, e.em1, fma(qlo, e.em1, qlo));
+    return e.scaled(fma(m, q, m * s));
   }
+};
+// float64: m q times the libm exponential (qlo = 0: the tail is rounded to
+// float64 first, as in the reference).
+template <>
+struct ScaledTail<double> {
+  ExpParts<double> e;
+  double q, qlo;
+  NNF_HD double times(double m) const { return e.times(m * q); }
 };
 
 // GELU's tails for a = |x| >= 0 (a clamped by the caller to Limits::gelu):
