@@ -437,10 +437,10 @@ NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   return {hi, fma(p, d, c0 - hi)};
 }
 
-// m * T(a) with T(a) = e^(-a^2/2) (q + qlo) = 2^k (1 + em1) (q + qlo):
-// m q + m s with s = q em1 + qlo (1 + em1), the main product m q exact
-// inside the last fma and s (at most 0.42 of it) rounded twice, then 2^k
-// applied with one rounding, also into the denormal range.
+// m (q + qlo) e^x with e^x = 2^k (1 + em1) from ExpParts (GELU's tails,
+// mish's x < 0 side): m q + m s with s = q em1 + qlo (1 + em1), the main
+// product m q exact inside the last fma and s (at most 0.42 of it) rounded
+// twice, then 2^k applied with one rounding, also into the denormal range.
 template <class V>
 struct ScaledTail {
   ExpParts<V> e;
