@@ -433,8 +433,9 @@ NNF_HD MishDen<V> mish_den(V xc) {
 // y' = tanh(sp) + x sech^2(sp) sigmoid(x) = e [(e + 2) + 4x (e + 1) / D] / D,
 // D = n + 2 = e(e + 2) + 2. For x < 0 the factor e is applied last (x e^x tail
 // rounded once); sums and quotients are carried as double-floats (mish_den),
-// so each result is rounded about once (was 3.25 / 4.77 ulp with six roundings). x is clamped to [-120, 20] where y = x or 0 already (y' = 1 / 0).
-// Interior zero of y' near x = -1.1924.
+// so each result is rounded about once or twice (was 3.25 / 4.77 ulp with six
+// roundings). x is clamped to [-Limits::tail, 20], beyond which y = x or 0
+// already (y' = 1 / 0). Interior zero of y' near x = -1.1924.
 struct Mish {
   static constexpr bool has_bwd_from_y = false;
   // float64: the reference's formulas, x tanh(softplus(x)) and tanh(sp) + x
