@@ -1,0 +1,71 @@
+"""The exhaustive float32 checker (csrc/tools/exhaustive_ulp.cpp) builds, walks
+every float of a range, and reports errors within the published bounds on
+ranges that hold each op's known worst cases."""
+
+import pathlib
+import re
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from nnfuse.accuracy import BOUNDS
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "csrc" / "tools" / "exhaustive_ulp.cpp"
+LINE = re.compile(r"max (\S+) ulp at x = (\S+) \((\d+) inputs")
+
+
+@pytest.fixture(scope="module")
+def tool(tmp_path_factory):
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    binary = tmp_path_factory.mktemp("tool") / "exhaustive_ulp"
+    base = [compiler, "-O2", "-std=c++17", "-ffp-contract=off", f"-I{ROOT / 'csrc' / 'include'}",
+            str(SOURCE), "-o", str(binary)]
+    # OpenMP only speeds it up; a compiler without it builds the serial loop.
+    if subprocess.run(base[:1] + ["-fopenmp"] + base[1:], capture_output=True).returncode != 0:
+        subprocess.run(base, check=True, capture_output=True)
+    return binary
+
+
+def _float_bits(v):
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
+def _run(tool, op, direction, low, high):
+    out = subprocess.run([str(tool), op, direction, str(low), str(high)], capture_output=True, text=True,
+                         check=True).stdout
+    match = LINE.search(out)
+    assert match, out
+    return float(match.group(1)), float(match.group(2)), int(match.group(3))
+
+
+# Ranges around the worst inputs of full runs, each ~10^5 floats per sign.
+CASES = [
+    ("sigmoid", "forward", 1.10, 1.11),
+    ("silu", "forward", 90.47, 90.48),
+    ("gelu", "forward", 2.77, 2.78),
+    ("gelu", "backward", 9.88, 9.89),
+    ("gelu_tanh", "forward", 5.19, 5.20),
+    ("mish", "forward", 5.17, 5.18),
+]
+
+
+@pytest.mark.parametrize("op,direction,low,high", CASES)
+def test_every_float_in_range_is_within_the_bound(tool, op, direction, low, high):
+    worst, at, count = _run(tool, op, direction, low, high)
+    # Both signs of every float from low to high, nothing skipped.
+    assert count == 2 * (_float_bits(high) - _float_bits(low) + 1)
+    assert low <= abs(at) <= high
+    assert worst <= BOUNDS["float32"][direction], (op, direction, worst, at)
+    # A real measurement: rounding to float32 alone costs up to 0.5 ulp.
+    assert worst > 0.3
+
+
+def test_unknown_op_is_refused(tool):
+    result = subprocess.run([str(tool), "nope", "forward"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown op" in result.stderr
