@@ -18,11 +18,11 @@
 // follows where its own roundings would otherwise dominate):
 //   float32 fwd: Sigmoid 1.53, Tanh 1.30, Gelu 1.27, GeluTanh 1.73, Silu 1.64,
 //         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 1.41.
-//   float32 bwd: Sigmoid 3.82, Tanh 3.79, Silu 3.78 (floor), Gelu 2.42 (floor),
+//   float32 bwd: Sigmoid 2.59, Tanh 2.83, Silu 3.00 (floor), Gelu 2.42 (floor),
 //         Mish 2.69 (floor), Softplus 2.34, GeluTanh 1.40 (floor), Softsign 1.46.
-//   Every float32 input (exhaustive, |x| in [2^-31, 20 or 128]): Sigmoid 1.68,
-//         Silu 1.73, GeluTanh 1.94, Gelu 1.67, Mish 1.53 forward, Gelu 2.56
-//         (floor) backward.
+//   Every float32 input with |x| in [2^-24, 16 .. 128] (csrc/tools/exhaustive_ulp.cpp,
+//   docs/exhaustive.md): forward at most 1.94 (GeluTanh), backward at most 3.21
+//   (Silu, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
@@ -52,7 +52,20 @@ NNF_HD V pass_where(M m, V g, V x) {
 }
 }  // namespace act_detail
 
-// Sigmoid: y = 1 / (1 + e^-x);  y' = y (1 - y) = t / (1 + t)^2, t = e^-|x|.
+// g sigmoid(-z) sigmoid(z) for z >= 0 (the sigmoid's derivative): with
+// sigmoid(-z) = p = q 2^j (sigmoid_parts), g q (1 - p) 2^j: q - q p in one
+// fma, 2^j applied last (one rounding, also into the denormal range). An
+// error of q moves the result by a factor (1 - 2p) / (1 - p) <= 1 of it.
+template <class V>
+NNF_HD V times_sigmoid_slope(V g, V z) {
+  vmath::SigmoidParts<V> sp = vmath::sigmoid_parts<false>(V(1.0f), z, V(0.0f));
+  return sp.scaled(g * fma(-sp.q, sp.w * sp.q, sp.q));
+}
+
+// Sigmoid: y = 1 / (1 + e^-x);  y' = y (1 - y) = p (1 - p), p = sigmoid(-|x|)
+// (times_sigmoid_slope, one division). Not t / (1 + t)^2 with t = e^-|x|:
+// the square doubles the rounding of 1 + t, which an exhaustive check
+// measured at 4.52 ulp (x = 5.1785), over the bound.
 struct Sigmoid {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
@@ -61,9 +74,7 @@ struct Sigmoid {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-    V d = e.one_plus();
-    return e.times(g / (d * d));
+    return times_sigmoid_slope(g, vabs(x));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
@@ -71,8 +82,8 @@ struct Sigmoid {
   }
 };
 
-// Tanh: y = tanh x;  y' = 1 - y^2 = 4E / (1 + E)^2, E = e^-2|x| (tail without
-// cancellation).
+// Tanh: y = tanh x;  y' = 1 - y^2 = 4 p (1 - p), p = sigmoid(-2|x|) (tail
+// without cancellation; see Sigmoid for why not 4E / (1 + E)^2).
 struct Tanh {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
@@ -81,9 +92,7 @@ struct Tanh {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    vmath::ExpParts<V> e = vmath::exp_parts(V(-2.0f) * vabs(x));
-    V d = e.one_plus();
-    return e.times((V(4.0f) * g) / (d * d));
+    return times_sigmoid_slope(V(4.0f) * g, V(2.0f) * vabs(x));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
@@ -378,9 +387,13 @@ struct GeluTanh {
   }
 };
 
-// Silu: y = x sigmoid(x);  with t = e^-|x|, s = 1 / (1 + t):
-// y = x<0 ? x t s : x s;  y' = sigmoid(x) (1 + x (1 - sigmoid(x)))
-// = x<0 ? t s (1 + x s) : s (1 + x t s). Interior zero at x = -1.2785.
+// Silu: y = x sigmoid(x);  y' = sigmoid(x) + x sigmoid(x) sigmoid(-x). With
+// p = sigmoid(-|x|) = q 2^j (sigmoid_parts) and pp = p (1 - p):
+//   x < 0:  y' = p + x pp = (q + x q (1 - p)) 2^j   (2^j applied last)
+//   x >= 0: y' = (1 - p) + x pp
+// each a single fma of its terms. Interior zero at x = -1.2785. (The form
+// t s (1 + x s), s = 1 / (1 + t), t = e^-|x|, squares the rounding of s:
+// 4.14 floor ulp at x = -6.53 over all floats, over the bound.)
 struct Silu {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
@@ -389,14 +402,14 @@ struct Silu {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
-    V t = e.value();
-    mask_t<V> neg = x < V(0.0f);
     const V big(vmath::Limits<scalar_t<V>>::tail);
     V xc = vmax(-big, vmin(big, x));
-    V s = V(1.0f) / (V(1.0f) + t);
-    V b = s * fma(select(neg, xc, xc * t), s, V(1.0f));
-    return select(neg, e.times(g * b), g * b);
+    vmath::SigmoidParts<V> sp = vmath::sigmoid_parts<false>(V(1.0f), vabs(x), V(0.0f));
+    V p = sp.w * sp.q;
+    V qq = fma(-sp.q, p, sp.q);  // q (1 - p)
+    V yneg = sp.scaled(fma(xc, g * qq, g * sp.q));
+    V ypos = fma(xc, g * fma(-p, p, p), g * (V(1.0f) - p));
+    return select(x < V(0.0f), yneg, ypos);
   }
 };
 

@@ -201,23 +201,40 @@ NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
 // s = -1 in the lanes of neg, +1 elsewhere, with a single division. |m| <
 // 2^102 where the result is 0 (neg lanes with z > 103), and m <= 2^126
 // where z < 17.7 or in neg lanes. With e^z = 2^k (1 + em1), k >= 0, and
-// w = 2^-k:
+// w = 2^-k (sigmoid_parts):
 //   m sigmoid(-z) = (m / den) w,   den = em1 + (1 + w)
 //   m sigmoid(z)  = m - w q,       q = m / den   (one fma: w q exact)
 // The numerator is never rounded and e^z appears once. m sigmoid(-z) <= m /
 // 2, so the fma of the second form cancels at most one bit. Applying w after
-// the division rounds a denormal result once.
+// the division rounds a denormal result once; callers that need more than
+// m sigmoid(-z) (the derivatives) take q and w and apply w last themselves.
+template <class V>
+struct SigmoidParts {
+  V q, w, j;  // m sigmoid(-z) = q 2^j, w = 2^j (see sigmoid_parts)
+  // v 2^j rounded once. Where 2^j is normal in every lane (z < 87.3: almost
+  // always), one exact factor; else two factors, which round the same exact
+  // value once too wherever v 2^j1 is normal (|v| >= 2^-63: every caller
+  // here, whose |m| >= 0.1 where k > 0), so the bits are the same.
+  NNF_HD V scaled(V v) const {
+    using L = Limits<scalar_t<V>>;
+    if (all_lanes(j >= V(L::emin))) return scale_pow2(v, j);
+    V j1 = vmax(vrint(j * V(0.5f)), V(L::emin));
+    V j2 = vmax(j - j1, V(L::emin - 1));
+    return (v * pow2i(j1)) * pow2i(j2);
+  }
+};
 template <bool kHasLo, class V>
-NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
+NNF_HD SigmoidParts<V> sigmoid_parts(V m, V z, V zlo) {
   using L = Limits<scalar_t<V>>;
   auto [k, r] = reduce_ln2(vmin(V(L::tail), z));
   if (kHasLo) r = r + vmax(vmin(zlo, V(1.0e-4f)), V(-1.0e-4f));
   V em1 = expm1_reduced(r);
   V j = -k;  // NaN stays NaN and is caught by the maximum
-  // w = 2^j, one instruction with vscalefps. Below 2^emin (|u| > 87.3) the
+  // w = 2^j, one instruction with vscalefps. Below 2^emin (z > 87.3) the
   // exponent emin - 1 gives +0 where scale_pow2 multiplies by pow2i and
-  // 2^-127 with vscalefps: w then only meets m - w q and em1 + w, both far
-  // above 2^-100 there, so either value gives the same bits.
+  // 2^-127 with vscalefps: w then only meets m - w q, em1 + w and the
+  // callers' 1 - w q, all far above 2^-100 there, so either value gives the
+  // same bits.
   V w = scale_pow2(V(1.0f), vmax(j, V(L::emin - 1)));
   // den = (em1 + c) + (1 + w), c = (1 - (1 + w)) + w the exact rounding
   // error of 1 + w (Fast2Sum): for k <= 23, c = 0 and den is rounded once;
@@ -229,25 +246,28 @@ NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
   // where it matters (m > 2^126, in lanes with k >= 26) m sigmoid(z) = m
   // (1 - d), d < 2^-26 / 0.7 < 2^-25, is m, and so is m - w q with the
   // capped q (w q < 2^101).
-  V q = vmin(V(0x1p126f), m) / den;
-  V ypos = fma(-w, q, m);
-  // Where 2^j is normal in every lane (|u| < 87.3: almost always), one exact
-  // factor rounds q 2^j once. The two-factor path rounds the same exact value
-  // once too wherever q 2^j1 is normal (|q| >= 2^-63: every caller here,
-  // whose |m| >= 0.1 where k > 0), so the bits are the same.
-  V yneg;
-  if (all_lanes(j >= V(L::emin))) {
-    yneg = scale_pow2(q, j);
-  } else {
-    V j1 = vmax(vrint(j * V(0.5f)), V(L::emin));
-    V j2 = vmax(j - j1, V(L::emin - 1));
-    yneg = (q * pow2i(j1)) * pow2i(j2);
-  }
-  return select(neg, yneg, ypos);
+  return {vmin(V(0x1p126f), m) / den, w, j};
+}
+template <bool kHasLo, class V>
+NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
+  SigmoidParts<V> sp = sigmoid_parts<kHasLo>(m, z, zlo);
+  return select(neg, sp.scaled(sp.q), fma(-sp.w, sp.q, m));
 }
 // m sigmoid(u) for all u. u = +-0 takes the first form, m / 2 with the sign of m.
 template <class V>
 NNF_HD V mul_sigmoid(V m, V u) { return mul_sigmoid_abs<false>(m, u <= V(0.0f), vabs(u), V(0.0f)); }
+// float64: e = e^-z with the C library: q = m / (1 + e), w = e, so that
+// q w = m sigmoid(-z) and m - w q = m sigmoid(z) as above.
+template <>
+struct SigmoidParts<double> {
+  double q, w, j;
+  NNF_HD double scaled(double v) const { return v * w; }
+};
+template <bool kHasLo>
+NNF_HD SigmoidParts<double> sigmoid_parts(double m, double z, double zlo) {
+  double e = ::exp(-z) * (1.0 - (kHasLo ? zlo : 0.0));
+  return {m / (1.0 + e), e, 0.0};
+}
 // float64: the reference's sigmoid, e = e^-z (1 - zlo), m e / (1 + e) or
 // m / (1 + e) (m times the rounded quotient).
 template <bool kHasLo>
