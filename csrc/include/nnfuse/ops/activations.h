@@ -406,10 +406,13 @@ struct Silu {
     V xc = vmax(-big, vmin(big, x));
     vmath::SigmoidParts<V> sp = vmath::sigmoid_parts<false>(V(1.0f), vabs(x), V(0.0f));
     V p = sp.w * sp.q;
-    V qq = fma(-sp.q, p, sp.q);  // q (1 - p)
-    V yneg = sp.scaled(fma(xc, g * qq, g * sp.q));
-    V ypos = fma(xc, g * fma(-p, p, p), g * (V(1.0f) - p));
-    return select(x < V(0.0f), yneg, ypos);
+    // x < 0: (q + x q (1 - p)) 2^j; x >= 0: (1 - p) + x p (1 - p), 2^0.
+    mask_t<V> neg = x < V(0.0f);
+    V head = select(neg, sp.q, p);
+    V slope = fma(-head, p, head);  // q (1 - p) or p (1 - p)
+    V base = select(neg, sp.q, V(1.0f) - p);
+    V y = fma(xc, g * slope, g * base);
+    return select(neg, sp.scaled(y), y);
   }
 };
 
