@@ -46,18 +46,12 @@ bool activation_direct(int op, int direction, int dtype, const py::array& in, co
     return an > 0 && on > 0 && a0 < o0 + on && o0 < a0 + an;
   };
   if (!same_form(in) || !same_form(out) || !out.writeable() || overlaps_out(in)) return false;
-  const void* grad_data = nullptr;
   if (!grad.is_none()) {
     if (!py::isinstance<py::array>(grad)) return false;
     py::array g = py::reinterpret_borrow<py::array>(grad);
     if (!same_form(g) || overlaps_out(g)) return false;
-    grad_data = g.data();
   }
-  ActRange r{static_cast<ActOp>(op), static_cast<ActDirection>(direction), static_cast<DType>(dtype),
-             in.data(), grad_data, mutable_data_of(out), p0, p1};
-  int64_t n = static_cast<int64_t>(out.size());
-  py::gil_scoped_release release;
-  run_activation(r, n);
+  activation(op, direction, dtype, in, grad, out, p0, p1);
   return true;
 }
 

@@ -96,9 +96,6 @@ struct ExpParts {
   }
   NNF_HD V value() const { return scaled(em1 + V(1.0f)); }
   NNF_HD V times(V m) const { return scaled(fma(m, em1, m)); }
-  // (m + mlo) e^x for a small correction |mlo| <~ ulp(m): two roundings, the
-  // first one on m em1 + mlo (1 + em1) only.
-  NNF_HD V times2(V m, V mlo) const { return scaled(fma(m, em1, fma(mlo, em1, mlo)) + m); }
   // 2^k: exact for k >= emin - 23, else the nearest denormal or 0.
   NNF_HD V scale() const { return scaled(V(1.0f)); }
   // 1 + e^x rounded once, for x <= 0 (2^k is then exact or flushed, and
@@ -106,11 +103,6 @@ struct ExpParts {
   NNF_HD V one_plus() const {
     V s = scale();
     return fma(em1, s, V(1.0f) + s);
-  }
-  // 1 - e^x rounded once, for x <= -ln2 (1 - 2^k exact, k <= -1).
-  NNF_HD V one_minus() const {
-    V s = scale();
-    return fma(-em1, s, V(1.0f) - s);
   }
 };
 
@@ -123,9 +115,7 @@ struct ExpParts<double> {
   double v;
   NNF_HD double value() const { return v; }
   NNF_HD double times(double m) const { return m * v; }
-  NNF_HD double times2(double m, double mlo) const { return (m + mlo) * v; }
   NNF_HD double one_plus() const { return 1.0 + v; }
-  NNF_HD double one_minus() const { return 1.0 - v; }
 };
 
 // e^r - 1 - r = r^2 q(r) on |r| <= 0.3467; minimax for the relative error of
@@ -346,24 +336,16 @@ NNF_HD V log_special(V u, V res) {
 }
 
 // t = k / (k + a) for a >= 0 and rel ~ (t_exact - t) / t from the exact
-// residuals of the sum (Fast2Sum) and of the division (fma). The tail
-// functions below are polynomials in t whose relative sensitivity to t,
-// C(t) = dln f / dln t, reaches 2.4: without this correction the two roundings
-// in t alone cost up to ~2.4 ulp.
-// recip_shift_res gives the residual k rel = k - t (k + a) instead, for callers
-// that fold 1/k into their own constants.
+// residuals of the sum (Fast2Sum) and of the division (fma). erfcx below is a
+// polynomial in t whose relative sensitivity to t, C(t) = dln f / dln t,
+// reaches 2.4: without this correction the two roundings in t alone cost up
+// to ~2.4 ulp.
 template <class V>
-NNF_HD V recip_shift_res(V a, float k, V& res) {
+NNF_HD V recip_shift(V a, float k, V& rel) {
   V s = V(k) + a;
   V se = (vmax(V(k), a) - s) + vmin(V(k), a);
   V t = V(k) / s;
-  res = fma(-t, se, fma(-t, s, V(k)));
-  return t;
-}
-template <class V>
-NNF_HD V recip_shift(V a, float k, V& rel) {
-  V t = recip_shift_res(a, k, rel);
-  rel = rel * V(1.0f / k);
+  rel = fma(-t, se, fma(-t, s, V(k))) * V(1.0f / k);
   return t;
 }
 
