@@ -128,6 +128,31 @@ def test_results_are_bit_identical_for_every_thread_count(name):
         np.testing.assert_array_equal(bwd(g, x).view(np.uint32), d1.view(np.uint32))
 
 
+# Outputs of 16 MiB or more (whole call) are written with non-temporal stores
+# after a head that aligns them (csrc/cpu/kernels/activations.cpp,
+# kStreamBytes); smaller calls store plainly. Elementwise results must not
+# depend on which: the big call is compared with the same elements computed in
+# small slices, into an output one element off alignment (a head is needed).
+STREAM_BYTES = 1 << 24
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float16), BFLOAT16], ids=str)
+@pytest.mark.parametrize("name", ["gelu", "relu"])
+def test_streamed_output_matches_plain_stores(name, dtype, isa):
+    if isa == "scalar":
+        pytest.skip("the scalar kernels have no streaming stores")
+    n = STREAM_BYTES // dtype.itemsize + 37
+    x = sample(dtype, (), n=n, seed=7)
+    g = grad_sample(dtype, n=n, seed=8)
+    fwd, bwd = getattr(nf, name), getattr(nf, name + "_backward")
+    slice_len = n // 16
+    for call, args in ((fwd, (x,)), (bwd, (g, x))):
+        out = np.empty(n + 1, dtype)[1:]
+        call(*args, out=out)
+        plain = np.concatenate([call(*(a[i:i + slice_len] for a in args)) for i in range(0, n, slice_len)])
+        np.testing.assert_array_equal(_bits_with_canonical_nan(out), _bits_with_canonical_nan(plain))
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: a.name)
 def test_nan_gradient_or_input_gives_nan(activation, isa):
     x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0, np.nan, np.nan], np.float32)

@@ -115,10 +115,8 @@ NNF_HD void vstore(float* p, VecAvx2 a) { _mm256_storeu_ps(p, a.v); }
 // Non-temporal store (p 32-byte aligned): bypasses the caches, no read for
 // ownership of the line; callers end a streaming loop with _mm_sfence().
 NNF_HD void vstore_stream(float* p, VecAvx2 a) { _mm256_stream_ps(p, a.v); }
-NNF_HD void vstore(half_t* p, VecAvx2 a) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT));
-}
-NNF_HD void vstore(bfloat16_t* p, VecAvx2 a) {
+NNF_HD __m128i narrow_to_half(VecAvx2 a) { return _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT); }
+NNF_HD __m128i narrow_to_bfloat16(VecAvx2 a) {
   // Round to nearest even on the dropped 16 bits; NaN lanes get the quiet bit.
   __m256i u = _mm256_castps_si256(a.v);
   __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
@@ -128,7 +126,16 @@ NNF_HD void vstore(bfloat16_t* p, VecAvx2 a) {
   __m256i out = _mm256_castps_si256(
       _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quiet_nan), nan_lanes));
   __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(out, out), 0x08);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  return _mm256_castsi256_si128(packed);
+}
+NNF_HD void vstore(half_t* p, VecAvx2 a) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_to_half(a)); }
+NNF_HD void vstore(bfloat16_t* p, VecAvx2 a) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_to_bfloat16(a));
+}
+// Non-temporal 16-bit stores (p 16-byte aligned), as vstore_stream(float*).
+NNF_HD void vstore_stream(half_t* p, VecAvx2 a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), narrow_to_half(a)); }
+NNF_HD void vstore_stream(bfloat16_t* p, VecAvx2 a) {
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), narrow_to_bfloat16(a));
 }
 
 // Loop tails: the n < 8 remaining elements go through a zero-padded copy and

@@ -140,6 +140,13 @@ NNF_HD void vstore(half_t* p, VecAvx512 a) {
 NNF_HD void vstore(bfloat16_t* p, VecAvx512 a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_to_bfloat16(a));
 }
+// Non-temporal 16-bit stores (p 32-byte aligned), as vstore_stream(float*).
+NNF_HD void vstore_stream(half_t* p, VecAvx512 a) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow_to_half(a));
+}
+NNF_HD void vstore_stream(bfloat16_t* p, VecAvx512 a) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow_to_bfloat16(a));
+}
 NNF_HD void vstore_partial(float* p, VecAvx512 a, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), a.v); }
 NNF_HD void vstore_partial(half_t* p, VecAvx512 a, int n) {
   _mm256_mask_storeu_epi16(p, first_lanes(n), narrow_to_half(a));
