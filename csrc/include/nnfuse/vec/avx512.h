@@ -66,7 +66,10 @@ NNF_HD VecAvx512 vmax(VecAvx512 a, VecAvx512 b) { return _mm512_max_ps(a.v, b.v)
 NNF_HD VecAvx512 vabs(VecAvx512 a) {
   return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7fffffff)));
 }
-NNF_HD VecAvx512 vsqrt(VecAvx512 a) { return _mm512_sqrt_ps(a.v); }
+// The zero-masking form with every lane selected is the same vsqrtps; GCC 12
+// warns (-Wuninitialized, a false positive) about the undefined pass-through
+// operand of _mm512_sqrt_ps once it is inlined into the optimizer loops.
+NNF_HD VecAvx512 vsqrt(VecAvx512 a) { return _mm512_maskz_sqrt_ps(0xffff, a.v); }
 NNF_HD VecAvx512 vrint(VecAvx512 a) {
   return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
