@@ -66,34 +66,39 @@ struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double
   static constexpr double max = 1.7976931348623157e+308;
 };
 
+// v 2^k with one rounding, for integral k <= 128 (the exponentials' 2^k and
+// the sigmoid's 2^-k). all_normal: emin <= k <= 127 in every lane (almost
+// every vector), where that is one exact factor (scale_pow2). Otherwise 2^k
+// is applied as two factors: lanes with k in that range take 2^k times 1
+// (the same bits as the one-factor path, so the result of a lane does not
+// depend on its neighbours: ISAs of any width agree), the others 2^k1 2^k2
+// with k1 = max(rint(k/2), emin) and k2 = max(k - k1, emin - 1). Both factors
+// are normal for k >= 2 emin and k = 128; below 2 emin, pow2i(emin - 1) = +0
+// flushes the result: there v 2^k < 2^(2 emin - 1 / 2) |v|, which rounds to
+// 0 for |v| < 2^102. v 2^k1 is exact (normal) for |v| >= 2^-63, so the result
+// is rounded once there. The maxima turn a NaN k into emin (the callers' v
+// carries the NaN).
+template <class V>
+NNF_HD V scaled_by_pow2(V v, V k, bool all_normal) {
+  if (all_normal) return scale_pow2(v, k);
+  using L = Limits<scalar_t<V>>;
+  mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
+  V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
+  V k2 = vmax(k - k1, V(L::emin - 1));
+  return (v * pow2i(k1)) * pow2i(k2);
+}
+
 // e^x = (1 + em1) 2^k with em1 = e^r - 1, |r| <= 0.35, and k integral. Keeping
 // the factors apart lets a caller fold a multiplier m in first, m + m em1 with
 // one rounding, and round into the denormal range only once (times(m)): that is
 // what keeps x e^x, g e^x ... accurate, also when the product is denormal.
-//
-// scaled(v) = v 2^k with one rounding. Where 2^k is normal in every lane
-// (emin <= k <= 127: x in [-87.68, 88.37), almost every vector) that is one
-// multiplication by pow2i(k). Otherwise 2^k is applied as two factors: lanes
-// with k in that range take 2^k times 1 (the same bits as the one-factor path,
-// so the result of a lane does not depend on its neighbours: ISAs of any
-// width agree), the others 2^k1 2^k2 with k1 = max(rint(k/2), emin) and k2 =
-// max(k - k1, emin - 1). Both factors are normal for k >= 2 emin (x >= -174.7)
-// and k = 128 (x in (88.37, 89]); below 2 emin, pow2i(emin - 1) = +0 flushes
-// the result: there m e^x < 2^(2 emin - 1 / 2) |m|, which rounds to 0 for |m| <
-// 2^102. v 2^k1 is exact (normal) for |v| >= 2^-63, so the result is rounded
-// once there. The maxima turn a NaN k into emin (em1 carries the NaN).
+// scaled(v) = v 2^k with one rounding (scaled_by_pow2; 2^k is normal in every
+// lane for x in [-87.68, 88.37), and both factors for x in [-174.7, 89]).
 template <class V>
 struct ExpParts {
   V em1, k;
   bool normal;  // emin <= k <= 127 in every lane
-  NNF_HD V scaled(V v) const {
-    if (normal) return scale_pow2(v, k);
-    using L = Limits<scalar_t<V>>;
-    mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
-    V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
-    V k2 = vmax(k - k1, V(L::emin - 1));
-    return (v * pow2i(k1)) * pow2i(k2);
-  }
+  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, normal); }
   NNF_HD V value() const { return scaled(em1 + V(1.0f)); }
   NNF_HD V times(V m) const { return scaled(fma(m, em1, m)); }
   // 2^k: exact for k >= emin - 23, else the nearest denormal or 0.
@@ -201,17 +206,10 @@ NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
 template <class V>
 struct SigmoidParts {
   V q, w, j;  // m sigmoid(-z) = q 2^j, w = 2^j (see sigmoid_parts)
-  // v 2^j rounded once. Where 2^j is normal in every lane (z < 87.3: almost
-  // always), one exact factor; else two factors, which round the same exact
-  // value once too wherever v 2^j1 is normal (|v| >= 2^-63: every caller
-  // here, whose |m| >= 0.1 where k > 0), so the bits are the same.
-  NNF_HD V scaled(V v) const {
-    using L = Limits<scalar_t<V>>;
-    if (all_lanes(j >= V(L::emin))) return scale_pow2(v, j);
-    V j1 = vmax(vrint(j * V(0.5f)), V(L::emin));
-    V j2 = vmax(j - j1, V(L::emin - 1));
-    return (v * pow2i(j1)) * pow2i(j2);
-  }
+  // v 2^j rounded once (scaled_by_pow2; j <= 0, 2^j normal for z < 87.3:
+  // almost always). Rounded once also where two factors are needed: every
+  // caller's |v| >= 2^-63 there (|m| >= 0.1 where k > 0).
+  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, j, all_lanes(j >= V(Limits<scalar_t<V>>::emin))); }
 };
 template <bool kHasLo, class V>
 NNF_HD SigmoidParts<V> sigmoid_parts(V m, V z, V zlo) {
@@ -253,16 +251,21 @@ struct SigmoidParts<double> {
   double q, w, j;
   NNF_HD double scaled(double v) const { return v * w; }
 };
+// e^-(z + zlo) as the reference forms it: e^-z (1 - zlo).
+template <bool kHasLo>
+NNF_HD double exp_neg_lo(double z, double zlo) {
+  return ::exp(-z) * (1.0 - (kHasLo ? zlo : 0.0));
+}
 template <bool kHasLo>
 NNF_HD SigmoidParts<double> sigmoid_parts(double m, double z, double zlo) {
-  double e = ::exp(-z) * (1.0 - (kHasLo ? zlo : 0.0));
+  double e = exp_neg_lo<kHasLo>(z, zlo);
   return {m / (1.0 + e), e, 0.0};
 }
 // float64: the reference's sigmoid, e = e^-z (1 - zlo), m e / (1 + e) or
 // m / (1 + e) (m times the rounded quotient).
 template <bool kHasLo>
 NNF_HD double mul_sigmoid_abs(double m, bool neg, double z, double zlo) {
-  double e = ::exp(-z) * (1.0 - (kHasLo ? zlo : 0.0));
+  double e = exp_neg_lo<kHasLo>(z, zlo);
   return m * (neg ? e / (1.0 + e) : 1.0 / (1.0 + e));
 }
 NNF_HD double mul_sigmoid(double m, double u) { return mul_sigmoid_abs<false>(m, u < 0.0, vabs(u), 0.0); }
