@@ -37,8 +37,6 @@ except ImportError:  # optional peer
     cupy = None
 
 
-
-
 def cupy_forward(name):
     """The op's formula in CuPy (what a user would write), float32."""
     if cupy is None:
@@ -178,6 +176,7 @@ def main(argv=None):
     rows = run(1 << args.log2n, args.dtypes.split(","), args.repeats, progress)
     bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown,
                         {"gpu": gpu, "cupy": cupy.__version__ if cupy is not None else None})
+
 
 if __name__ == "__main__":
     main()

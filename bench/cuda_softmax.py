@@ -34,8 +34,6 @@ except ImportError:
     sys.exit("bench/cuda_softmax.py needs PyTorch with CUDA")
 
 
-
-
 def _torch_peers(x, g, y, ly, labels, out):
     F = torch.nn.functional
     dtype = x.dtype
@@ -118,6 +116,7 @@ def main(argv=None):
     gpu = torch.cuda.get_device_name()
     rows = run(shapes, args.dtypes.split(","), args.repeats, progress)
     bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown, {"gpu": gpu})
+
 
 if __name__ == "__main__":
     main()

@@ -57,7 +57,6 @@ def test_out_checks():
         nf.tanh_backward(buf[:16], x, out=buf[1:17])
 
 
-
 def test_out_may_be_another_view_of_an_inputs_memory():
     # A different array object over exactly the input's memory is an in-place call.
     x = np.linspace(-3, 3, 40, dtype=np.float32)
@@ -81,6 +80,7 @@ def test_out_of_another_layout_takes_the_general_path():
     np.testing.assert_array_equal(strided_out, nf.tanh(x))
     fortran = np.asfortranarray(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4))
     np.testing.assert_array_equal(nf.tanh(fortran), nf.tanh(np.ascontiguousarray(fortran)))
+
 
 def test_parameter_checks():
     x = np.zeros(3, np.float32)

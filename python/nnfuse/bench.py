@@ -107,8 +107,6 @@ def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 5
     return float(np.median(times))
 
 
-
-
 def _medians(calls: Dict[str, Callable[[], object]], min_time: float) -> Dict[str, float]:
     """Median time of each call, one contender after the other (each warmed
     up first). Every row times its own floor next to its contenders: the
