@@ -153,6 +153,36 @@ def test_streamed_output_matches_plain_stores(name, dtype, isa):
         np.testing.assert_array_equal(_bits_with_canonical_nan(out), _bits_with_canonical_nan(plain))
 
 
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float16), BFLOAT16], ids=str)
+@pytest.mark.parametrize("name", ["gelu", "hardswish"])
+def test_output_alignment_does_not_change_results(name, dtype, isa):
+    # The kernels start with a masked vector up to the first output address
+    # aligned to the vector width; every placement of the output and of the
+    # input within a 64-byte line must give the bits of the aligned call.
+    lanes_per_line = 64 // dtype.itemsize
+    fwd, bwd = getattr(nf, name), getattr(nf, name + "_backward")
+    for n in (1, 5, lanes_per_line + 3, 1000):
+        x = sample(dtype, (), n=n, seed=11)
+        g = grad_sample(dtype, n=n, seed=12)
+        for call, args in ((fwd, (x,)), (bwd, (g, x))):
+            expected = _bits_with_canonical_nan(call(*args))
+            for out_shift in range(lanes_per_line):
+                in_shift = (3 * out_shift) % lanes_per_line
+                shifted_args = []
+                for a in args:
+                    buf = np.empty(n + 2 * lanes_per_line, dtype)
+                    start = (-(buf.ctypes.data // dtype.itemsize) + in_shift) % lanes_per_line
+                    shifted = buf[start:start + n]
+                    shifted[...] = a
+                    shifted_args.append(shifted)
+                buf = np.empty(n + 2 * lanes_per_line, dtype)
+                start = (-(buf.ctypes.data // dtype.itemsize) + out_shift) % lanes_per_line
+                out = buf[start:start + n]
+                call(*shifted_args, out=out)
+                np.testing.assert_array_equal(_bits_with_canonical_nan(out), expected,
+                                              err_msg=f"n={n} output {out_shift} / input {in_shift} elements past a line")
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: a.name)
 def test_nan_gradient_or_input_gives_nan(activation, isa):
     x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0, np.nan, np.nan], np.float32)

@@ -52,9 +52,7 @@ bool has_bwd_from_y(ActOp op) {
 // (2^26 float32: forward ~0.65 -> ~0.9 of np.copyto, which streams too;
 // 2^26 bfloat16, 1 thread: relu backward 15.8 -> 12.8 ms, hardsigmoid
 // backward 21.5 -> 15.6 ms). float16 and bfloat16 outputs stream too, float64
-// (scalar code) does not. The head up to the first aligned vector and the
-// tail are masked vectors of the same code, so results are the bits of
-// map_unary / map_binary (tested).
+// (scalar code) does not. Results are the bits of plain stores (tested).
 // The per-element lambdas are inlined into the loops: called out of line (as
 // GCC chose for the larger functors), every call re-broadcast all the
 // polynomial constants from memory instead of keeping them in registers.
@@ -74,52 +72,11 @@ bool use_stream(const T* out, int64_t total) {
 #endif
 }
 
-#if NNF_ISA_LEVEL >= 1
-// Elements before the first vector store at an address aligned to the
-// vector's stored width (64 bytes of float32 on AVX-512, 32 of a 16-bit type).
-template <class T>
-int64_t stream_head(const T* out, int64_t n) {
-  constexpr uintptr_t kWidth = kLanes<VecF> * sizeof(T);
-  const uintptr_t misalign = reinterpret_cast<uintptr_t>(out) % kWidth;
-  const int64_t head = static_cast<int64_t>(((kWidth - misalign) % kWidth) / sizeof(T));
-  return head < n ? head : n;
-}
-template <class T, class F>
-void map_unary_stream(const T* x, T* y, int64_t n, F&& f) {
-  constexpr int L = kLanes<VecF>;
-  const int64_t head = stream_head(y, n);
-  if (head > 0) vstore_partial(y, f(vload_partial(x, static_cast<int>(head))), static_cast<int>(head));
-  int64_t i = head;
-  for (; i + L <= n; i += L) vstore_stream(y + i, f(vload(x + i)));
-  _mm_sfence();
-  if (i < n) {
-    int rest = static_cast<int>(n - i);
-    vstore_partial(y + i, f(vload_partial(x + i, rest)), rest);
-  }
-}
-template <class T, class F>
-void map_binary_stream(const T* a, const T* b, T* out, int64_t n, F&& f) {
-  constexpr int L = kLanes<VecF>;
-  const int64_t head = stream_head(out, n);
-  if (head > 0) {
-    int h = static_cast<int>(head);
-    vstore_partial(out, f(vload_partial(a, h), vload_partial(b, h)), h);
-  }
-  int64_t i = head;
-  for (; i + L <= n; i += L) vstore_stream(out + i, f(vload(a + i), vload(b + i)));
-  _mm_sfence();
-  if (i < n) {
-    int rest = static_cast<int>(n - i);
-    vstore_partial(out + i, f(vload_partial(a + i, rest), vload_partial(b + i, rest)), rest);
-  }
-}
-#endif
-
 template <class T, class F>
 void map_unary_any(const T* x, T* y, int64_t n, int64_t total, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(y, total)) return map_unary_stream(x, y, n, f);
+    if (use_stream(y, total)) return map_unary<true>(x, y, n, f);
   }
 #endif
   map_unary(x, y, n, f);
@@ -128,7 +85,7 @@ template <class T, class F>
 void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(out, total)) return map_binary_stream(a, b, out, n, f);
+    if (use_stream(out, total)) return map_binary<true>(a, b, out, n, f);
   }
 #endif
   map_binary(a, b, out, n, f);

@@ -61,15 +61,54 @@ using vec_for_t = typename VecFor<T>::type;
 template <class V>
 inline constexpr int kLanes = VecTraits<V>::lanes;
 
-// y[i] = f(x[i]) and out[i] = f(a[i], b[i]) over [0, n): full vectors, then one
-// masked (or zero-padded) vector for the tail, so every element goes through
-// the same instructions.
-template <class T, class F>
+// Elements before the first vector store at an address aligned to the vector's
+// stored width (64 bytes of float32 on AVX-512, 32 of a 16-bit type), at most
+// n. A store that splits a cache line costs a second line access: NumPy's large
+// buffers start 16 bytes past a line, and there, with every store split, relu
+// forward over 2^20 float32 (L3-resident, 1 thread) took 110 us against 95 us
+// with the output aligned (2^16: 6.8 us against 5.7).
+template <class T>
+NNF_HD int64_t aligned_head(const T* out, int64_t n) {
+  constexpr uintptr_t kWidth = kLanes<vec_for_t<T>> * sizeof(T);
+  const uintptr_t misalign = reinterpret_cast<uintptr_t>(out) % kWidth;
+  const int64_t head = static_cast<int64_t>(((kWidth - misalign) % kWidth) / sizeof(T));
+  return head < n ? head : n;
+}
+
+// y[i] = f(x[i]) and out[i] = f(a[i], b[i]) over [0, n): one masked vector up
+// to the first aligned output vector (aligned_head), full vectors, then one
+// masked vector for the tail; with a single lane, every element in turn. Every
+// element goes through the same instructions, so where the vectors start does
+// not change any result. kStream: the full vectors are written with
+// non-temporal stores (vstore_stream, then a store fence), for outputs too
+// large to stay in the caches.
+#if NNF_ISA_LEVEL >= 1
+// Orders a loop's non-temporal stores before whatever the caller does next.
+NNF_HD void stream_fence() { _mm_sfence(); }
+#else
+NNF_HD void stream_fence() {}
+#endif
+template <bool kStream, class T, class V>
+NNF_HD void vstore_maybe_stream(T* p, V v) {
+  if constexpr (kStream) {
+    vstore_stream(p, v);
+  } else {
+    vstore(p, v);
+  }
+}
+
+template <bool kStream = false, class T, class F>
 NNF_HD void map_unary(const T* x, T* y, int64_t n, F&& f) {
   using V = vec_for_t<T>;
   constexpr int L = kLanes<V>;
   int64_t i = 0;
-  for (; i + L <= n; i += L) vstore(y + i, f(vload(x + i)));
+  if constexpr (L > 1) {
+    const int head = static_cast<int>(aligned_head(y, n));
+    if (head > 0) vstore_partial(y, f(vload_partial(x, head)), head);
+    i = head;
+  }
+  for (; i + L <= n; i += L) vstore_maybe_stream<kStream>(y + i, f(vload(x + i)));
+  if constexpr (kStream) stream_fence();
   if constexpr (L > 1) {
     if (i < n) {
       int rest = static_cast<int>(n - i);
@@ -78,12 +117,18 @@ NNF_HD void map_unary(const T* x, T* y, int64_t n, F&& f) {
   }
 }
 
-template <class T, class F>
+template <bool kStream = false, class T, class F>
 NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
   using V = vec_for_t<T>;
   constexpr int L = kLanes<V>;
   int64_t i = 0;
-  for (; i + L <= n; i += L) vstore(out + i, f(vload(a + i), vload(b + i)));
+  if constexpr (L > 1) {
+    const int head = static_cast<int>(aligned_head(out, n));
+    if (head > 0) vstore_partial(out, f(vload_partial(a, head), vload_partial(b, head)), head);
+    i = head;
+  }
+  for (; i + L <= n; i += L) vstore_maybe_stream<kStream>(out + i, f(vload(a + i), vload(b + i)));
+  if constexpr (kStream) stream_fence();
   if constexpr (L > 1) {
     if (i < n) {
       int rest = static_cast<int>(n - i);
