@@ -1,10 +1,11 @@
-"""Fit the piecewise table of R(a) = Phi(-a) e^(a^2/2) used by GELU (csrc/include/nnfuse/vec/math.h).
+"""Fit the piecewise tables of R(a) = Phi(-a) e^(a^2/2) used by GELU (csrc/include/nnfuse/vec/math.h).
 
 The pieces are the quarter octaves of a + 2: the exponent's two low bits and the
 mantissa's top two bits of the float a + 2 select one of 14 pieces covering
 0 <= a < 22 (GELU clamps a at 20), so one 16-entry permute finds a lane's piece.
 
-On piece i, R(a) = P_i(a - c_i) with P_i of degree 6:
+On piece i, R(a) = P_i(a - c_i) with P_i of degree 6 (kGaussTailPieces), or of
+degree 4 with --degree 4 (kGaussTailNarrow, for float16 and bfloat16 outputs):
   - c_i is the float within 3000 steps of the piece's middle where R(c_i) is
     closest to a float (Gal's accurate-tables idea), so the constant term is
     R(c_i) rounded with an error of about 1e-4 ulp instead of up to 0.5 ulp;
@@ -13,17 +14,18 @@ On piece i, R(a) = P_i(a - c_i) with P_i of degree 6:
     widened by 0.2% on each side for the rounding of a + 2), rounded to float
     one at a time with the later ones refitted.
 
-Run:  python docs/fits/gauss_tail.py > /tmp/table.txt   (needs mpmath; ~1 minute)
+Run:  python docs/fits/gauss_tail.py [--degree 4] > /tmp/table.txt   (needs mpmath; ~1 minute)
 Prints the C++ initializer and, on stderr, each piece's measured relative error.
 """
 
+import argparse
 import sys
 
 import mpmath as mp
 import numpy as np
 
 mp.mp.dps = 40
-DEGREE = 6
+DEGREE = 6  # set from --degree in main()
 A_MAX = 20.0
 PIECES = 16
 
@@ -89,6 +91,10 @@ def fit_piece(i):
 
 
 def main():
+    global DEGREE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--degree", type=int, default=6)
+    DEGREE = parser.parse_args().degree
     pieces = []
     for i in range(PIECES):
         if piece_bounds(i)[0] >= A_MAX:

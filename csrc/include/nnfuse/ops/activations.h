@@ -39,6 +39,20 @@ struct ActArgs {
   V p0, p1;
 };
 
+// Ops with fwd_narrow / bwd_narrow: formulas for float16 and bfloat16 outputs,
+// accurate to 2^-15 relative in float (see vmath's 16-bit section). The CPU
+// and CUDA kernels call them for 16-bit storage, fwd / bwd otherwise.
+template <class Op, class = void>
+struct HasNarrow {
+  static constexpr bool value = false;
+};
+template <class Op>
+struct HasNarrow<Op, decltype(void(&Op::template fwd_narrow<float>), void(&Op::template bwd_narrow<float>))> {
+  static constexpr bool value = true;
+};
+template <class Op, class T>
+inline constexpr bool kUseNarrow = sizeof(T) == 2 && HasNarrow<Op>::value;
+
 namespace act_detail {
 // v, except NaN where x is NaN (for derivatives that are piecewise constant).
 template <class V>
@@ -236,6 +250,24 @@ struct Gelu {
     // One times(): D g (x < 0) or D (x >= 0), the same bits as two calls.
     mask_t<V> neg = x < V(0.0f);
     V t = d.times(select(neg, g, V(1.0f)));
+    return select(neg, t, g * (V(1.0f) - t));
+  }
+  // float16 / bfloat16 outputs: the same formulas with Phi(-a) = r p 2^k from
+  // vmath::gauss_tail_narrow (relative error <= 2^-15, see there).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
+    vmath::GaussTailNarrow<V> tail = vmath::gauss_tail_narrow(a);
+    V h = tail.scaled((a * tail.r) * tail.p);
+    return select(x < V(0.0f), -h, x - h);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
+    vmath::GaussTailNarrow<V> tail = vmath::gauss_tail_narrow(a);
+    mask_t<V> neg = x < V(0.0f);
+    V d = fma(-a, vmath::cst<V>(0.3989422804014327), tail.r) * tail.p;
+    V t = tail.scaled(select(neg, g, V(1.0f)) * d);
     return select(neg, t, g * (V(1.0f) - t));
   }
 };

@@ -500,6 +500,63 @@ NNF_HD ScaledTail<double> gelu_dtail(double a) {
   return {{1.0}, 0.5 * erfc_scaled_arg(a) - a_phi, 0.0};
 }
 
+// ---- float16 and bfloat16 outputs ---------------------------------------------
+// A result stored as float16 (11 significant bits) or bfloat16 (8) needs far
+// less than float's 24: computed in float to a relative error e and rounded
+// once to nearest, it is within 0.5 + e 2^11 (float16) or 0.5 + e 2^8
+// (bfloat16) ulp of the exact value, so e <= 2^-15 keeps both below 0.57 ulp
+// (the bound is 1) and bfloat16 below 0.51. The functions below meet e <=
+// 2^-15 with about half the float32 formulas' operations; they are used only
+// where an op stores 16-bit results (Op::fwd_narrow), on every ISA and on CUDA
+// alike, so the backends still agree to the bit.
+
+// 2^f = 1 + f P(f) for |f| <= 1/2, P of degree 3 (relative error 2^-18.4,
+// docs/fits/exp2_narrow.py).
+template <class V>
+NNF_HD V exp2_reduced_narrow(V f) {
+  V p = fma(V(9.582884610e-03f), f, V(5.590810254e-02f));
+  p = fma(p, f, V(2.402410656e-01f));
+  p = fma(p, f, V(6.931239963e-01f));
+  return fma(p, f, V(1.0f));
+}
+
+// The pieces of gauss_tail_scaled at degree 4 (relative error <= 2^-18.0 over
+// every piece; docs/fits/gauss_tail.py --degree 4).
+NNF_TABLE float kGaussTailNarrow[6][16] = {
+    {2.499830574e-01f, 7.501474619e-01f, 1.249782085e+00f, 1.749958277e+00f, 2.500043154e+00f, 3.499909401e+00f, 4.499473572e+00f, 5.501399040e+00f, 6.999445915e+00f, 9.001333237e+00f, 1.099824429e+01f, 1.299777889e+01f, 1.599862480e+01f, 1.900199699e+01f, 1.900199699e+01f, 1.900199699e+01f},  // centre c_i
+    {4.140371084e-01f, 3.002068400e-01f, 2.307844013e-01f, 1.852347851e-01f, 1.413293630e-01f, 1.063475758e-01f, 8.481251448e-02f, 7.032582909e-02f, 5.589774251e-02f, 4.379245266e-02f, 3.598054126e-02f, 3.051456809e-02f, 2.483973280e-02f, 2.093708701e-02f, 2.093708701e-02f, 2.093708701e-02f},  // c_i0
+    {-2.954218984e-01f, -1.737365574e-01f, -1.105096415e-01f, -7.478811592e-02f, -4.560766369e-02f, -2.673405223e-02f, -1.733018085e-02f, -1.205166895e-02f, -7.688304875e-03f, -4.751630593e-03f, -3.219437087e-03f, -2.320647938e-03f, -1.540601719e-03f, -1.095813350e-03f, -1.095813350e-03f, -1.095813350e-03f},  // c_i1
+    {1.700914949e-01f, 8.493649960e-02f, 4.633400589e-02f, 2.717832476e-02f, 1.364695188e-02f, 6.387847941e-03f, 3.416886553e-03f, 2.011917997e-03f, 1.039226889e-03f, 5.098446272e-04f, 2.858532825e-04f, 1.754960977e-04f, 9.519753803e-05f, 5.719818728e-05f, 5.719818728e-05f, 5.719818728e-05f},  // c_i2
+    {-8.548456430e-02f, -3.708366677e-02f, -1.769079827e-02f, -9.141169488e-03f, -3.912771586e-03f, -1.480759587e-03f, -6.589457626e-04f, -3.303478879e-04f, -1.411319390e-04f, -5.487009184e-05f, -2.543232586e-05f, -1.329126735e-05f, -5.973204679e-06f, -2.987686230e-06f, -2.987686230e-06f, -2.987686230e-06f},  // c_i3
+    {3.755667061e-02f, 1.446416043e-02f, 6.141705438e-03f, 2.839231398e-03f, 1.035196357e-03f, 3.242203966e-04f, 1.218426041e-04f, 5.261235856e-05f, 1.843582140e-05f, 5.763593890e-06f, 2.222487865e-06f, 9.933683032e-07f, 3.661370727e-07f, 1.551839830e-07f, 1.551839830e-07f, 1.551839830e-07f},  // c_i4
+};
+
+// Phi(-a) = r p 2^k for 0 <= a <= 20 (NaN passes): r = R(a) (the degree-4
+// pieces) and e^(-a^2/2) = p 2^k with t = -a^2 log2(e) / 2 = k + f, k =
+// rint(t), p = 2^f. t is formed with three roundings, an error of at most
+// 3 2^-24 |t| that moves e^(-a^2/2) by ln2 3 2^-24 |t|, below 2^-15.9
+// relative for |t| <= 133 (a <= 13.6); beyond, a Phi(-a) < 2^-134 rounds to 0
+// in both 16-bit types. With R (2^-18.0) and p (2^-18.4), Phi(-a) is within
+// 2^-15.4 relative before the last products, within 2^-15 after.
+template <class V>
+struct GaussTailNarrow {
+  V r, p, k;
+  // v 2^k rounded once (scaled_by_pow2; 2^k is normal for a <= 13.2).
+  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, all_lanes(k >= V(Limits<scalar_t<V>>::emin))); }
+};
+template <class V>
+NNF_HD GaussTailNarrow<V> gauss_tail_narrow(V a) {
+  V key = a + V(2.0f);
+  V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
+  V r = fma(quarter_octave_lookup(kGaussTailNarrow[5], key), d, quarter_octave_lookup(kGaussTailNarrow[4], key));
+  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[3], key));
+  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[2], key));
+  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[1], key));
+  V t = (a * a) * cst<V>(-0.7213475204444817);  // -log2(e) / 2
+  V k = vrint(t);
+  return {r, exp2_reduced_narrow(t - k), k};
+}
+
 }  // namespace vmath
 
 // exp(x). Cody-Waite reduction to |r| <= ln2/2, e^r = 1 + r + r^2 q(r) (degree 7
