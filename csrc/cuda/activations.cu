@@ -220,7 +220,7 @@ struct ActivationBody {
     if (direction == ActDirection::forward) {
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        if constexpr (kUseNarrow<Op, T>) {
+        if constexpr (kNarrowFwd<Op, T>) {
           y[k] = Op::fwd_narrow(r.a[k], args);
         } else {
           y[k] = Op::fwd(r.a[k], args);
@@ -229,7 +229,7 @@ struct ActivationBody {
     } else if (direction == ActDirection::backward_from_x) {
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        if constexpr (kUseNarrow<Op, T>) {
+        if constexpr (kNarrowBwd<Op, T>) {
           y[k] = Op::bwd_narrow(r.g[k], r.a[k], args);
         } else {
           y[k] = Op::bwd(r.g[k], r.a[k], args);

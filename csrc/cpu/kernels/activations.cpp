@@ -101,7 +101,7 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   T* out = static_cast<T*>(r.out) + begin;
   if (r.direction == ActDirection::forward) {
     map_unary_any(in, out, n, r.total, [&](V x) NNF_LAMBDA_INLINE {
-      if constexpr (kUseNarrow<Op, T>) {
+      if constexpr (kNarrowFwd<Op, T>) {
         return Op::fwd_narrow(x, args);
       } else {
         return Op::fwd(x, args);
@@ -112,7 +112,7 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   const T* grad = static_cast<const T*>(r.grad) + begin;
   if (r.direction == ActDirection::backward_from_x) {
     map_binary_any(grad, in, out, n, r.total, [&](V g, V x) NNF_LAMBDA_INLINE {
-      if constexpr (kUseNarrow<Op, T>) {
+      if constexpr (kNarrowBwd<Op, T>) {
         return Op::bwd_narrow(g, x, args);
       } else {
         return Op::bwd(g, x, args);

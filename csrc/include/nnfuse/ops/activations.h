@@ -43,15 +43,25 @@ struct ActArgs {
 // accurate to 2^-15 relative in float (see vmath's 16-bit section). The CPU
 // and CUDA kernels call them for 16-bit storage, fwd / bwd otherwise.
 template <class Op, class = void>
-struct HasNarrow {
+struct HasFwdNarrow {
   static constexpr bool value = false;
 };
 template <class Op>
-struct HasNarrow<Op, decltype(void(&Op::template fwd_narrow<float>), void(&Op::template bwd_narrow<float>))> {
+struct HasFwdNarrow<Op, decltype(void(&Op::template fwd_narrow<float>))> {
+  static constexpr bool value = true;
+};
+template <class Op, class = void>
+struct HasBwdNarrow {
+  static constexpr bool value = false;
+};
+template <class Op>
+struct HasBwdNarrow<Op, decltype(void(&Op::template bwd_narrow<float>))> {
   static constexpr bool value = true;
 };
 template <class Op, class T>
-inline constexpr bool kUseNarrow = sizeof(T) == 2 && HasNarrow<Op>::value;
+inline constexpr bool kNarrowFwd = sizeof(T) == 2 && HasFwdNarrow<Op>::value;
+template <class Op, class T>
+inline constexpr bool kNarrowBwd = sizeof(T) == 2 && HasBwdNarrow<Op>::value;
 
 namespace act_detail {
 // v, except NaN where x is NaN (for derivatives that are piecewise constant).
@@ -93,6 +103,18 @@ struct Sigmoid {
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
     return g * (y * (V(1.0f) - y));
+  }
+  // float16 / bfloat16 outputs (vmath::sigmoid_narrow): sigmoid(-|x|) or
+  // sigmoid(|x|); the slope sigmoid(-|x|) sigmoid(|x|).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
+    return select(x < V(0.0f), s.times_neg(V(1.0f)), s.q);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
+    return s.times_neg(g * s.q);
   }
 };
 
@@ -444,6 +466,24 @@ struct Silu {
     V y = fma(xc, g * slope, g * base);
     return select(neg, sp.scaled(y), y);
   }
+  // float16 / bfloat16 outputs (vmath::sigmoid_narrow, n = sigmoid(-|x|), q =
+  // sigmoid(|x|)): y = x n (x < 0) or x q; y' = n (1 + x q) (x < 0) or
+  // q (1 + x n).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
+    return select(x < V(0.0f), s.times_neg(vmax(V(-vmath::Limits<scalar_t<V>>::tail), x)), x * s.q);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    const V big(vmath::Limits<scalar_t<V>>::tail);
+    V xc = vmax(-big, vmin(big, x));
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
+    mask_t<V> neg = x < V(0.0f);
+    // One times_neg: g (1 + x q) n where x < 0, n alone elsewhere.
+    V n = s.times_neg(select(neg, g * fma(xc, s.q, V(1.0f)), V(1.0f)));
+    return select(neg, n, g * (s.q * fma(xc, n, V(1.0f))));
+  }
 };
 
 namespace act_detail {
@@ -621,6 +661,15 @@ struct Softplus {
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(z), select(neg, ze, -ze));
     V q = g / e.one_plus();
     return select(z > a.p1, g, select(neg, e.times(q), q));
+  }
+  // float16 / bfloat16 outputs: g sigmoid(z) from vmath::sigmoid_narrow (z =
+  // beta x rounded once: sigmoid(-|z|) moves by at most 2^-24 |z| relative,
+  // below 2^-17.4 wherever it is not 0 in 16 bits).
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
+    V z = a.p0 * x;
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(z));
+    return select(z > a.p1, g, select(z < V(0.0f), s.times_neg(g), g * s.q));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {

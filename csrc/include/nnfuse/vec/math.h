@@ -557,6 +557,28 @@ NNF_HD GaussTailNarrow<V> gauss_tail_narrow(V a) {
   return {r, exp2_reduced_narrow(t - k), k};
 }
 
+// e^-z = p 2^k and q = sigmoid(z) = 1 / (1 + e^-z) for z >= 0 (clamped to
+// Limits::tail; NaN passes), so that sigmoid(-z) = p q 2^k. t = -z log2(e) is
+// rounded once, which moves e^-z by at most ln2 2^-24 |t| <= 2^-17.4
+// relative for z <= 93 (beyond, sigmoid(-z) < 2^-134 rounds to 0 in both
+// 16-bit types); with p (2^-18.4) and the roundings of 1 + e^-z and the
+// quotient, sigmoid(+-z) is within 2^-16 relative.
+template <class V>
+struct SigmoidNarrow {
+  V p, k, q;
+  bool normal;  // 2^k normal in every lane (z < 87.3)
+  // v sigmoid(-z) = v p q 2^k, 2^k applied last with one rounding.
+  NNF_HD V times_neg(V v) const { return scaled_by_pow2((v * p) * q, k, normal); }
+};
+template <class V>
+NNF_HD SigmoidNarrow<V> sigmoid_narrow(V z) {
+  V t = vmin(V(Limits<scalar_t<V>>::tail), z) * cst<V>(-1.4426950408889634);  // -log2(e)
+  V k = vrint(t);
+  V p = exp2_reduced_narrow(t - k);
+  bool normal = all_lanes(k >= V(Limits<scalar_t<V>>::emin));
+  return {p, k, V(1.0f) / (V(1.0f) + scaled_by_pow2(p, k, normal)), normal};
+}
+
 }  // namespace vmath
 
 // exp(x). Cody-Waite reduction to |r| <= ln2/2, e^r = 1 + r + r^2 q(r) (degree 7
