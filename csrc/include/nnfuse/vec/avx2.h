@@ -116,17 +116,43 @@ NNF_HD void vstore(float* p, VecAvx2 a) { _mm256_storeu_ps(p, a.v); }
 // ownership of the line; callers end a streaming loop with _mm_sfence().
 NNF_HD void vstore_stream(float* p, VecAvx2 a) { _mm256_stream_ps(p, a.v); }
 NNF_HD __m128i narrow_to_half(VecAvx2 a) { return _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT); }
-NNF_HD __m128i narrow_to_bfloat16(VecAvx2 a) {
-  // Round to nearest even on the dropped 16 bits; NaN lanes get the quiet bit.
+// a rounded to bfloat16 (nearest even on the dropped 16 bits), in the high
+// half of each lane (the low half is left over); NaN lanes get the quiet bit.
+NNF_HD __m256i round_to_bfloat16_high(VecAvx2 a) {
   __m256i u = _mm256_castps_si256(a.v);
   __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-  __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x0040));
+  __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  __m256i quiet_nan = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
   __m256 nan_lanes = _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q);
-  __m256i out = _mm256_castps_si256(
+  return _mm256_castps_si256(
       _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quiet_nan), nan_lanes));
+}
+NNF_HD __m128i narrow_to_bfloat16(VecAvx2 a) {
+  __m256i out = _mm256_srli_epi32(round_to_bfloat16_high(a), 16);
   __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(out, out), 0x08);
   return _mm256_castsi256_si128(packed);
+}
+
+// 16 bfloat16 values as two vectors, the even-indexed ones (w << 16) and the
+// odd-indexed ones (w with the low halves cleared); vstore_pair rounds both
+// and interleaves them with one blend (see the AVX-512 version).
+struct Bfloat16Pair {
+  VecAvx2 even, odd;
+};
+NNF_HD Bfloat16Pair vload_pair(const bfloat16_t* p) {
+  __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return {VecAvx2(_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))),
+          VecAvx2(_mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))))};
+}
+NNF_HD __m256i narrow_pair_to_bfloat16(VecAvx2 even, VecAvx2 odd) {
+  return _mm256_blend_epi16(_mm256_srli_epi32(round_to_bfloat16_high(even), 16), round_to_bfloat16_high(odd), 0xaa);
+}
+NNF_HD void vstore_pair(bfloat16_t* p, VecAvx2 even, VecAvx2 odd) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_pair_to_bfloat16(even, odd));
+}
+// Non-temporal (p 32-byte aligned), as vstore_stream(float*).
+NNF_HD void vstore_stream_pair(bfloat16_t* p, VecAvx2 even, VecAvx2 odd) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow_pair_to_bfloat16(even, odd));
 }
 NNF_HD void vstore(half_t* p, VecAvx2 a) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_to_half(a)); }
 NNF_HD void vstore(bfloat16_t* p, VecAvx2 a) {

@@ -123,14 +123,42 @@ NNF_HD VecAvx512 vload_partial(const bfloat16_t* p, int n) {
 }
 
 NNF_HD __m256i narrow_to_half(VecAvx512 a) { return _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT); }
-NNF_HD __m256i narrow_to_bfloat16(VecAvx512 a) {
-  // Round to nearest even on the dropped 16 bits; NaN lanes get the quiet bit.
+// a rounded to bfloat16 (nearest even on the dropped 16 bits), in the high
+// half of each lane (the low half is left over); NaN lanes get the quiet bit.
+NNF_HD __m512i round_to_bfloat16_high(VecAvx512 a) {
   __m512i u = _mm512_castps_si512(a.v);
   __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  __m512i quiet_nan = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x0040));
+  __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
   __mmask16 nan_lanes = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan_lanes, rounded, quiet_nan));
+  return _mm512_mask_or_epi32(rounded, nan_lanes, u, _mm512_set1_epi32(0x00400000));
+}
+NNF_HD __m256i narrow_to_bfloat16(VecAvx512 a) {
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_to_bfloat16_high(a), 16));
+}
+
+// 32 bfloat16 values as two vectors, the even-indexed ones (w << 16) and the
+// odd-indexed ones (w with the low halves cleared): one load and two
+// instructions, where vload spends a widening shuffle on every 16 values.
+// vstore_pair rounds both and interleaves them with one blend. For
+// element-wise loops, where which lane holds an element does not matter.
+struct Bfloat16Pair {
+  VecAvx512 even, odd;
+};
+NNF_HD Bfloat16Pair vload_pair(const bfloat16_t* p) {
+  __m512i w = _mm512_loadu_si512(p);
+  return {VecAvx512(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))),
+          VecAvx512(_mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))))};
+}
+NNF_HD __m512i narrow_pair_to_bfloat16(VecAvx512 even, VecAvx512 odd) {
+  return _mm512_mask_blend_epi16(0xaaaaaaaau, _mm512_srli_epi32(round_to_bfloat16_high(even), 16),
+                                 round_to_bfloat16_high(odd));
+}
+NNF_HD void vstore_pair(bfloat16_t* p, VecAvx512 even, VecAvx512 odd) {
+  _mm512_storeu_si512(p, narrow_pair_to_bfloat16(even, odd));
+}
+// Non-temporal (p 64-byte aligned), as vstore_stream(float*).
+NNF_HD void vstore_stream_pair(bfloat16_t* p, VecAvx512 even, VecAvx512 odd) {
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(p), narrow_pair_to_bfloat16(even, odd));
 }
 
 NNF_HD void vstore(float* p, VecAvx512 a) { _mm512_storeu_ps(p, a.v); }
