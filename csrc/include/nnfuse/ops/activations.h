@@ -24,6 +24,8 @@
 //   docs/exhaustive.md): forward at most 1.94 (GeluTanh), backward at most 3.21
 //   (Silu, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
+//   float16 / bfloat16: every op within 0.51 ulp of all 65536 inputs (gelu,
+//   sigmoid, silu and the softplus backward through their *_narrow formulas).
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
 #pragma once
