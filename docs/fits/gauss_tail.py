@@ -45,10 +45,11 @@ def piece_bounds(i):
     return lo, min(hi, A_MAX)
 
 
-def lawson(d, y, weight, fixed):
-    """Minimax of |(P(d) - y) weight| over the nodes d, the first len(fixed) coefficients given."""
+def lawson(d, y, weight, fixed, degree):
+    """Minimax of |(P(d) - y) weight| over the nodes d for P of the given degree, the first
+    len(fixed) coefficients given (Lawson's iteratively reweighted least squares)."""
     base = sum(c * d**j for j, c in enumerate(fixed))
-    basis = np.stack([d**j for j in range(len(fixed), DEGREE + 1)], 1) * weight[:, None]
+    basis = np.stack([d**j for j in range(len(fixed), degree + 1)], 1) * weight[:, None]
     rhs = (y - base) * weight
     node_weights = np.full(len(d), 1.0 / len(d))
     for _ in range(400):
@@ -81,7 +82,7 @@ def fit_piece(i):
     y = np.array([float(scaled_tail(mp.mpf(c) + mp.mpf(v))) for v in d])
     coefs = [c0]
     for j in range(1, DEGREE + 1):
-        coefs = coefs + [float(np.float32(lawson(d, y, 1 / y, coefs)[j]))]
+        coefs = coefs + [float(np.float32(lawson(d, y, 1 / y, coefs, DEGREE)[j]))]
     dense = np.linspace(dlo, dhi, 5000)
     exact = np.array([float(scaled_tail(mp.mpf(c) + mp.mpf(v))) for v in dense])
     err = np.max(np.abs(sum(cf * dense**j for j, cf in enumerate(coefs)) / exact - 1))

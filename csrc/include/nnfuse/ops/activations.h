@@ -30,6 +30,8 @@
 // one rounding into the denormal range, compensated products inside exp arguments).
 #pragma once
 
+#include <type_traits>
+
 #include "nnfuse/common/macros.h"
 #include "nnfuse/vec/math.h"
 #include "nnfuse/vec/scalar.h"
@@ -45,21 +47,13 @@ struct ActArgs {
 // accurate to 2^-15 relative in float (see vmath's 16-bit section). The CPU
 // and CUDA kernels call them for 16-bit storage, fwd / bwd otherwise.
 template <class Op, class = void>
-struct HasFwdNarrow {
-  static constexpr bool value = false;
-};
+struct HasFwdNarrow : std::false_type {};
 template <class Op>
-struct HasFwdNarrow<Op, decltype(void(&Op::template fwd_narrow<float>))> {
-  static constexpr bool value = true;
-};
+struct HasFwdNarrow<Op, std::void_t<decltype(&Op::template fwd_narrow<float>)>> : std::true_type {};
 template <class Op, class = void>
-struct HasBwdNarrow {
-  static constexpr bool value = false;
-};
+struct HasBwdNarrow : std::false_type {};
 template <class Op>
-struct HasBwdNarrow<Op, decltype(void(&Op::template bwd_narrow<float>))> {
-  static constexpr bool value = true;
-};
+struct HasBwdNarrow<Op, std::void_t<decltype(&Op::template bwd_narrow<float>)>> : std::true_type {};
 template <class Op, class T>
 inline constexpr bool kNarrowFwd = sizeof(T) == 2 && HasFwdNarrow<Op>::value;
 template <class Op, class T>
