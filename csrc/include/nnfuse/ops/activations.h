@@ -253,39 +253,51 @@ struct Celu {
 // zero at x = -0.7518 where R - a/sqrt(2 pi) cancels.
 struct Gelu {
   static constexpr bool has_bwd_from_y = false;
-  // a is clamped where every tail term is 0 (Limits::gelu), which also maps
-  // +-inf to the limits.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
-    V h = vmath::gelu_tail(a).times(a);  // a Phi(-a)
-    return select(x < V(0.0f), -h, x - h);
+    return fwd_impl<false>(x);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
-    vmath::ScaledTail<V> d = vmath::gelu_dtail(a);
-    // One times(): D g (x < 0) or D (x >= 0), the same bits as two calls.
-    mask_t<V> neg = x < V(0.0f);
-    V t = d.times(select(neg, g, V(1.0f)));
-    return select(neg, t, g * (V(1.0f) - t));
+    return bwd_impl<false>(g, x);
   }
-  // float16 / bfloat16 outputs: the same formulas with Phi(-a) = r p 2^k from
-  // vmath::gauss_tail_narrow (relative error <= 2^-15, see there).
+  // float16 / bfloat16 outputs: the same formulas with the tails of
+  // vmath::gelu_tail_narrow (relative error <= 2^-15, see there).
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
-    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
-    vmath::GaussTailNarrow<V> tail = vmath::gauss_tail_narrow(a);
-    V h = tail.scaled((a * tail.r) * tail.p);
-    return select(x < V(0.0f), -h, x - h);
+    return fwd_impl<true>(x);
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    return bwd_impl<true>(g, x);
+  }
+
+ private:
+  // a is clamped where every tail term is 0 (Limits::gelu), which also maps
+  // +-inf to the limits.
+  template <bool kNarrow, class V>
+  NNF_HD static V fwd_impl(V x) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
-    vmath::GaussTailNarrow<V> tail = vmath::gauss_tail_narrow(a);
+    V h;  // a Phi(-a)
+    if constexpr (kNarrow) {
+      h = vmath::gelu_tail_narrow(a).times(a);
+    } else {
+      h = vmath::gelu_tail(a).times(a);
+    }
+    return select(x < V(0.0f), -h, x - h);
+  }
+  template <bool kNarrow, class V>
+  NNF_HD static V bwd_impl(V g, V x) {
+    V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu), vabs(x));
+    // One times(): D g (x < 0) or D (x >= 0), the same bits as two calls.
     mask_t<V> neg = x < V(0.0f);
-    V d = fma(-a, vmath::cst<V>(0.3989422804014327), tail.r) * tail.p;
-    V t = tail.scaled(select(neg, g, V(1.0f)) * d);
+    V m = select(neg, g, V(1.0f));
+    V t;
+    if constexpr (kNarrow) {
+      t = vmath::gelu_dtail_narrow(a).times(m);
+    } else {
+      t = vmath::gelu_dtail(a).times(m);
+    }
     return select(neg, t, g * (V(1.0f) - t));
   }
 };

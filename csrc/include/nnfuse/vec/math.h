@@ -531,21 +531,26 @@ NNF_TABLE float kGaussTailNarrow[6][16] = {
     {3.755667061e-02f, 1.446416043e-02f, 6.141705438e-03f, 2.839231398e-03f, 1.035196357e-03f, 3.242203966e-04f, 1.218426041e-04f, 5.261235856e-05f, 1.843582140e-05f, 5.763593890e-06f, 2.222487865e-06f, 9.933683032e-07f, 3.661370727e-07f, 1.551839830e-07f, 1.551839830e-07f, 1.551839830e-07f},  // c_i4
 };
 
-// Phi(-a) = r p 2^k for 0 <= a <= 20 (NaN passes): r = R(a) (the degree-4
-// pieces) and e^(-a^2/2) = p 2^k with t = -a^2 log2(e) / 2 = k + f, k =
-// rint(t), p = 2^f. t is formed with three roundings, an error of at most
-// 3 2^-24 |t| that moves e^(-a^2/2) by ln2 3 2^-24 |t|, below 2^-15.9
-// relative for |t| <= 133 (a <= 13.6); beyond, a Phi(-a) < 2^-134 rounds to 0
-// in both 16-bit types. With R (2^-18.0) and p (2^-18.4), Phi(-a) is within
-// 2^-15.4 relative before the last products, within 2^-15 after.
+// GELU's tails for 16-bit outputs, as gelu_tail / gelu_dtail: Q 2^k with Q =
+// q p, where q = R(a) (the degree-4 pieces) or R(a) - a / sqrt(2 pi), and
+// e^(-a^2/2) = p 2^k with t = -a^2 log2(e) / 2 = k + f, k = rint(t), p = 2^f,
+// for 0 <= a <= 20 (NaN passes). t is formed with three roundings, an error
+// of at most 3 2^-24 |t| that moves e^(-a^2/2) by ln2 3 2^-24 |t|, below
+// 2^-15.9 relative for |t| <= 133 (a <= 13.6); beyond, a Phi(-a) < 2^-134
+// rounds to 0 in both 16-bit types. With R (2^-18.0) and p (2^-18.4),
+// Phi(-a) is within 2^-15.4 relative before the last products, within 2^-15
+// after.
 template <class V>
-struct GaussTailNarrow {
-  V r, p, k;
-  // v 2^k rounded once (scaled_by_pow2; 2^k is normal for a <= 13.2).
-  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, all_lanes(k >= V(Limits<scalar_t<V>>::emin))); }
+struct NarrowScaledTail {
+  V q, p, k;
+  // m q p 2^k, 2^k applied last with one rounding (scaled_by_pow2; 2^k is
+  // normal for a <= 13.2).
+  NNF_HD V times(V m) const {
+    return scaled_by_pow2((m * q) * p, k, all_lanes(k >= V(Limits<scalar_t<V>>::emin)));
+  }
 };
 template <class V>
-NNF_HD GaussTailNarrow<V> gauss_tail_narrow(V a) {
+NNF_HD NarrowScaledTail<V> gelu_tail_narrow(V a) {
   V key = a + V(2.0f);
   V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
   V r = fma(quarter_octave_lookup(kGaussTailNarrow[5], key), d, quarter_octave_lookup(kGaussTailNarrow[4], key));
@@ -555,6 +560,11 @@ NNF_HD GaussTailNarrow<V> gauss_tail_narrow(V a) {
   V t = (a * a) * cst<V>(-0.7213475204444817);  // -log2(e) / 2
   V k = vrint(t);
   return {r, exp2_reduced_narrow(t - k), k};
+}
+template <class V>
+NNF_HD NarrowScaledTail<V> gelu_dtail_narrow(V a) {
+  NarrowScaledTail<V> tail = gelu_tail_narrow(a);
+  return {fma(-a, cst<V>(0.3989422804014327), tail.q), tail.p, tail.k};
 }
 
 // e^-z = p 2^k and q = sigmoid(z) = 1 / (1 + e^-z) for z >= 0 (clamped to
