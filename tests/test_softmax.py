@@ -284,6 +284,22 @@ def test_nan_rows_out_of_place_match_in_place():
         np.testing.assert_array_equal(_bits(nf.log_softmax(x[8:9, :1])), _bits(np.float32([[0.0]])))
 
 
+def test_rows_of_one_group_match_the_general_path(isa):
+    # Unmasked float32 rows of at most 16 elements written elsewhere keep the
+    # row in registers (softmax_tiny_rows_f32); rows written in place take
+    # the general path. Same operations, so the same bits, for every length,
+    # scale and spread (rows beyond exp_near's range go back to the general path).
+    rng = np.random.default_rng(29)
+    for cols in range(1, 17):
+        x = (rng.standard_normal((37, cols)) * rng.choice([0.01, 1.0, 40.0, 300.0], size=(37, 1))).astype(np.float32)
+        for name, f in (("softmax", nf.softmax), ("log_softmax", nf.log_softmax)):
+            for scale in (1.0, 0.3):
+                y = f(x, scale=scale)
+                inplace = x.copy()
+                f(inplace, scale=scale, out=inplace)
+                np.testing.assert_array_equal(_bits(y), _bits(inplace), err_msg=f"{name} cols={cols} scale={scale}")
+
+
 def test_masks(isa):
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((6, 40)) * 3).astype(np.float32)

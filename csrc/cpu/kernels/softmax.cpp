@@ -571,11 +571,87 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
   }
 }
 
+// Unmasked rows of at most kGroup elements, where every element is its own
+// virtual lane: the operations of softmax_row_f32 (the fast maximum, exp_near
+// terms summed from 1, the pairwise combination in double, then the output),
+// with the row's logits and terms kept in registers between the passes
+// instead of written and read back, and no per-row setup. Rows that need
+// more (a NaN, all -inf, a spread beyond exp_near's range) go to
+// softmax_row_f32, and the rows are taken kTinyGroup at a time, phase by
+// phase, so that one row's reductions overlap the others' work. Same bits as
+// softmax_row_f32 (tested). float32, 1 thread, AVX-512, 2^22 elements,
+// softmax / log-softmax ns per element: 2 columns 17.8 / 18.5 -> 12.9 / 15.6,
+// 8 columns 4.37 / 4.51 -> 3.25 / 3.76, 16 columns 1.76 / 2.00 -> 1.39 / 1.66.
+constexpr int kTinyGroup = 4;
+
+template <bool kUnit>
+void softmax_tiny_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  using V = vec_for_t<float>;
+  constexpr int L = kLanes<V>;
+  constexpr int G = kTinyGroup;
+  const int n = static_cast<int>(r.cols);
+  const V scale(static_cast<float>(r.scale));
+  for (int64_t row0 = row_begin; row0 < row_end; row0 += G) {
+    const int rows = static_cast<int>(std::min<int64_t>(G, row_end - row0));
+    const float* x = static_cast<const float*>(r.x) + row0 * n;
+    float* y = static_cast<float*>(r.out) + row0 * n;
+    SoftmaxRowStats st[G];
+    bool general[G];
+    for (int g = 0; g < rows; ++g) {
+      float mx, mn;
+      row_max_min_fast<V, kUnit>(x + g * n, n, scale, mx, mn);
+      st[g].absorb(-(-mx + 0.0f), mn);  // a zero maximum as -0, as f32_segment_stats
+      general[g] = st[g].max == smx::neg_inf_f() || !st[g].near(false);
+    }
+    V z[G][kVecs<V>], t[G][kVecs<V>];
+    double sum[G];
+    for (int g = 0; g < rows; ++g) {
+      if (general[g]) continue;
+      const V m(st[g].max);
+      smx::BiasedSum<V> acc[kVecs<V>];
+      for (int k = 0; k < kVecs<V>; ++k) {
+        acc[k].reset();
+        if (k * L >= n) continue;  // as for_vectors: no vector starts past the row
+        const int cnt = std::min(n - k * L, L);
+        z[g][k] = load_logits<float, false, kUnit>(x + g * n + k * L, nullptr, cnt, scale);
+        t[g][k] = softmax_term_near(z[g][k], m);
+        if constexpr (L > 1) {
+          if (cnt < L) t[g][k] = select(first_lanes_mask<V>(cnt), t[g][k], V(0.0f));  // exp_near(-inf) is not 0
+        }
+        acc[k].add(t[g][k]);
+      }
+      sum[g] = 0.0 + combine_biased(acc);
+    }
+    for (int g = 0; g < rows; ++g) {
+      if (general[g] || softmax_row_redo(false, st[g].max, sum[g])) {
+        softmax_row_f32<false>(r, row0 + g, !general[g]);
+        continue;
+      }
+      const V m(st[g].max);
+      float* out = y + g * n;
+      if (r.log) {
+        const double log_sum = log(sum[g]);
+        const float hi = static_cast<float>(log_sum);
+        const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
+        for (int k = 0; k * L < n; ++k)
+          store_n(out + k * L, log_softmax_out_rounded(z[g][k], m, lhi, llo), std::min(n - k * L, L));
+      } else {
+        const V inv(static_cast<float>(1.0 / sum[g]));
+        for (int k = 0; k * L < n; ++k) store_n(out + k * L, softmax_normalize(t[g][k], inv), std::min(n - k * L, L));
+      }
+    }
+  }
+}
+
 template <bool kMasked>
 void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   const int64_t n = r.cols;
   const bool exact = !softmax_fast_pass1(r);
   int64_t row = row_begin;
+  if (!kMasked && !exact && n <= kGroup) {
+    return softmax_unit_scale(r) ? softmax_tiny_rows_f32<true>(r, row_begin, row_end)
+                                 : softmax_tiny_rows_f32<false>(r, row_begin, row_end);
+  }
   if (n <= kShortRow) {
     for (; row + kShortGroup <= row_end; row += kShortGroup) softmax_short_rows_f32<kMasked>(r, row, exact);
   }
