@@ -95,6 +95,26 @@ def test_every_row_length(n, isa):
     floor = softmax_floor("softmax_backward", x.dtype, expected, g=g.astype(np.float64), y=y.astype(np.float64))
     assert_within_ulp(f"n={n} {isa} softmax_backward", nf.softmax_backward(g, y), expected,
                       SOFTMAX_BOUNDS["float32"]["backward"], {"grad": g, "y": y}, floor=floor)
+    ly = nf.log_softmax(x)
+    expected = ref.log_softmax_backward(g.astype(np.float64), ly.astype(np.float64))
+    floor = softmax_floor("log_softmax_backward", x.dtype, expected, g=g.astype(np.float64), y=ly.astype(np.float64))
+    assert_within_ulp(f"n={n} {isa} log_softmax_backward", nf.log_softmax_backward(g, ly), expected,
+                      SOFTMAX_BOUNDS["float32"]["backward"], {"grad": g, "y": ly}, floor=floor)
+
+
+def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
+    # Rows of at most 16 float32 elements take their own loops (four rows at
+    # a time; 11 rows leave a partial group).
+    rng = np.random.default_rng(31)
+    for cols in (1, 2, 7, 8, 9, 15, 16):
+        x = (rng.standard_normal((11, cols)) * 4).astype(np.float32)
+        g = rng.standard_normal(x.shape).astype(np.float32)
+
+        def run():
+            y, ly = nf.softmax(x), nf.log_softmax(x, scale=0.7)
+            return [y, ly, nf.softmax_backward(g, y), nf.log_softmax_backward(g, ly, scale=0.7)]
+
+        _assert_same_bits(_run_on_every_isa_and_thread_count(run))
 
 
 def _bits(a):
