@@ -322,7 +322,7 @@ def markdown(rows):
         "terms), because near the zero the result is a difference of larger terms and its own ULP is",
         "meaningless. 16-bit results are computed in float32 and rounded once; gelu, sigmoid, silu and the",
         "softplus backward use formulas accurate to 2^-15 relative there (enough for 11 significant bits,",
-        "and about half the work of the float32 ones), so their 16-bit errors may exceed 0.5. float64 results that are",
+        "and fewer operations than the float32 ones), so their 16-bit errors may exceed 0.5. float64 results that are",
         "subnormal (below 2.2e-308) are formed with the reference's own roundings, which are no more",
         "accurate there; everywhere else float64 is computed independently (libm plus compensated arguments).",
         "All ISAs give identical bits (tested), so one column serves for scalar, AVX2 and AVX-512.",
