@@ -25,7 +25,8 @@
 //   (Silu, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
 //   float16 / bfloat16: every op within 0.51 ulp of all 65536 inputs (gelu,
-//   sigmoid, silu and the softplus backward through their *_narrow formulas).
+//   gelu-tanh, sigmoid, tanh, silu and the softplus backward through their
+//   *_narrow formulas).
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
 #pragma once
@@ -129,6 +130,22 @@ struct Tanh {
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>&) {
     return g * ((V(1.0f) - y) * (V(1.0f) + y));
+  }
+  // float16 / bfloat16 outputs: x P(x^2) below 0.55 (as tanh), else
+  // sign(x) (1 - 2 n), n = sigmoid(-2|x|) <= 1/4 (vmath::sigmoid_narrow, so
+  // its error is damped); y' = 4 n sigmoid(2|x|).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    V a = vabs(x);
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(a + a);
+    V large = copysign(fma(V(-2.0f), s.times_neg(V(1.0f)), V(1.0f)), x);
+    return select(a < V(0.55f), vmath::tanh_small(x), large);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    V a = vabs(x);
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(a + a);
+    return s.times_neg((V(4.0f) * g) * s.q);
   }
 };
 
@@ -399,6 +416,32 @@ struct GeluTanh {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     return bwd_impl(g, x);
+  }
+  // float16 / bfloat16 outputs: with w = w(|x|) >= 0 (tanh_gelu_arg's w,
+  // without its low part: rounded a few times, w moves sigmoid(-w) by about
+  // w 2^-23 relative, below 2^-16 wherever it is not 0 in 16 bits),
+  // n = sigmoid(-w) and q = sigmoid(w) (vmath::sigmoid_narrow):
+  //   y = x n (x < 0) or x q;  y' = n (1 + x w' q) (x < 0) or q (1 + x w' n),
+  // w' = c1 + 3 c2 x^2, as SiLU's with x w' for x.
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    const V limit(vmath::Limits<scalar_t<V>>::gelu_tanh);
+    V a = vmin(limit, vabs(x));
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(act_detail::tanh_gelu_arg(a).w);
+    return select(x < V(0.0f), s.times_neg(vmax(-limit, x)), x * s.q);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    using C = act_detail::GeluTanhConsts<scalar_t<V>>;
+    const V limit(vmath::Limits<scalar_t<V>>::gelu_tanh);
+    V xc = vmax(-limit, vmin(limit, x));
+    act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(vabs(xc));
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(w.w);
+    V xw = xc * fma(V(C::c2x3), w.x2, V(C::c1h));
+    mask_t<V> neg = x < V(0.0f);
+    // One times_neg: g (1 + x w' q) n where x < 0, n alone elsewhere.
+    V n = s.times_neg(select(neg, g * fma(xw, s.q, V(1.0f)), V(1.0f)));
+    return select(neg, n, g * (s.q * fma(xw, n, V(1.0f))));
   }
   // float64: the reference's formula (see act_detail::reference_gelu_tanh_bwd).
   NNF_HD static double bwd_impl(double g, double x) { return act_detail::reference_gelu_tanh_bwd(g, x); }

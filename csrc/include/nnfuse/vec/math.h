@@ -660,16 +660,24 @@ NNF_HD V log1p(V x) {
 // 1.30 ulp. (Written out rather than as 1 - mul_sigmoid(2, -2|x|), which gives
 // the same bits for |x| < 8.3 but pays for the signs of k and denormal
 // results, neither of which occurs here: ~20 fewer instructions per vector.)
+namespace vmath {
+// tanh(x) = x P(x^2) for |x| < 0.55 (the first branch of tanh below).
 template <class V>
-NNF_HD V tanh(V x) {
-  V a = vabs(x);
+NNF_HD V tanh_small(V x) {
   V x2 = x * x;
   V p = fma(V(2.386439359e-03f), x2, V(-8.404538967e-03f));
   p = fma(p, x2, V(2.177917957e-02f));
   p = fma(p, x2, V(-5.395897105e-02f));
   p = fma(p, x2, V(1.333328784e-01f));
   p = fma(p, x2, V(-3.333333135e-01f));
-  V small = fma(x * x2, p, x);
+  return fma(x * x2, p, x);
+}
+}  // namespace vmath
+
+template <class V>
+NNF_HD V tanh(V x) {
+  V a = vabs(x);
+  V small = vmath::tanh_small(x);
   V z = vmin(V(20.0f), a + a);  // 2|x| (exact); NaN passes (vmin keeps its second operand's NaN)
   auto [k, r] = vmath::reduce_ln2(z);
   V em1 = vmath::expm1_reduced(r);
