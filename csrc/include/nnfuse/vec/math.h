@@ -568,6 +568,23 @@ NNF_HD NarrowScaledTail<V> gelu_dtail_narrow(V a) {
   return {fma(-a, cst<V>(0.3989422804014327), tail.q), tail.p, tail.k};
 }
 
+// e^x = p 2^k for x <= 88 (NaN passes): t = x log2(e) rounded once, which
+// moves e^x by at most ln2 2^-24 |t| relative, k = rint(t), p = 2^(t - k).
+template <class V>
+struct ExpNarrow {
+  V p, k;
+  bool normal;  // 2^k normal in every lane (x >= -87.3)
+  // v 2^k rounded once (scaled_by_pow2).
+  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, normal); }
+  NNF_HD V value() const { return scaled(p); }
+};
+template <class V>
+NNF_HD ExpNarrow<V> exp_narrow(V x) {
+  V t = x * cst<V>(1.4426950408889634);  // log2(e)
+  V k = vrint(t);
+  return {exp2_reduced_narrow(t - k), k, all_lanes(k >= V(Limits<scalar_t<V>>::emin))};
+}
+
 // e^-z = p 2^k and q = sigmoid(z) = 1 / (1 + e^-z) for z >= 0 (clamped to
 // Limits::tail; NaN passes), so that sigmoid(-z) = p q 2^k. t = -z log2(e) is
 // rounded once, which moves e^-z by at most ln2 2^-24 |t| <= 2^-17.4
@@ -583,11 +600,8 @@ struct SigmoidNarrow {
 };
 template <class V>
 NNF_HD SigmoidNarrow<V> sigmoid_narrow(V z) {
-  V t = vmin(V(Limits<scalar_t<V>>::tail), z) * cst<V>(-1.4426950408889634);  // -log2(e)
-  V k = vrint(t);
-  V p = exp2_reduced_narrow(t - k);
-  bool normal = all_lanes(k >= V(Limits<scalar_t<V>>::emin));
-  return {p, k, V(1.0f) / (V(1.0f) + scaled_by_pow2(p, k, normal)), normal};
+  ExpNarrow<V> e = exp_narrow(-vmin(V(Limits<scalar_t<V>>::tail), z));
+  return {e.p, e.k, V(1.0f) / (V(1.0f) + e.value()), e.normal};
 }
 
 }  // namespace vmath
