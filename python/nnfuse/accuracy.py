@@ -321,7 +321,7 @@ def markdown(rows):
         "in the interior) measure the error in ULPs of |grad| × (sum of the magnitudes of the derivative's",
         "terms), because near the zero the result is a difference of larger terms and its own ULP is",
         "meaningless. 16-bit results are computed in float32 and rounded once; gelu (both forms), sigmoid,",
-        "tanh, silu, mish and the softplus backward use formulas accurate to 2^-15 relative there (enough",
+        "tanh, silu, mish, softplus and logsigmoid use formulas accurate to 2^-15 relative there (enough",
         "for 11 significant bits, and fewer operations than the float32 ones), so their 16-bit errors may",
         "exceed 0.5. float64 results that are subnormal (below 2.2e-308) are formed with the reference's own",
         "roundings, which are no more accurate there; everywhere else float64 is computed independently",

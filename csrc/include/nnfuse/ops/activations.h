@@ -25,7 +25,7 @@
 //   (Silu, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
 //   float16 / bfloat16: every op within 0.51 ulp of all 65536 inputs (gelu,
-//   gelu-tanh, sigmoid, tanh, silu, mish and the softplus backward through their
+//   gelu-tanh, sigmoid, tanh, silu, mish, softplus and logsigmoid through their
 //   *_narrow formulas).
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
@@ -741,9 +741,19 @@ struct Softplus {
     V q = g / e.one_plus();
     return select(z > a.p1, g, select(neg, e.times(q), q));
   }
-  // float16 / bfloat16 outputs: g sigmoid(z) from vmath::sigmoid_narrow (z =
-  // beta x rounded once: sigmoid(-|z|) moves by at most 2^-24 |z| relative,
-  // below 2^-17.4 wherever it is not 0 in 16 bits).
+  // float16 / bfloat16 outputs: z = beta x rounded once, which moves e^-|z|
+  // by at most 2^-24 |z| relative, below 2^-17.4 wherever it is not 0 in 16
+  // bits; log1p(e^-|z|) from exp_narrow and log1p_unit_narrow, g sigmoid(z)
+  // from vmath::sigmoid_narrow.
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>& a) {
+    V z = a.p0 * x;
+    V t = vmath::exp_narrow(-vmin(V(vmath::Limits<scalar_t<V>>::tail), vabs(z))).value();
+    V l = vmath::log1p_unit_narrow(t);
+    if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
+    V y = select(z > V(0.0f), x, V(0.0f)) + l;
+    return select(z > a.p1, x, y);
+  }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
     V z = a.p0 * x;
@@ -796,6 +806,19 @@ struct Logsigmoid {
     vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
     V q = g / e.one_plus();
     return select(x > V(0.0f), e.times(q), q);
+  }
+  // float16 / bfloat16 outputs: e^-|x| from vmath::exp_narrow (|x| clamped to
+  // Limits::tail, where it is 0), log1p from log1p_unit_narrow; y' =
+  // sigmoid(-x) from vmath::sigmoid_narrow.
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    V t = vmath::exp_narrow(-vmin(V(vmath::Limits<scalar_t<V>>::tail), vabs(x))).value();
+    return select(x < V(0.0f), x, V(0.0f)) - vmath::log1p_unit_narrow(t);
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
+    return select(x > V(0.0f), s.times_neg(g), g * s.q);
   }
 };
 
