@@ -25,7 +25,8 @@
 //   (Silu, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
 //   float16 / bfloat16: every op within 0.51 ulp of all 65536 inputs (gelu,
-//   gelu-tanh, sigmoid, tanh, silu, mish, softplus and logsigmoid through their
+//   gelu-tanh, sigmoid, tanh, silu, mish, softplus, logsigmoid and the elu
+//   family through their
 //   *_narrow formulas).
 // Tails are computed without cancellation (erfc / scaled-erfc, x e^x folded into
 // one rounding into the denormal range, compensated products inside exp arguments).
@@ -70,6 +71,14 @@ NNF_HD V nan_from(V x, V v) {
 template <class V, class M>
 NNF_HD V pass_where(M m, V g, V x) {
   return nan_from(x, select(m, g, g * V(0.0f)));
+}
+// m e^x for x <= 0 with e^x = p 2^k from vmath::exp_narrow, 2^k applied last
+// with one rounding (x clamped to [exp_lo, 0]; the elu family's x > 0 side
+// is selected away).
+template <class V>
+NNF_HD V times_exp_narrow(V m, V x) {
+  vmath::ExpNarrow<V> e = vmath::exp_narrow(vmax(V(vmath::Limits<scalar_t<V>>::exp_lo), vmin(V(0.0f), x)));
+  return e.scaled(m * e.p);
 }
 }  // namespace act_detail
 
@@ -207,6 +216,16 @@ struct Elu {
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
     return select(y > V(0.0f), g, g * (y + a.p0));
   }
+  // float16 / bfloat16 outputs: vmath::expm1_narrow, and g alpha e^x with
+  // e^x from vmath::exp_narrow (x clamped to [exp_lo, 0]: only x <= 0 is kept).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), x, a.p0 * vmath::expm1_narrow(x));
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), g, act_detail::times_exp_narrow(g * a.p0, x));
+  }
 };
 
 // Selu: y = scale (x > 0 ? x : alpha (e^x - 1)), alpha = 1.6732632423543772,
@@ -234,6 +253,16 @@ struct Selu {
     V lo = vmath::cst<V>((kScaleAlpha - static_cast<double>(static_cast<scalar_t<V>>(kScaleAlpha))) + kScaleAlphaLo);
     return select(y > V(0.0f), g * vmath::cst<V>(kScale), g * ((y + hi) + lo));
   }
+  // float16 / bfloat16 outputs: as Elu's.
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
+    return select(x > V(0.0f), x * vmath::cst<V>(kScale), vmath::expm1_narrow(x) * vmath::cst<V>(kScaleAlpha));
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    return select(x > V(0.0f), g * vmath::cst<V>(kScale),
+                  act_detail::times_exp_narrow(g * vmath::cst<V>(kScaleAlpha), x));
+  }
 };
 
 // Celu(alpha = p0): y = max(0, x) + min(0, alpha (e^(x/alpha) - 1));
@@ -259,6 +288,17 @@ struct Celu {
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
     return select(y > V(0.0f), g, g * ((y + a.p0) * (V(1.0f) / a.p0)));
+  }
+  // float16 / bfloat16 outputs: as Elu's in q = x / alpha (rounded twice:
+  // e^q moves by about |q| 2^-23 relative, below 2^-16 wherever it is not 0
+  // in 16 bits).
+  template <class V>
+  NNF_HD static V fwd_narrow(V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), x, a.p0 * vmath::expm1_narrow(x * (V(1.0f) / a.p0)));
+  }
+  template <class V>
+  NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
+    return select(x > V(0.0f), g, act_detail::times_exp_narrow(g, x * (V(1.0f) / a.p0)));
   }
 };
 

@@ -520,6 +520,17 @@ NNF_HD V exp2_reduced_narrow(V f) {
   p = fma(p, f, V(6.931239963e-01f));
   return fma(p, f, V(1.0f));
 }
+// 2^f - 1 = f P1(f) for |f| <= 1/2, P1 of degree 4 fitted to the relative
+// error of 2^f - 1 (2^-21.1, same script): near f = 0 that error is P1's
+// own, which P's fit above leaves at 2^-14.9.
+template <class V>
+NNF_HD V exp2m1_reduced_narrow(V f) {
+  V p = fma(V(1.332740299e-03f), f, V(9.666121565e-03f));
+  p = fma(p, f, V(5.550523847e-02f));
+  p = fma(p, f, V(2.402235568e-01f));
+  p = fma(p, f, V(6.931471229e-01f));
+  return p * f;
+}
 
 // The pieces of gauss_tail_scaled at degree 4 (relative error <= 2^-18.0 over
 // every piece; docs/fits/gauss_tail.py --degree 4).
@@ -572,7 +583,7 @@ NNF_HD NarrowScaledTail<V> gelu_dtail_narrow(V a) {
 // moves e^x by at most ln2 2^-24 |t| relative, k = rint(t), p = 2^(t - k).
 template <class V>
 struct ExpNarrow {
-  V p, k;
+  V p, k, f;    // f = t - k
   bool normal;  // 2^k normal in every lane (x >= -87.3)
   // v 2^k rounded once (scaled_by_pow2).
   NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, normal); }
@@ -582,7 +593,19 @@ template <class V>
 NNF_HD ExpNarrow<V> exp_narrow(V x) {
   V t = x * cst<V>(1.4426950408889634);  // log2(e)
   V k = vrint(t);
-  return {exp2_reduced_narrow(t - k), k, all_lanes(k >= V(Limits<scalar_t<V>>::emin))};
+  V f = t - k;
+  return {exp2_reduced_narrow(f), k, f, all_lanes(k >= V(Limits<scalar_t<V>>::emin))};
+}
+
+// e^x - 1 for x <= 0 (x is clamped to [-30, 0]: -1 below, where it is -1
+// in float; NaN passes), the elu family's negative side: with t = x log2(e)
+// = k + f as exp_narrow, f P(f) where k = 0 (|x| < 0.347), else p 2^k - 1 in
+// one fma, where |e^x - 1| >= 0.29 amplifies the error of p at most 2.4-fold
+// (2^-17.1).
+template <class V>
+NNF_HD V expm1_narrow(V x) {
+  ExpNarrow<V> e = exp_narrow(vmax(V(-30.0f), vmin(V(0.0f), x)));
+  return select(e.k == V(0.0f), exp2m1_reduced_narrow(e.f), fma(e.p, pow2i(e.k), V(-1.0f)));
 }
 
 // log1p(t) = t Q(t) for 0 <= t <= 1 (NaN passes; softplus and logsigmoid: t
