@@ -219,22 +219,10 @@ struct ActivationBody {
     S y[K];
     if (direction == ActDirection::forward) {
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        if constexpr (kNarrowFwd<Op, T>) {
-          y[k] = Op::fwd_narrow(r.a[k], args);
-        } else {
-          y[k] = Op::fwd(r.a[k], args);
-        }
-      }
+      for (int k = 0; k < K; ++k) y[k] = forward_for<Op, T>(r.a[k], args);
     } else if (direction == ActDirection::backward_from_x) {
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        if constexpr (kNarrowBwd<Op, T>) {
-          y[k] = Op::bwd_narrow(r.g[k], r.a[k], args);
-        } else {
-          y[k] = Op::bwd(r.g[k], r.a[k], args);
-        }
-      }
+      for (int k = 0; k < K; ++k) y[k] = backward_for<Op, T>(r.g[k], r.a[k], args);
     } else {
       if constexpr (Op::has_bwd_from_y) {
 #pragma unroll

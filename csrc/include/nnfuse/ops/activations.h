@@ -60,6 +60,23 @@ template <class Op, class T>
 inline constexpr bool kNarrowFwd = sizeof(T) == 2 && HasFwdNarrow<Op>::value;
 template <class Op, class T>
 inline constexpr bool kNarrowBwd = sizeof(T) == 2 && HasBwdNarrow<Op>::value;
+// The forward and backward (from x) formulas that kernels storing T apply.
+template <class Op, class T, class V>
+NNF_HD V forward_for(V x, const ActArgs<V>& a) {
+  if constexpr (kNarrowFwd<Op, T>) {
+    return Op::fwd_narrow(x, a);
+  } else {
+    return Op::fwd(x, a);
+  }
+}
+template <class Op, class T, class V>
+NNF_HD V backward_for(V g, V x, const ActArgs<V>& a) {
+  if constexpr (kNarrowBwd<Op, T>) {
+    return Op::bwd_narrow(g, x, a);
+  } else {
+    return Op::bwd(g, x, a);
+  }
+}
 
 namespace act_detail {
 // v, except NaN where x is NaN (for derivatives that are piecewise constant).
@@ -71,6 +88,16 @@ NNF_HD V nan_from(V x, V v) {
 template <class V, class M>
 NNF_HD V pass_where(M m, V g, V x) {
   return nan_from(x, select(m, g, g * V(0.0f)));
+}
+// g d/dx [x sigmoid(w(x))] = g s (1 + x w' (1 - s)), s = sigmoid(w), for an
+// odd w (SiLU: w = x; gelu-tanh: w = 2u(x)) and 16-bit outputs, from
+// s = vmath::sigmoid_narrow(|w|) and xw = x w'(x): n (1 + xw q) where x < 0,
+// q (1 + xw n) elsewhere (n = sigmoid(-|w|), q = sigmoid(|w|)), with one
+// times(): g (1 + xw q) n where x < 0, n alone elsewhere.
+template <class V>
+NNF_HD V gated_bwd_narrow(V g, mask_t<V> neg, const vmath::NarrowProduct<V>& s, V xw) {
+  V n = s.times(select(neg, g * fma(xw, s.q, V(1.0f)), V(1.0f)));
+  return select(neg, n, g * (s.q * fma(xw, n, V(1.0f))));
 }
 // m e^x for x <= 0 with e^x = p 2^k from vmath::exp_narrow, 2^k applied last
 // with one rounding (x clamped to [exp_lo, 0]; the elu family's x > 0 side
@@ -114,13 +141,12 @@ struct Sigmoid {
   // sigmoid(|x|); the slope sigmoid(-|x|) sigmoid(|x|).
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
-    return select(x < V(0.0f), s.times_neg(V(1.0f)), s.q);
+    return vmath::mul_sigmoid_narrow(V(1.0f), x);
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
-    return s.times_neg(g * s.q);
+    vmath::NarrowProduct<V> s = vmath::sigmoid_narrow(vabs(x));
+    return s.times(g * s.q);
   }
 };
 
@@ -146,15 +172,14 @@ struct Tanh {
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
     V a = vabs(x);
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(a + a);
-    V large = copysign(fma(V(-2.0f), s.times_neg(V(1.0f)), V(1.0f)), x);
+    V large = copysign(fma(V(-2.0f), vmath::sigmoid_narrow(a + a).times(V(1.0f)), V(1.0f)), x);
     return select(a < V(0.55f), vmath::tanh_small(x), large);
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
     V a = vabs(x);
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(a + a);
-    return s.times_neg((V(4.0f) * g) * s.q);
+    vmath::NarrowProduct<V> s = vmath::sigmoid_narrow(a + a);
+    return s.times((V(4.0f) * g) * s.q);
   }
 };
 
@@ -461,14 +486,13 @@ struct GeluTanh {
   // without its low part: rounded a few times, w moves sigmoid(-w) by about
   // w 2^-23 relative, below 2^-16 wherever it is not 0 in 16 bits),
   // n = sigmoid(-w) and q = sigmoid(w) (vmath::sigmoid_narrow):
-  //   y = x n (x < 0) or x q;  y' = n (1 + x w' q) (x < 0) or q (1 + x w' n),
-  // w' = c1 + 3 c2 x^2, as SiLU's with x w' for x.
+  //   y = x sigmoid(w(x));  y' from act_detail::gated_bwd_narrow,
+  // w' = c1 + 3 c2 x^2.
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
     const V limit(vmath::Limits<scalar_t<V>>::gelu_tanh);
-    V a = vmin(limit, vabs(x));
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(act_detail::tanh_gelu_arg(a).w);
-    return select(x < V(0.0f), s.times_neg(vmax(-limit, x)), x * s.q);
+    V w = act_detail::tanh_gelu_arg(vmin(limit, vabs(x))).w;
+    return vmath::mul_sigmoid_narrow(vmax(-limit, x), copysign(w, x));
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
@@ -476,12 +500,8 @@ struct GeluTanh {
     const V limit(vmath::Limits<scalar_t<V>>::gelu_tanh);
     V xc = vmax(-limit, vmin(limit, x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(vabs(xc));
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(w.w);
     V xw = xc * fma(V(C::c2x3), w.x2, V(C::c1h));
-    mask_t<V> neg = x < V(0.0f);
-    // One times_neg: g (1 + x w' q) n where x < 0, n alone elsewhere.
-    V n = s.times_neg(select(neg, g * fma(xw, s.q, V(1.0f)), V(1.0f)));
-    return select(neg, n, g * (s.q * fma(xw, n, V(1.0f))));
+    return act_detail::gated_bwd_narrow(g, x < V(0.0f), vmath::sigmoid_narrow(w.w), xw);
   }
   // float64: the reference's formula (see act_detail::reference_gelu_tanh_bwd).
   NNF_HD static double bwd_impl(double g, double x) { return act_detail::reference_gelu_tanh_bwd(g, x); }
@@ -557,23 +577,17 @@ struct Silu {
     V y = fma(xc, g * slope, g * base);
     return select(neg, sp.scaled(y), y);
   }
-  // float16 / bfloat16 outputs (vmath::sigmoid_narrow, n = sigmoid(-|x|), q =
-  // sigmoid(|x|)): y = x n (x < 0) or x q; y' = n (1 + x q) (x < 0) or
-  // q (1 + x n).
+  // float16 / bfloat16 outputs: y = x sigmoid(x) (vmath::mul_sigmoid_narrow),
+  // y' from act_detail::gated_bwd_narrow with w = x.
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
-    return select(x < V(0.0f), s.times_neg(vmax(V(-vmath::Limits<scalar_t<V>>::tail), x)), x * s.q);
+    return vmath::mul_sigmoid_narrow(vmax(V(-vmath::Limits<scalar_t<V>>::tail), x), x);
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
     const V big(vmath::Limits<scalar_t<V>>::tail);
     V xc = vmax(-big, vmin(big, x));
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
-    mask_t<V> neg = x < V(0.0f);
-    // One times_neg: g (1 + x q) n where x < 0, n alone elsewhere.
-    V n = s.times_neg(select(neg, g * fma(xc, s.q, V(1.0f)), V(1.0f)));
-    return select(neg, n, g * (s.q * fma(xc, n, V(1.0f))));
+    return act_detail::gated_bwd_narrow(g, x < V(0.0f), vmath::sigmoid_narrow(vabs(x)), xc);
   }
 };
 
@@ -681,26 +695,34 @@ struct Mish {
   //   y' = p (u + c) / D 2^k (x < 0) or (1 - 2 / D) + e c / D, c = 4x (e + 1) / D.
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
-    V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
-    vmath::ExpNarrow<V> en = vmath::exp_narrow(xc);
-    V e = en.value();
-    V u = e + V(2.0f);
-    V id = V(1.0f) / fma(e, u, V(2.0f));
-    V yneg = en.scaled((xc * en.p) * (u * id));
-    V ypos = fma(V(-2.0f) * xc, id, xc);
+    MishNarrow<V> d = mish_narrow(x);
+    V yneg = d.en.scaled((d.xc * d.en.p) * (d.u * d.id));
+    V ypos = fma(V(-2.0f) * d.xc, d.id, d.xc);
     return select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos));
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
+    MishNarrow<V> d = mish_narrow(x);
+    V c = ((V(4.0f) * d.xc) * (d.e + V(1.0f))) * d.id;
+    V yneg = d.en.scaled((g * d.en.p) * ((d.u + c) * d.id));
+    V ypos = fma(d.e * c, d.id, fma(V(-2.0f), d.id, V(1.0f)));
+    return select(x < V(0.0f), yneg, g * ypos);
+  }
+
+ private:
+  // x clamped to [-tail, 20], e = e^x (p 2^k in en), u = e + 2, id = 1 / (e u + 2).
+  template <class V>
+  struct MishNarrow {
+    vmath::ExpNarrow<V> en;
+    V xc, e, u, id;
+  };
+  template <class V>
+  NNF_HD static MishNarrow<V> mish_narrow(V x) {
     V xc = vmax(V(-vmath::Limits<scalar_t<V>>::tail), vmin(V(20.0f), x));
     vmath::ExpNarrow<V> en = vmath::exp_narrow(xc);
     V e = en.value();
     V u = e + V(2.0f);
-    V id = V(1.0f) / fma(e, u, V(2.0f));
-    V c = ((V(4.0f) * xc) * (e + V(1.0f))) * id;
-    V yneg = en.scaled((g * en.p) * ((u + c) * id));
-    V ypos = fma(e * c, id, fma(V(-2.0f), id, V(1.0f)));
-    return select(x < V(0.0f), yneg, g * ypos);
+    return {en, xc, e, u, V(1.0f) / fma(e, u, V(2.0f))};
   }
 };
 
@@ -797,8 +819,7 @@ struct Softplus {
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
     V z = a.p0 * x;
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(z));
-    return select(z > a.p1, g, select(z < V(0.0f), s.times_neg(g), g * s.q));
+    return select(z > a.p1, g, vmath::mul_sigmoid_narrow(g, z));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
@@ -857,8 +878,7 @@ struct Logsigmoid {
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {
-    vmath::SigmoidNarrow<V> s = vmath::sigmoid_narrow(vabs(x));
-    return select(x > V(0.0f), s.times_neg(g), g * s.q);
+    return vmath::mul_sigmoid_narrow(g, -x);
   }
 };
 

@@ -422,6 +422,17 @@ NNF_TABLE float kGaussTailPieces[8][16] = {
     {-1.522259135e-02f, -5.239024758e-03f, -2.003804781e-03f, -8.334803861e-04f, -2.639516606e-04f, -6.893717364e-05f, -2.209282866e-05f, -8.209036423e-06f, -2.395725232e-06f, -6.023735182e-07f, -1.941288019e-07f, -7.433389726e-08f, -2.254786580e-08f, -8.098064441e-09f, -8.098064441e-09f, -8.098064441e-09f},  // c_i5
     {5.681002513e-03f, 1.756870304e-03f, 6.114053540e-04f, 2.307294926e-04f, 6.390111957e-05f, 1.406953379e-05f, 3.881890734e-06f, 1.255884968e-06f, 3.041204479e-07f, 6.200514946e-08f, 1.678406569e-08f, 5.498113964e-09f, 1.371748493e-09f, 4.182627023e-10f, 4.182627023e-10f, 4.182627023e-10f},  // c_i6
 };
+// sum over j = kLow .. kHigh of table[j] d^(j - kLow), each row's entry for
+// the piece of key (quarter_octave_lookup), by Horner from the top row.
+template <int kLow, int kHigh, class V>
+NNF_HD V quarter_octave_horner(const float (*table)[16], V key, V d) {
+  if constexpr (kLow == kHigh) {
+    return quarter_octave_lookup(table[kLow], key);
+  } else {
+    return fma(quarter_octave_horner<kLow + 1, kHigh>(table, key, d), d, quarter_octave_lookup(table[kLow], key));
+  }
+}
+
 template <class V>
 struct TailValue {
   V hi, lo;  // R(a) = hi + lo, |lo| <~ 2^-23 |hi|
@@ -430,11 +441,7 @@ template <class V>
 NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   V key = a + V(2.0f);
   V d = a - quarter_octave_lookup(kGaussTailPieces[0], key);
-  V p = fma(quarter_octave_lookup(kGaussTailPieces[7], key), d, quarter_octave_lookup(kGaussTailPieces[6], key));
-  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[5], key));
-  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[4], key));
-  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[3], key));
-  p = fma(p, d, quarter_octave_lookup(kGaussTailPieces[2], key));
+  V p = quarter_octave_horner<2, 7>(kGaussTailPieces, key, d);
   // hi = c0 + p d rounded once; c0 - hi is exact (Sterbenz: |p d| < c0 / 2
   // on every piece), so lo is the rounding error of hi, itself rounded once.
   V c0 = quarter_octave_lookup(kGaussTailPieces[1], key);
@@ -543,44 +550,9 @@ NNF_TABLE float kGaussTailNarrow[6][16] = {
     {3.755667061e-02f, 1.446416043e-02f, 6.141705438e-03f, 2.839231398e-03f, 1.035196357e-03f, 3.242203966e-04f, 1.218426041e-04f, 5.261235856e-05f, 1.843582140e-05f, 5.763593890e-06f, 2.222487865e-06f, 9.933683032e-07f, 3.661370727e-07f, 1.551839830e-07f, 1.551839830e-07f, 1.551839830e-07f},  // c_i4
 };
 
-// GELU's tails for 16-bit outputs, as gelu_tail / gelu_dtail: Q 2^k with Q =
-// q p, where q = R(a) (the degree-4 pieces) or R(a) - a / sqrt(2 pi), and
-// e^(-a^2/2) = p 2^k with t = -a^2 log2(e) / 2 = k + f, k = rint(t), p = 2^f,
-// for 0 <= a <= 20 (NaN passes). t is formed with three roundings, an error
-// of at most 3 2^-24 |t| that moves e^(-a^2/2) by ln2 3 2^-24 |t|, below
-// 2^-15.9 relative for |t| <= 133 (a <= 13.6); beyond, a Phi(-a) < 2^-134
-// rounds to 0 in both 16-bit types. With R (2^-18.0) and p (2^-18.4),
-// Phi(-a) is within 2^-15.4 relative before the last products, within 2^-15
-// after.
-template <class V>
-struct NarrowScaledTail {
-  V q, p, k;
-  // m q p 2^k, 2^k applied last with one rounding (scaled_by_pow2; 2^k is
-  // normal for a <= 13.2).
-  NNF_HD V times(V m) const {
-    return scaled_by_pow2((m * q) * p, k, all_lanes(k >= V(Limits<scalar_t<V>>::emin)));
-  }
-};
-template <class V>
-NNF_HD NarrowScaledTail<V> gelu_tail_narrow(V a) {
-  V key = a + V(2.0f);
-  V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
-  V r = fma(quarter_octave_lookup(kGaussTailNarrow[5], key), d, quarter_octave_lookup(kGaussTailNarrow[4], key));
-  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[3], key));
-  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[2], key));
-  r = fma(r, d, quarter_octave_lookup(kGaussTailNarrow[1], key));
-  V t = (a * a) * cst<V>(-0.7213475204444817);  // -log2(e) / 2
-  V k = vrint(t);
-  return {r, exp2_reduced_narrow(t - k), k};
-}
-template <class V>
-NNF_HD NarrowScaledTail<V> gelu_dtail_narrow(V a) {
-  NarrowScaledTail<V> tail = gelu_tail_narrow(a);
-  return {fma(-a, cst<V>(0.3989422804014327), tail.q), tail.p, tail.k};
-}
-
-// e^x = p 2^k for x <= 88 (NaN passes): t = x log2(e) rounded once, which
-// moves e^x by at most ln2 2^-24 |t| relative, k = rint(t), p = 2^(t - k).
+// 2^t = p 2^k for t <= 127 (NaN passes): k = rint(t), p = 2^(t - k) (exact
+// t - k). exp_narrow: e^x with t = x log2(e) rounded once, which moves e^x by
+// at most ln2 2^-24 |t| relative.
 template <class V>
 struct ExpNarrow {
   V p, k, f;    // f = t - k
@@ -590,11 +562,44 @@ struct ExpNarrow {
   NNF_HD V value() const { return scaled(p); }
 };
 template <class V>
-NNF_HD ExpNarrow<V> exp_narrow(V x) {
-  V t = x * cst<V>(1.4426950408889634);  // log2(e)
+NNF_HD ExpNarrow<V> exp2_narrow(V t) {
   V k = vrint(t);
   V f = t - k;
   return {exp2_reduced_narrow(f), k, f, all_lanes(k >= V(Limits<scalar_t<V>>::emin))};
+}
+template <class V>
+NNF_HD ExpNarrow<V> exp_narrow(V x) {
+  return exp2_narrow(x * cst<V>(1.4426950408889634));  // log2(e)
+}
+
+// q e^x as a multiplier: times(m) = m q e^x, (m q) p rounded and 2^k applied
+// last with one rounding, also into the denormal range.
+template <class V>
+struct NarrowProduct {
+  ExpNarrow<V> e;
+  V q;
+  NNF_HD V times(V m) const { return e.scaled((m * q) * e.p); }
+};
+
+// GELU's tails for 16-bit outputs, as gelu_tail / gelu_dtail, for 0 <= a <=
+// 20 (NaN passes): times(m) = m Phi(-a) (q = R(a), the degree-4 pieces) or
+// m (Phi(-a) - a phi(a)) (q = R(a) - a / sqrt(2 pi)), with e^(-a^2/2) =
+// 2^t, t = a^2 (-log2(e) / 2), from exp2_narrow. t is formed with three
+// roundings (the constant's included): an error of at most 3 2^-24 |t| that
+// moves e^(-a^2/2) by ln2 3 2^-24 |t|, below 2^-15.9 relative for |t| <= 133
+// (a <= 13.6); beyond, a Phi(-a) < 2^-134 rounds to 0 in both 16-bit types.
+// With R (2^-18.0) and p (2^-18.4), Phi(-a) is within 2^-15.4 relative before
+// the last products, within 2^-15 after.
+template <class V>
+NNF_HD NarrowProduct<V> gelu_tail_narrow(V a) {
+  V key = a + V(2.0f);
+  V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
+  return {exp2_narrow((a * a) * cst<V>(-0.7213475204444817)), quarter_octave_horner<1, 5>(kGaussTailNarrow, key, d)};
+}
+template <class V>
+NNF_HD NarrowProduct<V> gelu_dtail_narrow(V a) {
+  NarrowProduct<V> tail = gelu_tail_narrow(a);
+  return {tail.e, fma(-a, cst<V>(0.3989422804014327), tail.q)};
 }
 
 // e^x - 1 for x <= 0 (x is clamped to [-30, 0]: -1 below, where it is -1
@@ -621,23 +626,23 @@ NNF_HD V log1p_unit_narrow(V t) {
   return t * q;
 }
 
-// e^-z = p 2^k and q = sigmoid(z) = 1 / (1 + e^-z) for z >= 0 (clamped to
-// Limits::tail; NaN passes), so that sigmoid(-z) = p q 2^k. t = -z log2(e) is
-// rounded once, which moves e^-z by at most ln2 2^-24 |t| <= 2^-17.4
-// relative for z <= 93 (beyond, sigmoid(-z) < 2^-134 rounds to 0 in both
-// 16-bit types); with p (2^-18.4) and the roundings of 1 + e^-z and the
-// quotient, sigmoid(+-z) is within 2^-16 relative.
+// For z >= 0 (clamped to Limits::tail; NaN passes): q = sigmoid(z) = 1 / (1 +
+// e^-z) and times(m) = m q e^-z = m sigmoid(-z). t = -z log2(e) is rounded
+// once, which moves e^-z by at most ln2 2^-24 |t| <= 2^-17.4 relative for z
+// <= 93 (beyond, sigmoid(-z) < 2^-134 rounds to 0 in both 16-bit types);
+// with p (2^-18.4) and the roundings of 1 + e^-z and the quotient,
+// sigmoid(+-z) is within 2^-16 relative.
 template <class V>
-struct SigmoidNarrow {
-  V p, k, q;
-  bool normal;  // 2^k normal in every lane (z < 87.3)
-  // v sigmoid(-z) = v p q 2^k, 2^k applied last with one rounding.
-  NNF_HD V times_neg(V v) const { return scaled_by_pow2((v * p) * q, k, normal); }
-};
-template <class V>
-NNF_HD SigmoidNarrow<V> sigmoid_narrow(V z) {
+NNF_HD NarrowProduct<V> sigmoid_narrow(V z) {
   ExpNarrow<V> e = exp_narrow(-vmin(V(Limits<scalar_t<V>>::tail), z));
-  return {e.p, e.k, V(1.0f) / (V(1.0f) + e.value()), e.normal};
+  return {e, V(1.0f) / (V(1.0f) + e.value())};
+}
+// m sigmoid(u): m sigmoid(-|u|) where u < 0, else m sigmoid(|u|) (u = +-0
+// takes the second form, m / 2).
+template <class V>
+NNF_HD V mul_sigmoid_narrow(V m, V u) {
+  NarrowProduct<V> s = sigmoid_narrow(vabs(u));
+  return select(u < V(0.0f), s.times(m), m * s.q);
 }
 
 }  // namespace vmath
