@@ -60,15 +60,12 @@ def lawson(d, y, weight, fixed, degree):
     return list(fixed) + list(coefs)
 
 
-def gal_centre(lo, hi, f=None):
-    """The float within 3000 steps of (lo + hi) / 2 where f (default: scaled_tail) is closest
-    to a float: (offset in ulp, the float c, f(c) rounded to float)."""
-    f = f or scaled_tail
+def gal_centre(lo, hi):
     middle = np.float32((lo + hi) / 2)
     best = None
     for bits in middle.view(np.int32) + np.arange(-3000, 3000, dtype=np.int32):
         c = float(np.int32(bits).view(np.float32))
-        exact = f(mp.mpf(c))
+        exact = scaled_tail(mp.mpf(c))
         rounded = float(np.float32(float(exact)))
         offset = abs(float(exact - rounded)) / ulp32(rounded)
         if best is None or offset < best[0]:

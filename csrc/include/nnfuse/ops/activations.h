@@ -363,27 +363,10 @@ struct Gelu {
     V h;  // a Phi(-a)
     if constexpr (kNarrow) {
       h = vmath::gelu_tail_narrow(a).times(a);
-    } else if constexpr (std::is_same_v<scalar_t<V>, float>) {
-      h = fwd_product_float(x, a);
     } else {
       h = vmath::gelu_tail(a).times(a);
     }
     return select(x < V(0.0f), -h, x - h);
-  }
-  // float: a Phi(-a) from vmath::gauss_cdf_lower for a <= kGaussCdfMax (a
-  // times hi + lo, rounded once): no exponential, about half the multiplies
-  // of the scaled tail. Beyond, x > 5.477 keeps that bound's a Phi(-a) <
-  // 1.4e-7, below half an ulp of x, so x - h = x, as GELU(x) rounds (within
-  // 0.28 ulp); lanes with x < -5.477 take the scaled tail (gelu_tail), which
-  // reaches the denormals. A lane's formula depends on its own x only.
-  template <class V>
-  NNF_HD static V fwd_product_float(V x, V a) {
-    const V near_a = vmin(V(vmath::kGaussCdfMax), a);
-    vmath::TailValue<V> cdf = vmath::gauss_cdf_lower(near_a);
-    V h = fma(near_a, cdf.hi, near_a * cdf.lo);
-    mask_t<V> far = x < V(-vmath::kGaussCdfMax);
-    if (any_lane(far)) h = select(far, vmath::gelu_tail(a).times(a), h);
-    return h;
   }
   template <bool kNarrow, class V>
   NNF_HD static V bwd_impl(V g, V x) {

@@ -101,21 +101,6 @@ NNF_HD VecAvx2 quarter_octave_lookup(const float* table, VecAvx2 key) {
   __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 7)));
 }
-NNF_HD VecAvx2 eighth_octave_lookup(const float* table, VecAvx2 key) {
-  // Two 16-entry lookups as above on the halves of the table (key bits 20-23:
-  // bits 0-2 by vpermps, bit 3 moved to the sign bit), then key bit 24 picks
-  // the half.
-  __m256i bits = _mm256_castps_si256(key.v);
-  __m256i index = _mm256_srli_epi32(bits, 20);
-  __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 8));
-  __m256 half[2];
-  for (int h = 0; h < 2; ++h) {
-    __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 16 * h), index);
-    __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 16 * h + 8), index);
-    half[h] = _mm256_blendv_ps(low, high, bit3);
-  }
-  return _mm256_blendv_ps(half[0], half[1], _mm256_castsi256_ps(_mm256_slli_epi32(bits, 7)));
-}
 
 // ---- widening loads and narrowing stores ------------------------------------
 NNF_HD VecAvx2 vload(const float* p) { return _mm256_loadu_ps(p); }

@@ -101,11 +101,6 @@ NNF_HD VecAvx512 quarter_octave_lookup(const float* table, VecAvx512 key) {
   __m512i index = _mm512_srli_epi32(_mm512_castps_si512(key.v), 21);
   return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
 }
-NNF_HD VecAvx512 eighth_octave_lookup(const float* table, VecAvx512 key) {
-  // vpermt2ps reads the low five bits of each index lane: bit 4 picks the half.
-  __m512i index = _mm512_srli_epi32(_mm512_castps_si512(key.v), 20);
-  return _mm512_permutex2var_ps(_mm512_loadu_ps(table), index, _mm512_loadu_ps(table + 16));
-}
 
 // ---- widening loads and narrowing stores; tails use AVX-512 masked moves -----
 NNF_HD __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }

@@ -422,25 +422,14 @@ NNF_TABLE float kGaussTailPieces[8][16] = {
     {-1.522259135e-02f, -5.239024758e-03f, -2.003804781e-03f, -8.334803861e-04f, -2.639516606e-04f, -6.893717364e-05f, -2.209282866e-05f, -8.209036423e-06f, -2.395725232e-06f, -6.023735182e-07f, -1.941288019e-07f, -7.433389726e-08f, -2.254786580e-08f, -8.098064441e-09f, -8.098064441e-09f, -8.098064441e-09f},  // c_i5
     {5.681002513e-03f, 1.756870304e-03f, 6.114053540e-04f, 2.307294926e-04f, 6.390111957e-05f, 1.406953379e-05f, 3.881890734e-06f, 1.255884968e-06f, 3.041204479e-07f, 6.200514946e-08f, 1.678406569e-08f, 5.498113964e-09f, 1.371748493e-09f, 4.182627023e-10f, 4.182627023e-10f, 4.182627023e-10f},  // c_i6
 };
-// The entry of key's piece in a row of 16 (quarter octaves) or 32 (eighth
-// octaves) pieces.
-template <int kPieces, class V>
-NNF_HD V piece_lookup(const float (&row)[kPieces], V key) {
-  static_assert(kPieces == 16 || kPieces == 32, "pieces are quarter or eighth octaves");
-  if constexpr (kPieces == 16) {
-    return quarter_octave_lookup(row, key);
-  } else {
-    return eighth_octave_lookup(row, key);
-  }
-}
 // sum over j = kLow .. kHigh of table[j] d^(j - kLow), each row's entry for
-// the piece of key (piece_lookup), by Horner from the top row.
-template <int kLow, int kHigh, int kPieces, class V>
-NNF_HD V piece_horner(const float (*table)[kPieces], V key, V d) {
+// the piece of key (quarter_octave_lookup), by Horner from the top row.
+template <int kLow, int kHigh, class V>
+NNF_HD V quarter_octave_horner(const float (*table)[16], V key, V d) {
   if constexpr (kLow == kHigh) {
-    return piece_lookup(table[kLow], key);
+    return quarter_octave_lookup(table[kLow], key);
   } else {
-    return fma(piece_horner<kLow + 1, kHigh>(table, key, d), d, piece_lookup(table[kLow], key));
+    return fma(quarter_octave_horner<kLow + 1, kHigh>(table, key, d), d, quarter_octave_lookup(table[kLow], key));
   }
 }
 
@@ -451,44 +440,11 @@ struct TailValue {
 template <class V>
 NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   V key = a + V(2.0f);
-  V d = a - piece_lookup(kGaussTailPieces[0], key);
-  V p = piece_horner<2, 7>(kGaussTailPieces, key, d);
+  V d = a - quarter_octave_lookup(kGaussTailPieces[0], key);
+  V p = quarter_octave_horner<2, 7>(kGaussTailPieces, key, d);
   // hi = c0 + p d rounded once; c0 - hi is exact (Sterbenz: |p d| < c0 / 2
   // on every piece), so lo is the rounding error of hi, itself rounded once.
-  V c0 = piece_lookup(kGaussTailPieces[1], key);
-  V hi = fma(p, d, c0);
-  return {hi, fma(p, d, c0 - hi)};
-}
-
-// The normal lower tail Phi(-a) for 0 <= a <= kGaussCdfMax (NaN passes),
-// without an exponential (GELU's float32 forward): the eighth octave of a^2 +
-// 2 (one 32-entry lookup) picks one of 32 pieces covering a^2 < 30, and there
-// Phi(-a) = P_i(a - c_i) with P_i of degree 6 (relative error <= 2^-25.97
-// over every piece, docs/fits/gauss_cdf.py fits and prints the table). Equal
-// widths in a^2 keep e^(-a^2/2), and with it Phi(-a), within a factor e^(1/2)
-// of its value at c_i on the widest pieces, so a low degree suffices and every
-// value of a piece is within a factor 2 of the constant term: c0 - hi is
-// exact (Sterbenz) in the compensated last step, as in gauss_tail_scaled.
-// c_0 = 0 with the exact constant 1/2; the other pieces span less than a
-// factor 2 in a, so a - c_i is exact, and c_i is a Gal centre (constant term
-// within 3e-4 ulp).
-inline constexpr float kGaussCdfMax = 5.47722530f;  // the largest a with a * a + 2 < 32 in float
-NNF_TABLE float kGaussCdfPieces[8][32] = {
-    {0.000000000e+00f, 6.037301421e-01f, 7.864803672e-01f, 9.329330325e-01f, 1.059171081e+00f, 1.171452522e+00f, 1.273794532e+00f, 1.368775606e+00f, 1.497703552e+00f, 1.656691790e+00f, 1.801794410e+00f, 1.935422301e+00f, 2.061368227e+00f, 2.178935051e+00f, 2.290872097e+00f, 2.396672964e+00f, 2.547290087e+00f, 2.736937523e+00f, 2.914485931e+00f, 3.081720352e+00f, 3.239228010e+00f, 3.389836311e+00f, 3.535283804e+00f, 3.673828602e+00f, 3.870205164e+00f, 4.120893955e+00f, 4.356349468e+00f, 4.581060886e+00f, 4.794360638e+00f, 4.999815941e+00f, 5.195149899e+00f, 5.385157108e+00f},  // centre c_i
-    {5.000000000e-01f, 2.730115354e-01f, 2.157930583e-01f, 1.754272729e-01f, 1.447609365e-01f, 1.207084656e-01f, 1.013681218e-01f, 8.553471416e-02f, 6.710514426e-02f, 4.879090190e-02f, 3.578887880e-02f, 2.646924742e-02f, 1.963396184e-02f, 1.466824673e-02f, 1.098540612e-02f, 8.272341453e-03f, 5.428157281e-03f, 3.100703470e-03f, 1.781374332e-03f, 1.029040432e-03f, 5.992685910e-04f, 3.496718418e-04f, 2.036687074e-04f, 1.194715223e-04f, 5.437189975e-05f, 1.887025610e-05f, 6.612478501e-06f, 2.313115601e-06f, 8.159723279e-07f, 2.869253422e-07f, 1.022774754e-07f, 3.619069844e-08f},  // c_i0
-    {-3.989424407e-01f, -3.324773312e-01f, -2.928150296e-01f, -2.581742406e-01f, -2.276695073e-01f, -2.008716613e-01f, -1.772463322e-01f, -1.563416123e-01f, -1.299641728e-01f, -1.011397168e-01f, -7.869543880e-02f, -6.130656973e-02f, -4.766499624e-02f, -3.714903444e-02f, -2.892682143e-02f, -2.257393859e-02f, -1.555641927e-02f, -9.425353259e-03f, -5.707052071e-03f, -3.456707578e-03f, -2.101219026e-03f, -1.275478746e-03f, -7.708210615e-04f, -4.678106925e-04f, -2.230348618e-04f, -8.191553206e-05f, -3.019516407e-05f, -1.106196578e-05f, -4.069927400e-06f, -1.488088515e-06f, -5.497898883e-07f, -2.012139788e-07f},  // c_i1
-    {5.946982128e-06f, 1.003632843e-01f, 1.151466519e-01f, 1.204296350e-01f, 1.205704734e-01f, 1.176557988e-01f, 1.128876954e-01f, 1.069982946e-01f, 9.732390940e-02f, 8.377866447e-02f, 7.089650631e-02f, 5.932705104e-02f, 4.912755638e-02f, 4.047266766e-02f, 3.313382342e-02f, 2.705117315e-02f, 1.981335692e-02f, 1.289830077e-02f, 8.316561580e-03f, 5.326303188e-03f, 3.403163748e-03f, 2.161832061e-03f, 1.362535637e-03f, 8.593281382e-04f, 4.315952829e-04f, 1.687825716e-04f, 6.577032036e-05f, 2.533775842e-05f, 9.756343388e-06f, 3.720082077e-06f, 1.428119390e-06f, 5.417841180e-07f},  // c_i2
-    {6.641604006e-02f, 3.521262854e-02f, 1.862480678e-02f, 5.574437790e-03f, -4.625672940e-03f, -1.247439440e-02f, -1.839638874e-02f, -2.275599167e-02f, -2.692388184e-02f, -2.940905094e-02f, -2.946450189e-02f, -2.805612981e-02f, -2.581070364e-02f, -2.320371009e-02f, -2.048148587e-02f, -1.784915477e-02f, -1.423063129e-02f, -1.019653399e-02f, -7.128354628e-03f, -4.895302467e-03f, -3.324381076e-03f, -2.230212325e-03f, -1.477165497e-03f, -9.743791306e-04f, -5.196079728e-04f, -2.181885939e-04f, -9.047178901e-05f, -3.684672629e-05f, -1.491311923e-05f, -5.951726962e-06f, -2.381397735e-06f, -9.389642059e-07f},  // c_i3
-    {4.322913883e-04f, -2.203853615e-02f, -2.286469005e-02f, -2.136730962e-02f, -1.886546426e-02f, -1.594191603e-02f, -1.294377539e-02f, -1.005153731e-02f, -6.144743878e-03f, -1.780139981e-03f, 1.453502919e-03f, 3.686910030e-03f, 5.111027975e-03f, 5.893121939e-03f, 6.209082436e-03f, 6.187996361e-03f, 5.759851076e-03f, 4.827498924e-03f, 3.807776608e-03f, 2.883746754e-03f, 2.124988008e-03f, 1.529791392e-03f, 1.078425907e-03f, 7.517214981e-04f, 4.308294156e-04f, 1.966634591e-04f, 8.757718024e-05f, 3.797970203e-05f, 1.625065852e-05f, 6.820083854e-06f, 2.855288130e-06f, 1.173940859e-06f},  // c_i4
-    {-1.126263384e-02f, -2.411772031e-03f, -3.530474496e-04f, 3.797749057e-03f, 5.221476313e-03f, 8.472013287e-03f, 7.881935686e-03f, 3.894904628e-03f, 5.545299035e-03f, 5.074435379e-03f, 3.912865650e-03f, 2.703445265e-03f, 1.378583605e-03f, 7.788637304e-04f, 4.526317935e-04f, -1.282878075e-04f, -8.045875584e-04f, -1.097251778e-03f, -1.146121183e-03f, -1.039207447e-03f, -8.720355690e-04f, -6.967314985e-04f, -5.433700862e-04f, -4.052664735e-04f, -2.563666785e-04f, -1.298903517e-04f, -6.302785914e-05f, -2.942602077e-05f, -1.342037194e-05f, -5.963234798e-06f, -2.625939942e-06f, -1.131117870e-06f},  // c_i5
-    {1.933231950e-03f, 2.929634880e-03f, 4.631679971e-03f, 1.381660812e-03f, 6.480092416e-04f, -3.577011637e-03f, -3.864631057e-03f, 2.424617298e-03f, 3.528814705e-05f, -1.469043782e-03f, -1.044344041e-03f, -1.262770267e-03f, -7.208407624e-04f, -7.733408711e-04f, -1.362231560e-03f, -1.407308853e-03f, -3.989109246e-04f, -1.823372004e-04f, 4.717721458e-05f, 1.493869640e-04f, 1.738595456e-04f, 1.731423108e-04f, 1.820909238e-04f, 1.445678208e-04f, 1.069852806e-04f, 6.229228165e-05f, 3.359153197e-05f, 1.716344741e-05f, 8.413006071e-06f, 4.006458767e-06f, 1.861496457e-06f, 8.481753184e-07f},  // c_i6
-};
-template <class V>
-NNF_HD TailValue<V> gauss_cdf_lower(V a) {
-  V key = a * a + V(2.0f);
-  V d = a - piece_lookup(kGaussCdfPieces[0], key);
-  V p = piece_horner<2, 7>(kGaussCdfPieces, key, d);
-  V c0 = piece_lookup(kGaussCdfPieces[1], key);
+  V c0 = quarter_octave_lookup(kGaussTailPieces[1], key);
   V hi = fma(p, d, c0);
   return {hi, fma(p, d, c0 - hi)};
 }
@@ -637,8 +593,8 @@ struct NarrowProduct {
 template <class V>
 NNF_HD NarrowProduct<V> gelu_tail_narrow(V a) {
   V key = a + V(2.0f);
-  V d = a - piece_lookup(kGaussTailNarrow[0], key);
-  return {exp2_narrow((a * a) * cst<V>(-0.7213475204444817)), piece_horner<1, 5>(kGaussTailNarrow, key, d)};
+  V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
+  return {exp2_narrow((a * a) * cst<V>(-0.7213475204444817)), quarter_octave_horner<1, 5>(kGaussTailNarrow, key, d)};
 }
 template <class V>
 NNF_HD NarrowProduct<V> gelu_dtail_narrow(V a) {

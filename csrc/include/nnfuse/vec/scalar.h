@@ -28,10 +28,6 @@
 //                              t[(bits(key) >> 21) & 15] for a float key and a table t of
 //                              16 floats: for key in [2, 32), the entry of key's quarter
 //                              octave (exponent's two low bits, mantissa's top two bits)
-//   eighth_octave_lookup(t, key)
-//                              t[(bits(key) >> 20) & 31] for a table of 32 floats: for key
-//                              in [2, 32), the entry of key's eighth octave (exponent's two
-//                              low bits, mantissa's top three bits)
 //
 // The build compiles every CPU translation unit with -ffp-contract=off and CUDA
 // with --fmad=false: an fma happens only where the code says fma, which is what
@@ -120,9 +116,6 @@ NNF_HD float mantissa_of(float a) {
 NNF_HD float scale_pow2(float v, float k) { return v * pow2i(k); }
 NNF_HD float quarter_octave_lookup(const float* table, float key) {
   return table[(bit_cast_value<uint32_t>(key) >> 21) & 15u];
-}
-NNF_HD float eighth_octave_lookup(const float* table, float key) {
-  return table[(bit_cast_value<uint32_t>(key) >> 20) & 31u];
 }
 
 // ---- double ---------------------------------------------------------------
