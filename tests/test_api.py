@@ -241,3 +241,37 @@ def test_rrelu_eval_is_leaky_relu_with_the_mean_slope():
     np.testing.assert_array_equal(nf.rrelu(x), nf.leaky_relu(x, (1 / 8 + 1 / 3) / 2))
     np.testing.assert_array_equal(nf.rrelu_backward(np.ones_like(x), x),
                                   nf.leaky_relu_backward(np.ones_like(x), x, (1 / 8 + 1 / 3) / 2))
+
+
+# Back-to-back parallel regions whose chunk counts change from one to the next
+# (thread counts 1, 2, 3, 8; a softmax of 64 rows, then a 2^16 relu), more
+# threads than the 2 cores we test on, so workers are preempted between
+# reading a region's claim word and claiming from it. The pool once let such a
+# worker claim a chunk of the finished region against the next region's larger
+# chunk count: scripts like this one then deadlocked or crashed within 10 s in
+# 8 of 12 runs on a 2-core machine.
+RACE_SCRIPT = """
+import sys, time
+import numpy as np
+import nnfuse as nf
+rng = np.random.default_rng(0)
+x = (rng.standard_normal((64, 1537)) * 6).astype(np.float32)
+small = rng.standard_normal(1 << 16, dtype=np.float32)
+expected = nf.softmax(x)
+deadline = time.time() + float(sys.argv[1])
+while time.time() < deadline:
+    for threads in (1, 2, 3, 8):
+        nf.set_num_threads(threads)
+        y = nf.softmax(x)
+        nf.relu(small)
+print("ok" if np.array_equal(y, expected) else "different bits")
+"""
+
+
+def test_parallel_regions_with_changing_chunk_counts_finish():
+    try:
+        result = subprocess.run([sys.executable, "-c", RACE_SCRIPT, "10"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("parallel regions deadlocked")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

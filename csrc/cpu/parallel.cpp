@@ -49,7 +49,6 @@ class ThreadPool {
   void run(int chunks, void (*task)(void*, int), void* ctx) {
     task_.store(task, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
-    chunks_.store(chunks, std::memory_order_relaxed);
     finished_.store(0, std::memory_order_relaxed);
     uint64_t generation;
     {
@@ -58,7 +57,7 @@ class ThreadPool {
       // miss it.
       std::lock_guard<std::mutex> lock(mutex_);
       generation = generation_.load(std::memory_order_relaxed) + 1;
-      claim_.store(generation << 32, std::memory_order_release);
+      claim_.store((generation << 32) | (static_cast<uint64_t>(chunks) << 16), std::memory_order_release);
       generation_.store(generation, std::memory_order_release);
     }
     if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
@@ -73,17 +72,23 @@ class ThreadPool {
   }
 
  private:
-  // claim_ holds (generation << 32) | next unclaimed chunk. A claim is a CAS
-  // that succeeds only within the claimant's generation, so a worker still
-  // looking at a finished region can never take (or count) a chunk of the
-  // next one; task_, ctx_ and chunks_ cannot change while a claimed chunk of
-  // the current generation is unfinished, because run() waits for it.
+  // claim_ holds (generation << 32) | (chunks << 16) | next unclaimed chunk.
+  // A claim is a CAS on that whole word, so it succeeds only within the
+  // claimant's generation and against that generation's own chunk count: a
+  // worker still looking at a finished region can never take (or count) a
+  // chunk of the next one. (The count once lived in a separate variable that
+  // run() set before opening the next generation; a worker that read the old
+  // word, exhausted, and then the new, larger count could claim one more chunk
+  // of the old generation, run it with the new task, and count it in the new
+  // region, whose caller then waited forever for the count to come out even.)
+  // task_ and ctx_ cannot change while a claimed chunk of the current
+  // generation is unfinished, because run() waits for it.
   void claim_and_run(uint64_t generation) {
     uint64_t current = claim_.load(std::memory_order_acquire);
     for (;;) {
       if ((current >> 32) != generation) return;
-      uint64_t chunk = current & 0xffffffffu;
-      if (chunk >= static_cast<uint64_t>(chunks_.load(std::memory_order_relaxed))) return;
+      uint64_t chunk = current & 0xffffu;
+      if (chunk >= ((current >> 16) & 0xffffu)) return;
       if (!claim_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel,
                                         std::memory_order_acquire))
         continue;
@@ -129,7 +134,6 @@ class ThreadPool {
   // a thread only after a successful claim in that generation (acquire).
   std::atomic<void (*)(void*, int)> task_{nullptr};
   std::atomic<void*> ctx_{nullptr};
-  std::atomic<int> chunks_{0};
 };
 
 std::mutex g_pool_mutex;  // one parallel region at a time; guards the pool's lifetime
@@ -147,6 +151,8 @@ void forget_pool_in_child() {
 struct ForkHandlerInstaller {
   ForkHandlerInstaller() { pthread_atfork(nullptr, nullptr, forget_pool_in_child); }
 } g_fork_handler_installer;
+
+constexpr int kMaxChunks = 0xffff;
 
 struct ChunkPlan {
   int64_t n, chunk;
@@ -180,7 +186,8 @@ void parallel_for(int64_t n, int64_t min_chunk, int64_t align, void (*fn)(void*,
   if (n <= 0) return;
   int threads = get_num_threads();
   int64_t by_size = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
-  int chunks = static_cast<int>(std::min<int64_t>(threads, by_size));
+  // At most kMaxChunks: the pool's claim word holds a chunk count in 16 bits.
+  int chunks = static_cast<int>(std::min<int64_t>(std::min(threads, kMaxChunks), by_size));
   if (chunks <= 1) {
     fn(ctx, 0, n);
     return;
