@@ -215,6 +215,42 @@ def test_long_rows_split_across_threads():
                       {"x": wide})
 
 
+def test_long_rows_with_segments_far_apart():
+    # Each segment of a long float32 row is reduced against its own maximum
+    # and scaled by e^(m_s - M) / S at the end: segments whose maximum lies
+    # more than 87 (and more than 103: a scale in float's denormals) below the
+    # row's, a segment that is all -inf (the fast maximum's redo) and one
+    # that is all masked, on every ISA and thread count, within the bound.
+    seg = 32768
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal((3, 3 * seg + 11)) * 2).astype(np.float32)
+    x[0, seg:2 * seg] += np.float32(95.0)
+    x[1, 2 * seg:] += np.float32(110.0)
+    x[2, seg:2 * seg] = -np.inf
+    mask = np.ones(x.shape, dtype=bool)
+    mask[0, :seg] = False
+    x64 = x.astype(np.float64)
+
+    def run():
+        return [nf.softmax(x), nf.log_softmax(x), nf.softmax(x, mask=mask), nf.softmax(x[1:2]), nf.softmax(x[2:])]
+
+    results = _run_on_every_isa_and_thread_count(run)
+    _assert_same_bits(results)
+    first = results[0][1]
+    bounds = SOFTMAX_BOUNDS["float32"]
+    expected = ref.softmax(x64)
+    assert (expected[1, :seg] > 0).any() and (expected[1, :seg] < np.finfo(np.float32).tiny).all()
+    assert_within_ulp("far segments softmax", first[0], expected, bounds["softmax"], {"x": x})
+    expected_log = ref.log_softmax(x64)
+    assert_within_ulp("far segments log_softmax", first[1], expected_log, bounds["log_softmax"], {"x": x},
+                      floor=softmax_floor("log_softmax", x.dtype, expected_log))
+    assert_within_ulp("far segments masked softmax", first[2], ref.softmax(x64, mask=mask), bounds["softmax"],
+                      {"x": x})
+    assert (first[0][2, seg:2 * seg] == 0).all() and (first[2][0, :seg] == 0).all()
+    np.testing.assert_array_equal(_bits(first[3][0]), _bits(first[0][1]))
+    np.testing.assert_array_equal(_bits(first[4][0]), _bits(first[0][2]))
+
+
 def test_tail_prefix_rows_match_long_rows(isa):
     # A row's result does not depend on its neighbours: rows computed alone are
     # bit-identical to the same rows inside a batch.

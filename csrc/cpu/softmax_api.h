@@ -3,6 +3,7 @@
 // contiguous runs of `cols` elements; the kernels handle rows [begin, end).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "cpu/cpu_api.h"
@@ -46,8 +47,10 @@ struct CrossEntropyRange {
 };
 
 // Float32 forward rows are processed in segments of this many elements (a
-// multiple of 16): the dispatch spreads the segments of rows longer than this
-// across threads when there are fewer rows than threads.
+// multiple of 16): each segment is reduced against its own maximum while it
+// is cached (SoftmaxSegmentSum), and the dispatch spreads the segments of
+// rows longer than this across threads when there are fewer rows than
+// threads.
 inline constexpr int64_t kSoftmaxSegment = 1 << 15;
 
 // Statistics of a float32 row, absorbed segment by segment in order.
@@ -63,19 +66,60 @@ struct SoftmaxRowStats {
   bool near(bool masked) const { return !masked && min - max >= -87.0f; }
 };
 
+// One segment of a float32 row: its maximum m (a zero one as -0) and the sum
+// of e^(z - m) over it (0 where m = -inf: no exp taken).
+struct SoftmaxSegmentSum {
+  float max;
+  double sum;
+};
+
+// The row's maximum M (a NaN sticks) and S = sum of S_s e^(m_s - M) over its
+// segments in order, in double: the same bits for every split of the
+// segments among threads. For one segment, S = S_0.
+struct SoftmaxRowSum {
+  float max;
+  double sum;
+};
+inline SoftmaxRowSum combine_segment_sums(const SoftmaxSegmentSum* seg, int64_t count) {
+  float max = -__builtin_inff();
+  for (int64_t s = 0; s < count; ++s) max = (seg[s].max != seg[s].max || seg[s].max > max) ? seg[s].max : max;
+  double sum = 0.0;
+  if (max == -__builtin_inff()) return {max, sum};
+  for (int64_t s = 0; s < count; ++s) {
+    if (seg[s].max == -__builtin_inff()) continue;
+    // e^0 = 1 exactly: a single segment's S is its own sum
+    sum += seg[s].max == max ? seg[s].sum
+                             : seg[s].sum * std::exp(static_cast<double>(seg[s].max) - static_cast<double>(max));
+  }
+  return {max, sum};
+}
+
+// A row reduced with the fast maximum (exact = false), which may skip NaNs,
+// is computed again with the NaN-aware one when a segment's maximum came
+// out -inf (all -inf, or NaNs skipped) or the row's sum is NaN (a NaN logit,
+// or +inf: inf - inf).
+inline bool softmax_row_redo(bool exact, float seg_max, double row_sum) {
+  return !exact && (seg_max == -__builtin_inff() || row_sum != row_sum);
+}
+inline bool softmax_row_redo(bool exact, const SoftmaxSegmentSum* seg, int64_t count, const SoftmaxRowSum& row) {
+  for (int64_t s = 0; s < count; ++s)
+    if (softmax_row_redo(exact, seg[s].max, row.sum)) return true;
+  return false;
+}
+
 struct SoftmaxKernelTable {
   const char* isa_name;
   void (*forward)(const SoftmaxRange& r, int64_t row_begin, int64_t row_end);
   void (*backward)(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end);
   void (*cross_entropy)(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end);
   // Float32 forward, one segment [begin, end) of one row (see kSoftmaxSegment).
-  // exact: the NaN-aware maximum. Without it, NaNs may be skipped: a row whose
-  // maximum is -inf or whose sum is NaN must then be computed again with it
-  // (rows with a mask, or written in place, always take it).
-  void (*f32_segment_stats)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, bool exact, float* max,
-                            float* min);
-  double (*f32_segment_exp_sum)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, bool near);
-  void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float max, double sum);
+  // segment_sum: its maximum and sum of exps (softmax: the exps written to the
+  // output); exact: the NaN-aware maximum (see softmax_row_redo; rows with a
+  // mask, or written in place, always take it). segment_finish: the
+  // segment's output from its own maximum and the row's (M, S).
+  SoftmaxSegmentSum (*f32_segment_sum)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, bool exact);
+  void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float segment_max,
+                             const SoftmaxRowSum& row_sum);
 };
 
 // Threaded entry points (softmax_dispatch.cpp).

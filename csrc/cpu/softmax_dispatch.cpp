@@ -22,15 +22,14 @@ const SoftmaxKernelTable& softmax_kernels() {
 }  // namespace
 
 // Fewer float32 rows than threads, each longer than a segment: the segments
-// of each row go to the threads in three phases (statistics, exp sums,
-// output), their results combined in segment order as the kernel does for
-// one thread. A row whose fast statistics may have missed a NaN (see
-// SoftmaxKernelTable::f32_segment_stats) is computed again with exact ones.
+// of each row go to the threads in two phases (segment sums, output), their
+// sums combined in segment order as the kernel does for one thread. A row
+// whose fast maximum may have missed a NaN (softmax_row_redo) is computed
+// again with the NaN-aware one.
 void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRange& r, int64_t rows) {
   const int64_t n = r.cols;
   const int64_t segments = (n + kSoftmaxSegment - 1) / kSoftmaxSegment;
-  std::vector<float> maxs(segments), mins(segments);
-  std::vector<double> sums(segments);
+  std::vector<SoftmaxSegmentSum> seg(segments);
   auto bounds = [&](int64_t s, int64_t& b, int64_t& e) {
     b = s * kSoftmaxSegment;
     e = std::min(n, b + kSoftmaxSegment);
@@ -41,27 +40,15 @@ void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRa
       parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t s = s0, b, e; s < s1; ++s) {
           bounds(s, b, e);
-          table.f32_segment_stats(r, row, b, e, exact, &maxs[s], &mins[s]);
+          seg[s] = table.f32_segment_sum(r, row, b, e, exact);
         }
       });
-      SoftmaxRowStats st;
-      for (int64_t s = 0; s < segments; ++s) st.absorb(maxs[s], mins[s]);
-      double sum = 0.0;
-      if (st.max != -__builtin_inff()) {
-        const bool near = st.near(r.keep != nullptr);
-        parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
-          for (int64_t s = s0, b, e; s < s1; ++s) {
-            bounds(s, b, e);
-            sums[s] = table.f32_segment_exp_sum(r, row, b, e, st.max, near);
-          }
-        });
-        for (int64_t s = 0; s < segments; ++s) sum += sums[s];
-      }
-      if (!exact && (st.max == -__builtin_inff() || sum != sum)) continue;
+      const SoftmaxRowSum rs = combine_segment_sums(seg.data(), segments);
+      if (softmax_row_redo(exact, seg.data(), segments, rs)) continue;
       parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t s = s0, b, e; s < s1; ++s) {
           bounds(s, b, e);
-          table.f32_segment_finish(r, row, b, e, st.max, sum);
+          table.f32_segment_finish(r, row, b, e, seg[s].max, rs);
         }
       });
       break;
