@@ -276,6 +276,21 @@ def test_float64_norm_does_not_overflow(isa):
     np.testing.assert_allclose(params[0], -1 / math.sqrt(10), rtol=1e-14)
 
 
+def test_float64_norm_adds_plain_sums_to_overflowed_ones(isa):
+    # A sum of squares that overflows is kept scaled by 2^-1200; plain sums
+    # joining it (another array, or another 64K block of the same array) must
+    # be scaled down with it, not dropped: here they add 0.81% to the square.
+    big, near_big = 1e155, 9e153  # squares 1e310 (overflows) and 8.1e307 (does not)
+    expected = big * math.sqrt(1 + (near_big / big) ** 2)
+    two_arrays = [np.array([big]), np.array([near_big])]
+    record = optim.sgd_step([np.zeros(1), np.zeros(1)], two_arrays, step=1, lr=1.0, global_clipnorm=1.0)
+    assert record.grad_norm == pytest.approx(expected, rel=1e-14)
+    one_array = np.zeros(70000)
+    one_array[0], one_array[69999] = big, near_big  # in two different blocks
+    record = optim.sgd_step([np.zeros(70000)], [one_array], step=1, lr=1.0, global_clipnorm=1.0)
+    assert record.grad_norm == pytest.approx(expected, rel=1e-14)
+
+
 def test_state_dict_round_trip():
     rng = np.random.default_rng(9)
     params = [rng.standard_normal(n).astype(np.float16) for n in (3, 1000)]

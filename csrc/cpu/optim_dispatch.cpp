@@ -20,7 +20,10 @@ const OptimKernelTable& optim_kernels() {
 // partial sums, and the order they are combined in, depend on the shapes
 // alone and never on the thread count.
 constexpr int64_t kNormBlock = 1 << 16;
-constexpr double kTwoPow1200 = 0x1p1200;  // scaled sums live in the 2^-1200 domain
+// Scaled sums live in the 2^-1200 domain; a plain sum joins one as
+// ldexp(s, -1200) (2^1200 itself is beyond double's range: dividing by it
+// dropped the plain sum).
+constexpr int kScaledSumExponent = -1200;
 constexpr double kTwoPow600 = 0x1p600;
 
 struct Block {
@@ -57,7 +60,7 @@ GradNorms run_grad_norms(DType dtype, const std::vector<OptimTensor>& tensors, b
   for (size_t b = 0; b < blocks.size(); ++b) {
     size_t t = static_cast<size_t>(blocks[b].tensor);
     double s = stats[b].sumsq;
-    if (out.scaled[t] && !stats[b].scaled) s /= kTwoPow1200;
+    if (out.scaled[t] && !stats[b].scaled) s = std::ldexp(s, kScaledSumExponent);
     out.sumsq[t] += s;
     out.nonfinite |= stats[b].nonfinite != 0;
   }
@@ -110,7 +113,7 @@ OptimStepResult run_optim_step(const OptimConfig& config, std::vector<OptimTenso
     bool any_scaled = std::any_of(norms.scaled.begin(), norms.scaled.end(), [](char s) { return s != 0; });
     double local = 0.0;
     for (size_t t = 0; t < tensors.size(); ++t)
-      local += any_scaled && !norms.scaled[t] ? norms.sumsq[t] / kTwoPow1200 : norms.sumsq[t];
+      local += any_scaled && !norms.scaled[t] ? std::ldexp(norms.sumsq[t], kScaledSumExponent) : norms.sumsq[t];
     double global = local;
     if (options.reduce) {
       // The reducer sees plain sums; a float64 sum that overflows is passed

@@ -42,7 +42,9 @@ constexpr int kThreads = 256;
 constexpr int64_t kChunk = cuda::kOptimChunk;
 constexpr int kBatchTensors = 128;
 constexpr int kBatchChunks = 1024;
-constexpr double kTwoPow1200 = 0x1p1200;
+// Plain sums join the 2^-1200 domain as ldexp(s, -1200): 2^1200 is beyond
+// double's range.
+constexpr int kScaledSumExponent = -1200;
 constexpr double kTwoPow600 = 0x1p600;
 constexpr double kTwoPowM600 = 0x1p-600;
 
@@ -198,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) tensor_sums_kernel(double* ws, Layou
       t_scaled |= flag[c] == 0.0 && plain[c] == HUGE_VAL;
     }
     double s = 0.0;
-    for (int64_t c = first; c < first + count; ++c) s += t_scaled ? (plain[c] == HUGE_VAL ? scaled[c] : plain[c] / kTwoPow1200) : plain[c];
+    for (int64_t c = first; c < first + count; ++c) s += t_scaled ? (plain[c] == HUGE_VAL ? scaled[c] : ldexp(plain[c], kScaledSumExponent)) : plain[c];
     ws[layout.tensor_sum() + t] = s;
     ws[layout.tensor_scaled() + t] = t_scaled ? 1.0 : 0.0;
     any_scaled |= t_scaled;
@@ -208,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) tensor_sums_kernel(double* ws, Layou
   double part = 0.0;
   for (int64_t t = threadIdx.x; t < layout.tensors; t += kThreads) {
     double s = ws[layout.tensor_sum() + t];
-    part += any_scaled && ws[layout.tensor_scaled() + t] == 0.0 ? s / kTwoPow1200 : s;
+    part += any_scaled && ws[layout.tensor_scaled() + t] == 0.0 ? ldexp(s, kScaledSumExponent) : s;
   }
   double total = block_sum(part, shared);
   if (threadIdx.x == 0) {
