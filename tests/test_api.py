@@ -155,8 +155,18 @@ def test_unsupported_isa_request_is_an_error_when_the_cpu_lacks_it():
 def test_num_threads():
     nf.set_num_threads(3)
     assert nf.get_num_threads() == 3
-    with pytest.raises(ValueError):
-        nf.set_num_threads(0)
+    nf.set_num_threads(np.int64(2))
+    assert nf.get_num_threads() == 2
+    # Each thread is an OS thread: a request of 10^5 would stall the next call
+    # while they start, so it is refused and the setting left as it was.
+    for bad in (0, -1, 1025, 10**5):
+        with pytest.raises(ValueError, match="'n' must be between 1 and 1024"):
+            nf.set_num_threads(bad)
+    with pytest.raises(TypeError):
+        nf.set_num_threads(2.5)
+    assert nf.get_num_threads() == 2
+    nf.set_num_threads(1024)
+    assert nf.get_num_threads() == 1024
 
 
 # ---- PReLU ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &nnfuse::get_num_threads);
   m.def("set_num_threads", &nnfuse::set_num_threads, py::arg("n"));
   m.def("default_num_threads", &nnfuse::default_num_threads);
+  m.attr("max_threads") = nnfuse::kMaxThreads;
 
   nnfuse::register_activations(m);
   nnfuse::register_optim(m);

@@ -180,7 +180,7 @@ int get_num_threads() {
   return n > 0 ? n : default_num_threads();
 }
 
-void set_num_threads(int n) { g_num_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+void set_num_threads(int n) { g_num_threads.store(n > 0 ? std::min(n, kMaxThreads) : 0, std::memory_order_relaxed); }
 
 void parallel_for(int64_t n, int64_t min_chunk, int64_t align, void (*fn)(void*, int64_t, int64_t), void* ctx) {
   if (n <= 0) return;

@@ -21,8 +21,14 @@ inline int64_t min_rows_per_thread(int64_t row_elements) {
   return row_elements >= kMinElementsPerThread ? 1 : kMinElementsPerThread / (row_elements > 0 ? row_elements : 1);
 }
 
+// The most threads a parallel region uses: each is an OS thread of the pool,
+// created on first use, so an absurd request (10^5) would stall the next
+// call for minutes while they start. The Python API rejects larger requests.
+inline constexpr int kMaxThreads = 1024;
+
 int get_num_threads();
-// n <= 0 restores the default (the number of cores the process may use).
+// n <= 0 restores the default (the number of cores the process may use); n
+// above kMaxThreads is taken as kMaxThreads.
 void set_num_threads(int n);
 int default_num_threads();
 

@@ -9,6 +9,7 @@ in :mod:`nnfuse.reference` within the ULP bounds published in
 from __future__ import annotations
 
 import contextlib
+import operator
 
 from . import _C
 from . import optim
@@ -77,11 +78,12 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for large arrays (n >= 1); results are bit-identical
-    for every thread count."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads(): 'n' must be >= 1, got {n}")
+    """Use ``n`` threads for large arrays (1 <= n <= 1024: each is an OS
+    thread, started on first use); results are bit-identical for every
+    thread count."""
+    n = operator.index(n)
+    if not 1 <= n <= _C.max_threads:
+        raise ValueError(f"set_num_threads(): 'n' must be between 1 and {_C.max_threads}, got {n}")
     _C.set_num_threads(n)
 
 
