@@ -90,7 +90,10 @@ def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> f
 WARMUP_SECONDS = 0.02
 
 
-def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2) -> float:
+def _sample_times(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2,
+                  min_calls: int = 5) -> List[float]:
+    """Times of back-to-back calls of fn after a warm-up: at least min_calls,
+    more until min_time seconds or max_repeats calls."""
     start = time.perf_counter()
     calls = 0
     while calls < warmup or time.perf_counter() - start < WARMUP_SECONDS:
@@ -98,28 +101,46 @@ def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 5
         calls += 1
     times = []
     total = 0.0
-    while len(times) < 5 or (total < min_time and len(times) < max_repeats):
+    while len(times) < min_calls or (total < min_time and len(times) < max_repeats):
         start = time.perf_counter()
         fn()
         elapsed = time.perf_counter() - start
         times.append(elapsed)
         total += elapsed
-    return float(np.median(times))
+    return times
+
+
+def _median_time(fn: Callable[[], object], min_time: float, max_repeats: int = 50, warmup: int = 2) -> float:
+    return float(np.median(_sample_times(fn, min_time, max_repeats, warmup)))
+
+
+# Contenders are timed in rounds: each round times every contender back to
+# back (a block of calls each), the next round in the opposite order, and a
+# contender's median is taken over the calls of all its rounds. A slow spell
+# of the shared machine (bandwidth taken by a neighbour for a few seconds)
+# then lands in every contender's samples instead of in one contender's.
+ROUNDS = 3
 
 
 def _medians(calls: Dict[str, Callable[[], object]], min_time: float) -> Dict[str, float]:
-    """Median time of each call, one contender after the other (each warmed
-    up first). Every row times its own floor next to its contenders: the
-    memory bandwidth of the shared machines we measure on drifts by tens of
-    percent over minutes (2^26 floor ratios of two full runs differed by
-    0.5-2.5x when one floor per block served every op). Interleaving the
-    contenders call by call was tried and dropped: between the calls of a
-    round the other cores idle, and on these virtual machines the next
-    two-thread call then ran up to 2x slower (softmax 4096x1024: 2.2 ms after
-    a 2 ms pause against 1.2 ms back to back). NumPy formulas, 5-20x slower
-    than the kernels, get at most 10 repeats."""
-    return {name: _median_time(fn, min_time, max_repeats=10 if name == "numpy" else 50)
-            for name, fn in calls.items()}
+    """Median time of each call over ROUNDS rounds (see above), each call
+    warmed up at the start of its block. Every row times its own floor next
+    to its contenders: the memory bandwidth of the shared machines we measure
+    on drifts by tens of percent over minutes (2^26 floor ratios of two full
+    runs differed by 0.5-2.5x when one floor per block served every op).
+    Interleaving the contenders call by call was tried and dropped: between
+    the calls of a round the other cores idle, and on these virtual machines
+    the next two-thread call then ran up to 2x slower (softmax 4096x1024:
+    2.2 ms after a 2 ms pause against 1.2 ms back to back). NumPy formulas,
+    5-20x slower than the kernels, get at most 10 repeats in all."""
+    samples: Dict[str, List[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for round_index in range(ROUNDS):
+        for name in (order if round_index % 2 == 0 else order[::-1]):
+            max_repeats = 10 if name == "numpy" else 50
+            samples[name] += _sample_times(calls[name], min_time / ROUNDS, max_repeats=max_repeats // ROUNDS,
+                                           min_calls=2)
+    return {name: float(np.median(times)) for name, times in samples.items()}
 
 # ---- NumPy formulas (float32 in, float32 out, temporaries allowed) ------------
 
