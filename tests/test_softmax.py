@@ -356,6 +356,29 @@ def test_rows_of_one_group_match_the_general_path(isa):
                 np.testing.assert_array_equal(_bits(y), _bits(inplace), err_msg=f"{name} cols={cols} scale={scale}")
 
 
+# Softmax backward rows of 4096 elements or more, in a call whose output is
+# 16 MiB or more, are written with streaming stores after an aligning head
+# (csrc/cpu/kernels/softmax.cpp, stream_backward_rows); smaller calls store
+# plainly. The row results must not depend on which: the big call, into an
+# output one element off alignment, against the same rows in small calls.
+STREAM_BYTES = 1 << 24
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.7])
+def test_streamed_backward_matches_plain_stores(scale, isa):
+    cols = 4099
+    rows = STREAM_BYTES // (4 * cols) + 1
+    rng = np.random.default_rng(41)
+    y = nf.softmax((rng.standard_normal((rows, cols)) * 3).astype(np.float32))
+    g = rng.standard_normal((rows, cols)).astype(np.float32)
+    g[5, 7] = np.nan
+    out = np.empty(rows * cols + 1, np.float32)[1:].reshape(rows, cols)
+    nf.softmax_backward(g, y, scale=scale, out=out)
+    plain = np.concatenate([nf.softmax_backward(g[i:i + 64], y[i:i + 64], scale=scale) for i in range(0, rows, 64)])
+    np.testing.assert_array_equal(_bits(out), _bits(plain))
+    assert np.isnan(out[5]).all() and not np.isnan(out[6]).any()
+
+
 def test_masks(isa):
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((6, 40)) * 3).astype(np.float32)

@@ -24,14 +24,16 @@ void softmax_forward(bool log, int dtype, const py::array& x, const py::object& 
                  mutable_data_of(out),
                  cols,
                  scale,
-                 masked_rows_nan};
+                 masked_rows_nan,
+                 rows * cols};
   py::gil_scoped_release release;
   run_softmax_forward(r, rows);
 }
 
 void softmax_backward(bool log, int dtype, const py::array& grad, const py::array& y, py::array& out, int64_t rows,
                       int64_t cols, double scale) {
-  SoftmaxBackwardRange r{static_cast<DType>(dtype), log, data_of(grad), data_of(y), mutable_data_of(out), cols, scale};
+  SoftmaxBackwardRange r{static_cast<DType>(dtype), log, data_of(grad), data_of(y), mutable_data_of(out),
+                         cols, scale, rows * cols};
   py::gil_scoped_release release;
   run_softmax_backward(r, rows);
 }

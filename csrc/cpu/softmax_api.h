@@ -19,6 +19,7 @@ struct SoftmaxRange {
   int64_t cols;
   double scale;             // rounded to the compute type by the kernel
   bool masked_rows_nan;     // rows with no finite maximum: NaN (else 0 / -inf)
+  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
 };
 
 struct SoftmaxBackwardRange {
@@ -29,6 +30,7 @@ struct SoftmaxBackwardRange {
   void* out;
   int64_t cols;
   double scale;
+  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
 };
 
 // Fused softmax cross-entropy: loss[row] (double) and grad (logits' dtype;

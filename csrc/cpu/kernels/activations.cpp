@@ -42,55 +42,6 @@ bool has_bwd_from_y(ActOp op) {
   return result;
 }
 
-// Outputs of at least kStreamBytes per call (whole output, all threads) are
-// written with non-temporal stores: at that size the output leaves the caches
-// before anyone reads it, and a plain store first reads each line (read for
-// ownership), a third memory stream for a forward pass. The threshold sits at
-// half the 32 MiB L3 of the machines we measure on: below it inputs and output
-// stay cache-resident between calls and plain stores win (2^20 float32, 4 MiB:
-// relu forward 217 us streamed vs ~100 us plain); above it streaming wins
-// (2^26 float32: forward ~0.65 -> ~0.9 of np.copyto, which streams too;
-// 2^26 bfloat16, 1 thread: relu backward 15.8 -> 12.8 ms, hardsigmoid
-// backward 21.5 -> 15.6 ms). float16 and bfloat16 outputs stream too, float64
-// (scalar code) does not. Results are the bits of plain stores (tested).
-// The per-element lambdas are inlined into the loops: called out of line (as
-// GCC chose for the larger functors), every call re-broadcast all the
-// polynomial constants from memory instead of keeping them in registers.
-#define NNF_LAMBDA_INLINE __attribute__((always_inline))
-
-constexpr int64_t kStreamBytes = int64_t(1) << 24;
-
-template <class T>
-bool use_stream(const T* out, int64_t total) {
-#if NNF_ISA_LEVEL >= 1
-  return !std::is_same<T, double>::value && total * int64_t(sizeof(T)) >= kStreamBytes &&
-         reinterpret_cast<uintptr_t>(out) % sizeof(T) == 0;
-#else
-  (void)out;
-  (void)total;
-  return false;
-#endif
-}
-
-template <class T, class F>
-void map_unary_any(const T* x, T* y, int64_t n, int64_t total, F&& f) {
-#if NNF_ISA_LEVEL >= 1
-  if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(y, total)) return map_unary<true>(x, y, n, f);
-  }
-#endif
-  map_unary(x, y, n, f);
-}
-template <class T, class F>
-void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, F&& f) {
-#if NNF_ISA_LEVEL >= 1
-  if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(out, total)) return map_binary<true>(a, b, out, n, f);
-  }
-#endif
-  map_binary(a, b, out, n, f);
-}
-
 template <class Op, class T>
 void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   using V = vec_for_t<T>;
