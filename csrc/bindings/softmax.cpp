@@ -24,8 +24,7 @@ void softmax_forward(bool log, int dtype, const py::array& x, const py::object& 
                  mutable_data_of(out),
                  cols,
                  scale,
-                 masked_rows_nan,
-                 rows * cols};
+                 masked_rows_nan};
   py::gil_scoped_release release;
   run_softmax_forward(r, rows);
 }

@@ -19,7 +19,6 @@ struct SoftmaxRange {
   int64_t cols;
   double scale;             // rounded to the compute type by the kernel
   bool masked_rows_nan;     // rows with no finite maximum: NaN (else 0 / -inf)
-  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
 };
 
 struct SoftmaxBackwardRange {

@@ -126,7 +126,7 @@ NNF_HD void vstore_pair_maybe_stream(bfloat16_t* p, V even, V odd) {
 // 2^26 bfloat16, 1 thread: relu backward 15.8 -> 12.8 ms, hardsigmoid
 // backward 21.5 -> 15.6 ms). float16 and bfloat16 outputs stream too, float64
 // (scalar code) does not. Results are the bits of plain stores (tested).
-// The softmax family streams its row outputs by the same rule.
+// Softmax backward rows stream by the same rule (stream_backward_rows).
 inline constexpr int64_t kStreamBytes = int64_t(1) << 24;
 
 template <class T>
@@ -209,7 +209,7 @@ NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
 }
 
 // map_unary / map_binary with streaming stores where use_stream says so
-// (kFence: as map_binary's).
+// (map_binary_any's kFence: as map_binary's).
 template <class T, class F>
 void map_unary_any(const T* x, T* y, int64_t n, int64_t total, F&& f) {
 #if NNF_ISA_LEVEL >= 1

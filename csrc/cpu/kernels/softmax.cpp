@@ -881,12 +881,15 @@ void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin,
     const float* y = static_cast<const float*>(r.y) + row * n;
     float* dx = static_cast<float*>(r.out) + row * n;
     const V total(static_cast<float>(softmax_backward_row_total(g, y, n, kLog)));
-    auto out = [&](V gv, V yv) NNF_LAMBDA_INLINE { return softmax_backward_out_f32<kLog, kUnit>(gv, yv, total, scale); };
     if (stream) {
-      map_binary_any<false>(g, y, dx, n, r.total, out);
-    } else {
-      map_binary(g, y, dx, n, out);
+      map_binary_any<false>(g, y, dx, n, r.total, [&](V gv, V yv) NNF_LAMBDA_INLINE {
+        return softmax_backward_out_f32<kLog, kUnit>(gv, yv, total, scale);
+      });
+      continue;
     }
+    for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+      store_n(dx + i, softmax_backward_out_f32<kLog, kUnit>(load_n(g + i, cnt), load_n(y + i, cnt), total, scale), cnt);
+    });
   }
   if (stream) stream_fence();
 }
