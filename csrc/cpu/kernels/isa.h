@@ -146,9 +146,9 @@ inline bool use_stream(const T* out, int64_t total) {
 // full vector, then one masked vector for the tail; with a single lane, every
 // element in turn. Every element goes through the same instructions, so where
 // the vectors start does not change any result. kStream: the full vectors
-// are written with non-temporal stores (then a store fence, unless kFence is
-// false: a caller that maps many short rows fences once after the last),
-// for outputs too large to stay in the caches.
+// are written with non-temporal stores (then a store fence; map_binary with
+// kFence false leaves it to a caller that maps many rows and fences once
+// after the last), for outputs too large to stay in the caches.
 template <bool kStream = false, class T, class F>
 NNF_HD void map_unary(const T* x, T* y, int64_t n, F&& f) {
   using V = vec_for_t<T>;
