@@ -140,17 +140,22 @@ NNF_HD V expm1_reduced(V r) {
 // rounding of k ln2_lo): ln2_hi has 15 significant bits and |k| < 2^9 here, so
 // k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
 // ln2_lo > 0 keeps the sign of a zero x. The one reduction of every float exp
-// below (exp_parts, mul_sigmoid, expm1, tanh; softmax's exp_near).
+// below (exp_parts, mul_sigmoid, expm1, tanh; softmax's exp_near; GELU's
+// exp_neg_half_square). kDoubled: the reduction of x / 2 with r returned
+// doubled, x / 2 = k ln2 + r / 2 (2 ln2_hi has the same 15 bits, so the same
+// exactness), for a caller that holds 2x and would otherwise spend a product
+// on the halving.
 template <class V>
 struct Ln2Split {
   V k, r;
 };
-template <class V>
+template <bool kDoubled = false, class V>
 NNF_HD Ln2Split<V> reduce_ln2(V x) {
   using L = Limits<scalar_t<V>>;
-  V k = vrint(x * V(L::log2e));
-  V r = fma(k, V(-L::ln2_hi), x);
-  return {k, fma(k, V(-L::ln2_lo), r)};
+  constexpr float kScale = kDoubled ? 2.0f : 1.0f;
+  V k = vrint(x * V(L::log2e / kScale));
+  V r = fma(k, V(-kScale * L::ln2_hi), x);
+  return {k, fma(k, V(-kScale * L::ln2_lo), r)};
 }
 
 // e^(x + xlo): x + xlo = k ln2 + r by reduce_ln2 on x, with xlo added to r.
@@ -473,11 +478,9 @@ struct ScaledTail<double> {
 };
 
 // e^(-a^2/2) = (1 + em1) 2^k for 0 <= a <= Limits::gelu (NaN passes), for
-// GELU's backward tail: a^2 = p + pe exactly (fma split), k = rint(-p/2
-// log2 e), and the reduced argument is kept doubled, w = -p - 2k ln2 - pe =
-// 2r, so that no product by -1/2 is needed: -p - k (2 ln2_hi) is exact (15
-// significant bits times |k| < 2^9, the difference below 1 in magnitude on
-// p's grid), as in reduce_ln2. Then e^(w/2) = 1 + w P(w), P of degree 5
+// GELU's backward tail: a^2 = p + pe exactly (fma split), and -p reduced with
+// the reduced argument kept doubled (reduce_ln2<true>), w = -p - 2k ln2 - pe
+// = 2r, so that no product by -1/2 is needed. Then e^(w/2) = 1 + w P(w), P of degree 5
 // (docs/fits/exp_half.py: relative error 2^-28.3 on |w| <= ln2, widened for
 // the roundings of k ln2_lo and of w). em1 = w P is rounded twice (P, then
 // the product) where expm1_reduced's r + r^2 q keeps r exact; the backward's
@@ -487,9 +490,8 @@ NNF_HD ExpParts<V> exp_neg_half_square(V a) {
   using L = Limits<scalar_t<V>>;
   V p = a * a;
   V pe = fma(a, a, -p);
-  V k = vrint(p * V(-0.5f * L::log2e));
-  V w = fma(k, V(-2.0f * L::ln2_hi), -p);
-  w = fma(k, V(-2.0f * L::ln2_lo), w) - pe;
+  auto [k, w] = reduce_ln2<true>(-p);
+  w = w - pe;
   V q = fma(V(2.159347059e-05f), w, V(2.615214617e-04f));
   q = fma(q, w, V(2.604267327e-03f));
   q = fma(q, w, V(2.083315141e-02f));
