@@ -14,9 +14,10 @@
 // output in place. Rows whose spread max - min is below 87 (almost all) use
 // exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut
 // in segments of kSoftmaxSegment, each reduced against its own maximum and
-// rescaled at the end, which the dispatch may give to several threads. Unmasked forward rows find the maximum without NaN tests and are
-// redone with them when the sum shows a NaN (softmax_row_redo); the exps of
-// a row overlap the memory reads of the next (a software prefetch).
+// rescaled at the end, which the dispatch may give to several threads.
+// Unmasked forward rows find the maximum without NaN tests and are redone
+// with them when the sum shows a NaN (softmax_row_redo); the exps of a row
+// overlap the memory reads of the next (a software prefetch).
 //
 // The other dtypes walk forward rows in blocks of kBlock elements (4 KiB of
 // float32, in L1 after the block's first read): the block's maximum, then its
@@ -428,9 +429,9 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
 // took 1024x131072 log-softmax from 0.55 to 0.50 ns/element on 1 thread
 // (fastest of 15 calls, three alternating runs; softmax unchanged at 0.55:
 // its exps fill L2 with the output instead). Segments of 2^13 elements
-// measured no faster. The dispatch may spread the segments of a long row across threads; the
-// segment sums are combined in segment order here and there alike, which
-// keeps the bits independent of threads.
+// measured no faster. The dispatch may spread the segments of a long row
+// across threads; the segment sums are combined in segment order here and
+// there alike, which keeps the bits independent of threads.
 //
 // exact: pass 1 in the NaN-aware form (row_max_min). Masked rows always take
 // it; so do rows written in place, whose input pass 2 overwrites before a NaN
