@@ -232,6 +232,17 @@ def test_shapes_zero_d_and_empty(shape):
     assert nf.elu_backward(np.ones(shape, np.float32), x).shape == shape
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
+def test_celu_with_alpha_one_is_elu_to_the_bit(dtype, isa):
+    # celu(x, 1) = elu(x, 1) mathematically; the kernels take Elu's formula for
+    # alpha = 1 and promise its bits (signed zeros, infinities and NaNs included).
+    celu = next(a for a in ACTIVATIONS if a.name == "celu")
+    x, g = _case_inputs(celu, dtype)
+    np.testing.assert_array_equal(nf.celu(x, alpha=1.0).view(np.uint8), nf.elu(x, alpha=1.0).view(np.uint8))
+    np.testing.assert_array_equal(nf.celu_backward(g, x, alpha=1.0).view(np.uint8),
+                                  nf.elu_backward(g, x, alpha=1.0).view(np.uint8))
+
+
 def test_backward_from_y_agrees_with_backward_from_x_away_from_saturation():
     # On [-1, 1] f' is well conditioned in y (worst: tanh, d ln(1 - y^2) / d ln y
     # = 2y^2 / (1 - y^2) <= 2.8 at |y| = tanh 1), so the two backward forms agree

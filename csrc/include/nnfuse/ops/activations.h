@@ -294,10 +294,17 @@ struct Selu {
 // y' = x > 0 ? 1 : e^(x/alpha) = y / alpha + 1. x/alpha is carried as q + qe
 // (exact residual), so its rounding is not amplified by the exponential.
 // 1/alpha is loop-invariant (the compiler hoists it).
+// alpha = 1 (the default) is Elu's formula, taken directly: there q = x and
+// qe = +0 (NaN for x = +-inf, which the correction's clamp turns into 1e-4
+// where e^q is already 0 or unused), and r + 0 only turns a reduced -0 into
+// +0, which e^r - 1 = r + r^2 P(r) maps to the same +0, so the bits are
+// Elu's (tested) and the quotient, its residual and the correction's clamp
+// and addition are saved.
 struct Celu {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    if (all_lanes(a.p0 == V(1.0f))) return Elu::fwd(x, a);
     V ia = V(1.0f) / a.p0;
     V q = x * ia;
     V qe = fma(-q, a.p0, x) * ia;
@@ -305,6 +312,7 @@ struct Celu {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    if (all_lanes(a.p0 == V(1.0f))) return Elu::bwd(g, x, a);
     V ia = V(1.0f) / a.p0;
     V q = x * ia;
     V qe = fma(-q, a.p0, x) * ia;
