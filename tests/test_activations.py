@@ -243,6 +243,24 @@ def test_celu_with_alpha_one_is_elu_to_the_bit(dtype, isa):
                                   nf.elu_backward(g, x, alpha=1.0).view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)], ids=lambda d: d.name)
+@pytest.mark.parametrize("name, param", [("softplus", "beta"), ("celu", "alpha")])
+def test_unit_parameter_shortcut_matches_the_general_form(name, param, dtype, isa):
+    # softplus (beta = 1) and celu (alpha = 1) skip the parameter's products.
+    # The general form at parameter 2^-1 (softplus) or 2 (celu) on the doubled
+    # input sees the same z = x exactly and rescales by an exact power of two,
+    # so it must give twice the shortcut's result, bit for bit.
+    activation = next(a for a in ACTIVATIONS if a.name == name)
+    x, g = _case_inputs(activation, dtype)
+    general = {"softplus": 0.5, "celu": 2.0}[name]
+    fwd, bwd = getattr(nf, name), getattr(nf, name + "_backward")
+    with np.errstate(over="ignore"):  # 2x and 2 y overflow to inf alike
+        np.testing.assert_array_equal(_bits_with_canonical_nan(fwd(2 * x, **{param: general})),
+                                      _bits_with_canonical_nan(2 * fwd(x, **{param: 1.0})))
+        np.testing.assert_array_equal(_bits_with_canonical_nan(bwd(g, 2 * x, **{param: general})),
+                                      _bits_with_canonical_nan(bwd(g, x, **{param: 1.0})))
+
+
 def test_backward_from_y_agrees_with_backward_from_x_away_from_saturation():
     # On [-1, 1] f' is well conditioned in y (worst: tanh, d ln(1 - y^2) / d ln y
     # = 2y^2 / (1 - y^2) <= 2.8 at |y| = tanh 1), so the two backward forms agree

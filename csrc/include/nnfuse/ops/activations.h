@@ -788,10 +788,20 @@ struct Hardswish {
 // Softplus(beta = p0, threshold = p1): y = beta x > threshold ? x : log1p(e^(beta x)) / beta
 // = max(x, 0) + log1p(e^-|beta x|) / beta (z = beta x kept as z + ze, exact);
 // y' = beta x > threshold ? 1 : sigmoid(beta x) = 1 - e^(-beta y).
+// beta = 1 (the default) leaves out the product, its residual and the
+// exponential's correction: z = x, ze = +0 (NaN for x = +-inf, clamped to
+// 1e-4 where e^-inf is 0 anyway), and r + +-0 = r for every reduced r (never
+// -0: an exact zero sum or fma rounds to +0), so the bits are those of the
+// general form. Tested: softplus(2x, beta = 1/2) takes the general form with
+// the same z and is exactly 2 softplus(x).
 struct Softplus {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    if (all_lanes(a.p0 == V(1.0f))) {
+      V l = vmath::log1p_unit(vmath::exp_parts(-vabs(x)).value());
+      return select(x > a.p1, x, select(x > V(0.0f), x, V(0.0f)) + l);
+    }
     V z = a.p0 * x;
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
@@ -804,6 +814,11 @@ struct Softplus {
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
+    if (all_lanes(a.p0 == V(1.0f))) {
+      vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+      V q = g / e.one_plus();
+      return select(x > a.p1, g, select(x < V(0.0f), e.times(q), q));
+    }
     V z = a.p0 * x;
     V ze = fma(a.p0, x, -z);
     mask_t<V> neg = z < V(0.0f);

@@ -291,10 +291,11 @@ NNF_HD V expm1_impl(V x, V xlo) {
 template <class V>
 NNF_HD V expm1_lo(V x, V xlo) { return expm1_impl<true>(x, xlo); }
 // float64: expm1(x + xlo) = expm1(x) + xlo e^x to first order (xlo clamped as
-// in exp_parts: NaN or huge corrections from out-of-range products are dropped).
+// in exp_parts: NaN or huge corrections from out-of-range products are dropped),
+// with the sign of x as the float form (a -0 stays -0: 0 (em + 1) + -0 is +0).
 NNF_HD double expm1_lo(double x, double xlo) {
   double em = ::expm1(x);
-  return fma(vmax(vmin(xlo, 1.0e-4), -1.0e-4), em + 1.0, em);
+  return copysign(fma(vmax(vmin(xlo, 1.0e-4), -1.0e-4), em + 1.0, em), x);
 }
 
 // log(1 + f) + e ln2 for f in [sqrt(1/2) - 1, sqrt(2) - 1] (+ tiny). log1p(f) =
