@@ -523,7 +523,7 @@ struct GeluTanh {
     using C = act_detail::GeluTanhConsts<scalar_t<V>>;
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
-    vmath::ExpParts<V> e = vmath::exp_parts(-w.w, -w.wl);
+    vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-w.w, -w.wl);
     // t = e^-w rounded once from 2^k (1 + em1); tlo its exact residual.
     V sc = e.scale();
     V t = fma(sc, e.em1, sc);
@@ -799,13 +799,13 @@ struct Softplus {
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
     if (all_lanes(a.p0 == V(1.0f))) {
-      V l = vmath::log1p_unit(vmath::exp_parts(-vabs(x)).value());
+      V l = vmath::log1p_unit(vmath::exp_parts_nonpositive(-vabs(x)).value());
       return select(x > a.p1, x, select(x > V(0.0f), x, V(0.0f)) + l);
     }
     V z = a.p0 * x;
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
-    V t = vmath::exp_parts(-vabs(z), select(pos, -ze, ze)).value();
+    V t = vmath::exp_parts_nonpositive(-vabs(z), select(pos, -ze, ze)).value();
     V l = vmath::log1p_unit(t);
     // beta = 1 (the default): skip the division (l / 1 = l, same bits).
     if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
@@ -815,14 +815,14 @@ struct Softplus {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
     if (all_lanes(a.p0 == V(1.0f))) {
-      vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+      vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-vabs(x));
       V q = g / e.one_plus();
       return select(x > a.p1, g, select(x < V(0.0f), e.times(q), q));
     }
     V z = a.p0 * x;
     V ze = fma(a.p0, x, -z);
     mask_t<V> neg = z < V(0.0f);
-    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(z), select(neg, ze, -ze));
+    vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-vabs(z), select(neg, ze, -ze));
     V q = g / e.one_plus();
     return select(z > a.p1, g, select(neg, e.times(q), q));
   }
@@ -882,12 +882,12 @@ struct Logsigmoid {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V t = vmath::exp_parts(-vabs(x)).value();
+    V t = vmath::exp_parts_nonpositive(-vabs(x)).value();
     return select(x < V(0.0f), x, V(0.0f)) - vmath::log1p_unit(t);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    vmath::ExpParts<V> e = vmath::exp_parts(-vabs(x));
+    vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-vabs(x));
     V q = g / e.one_plus();
     return select(x > V(0.0f), e.times(q), q);
   }

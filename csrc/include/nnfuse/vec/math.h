@@ -163,11 +163,13 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
 // [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
 // kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
-// kNonPositive: the caller also guarantees x <= 0, so k <= 0 needs no test.
+// kNonPositive: the caller guarantees x <= 0 or NaN, so k <= 0 needs no test
+// and a clamp only from below (vmin(exp_hi, x) is x there, NaN included).
 template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
-  V xc = kClamp ? vmax(V(L::exp_lo), vmin(V(L::exp_hi), x)) : x;
+  V xc = x;
+  if (kClamp) xc = vmax(V(L::exp_lo), kNonPositive ? x : vmin(V(L::exp_hi), x));
   auto [k, r] = reduce_ln2(xc);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
@@ -187,6 +189,12 @@ NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
 // error of a product that formed x.
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
+// exp_parts for x <= 0 or NaN (e^-|z| and the like): the same bits, one clamp
+// and one test fewer.
+template <class V>
+NNF_HD ExpParts<V> exp_parts_nonpositive(V x) { return exp_parts_impl<false, true, true>(x, V(0.0f)); }
+template <class V>
+NNF_HD ExpParts<V> exp_parts_nonpositive(V x, V xlo) { return exp_parts_impl<true, true, true>(x, xlo); }
 
 // e^(a*b) with the exact product: a*b = p + e (fma split), so the rounding of
 // a*b is not amplified by |a*b| in the result. For a*b in [-200, 0] (-200 =
