@@ -261,6 +261,19 @@ def test_unit_parameter_shortcut_matches_the_general_form(name, param, dtype, is
                                       _bits_with_canonical_nan(bwd(g, x, **{param: 1.0})))
 
 
+def test_float32_hardsigmoid_equals_the_correctly_rounded_quotient(isa):
+    # The kernels divide by 6 with a product and one fma correction, which they
+    # promise is the division's bits for every float32 input (checked for all
+    # 2^32 when written); here every 509th bit pattern and the floats next to
+    # -3, where x + 3 is smallest.
+    patterns = np.arange(0, 2**32, 509, dtype=np.uint64).astype(np.uint32)
+    near = np.float32(-3).view(np.uint32) + np.arange(-2**15, 2**15).astype(np.uint32)
+    x = np.concatenate([patterns, near]).view(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = np.minimum(np.float32(6), np.maximum(np.float32(0), x + np.float32(3))) / np.float32(6)
+    np.testing.assert_array_equal(_bits_with_canonical_nan(nf.hardsigmoid(x)), _bits_with_canonical_nan(expected))
+
+
 def test_backward_from_y_agrees_with_backward_from_x_away_from_saturation():
     # On [-1, 1] f' is well conditioned in y (worst: tanh, d ln(1 - y^2) / d ln y
     # = 2y^2 / (1 - y^2) <= 2.8 at |y| = tanh 1), so the two backward forms agree
