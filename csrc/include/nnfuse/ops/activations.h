@@ -819,9 +819,7 @@ struct Softplus {
     V ze = fma(a.p0, x, -z);
     mask_t<V> pos = z > V(0.0f);
     V t = vmath::exp_parts_nonpositive(-vabs(z), select(pos, -ze, ze)).value();
-    V l = vmath::log1p_unit(t);
-    // beta = 1 (the default): skip the division (l / 1 = l, same bits).
-    if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
+    V l = vmath::log1p_unit(t) / a.p0;
     V y = select(pos, x, V(0.0f)) + l;
     return select(z > a.p1, x, y);
   }
