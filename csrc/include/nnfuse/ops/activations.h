@@ -811,31 +811,17 @@ struct Softplus {
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
-    if (all_lanes(a.p0 == V(1.0f))) {
-      V l = vmath::log1p_unit(vmath::exp_parts_nonpositive(-vabs(x)).value());
-      return select(x > a.p1, x, select(x > V(0.0f), x, V(0.0f)) + l);
-    }
-    V z = a.p0 * x;
-    V ze = fma(a.p0, x, -z);
-    mask_t<V> pos = z > V(0.0f);
-    V t = vmath::exp_parts_nonpositive(-vabs(z), select(pos, -ze, ze)).value();
-    V l = vmath::log1p_unit(t) / a.p0;
-    V y = select(pos, x, V(0.0f)) + l;
-    return select(z > a.p1, x, y);
+    V z;
+    V l = vmath::log1p_unit(exp_neg_abs(x, a, z).value());
+    if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
+    return select(z > a.p1, x, select(z > V(0.0f), x, V(0.0f)) + l);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
-    if (all_lanes(a.p0 == V(1.0f))) {
-      vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-vabs(x));
-      V q = g / e.one_plus();
-      return select(x > a.p1, g, select(x < V(0.0f), e.times(q), q));
-    }
-    V z = a.p0 * x;
-    V ze = fma(a.p0, x, -z);
-    mask_t<V> neg = z < V(0.0f);
-    vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-vabs(z), select(neg, ze, -ze));
+    V z;
+    vmath::ExpParts<V> e = exp_neg_abs(x, a, z);
     V q = g / e.one_plus();
-    return select(z > a.p1, g, select(neg, e.times(q), q));
+    return select(z > a.p1, g, select(z < V(0.0f), e.times(q), q));
   }
   // float16 / bfloat16 outputs: z = beta x rounded once, which moves e^-|z|
   // by at most 2^-24 |z| relative, below 2^-17.4 wherever it is not 0 in 16
@@ -859,6 +845,21 @@ struct Softplus {
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {
     V z = a.p0 * y;
     return select(z > a.p1, g, g * -expm1(-z));
+  }
+
+ private:
+  // e^-|z| for z = beta x (returned in z): z = x for beta = 1 (see above),
+  // else the product's exact residual ze corrects the exponent (-|z| - ze
+  // sign(z); at z = 0 it is at most 2^-149 and vanishes in 1 + e^r).
+  template <class V>
+  NNF_HD static vmath::ExpParts<V> exp_neg_abs(V x, const ActArgs<V>& a, V& z) {
+    if (all_lanes(a.p0 == V(1.0f))) {
+      z = x;
+      return vmath::exp_parts_nonpositive(-vabs(x));
+    }
+    z = a.p0 * x;
+    V ze = fma(a.p0, x, -z);
+    return vmath::exp_parts_nonpositive(-vabs(z), select(z > V(0.0f), -ze, ze));
   }
 };
 
