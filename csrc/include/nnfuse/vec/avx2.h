@@ -41,7 +41,8 @@ NNF_HD VecAvx2 operator+(VecAvx2 a, VecAvx2 b) { return _mm256_add_ps(a.v, b.v);
 NNF_HD VecAvx2 operator-(VecAvx2 a, VecAvx2 b) { return _mm256_sub_ps(a.v, b.v); }
 NNF_HD VecAvx2 operator*(VecAvx2 a, VecAvx2 b) { return _mm256_mul_ps(a.v, b.v); }
 NNF_HD VecAvx2 operator/(VecAvx2 a, VecAvx2 b) { return _mm256_div_ps(a.v, b.v); }
-NNF_HD VecAvx2 operator-(VecAvx2 a) { return _mm256_xor_ps(a.v, _mm256_set1_ps(-0.0f)); }
+// A sign-bit flip through the compiler's vector type (see the AVX-512 form).
+NNF_HD VecAvx2 operator-(VecAvx2 a) { return -a.v; }
 NNF_HD VecAvx2& operator+=(VecAvx2& a, VecAvx2 b) { return a = a + b; }
 NNF_HD VecAvx2& operator-=(VecAvx2& a, VecAvx2 b) { return a = a - b; }
 NNF_HD VecAvx2& operator*=(VecAvx2& a, VecAvx2 b) { return a = a * b; }

