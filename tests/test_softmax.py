@@ -184,6 +184,41 @@ def test_isas_agree_across_the_exp_near_boundary():
     _assert_same_bits(results)
 
 
+def _near_rows(cols, rng):
+    """Float32 rows whose spread is below 87 (the shorter term forms), with
+    maxima and minima on both sides of the Fast2Sum condition (no |z| with a
+    larger exponent than a positive maximum), zero and negative maxima, tiny
+    logits, and small logits under a large maximum (z - M inexact)."""
+    rows = []
+    for m, lo in ((5.0, -7.99), (5.0, -8.0), (5.0, -8.01), (7.9, -7.9), (60.0, -26.0), (1.0, -1.999),
+                  (1.0, -2.0), (0.0, -30.0), (-0.0, -1.0), (-3.0, -40.0), (1e-30, -1e-30), (80.0, 1e-3)):
+        row = rng.uniform(lo, m, cols)
+        row[0], row[-1] = m, lo
+        rows.append(row)
+    rows.append(np.concatenate([[5.0], rng.uniform(-1e-3, 1e-3, cols - 1)]))
+    return np.array(rows, np.float32)
+
+
+@pytest.mark.parametrize("cols", [1, 9, 16, 100, 1000])
+def test_near_rows_give_the_bits_of_the_general_path(cols, isa):
+    # A mask of all True sends rows to the general term form (TwoSum and the
+    # clamped exp); unmasked rows with a spread below 87 take exp_near, with z - M
+    # by Fast2Sum where the row allows it. The same d + dlo and the same exp, so
+    # the same bits, for every row length (tiny, short and single rows) and
+    # scale; and the fused cross-entropy's gradient away from the label is the
+    # softmax's own product e * (1 / S).
+    x = _near_rows(cols, np.random.default_rng(cols))
+    keep = np.ones(x.shape, bool)
+    for scale in (1.0, 0.7):
+        for f in (nf.softmax, nf.log_softmax):
+            np.testing.assert_array_equal(_bits(f(x, scale=scale)), _bits(f(x, scale=scale, mask=keep)),
+                                          err_msg=f"{f.__name__} scale={scale}")
+    if cols > 1:
+        labels = np.zeros(len(x), np.int64)
+        _, grad = nf.softmax_cross_entropy(x, labels, reduction="sum")
+        np.testing.assert_array_equal(_bits(grad[:, 1:]), _bits(nf.softmax(x)[:, 1:]))
+
+
 def test_long_rows_split_across_threads():
     # Float32 rows longer than a segment (2^15 elements) are split across
     # threads when there are fewer rows than threads; the segments combine in

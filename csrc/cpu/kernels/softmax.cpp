@@ -12,7 +12,8 @@
 // cross_entropy_row_f32) compute one exp per element: the maximum (and
 // minimum) first, then e^(z - M) written out while it is summed, then the
 // output in place. Rows whose spread max - min is below 87 (almost all) use
-// exp_near and lane sums that start at 1 (Fast2Sum); long rows are cut
+// exp_near (with z - M by Fast2Sum where the row allows it) and lane sums
+// that start at 1 (Fast2Sum); long rows are cut
 // in segments of kSoftmaxSegment, each reduced against its own maximum and
 // rescaled at the end, which the dispatch may give to several threads.
 // Unmasked forward rows find the maximum without NaN tests and are redone
@@ -377,12 +378,12 @@ NNF_HD void row_max_min_fast(const float* x, int64_t n, V scale, float& max, flo
 }
 
 // S = sum of e^(z - M) over 16 virtual lanes (compensated), writing each term
-// to e when kStore; kNear: every z - M >= -87 (exp_near). ahead: the
+// to e when kStore; kTerms: the row's form of the terms. ahead: the
 // distance to the next row's logits and output (0: none): one line of each
 // is prefetched per 16 elements, the output's for writing, so that the
 // memory traffic of the next row overlaps this row's exps instead of
 // waiting for its pass 1 and its first stores.
-template <class V, bool kMasked, bool kStore, bool kNear, bool kUnit>
+template <class V, bool kMasked, bool kStore, RowTerms kTerms, bool kUnit>
 NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pfx,
                           float* pfy) {
   smx::BiasedSum<V> acc[kVecs<V>];
@@ -394,8 +395,8 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
     }
     V z = load_logits<float, kMasked, kUnit>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
     V t;
-    if constexpr (kNear) {
-      t = softmax_term_near(z, m);
+    if constexpr (kTerms != RowTerms::kGeneral) {
+      t = kTerms == RowTerms::kNearFast ? softmax_term_near_fast(z, m) : softmax_term_near(z, m);
       // padded lanes: z = -inf is outside exp_near's range
       if constexpr (kLanes<V> > 1) {
         if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
@@ -411,9 +412,15 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
 
 template <class V, bool kMasked, bool kStore, bool kUnit>
 NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scale, V m, float* e, const float* pfx,
-                          float* pfy, bool near) {
-  return near ? row_exp_sum<V, kMasked, kStore, true, kUnit>(x, keep, n, scale, m, e, pfx, pfy)
-              : row_exp_sum<V, kMasked, kStore, false, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
+                          float* pfy, RowTerms terms) {
+  switch (terms) {
+    case RowTerms::kNearFast:
+      return row_exp_sum<V, kMasked, kStore, RowTerms::kNearFast, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
+    case RowTerms::kNear:
+      return row_exp_sum<V, kMasked, kStore, RowTerms::kNear, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
+    default:
+      return row_exp_sum<V, kMasked, kStore, RowTerms::kGeneral, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
+  }
 }
 
 // A row is processed in segments of kSoftmaxSegment elements (one segment for
@@ -463,7 +470,7 @@ void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
 }
 
 template <bool kMasked>
-double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, bool near,
+double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, RowTerms terms,
                            int64_t ahead) {
   using V = vec_for_t<float>;
   const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
@@ -473,11 +480,11 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
   const float* pfx = x + ahead;
   float* pfy = y + ahead;
   if (!kMasked && softmax_unit_scale(r)) {
-    return r.log ? row_exp_sum<V, kMasked, false, true>(x, keep, e - b, scale, m, nullptr, pfx, pfy, near)
-                 : row_exp_sum<V, kMasked, true, true>(x, keep, e - b, scale, m, y, pfx, pfy, near);
+    return r.log ? row_exp_sum<V, kMasked, false, true>(x, keep, e - b, scale, m, nullptr, pfx, pfy, terms)
+                 : row_exp_sum<V, kMasked, true, true>(x, keep, e - b, scale, m, y, pfx, pfy, terms);
   }
-  return r.log ? row_exp_sum<V, kMasked, false, false>(x, keep, e - b, scale, m, nullptr, pfx, pfy, near)
-               : row_exp_sum<V, kMasked, true, false>(x, keep, e - b, scale, m, y, pfx, pfy, near);
+  return r.log ? row_exp_sum<V, kMasked, false, false>(x, keep, e - b, scale, m, nullptr, pfx, pfy, terms)
+               : row_exp_sum<V, kMasked, true, false>(x, keep, e - b, scale, m, y, pfx, pfy, terms);
 }
 
 // Passes 1 and 2 of one segment, the first from its own statistics.
@@ -485,7 +492,7 @@ template <bool kMasked>
 SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
                                        const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
-  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, st.near(kMasked), ahead)};
+  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, st.terms(kMasked), ahead)};
 }
 
 template <bool kMasked>
@@ -621,12 +628,14 @@ void softmax_tiny_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row
     const float* x = static_cast<const float*>(r.x) + row0 * n;
     float* y = static_cast<float*>(r.out) + row0 * n;
     SoftmaxRowStats st[G];
+    RowTerms terms[G];
     bool general[G];
     for (int g = 0; g < rows; ++g) {
       float mx, mn;
       row_max_min_fast<V, kUnit>(x + g * n, n, scale, mx, mn);
       st[g].absorb(-(-mx + 0.0f), mn);  // a zero maximum as -0, as f32_segment_stats
-      general[g] = st[g].max == smx::neg_inf_f() || !st[g].near(false);
+      terms[g] = st[g].terms(false);
+      general[g] = st[g].max == smx::neg_inf_f() || terms[g] == RowTerms::kGeneral;
     }
     V z[G][kVecs<V>], t[G][kVecs<V>];
     double sum[G];
@@ -639,7 +648,7 @@ void softmax_tiny_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row
         if (k * L >= n) continue;  // as for_vectors: no vector starts past the row
         const int cnt = std::min(n - k * L, L);
         z[g][k] = load_logits<float, false, kUnit>(x + g * n + k * L, nullptr, cnt, scale);
-        t[g][k] = softmax_term_near(z[g][k], m);
+        t[g][k] = terms[g] == RowTerms::kNearFast ? softmax_term_near_fast(z[g][k], m) : softmax_term_near(z[g][k], m);
         if constexpr (L > 1) {
           if (cnt < L) t[g][k] = select(first_lanes_mask<V>(cnt), t[g][k], V(0.0f));  // exp_near(-inf) is not 0
         }
@@ -951,7 +960,10 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   const double eps = r.smoothing, w = r.weight;
   float mx, mn;
   row_max_min<V, false, true>(x, nullptr, n, V(1.0f), mx, mn);
-  if (!(mn - mx >= -87.0f)) return false;  // also NaN and infinite rows
+  SoftmaxRowStats st;
+  st.absorb(mx, mn);
+  const RowTerms terms = st.terms(false);
+  if (terms == RowTerms::kGeneral) return false;  // also NaN and infinite rows
   double sum_z = 0.0;
   if (eps != 0.0) {
     // As in row_norm: the logits times 2^-40, compensated, 16 lanes.
@@ -962,7 +974,7 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   }
   const double z_t = static_cast<double>(x[label]);  // read before grad may overwrite x
   const V m(mx);
-  const double sum = row_exp_sum<V, false, true, true, false>(x, nullptr, n, V(1.0f), m, grad, x, grad);
+  const double sum = row_exp_sum<V, false, true, false>(x, nullptr, n, V(1.0f), m, grad, x, grad, terms);
   const double log_sum = log(sum);
   const double lse = static_cast<double>(mx) + log_sum;
   const double k = 1.0 + 2.0 * r.z_loss * lse;
