@@ -161,11 +161,12 @@ NNF_HD V softmax_term_near(V z, V m) {
   return smx::exp_near(d, e);
 }
 
-// softmax_term_near for a row where besides no z has a larger exponent than
-// M (M >= 0; the caller checked the row's minimum): z - M = d + dlo exactly
-// by Fast2Sum(-M, z), whose condition that is, in three operations instead of
-// TwoSum's six. The same d and dlo, so the same bits. float32, 1 thread,
-// AVX-512, rows in L2: softmax and log-softmax 3-7% faster.
+// softmax_term_near for a row in which, besides, no z has a larger exponent
+// than M >= 0 (the caller checked the row's minimum): that is the condition of
+// Fast2Sum(-M, z), which gives z - M = d + dlo exactly in three operations
+// instead of TwoSum's six. The same d and dlo, so the same bits. float32,
+// 1 thread, AVX-512, rows of 128 to 8192 in L2: softmax and log-softmax
+// 1-8% faster (fastest of four alternating rounds).
 template <class V>
 NNF_HD V softmax_term_near_fast(V z, V m) {
   V d = z - m;
