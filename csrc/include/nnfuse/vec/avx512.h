@@ -64,17 +64,19 @@ NNF_HD bool all_lanes(MaskAvx512 a) { return a.m == 0xffff; }
 
 NNF_HD VecAvx512 fma(VecAvx512 a, VecAvx512 b, VecAvx512 c) { return _mm512_fmadd_ps(a.v, b.v, c.v); }
 NNF_HD VecAvx512 select(MaskAvx512 m, VecAvx512 a, VecAvx512 b) { return _mm512_mask_blend_ps(m.m, b.v, a.v); }
-NNF_HD VecAvx512 vmin(VecAvx512 a, VecAvx512 b) { return _mm512_min_ps(a.v, b.v); }
-NNF_HD VecAvx512 vmax(VecAvx512 a, VecAvx512 b) { return _mm512_max_ps(a.v, b.v); }
+// vmin, vmax, vsqrt, vrint and pow2i use the zero-masking forms with every
+// lane selected: the same instructions (vminps, vmaxps, vsqrtps, vrndscaleps,
+// vcvtps2dq, vpslld), without the undefined pass-through operand of the plain
+// intrinsics, about which GCC 12 warns (-Wuninitialized, a false positive)
+// once they are inlined into some of the loops (the optimizers', softmax's).
+NNF_HD VecAvx512 vmin(VecAvx512 a, VecAvx512 b) { return _mm512_maskz_min_ps(0xffff, a.v, b.v); }
+NNF_HD VecAvx512 vmax(VecAvx512 a, VecAvx512 b) { return _mm512_maskz_max_ps(0xffff, a.v, b.v); }
 NNF_HD VecAvx512 vabs(VecAvx512 a) {
   return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7fffffff)));
 }
-// The zero-masking form with every lane selected is the same vsqrtps; GCC 12
-// warns (-Wuninitialized, a false positive) about the undefined pass-through
-// operand of _mm512_sqrt_ps once it is inlined into the optimizer loops.
 NNF_HD VecAvx512 vsqrt(VecAvx512 a) { return _mm512_maskz_sqrt_ps(0xffff, a.v); }
 NNF_HD VecAvx512 vrint(VecAvx512 a) {
-  return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_maskz_roundscale_ps(0xffff, a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 NNF_HD VecAvx512 copysign(VecAvx512 mag, VecAvx512 sgn) {
   // ternary logic 0xca is "a ? b : c" bitwise: the magnitude bits from mag, the sign bit from sgn.
@@ -84,8 +86,8 @@ NNF_HD VecAvx512 copysign(VecAvx512 mag, VecAvx512 sgn) {
 }
 NNF_HD MaskAvx512 is_nan(VecAvx512 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
 NNF_HD VecAvx512 pow2i(VecAvx512 k) {
-  __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(k.v), _mm512_set1_epi32(127));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+  __m512i e = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xffff, k.v), _mm512_set1_epi32(127));
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, e, 23));
 }
 // vscalefps: v 2^floor(k) rounded once, the product v * pow2i(k) in one
 // instruction instead of four (k integral here).
