@@ -396,7 +396,13 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
     V z = load_logits<float, kMasked, kUnit>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
     V t;
     if constexpr (kTerms != RowTerms::kGeneral) {
-      t = kTerms == RowTerms::kNearFast ? softmax_term_near_fast(z, m) : softmax_term_near(z, m);
+      if constexpr (kTerms == RowTerms::kNearFast) {
+        t = softmax_term_near_fast(z, m);
+      } else if constexpr (kTerms == RowTerms::kNearFastNegative) {
+        t = softmax_term_near_fast_negative(z, m);
+      } else {
+        t = softmax_term_near(z, m);
+      }
       // padded lanes: z = -inf is outside exp_near's range
       if constexpr (kLanes<V> > 1) {
         if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
@@ -416,6 +422,8 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
   switch (terms) {
     case RowTerms::kNearFast:
       return row_exp_sum<V, kMasked, kStore, RowTerms::kNearFast, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
+    case RowTerms::kNearFastNegative:
+      return row_exp_sum<V, kMasked, kStore, RowTerms::kNearFastNegative, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
     case RowTerms::kNear:
       return row_exp_sum<V, kMasked, kStore, RowTerms::kNear, kUnit>(x, keep, n, scale, m, e, pfx, pfy);
     default:

@@ -173,6 +173,15 @@ NNF_HD V softmax_term_near_fast(V z, V m) {
   return smx::exp_near(d, z - (d + m));
 }
 
+// The same for M < 0, where every z <= M has at least M's exponent:
+// Fast2Sum(z, -M), dlo = -M - (d - z), written (z - d) - M (d - z is exact,
+// and RN is symmetric, so the same value and the same zero).
+template <class V>
+NNF_HD V softmax_term_near_fast_negative(V z, V m) {
+  V d = z - m;
+  return smx::exp_near(d, (z - d) - m);
+}
+
 // Online normaliser in double: the running (M, S) absorbs a block whose terms
 // were computed against m' = max(M, block maximum) and sum to b.
 struct RowNorm {
