@@ -395,20 +395,18 @@ NNF_HD double row_exp_sum(const float* x, const uint8_t* keep, int64_t n, V scal
     }
     V z = load_logits<float, kMasked, kUnit>(x + i, kMasked ? keep + i : nullptr, cnt, scale);
     V t;
-    if constexpr (kTerms != RowTerms::kGeneral) {
-      if constexpr (kTerms == RowTerms::kNearFast) {
-        t = softmax_term_near_fast(z, m);
-      } else if constexpr (kTerms == RowTerms::kNearFastNegative) {
-        t = softmax_term_near_fast_negative(z, m);
-      } else {
-        t = softmax_term_near(z, m);
-      }
-      // padded lanes: z = -inf is outside exp_near's range
-      if constexpr (kLanes<V> > 1) {
-        if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
-      }
-    } else {
+    if constexpr (kTerms == RowTerms::kGeneral) {
       t = softmax_term(z, m);
+    } else if constexpr (kTerms == RowTerms::kNear) {
+      t = softmax_term_near(z, m);
+    } else if constexpr (kTerms == RowTerms::kNearFast) {
+      t = softmax_term_near_fast(z, m);
+    } else {
+      t = softmax_term_near_fast_negative(z, m);
+    }
+    // padded lanes: z = -inf is outside exp_near's range
+    if constexpr (kTerms != RowTerms::kGeneral && kLanes<V> > 1) {
+      if (cnt < kLanes<V>) t = select(first_lanes_mask<V>(cnt), t, V(0.0f));
     }
     if constexpr (kStore) store_n(e + i, t, cnt);
     acc[k].add(t);
