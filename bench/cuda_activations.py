@@ -13,7 +13,10 @@ CUDA and CuPy formulas, all measured in the same run.
   ``.grad_input`` overload exists (nnfuse.bench's table);
 - ``cupy``: the op's formula in CuPy ufuncs (float32 only; CuPy has no bfloat16).
 
-Times: CUDA events around each call after warm-up, median of the repeats.
+Times: CUDA events around each call after warm-up, median of the repeats, with the
+stream held busy while the host queues the call, so the GPU's time alone is measured
+(``nnfuse.bench.cuda_median_ms``); ``eager_ms``: wall time per call of 50
+back-to-back calls, host cost included (``nnfuse.bench.cuda_eager_ms``).
 ``copy_ratio`` = copy time / nnfuse time (1.0 = copy bandwidth; target >= 0.9 on
 an H100); ``vs_torch`` = torch time / nnfuse time.
 """
@@ -101,15 +104,18 @@ def run(n, dtypes, repeats, progress):
                     fn = (lambda f=f: f(x, **params, out=out)) if direction == "forward" else \
                         (lambda f=f: f(g, x, **params, out=out))
                 t = bench.cuda_median_ms(fn, repeats, warmup=3)
+                eager = bench.cuda_eager_ms(fn)
                 moved = (2 if direction == "forward" else 3) * n * itemsize
                 copy_ms = copy_fwd if direction == "forward" else copy_bwd
                 row = {"op": label, "direction": direction, "dtype": dtype_name, "n": n, "time_ms": t,
-                       "gbps": moved / (t * 1e-3) / 1e9, "copy_ms": copy_ms, "copy_ratio": copy_ms / t}
+                       "gbps": moved / (t * 1e-3) / 1e9, "copy_ms": copy_ms, "copy_ratio": copy_ms / t, "eager_ms": eager}
                 peer = _torch_peer(name, params, direction, x, g, out, weight)
                 if peer is not None:
                     row["torch_ms"] = bench.cuda_median_ms(peer[0], repeats, warmup=3)
                     row["torch_out"] = peer[1]
                     row["vs_torch"] = row["torch_ms"] / t
+                    row["torch_eager_ms"] = bench.cuda_eager_ms(peer[0])
+                    row["vs_torch_eager"] = row["torch_eager_ms"] / eager
                 if dtype_name == "float32" and direction == "forward":
                     formula = cupy_forward(label)
                     if formula is not None:
@@ -153,12 +159,15 @@ def markdown(rows, gpu):
         torch_note = " (alloc)" if "vs_torch" in r and not r.get("torch_out", True) else ""
         return [r["op"], r["direction"][:3], r["dtype"], f"2^{int(math.log2(r['n']))}", f"{r['time_ms'] * 1e3:.0f} us",
                 f"{r['gbps']:.0f}", f"{r['copy_ratio']:.2f}", bench.ratio_cell(r, "vs_torch") + torch_note,
-                bench.ratio_cell(r, "vs_cupy")]
+                bench.ratio_cell(r, "vs_cupy"), f"{r['eager_ms'] * 1e3:.0f} us", bench.ratio_cell(r, "vs_torch_eager")]
     return bench.markdown_table(
         f"CUDA activation benchmarks ({gpu})",
-        ["op", "dir", "dtype", "n", "time", "GB/s", "copy ratio", "vs PyTorch", "vs CuPy"], [cells(r) for r in rows],
-        note="copy ratio = device-to-device copy of the same bytes / nnfuse time (1.0 = copy bandwidth); "
-             "vs PyTorch / vs CuPy = their time / nnfuse time.")
+        ["op", "dir", "dtype", "n", "time", "GB/s", "copy ratio", "vs PyTorch", "vs CuPy", "eager", "vs PyTorch eager"],
+        [cells(r) for r in rows],
+        note="time = GPU time (CUDA events, the host's queueing cost kept out); copy ratio = device-to-device copy "
+             "of the same bytes / nnfuse time (1.0 = copy bandwidth); vs PyTorch / vs CuPy = their time / nnfuse "
+             "time. eager = wall time per call of 50 back-to-back calls (host cost included); vs PyTorch eager = "
+             "the same for PyTorch / nnfuse's.")
 
 
 def main(argv=None):

@@ -66,20 +66,49 @@ def write_outputs(rows, text, json_path=None, markdown_path=None, machine_extra=
 
 
 def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median GPU time of fn() in milliseconds, measured with CUDA events on
-    PyTorch's current stream after `warmup` calls (the device benchmarks)."""
+    """Median device time of fn() in milliseconds: CUDA events on PyTorch's
+    current stream around the call, after `warmup` calls.
+
+    Before each timed call the stream is held busy (``torch.cuda._sleep``) for
+    longer than the host needs to queue the call, so the start event, the
+    call's kernels and the stop event run back to back: the time is the GPU's,
+    without the Python and launch cost that an idle GPU would otherwise wait
+    for (that cost is what `cuda_eager_ms` adds). A call that synchronises with
+    the host inside (a device-to-host read) still counts what follows it."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    host_seconds = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        host_seconds = max(host_seconds, time.perf_counter() - start)
+        torch.cuda.synchronize()
+    # Twice the slowest queueing time at up to 2.5 GHz, plus 0.1 ms.
+    cycles = int((2 * host_seconds + 1e-4) * 2.5e9)
     times = []
     for _ in range(repeats):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
         start.record()
         fn()
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop))
     return float(np.median(times))
+
+
+def cuda_eager_ms(fn: Callable[[], object], calls: int = 50) -> float:
+    """Wall time per call of `calls` back-to-back calls of fn() (then one
+    synchronisation), in milliseconds: what an eager training loop sees, the
+    larger of the host's cost per call and the GPU's time."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3 / calls
 
 
 # Warm-up before timing, by time rather than by count: on the shared 2-vCPU
