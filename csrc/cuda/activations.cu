@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
@@ -194,7 +195,9 @@ cudaError_t launch(const Body& body, int64_t n, bool vectorize, cudaStream_t str
 
 // ---- bodies -------------------------------------------------------------------
 
-template <class Op, class T>
+// The direction is a template parameter: one kernel per direction holds only
+// that direction's code (fewer registers, hence more threads in flight).
+template <class Op, class T, ActDirection kDirection>
 struct ActivationBody {
   using S = compute_t<T>;
   static constexpr int kPack = Pack<T>::kSize;
@@ -205,29 +208,26 @@ struct ActivationBody {
   const T* in;
   const T* grad;
   T* out;
-  ActDirection direction;
   S p0, p1;
 
   template <int K>
   __device__ __forceinline__ void load(int64_t i, Regs<K>& r) const {
     load_values<T, K>(in + i, r.a);
-    if (direction != ActDirection::forward) load_values<T, K>(grad + i, r.g);
+    if constexpr (kDirection != ActDirection::forward) load_values<T, K>(grad + i, r.g);
   }
   template <int K>
   __device__ __forceinline__ void store(int64_t i, const Regs<K>& r) const {
     const ActArgs<S> args{p0, p1};
     S y[K];
-    if (direction == ActDirection::forward) {
+    if constexpr (kDirection == ActDirection::forward) {
 #pragma unroll
       for (int k = 0; k < K; ++k) y[k] = forward_for<Op, T>(r.a[k], args);
-    } else if (direction == ActDirection::backward_from_x) {
+    } else if constexpr (kDirection == ActDirection::backward_from_x) {
 #pragma unroll
       for (int k = 0; k < K; ++k) y[k] = backward_for<Op, T>(r.g[k], r.a[k], args);
     } else {
-      if constexpr (Op::has_bwd_from_y) {
 #pragma unroll
-        for (int k = 0; k < K; ++k) y[k] = Op::bwd_from_y(r.g[k], r.a[k], args);
-      }
+      for (int k = 0; k < K; ++k) y[k] = Op::bwd_from_y(r.g[k], r.a[k], args);
     }
     store_values<T, K>(out + i, y);
   }
@@ -464,10 +464,24 @@ cudaError_t activation(ActOp op, ActDirection direction, DType dtype, const void
     return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
       using T = typename decltype(tag)::type;
       using S = compute_t<T>;
-      ActivationBody<Op, T> body{static_cast<const T*>(in), static_cast<const T*>(grad), static_cast<T*>(out),
-                                 direction, static_cast<S>(p0), static_cast<S>(p1)};
-      bool vectorize = aligned16(in) && aligned16(out) && (grad == nullptr || aligned16(grad));
-      return launch(body, n, vectorize, stream);
+      const bool vectorize = aligned16(in) && aligned16(out) && (grad == nullptr || aligned16(grad));
+      auto run = [&](auto direction_tag) -> cudaError_t {
+        ActivationBody<Op, T, decltype(direction_tag)::value> body{
+            static_cast<const T*>(in), static_cast<const T*>(grad), static_cast<T*>(out), static_cast<S>(p0),
+            static_cast<S>(p1)};
+        return launch(body, n, vectorize, stream);
+      };
+      switch (direction) {
+        case ActDirection::forward:
+          return run(std::integral_constant<ActDirection, ActDirection::forward>{});
+        case ActDirection::backward_from_x:
+          return run(std::integral_constant<ActDirection, ActDirection::backward_from_x>{});
+        case ActDirection::backward_from_y:
+          if constexpr (Op::has_bwd_from_y)
+            return run(std::integral_constant<ActDirection, ActDirection::backward_from_y>{});
+          break;
+      }
+      return cudaErrorInvalidValue;
     });
   });
 }
