@@ -108,7 +108,8 @@ def run(n, dtypes, repeats, progress):
                 moved = (2 if direction == "forward" else 3) * n * itemsize
                 copy_ms = copy_fwd if direction == "forward" else copy_bwd
                 row = {"op": label, "direction": direction, "dtype": dtype_name, "n": n, "time_ms": t,
-                       "gbps": moved / (t * 1e-3) / 1e9, "copy_ms": copy_ms, "copy_ratio": copy_ms / t, "eager_ms": eager}
+                       "gbps": moved / (t * 1e-3) / 1e9, "copy_ms": copy_ms, "copy_ratio": copy_ms / t,
+                       "eager_ms": eager}
                 peer = _torch_peer(name, params, direction, x, g, out, weight)
                 if peer is not None:
                     row["torch_ms"] = bench.cuda_median_ms(peer[0], repeats, warmup=3)

@@ -86,7 +86,8 @@ def measure(case, repeats):
         del ours, graph
         torch.cuda.empty_cache()
         row = {"case": case, "arrays": len(sizes), "params": n, "variant": label, "floor_bytes_per_param": floor,
-               "nnfuse_ms": t_ours, "nnfuse_eager_ms": t_eager, "nnfuse_graph_ms": t_graph, "copy_ms": t_copy, "floor_ratio": t_copy / t_ours,
+               "nnfuse_ms": t_ours, "nnfuse_eager_ms": t_eager, "nnfuse_graph_ms": t_graph, "copy_ms": t_copy,
+               "floor_ratio": t_copy / t_ours,
                "nnfuse_GBps": floor * n / t_ours / 1e6, "copy_GBps": floor * n / t_copy / 1e6}
         if floor == 32:
             tp = [torch.nn.Parameter(p.clone()) for p in params]

@@ -19,7 +19,8 @@ has_stage() { [[ " $stages " == *" $1 "* ]]; }
 
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-    python3 -c "import sys, numpy, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'torch', torch.__version__)"
+    python3 -c "import sys, numpy, torch
+print(sys.version.split()[0], 'numpy', numpy.__version__, 'torch', torch.__version__)"
     python3 -c "import cupy; print('cupy', cupy.__version__)" || true
     nvcc --version | tail -n 2
 } >"$out/machine.txt" 2>&1
@@ -37,7 +38,9 @@ if has_stage build; then
     [ $rc -eq 0 ] || exit $rc
 fi
 
-python3 -c "import nnfuse as nf; i = nf.build_info(); print('cuda_available', nf.cuda_available(), i['cuda_compiled'], i['cuda_devices'], i.get('cuda_architectures'))"
+python3 -c "import nnfuse as nf
+info = nf.build_info()
+print('cuda_available', nf.cuda_available(), 'devices', info['cuda_devices'], 'architectures', info['cuda_architectures'])"
 
 if has_stage test; then
     start=$SECONDS
