@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/cpu_api.h"
 
@@ -58,14 +57,9 @@ inline constexpr int64_t kSoftmaxSegment = 1 << 15;
 // How a float32 row takes its terms e^(z - M) (nnfuse/ops/softmax.h, all
 // the same bits): softmax_term (general), softmax_term_near where every
 // z - M >= -87, softmax_term_near_fast where, besides, no z has a larger
-// exponent than M >= 0, and softmax_term_near_fast_negative where M < 0.
+// exponent than M >= 0, and softmax_term_near_fast_negative where M < 0
+// (chosen per row by the kernels' row_terms).
 enum class RowTerms { kGeneral, kNear, kNearFast, kNearFastNegative };
-
-inline uint32_t float_exponent_field(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return (bits >> 23) & 0xffu;
-}
 
 // Statistics of a float32 row, absorbed segment by segment in order.
 struct SoftmaxRowStats {
@@ -78,15 +72,6 @@ struct SoftmaxRowStats {
   }
   // Every z - M >= -87 (exp_near); never for masked rows, NaN or infinite ones.
   bool near(bool masked) const { return !masked && min - max >= -87.0f; }
-  // Near, and M = 0, or M > 0 with |min| (so every |z|) below the power of
-  // two above M's binade: the condition of Fast2Sum(-M, z). Near with M < 0:
-  // every z <= M is at least as large in magnitude, Fast2Sum(z, -M).
-  RowTerms terms(bool masked) const {
-    if (!near(masked)) return RowTerms::kGeneral;
-    if (max < 0.0f) return RowTerms::kNearFastNegative;
-    const bool fast = max == 0.0f || float_exponent_field(std::fabs(min)) <= float_exponent_field(max);
-    return fast ? RowTerms::kNearFast : RowTerms::kNear;
-  }
 };
 
 // One segment of a float32 row: its maximum m (a zero one as -0) and the sum

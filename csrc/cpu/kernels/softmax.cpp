@@ -493,12 +493,24 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
                : row_exp_sum<V, kMasked, true, false>(x, keep, e - b, scale, m, y, pfx, pfy, terms);
 }
 
+// The form of a row's terms: near, and M = 0, or M > 0 with |min| (so every
+// |z|) below the power of two above M's binade: the condition of
+// Fast2Sum(-M, z). Near with M < 0: every z <= M is at least as large in
+// magnitude, Fast2Sum(z, -M). (exponent_of reads the exponent field: -127
+// for zeros and denormals, whose Fast2Sum exponent is the least one anyway.)
+inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked) {
+  if (!st.near(masked)) return RowTerms::kGeneral;
+  if (st.max < 0.0f) return RowTerms::kNearFastNegative;
+  const bool fast = st.max == 0.0f || exponent_of(vabs(st.min)) <= exponent_of(st.max);
+  return fast ? RowTerms::kNearFast : RowTerms::kNear;
+}
+
 // Passes 1 and 2 of one segment, the first from its own statistics.
 template <bool kMasked>
 SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
                                        const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
-  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, st.terms(kMasked), ahead)};
+  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, row_terms(st, kMasked), ahead)};
 }
 
 template <bool kMasked>
