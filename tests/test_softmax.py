@@ -4,6 +4,7 @@ fused cross-entropy (smoothing, ignore_index, z-loss, reductions, in place)
 and argument errors."""
 
 import functools
+import itertools
 import warnings
 
 import numpy as np
@@ -103,11 +104,14 @@ def test_every_row_length(n, isa):
 
 
 def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
-    # Rows of at most 16 float32 elements take their own loops (four rows at
-    # a time; 11 rows leave a partial group).
+    # Rows of at most 16 float32 elements take their own loops: one row per
+    # lane (16 rows a block on AVX-512, 8 on AVX2, one row on the scalar
+    # path, whose transpose is the identity) and, for backward rows of 11 to
+    # 16, four rows at a time. 11 rows leave a partial block of each; 37 rows
+    # give full blocks too, and a partial one on each thread.
     rng = np.random.default_rng(31)
-    for cols in (1, 2, 7, 8, 9, 15, 16):
-        x = (rng.standard_normal((11, cols)) * 4).astype(np.float32)
+    for rows, cols in itertools.product((11, 37), (1, 2, 3, 5, 7, 8, 9, 10, 11, 13, 15, 16)):
+        x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
         g = rng.standard_normal(x.shape).astype(np.float32)
 
         def run():
@@ -376,9 +380,9 @@ def test_nan_rows_out_of_place_match_in_place():
 
 
 def test_rows_of_one_group_match_the_general_path(isa):
-    # Unmasked float32 rows of at most 16 elements written elsewhere keep the
-    # row in registers (softmax_tiny_rows_f32); rows written in place take
-    # the general path. Same operations, so the same bits, for every length,
+    # Unmasked float32 rows of at most 16 elements written elsewhere are
+    # taken a block of rows at a time, one row per lane
+    # (softmax_column_rows_f32); rows written in place take the general path. Same operations, so the same bits, for every length,
     # scale and spread (rows beyond exp_near's range go back to the general path).
     rng = np.random.default_rng(29)
     for cols in range(1, 17):

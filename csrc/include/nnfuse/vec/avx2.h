@@ -102,6 +102,13 @@ NNF_HD VecAvx2 quarter_octave_lookup(const float* table, VecAvx2 key) {
   __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 7)));
 }
+template <>
+NNF_HD VecAvx2 vgather<VecAvx2>(const float* p, const int32_t* index) {
+  return _mm256_i32gather_ps(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), 4);
+}
+NNF_HD VecAvx2 vpermute(VecAvx2 a, const int32_t* index) {
+  return _mm256_permutevar8x32_ps(a.v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)));
+}
 
 // ---- widening loads and narrowing stores ------------------------------------
 NNF_HD VecAvx2 vload(const float* p) { return _mm256_loadu_ps(p); }

@@ -28,6 +28,10 @@
 //                              t[(bits(key) >> 21) & 15] for a float key and a table t of
 //                              16 floats: for key in [2, 32), the entry of key's quarter
 //                              octave (exponent's two low bits, mantissa's top two bits)
+//   vgather<V>(p, index)       lane l = p[index[l]] for a float pointer p and lanes int32
+//                              offsets (scalar and AVX2 only: see vec/avx512.h)
+//   vpermute(a, index)         lane l = lane index[l] of a, for lanes int32 indices in
+//                              [0, lanes) (the scalar forms: index[0] = 0)
 //
 // The build compiles every CPU translation unit with -ffp-contract=off and CUDA
 // with --fmad=false: an fma happens only where the code says fma, which is what
@@ -117,6 +121,13 @@ NNF_HD float scale_pow2(float v, float k) { return v * pow2i(k); }
 NNF_HD float quarter_octave_lookup(const float* table, float key) {
   return table[(bit_cast_value<uint32_t>(key) >> 21) & 15u];
 }
+template <class V>
+NNF_HD V vgather(const float* p, const int32_t* index);
+template <>
+NNF_HD float vgather<float>(const float* p, const int32_t* index) {
+  return p[index[0]];
+}
+NNF_HD float vpermute(float a, const int32_t*) { return a; }
 
 // ---- double ---------------------------------------------------------------
 NNF_HD double fma(double a, double b, double c) {
