@@ -107,16 +107,25 @@ def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
     # Rows of at most 16 float32 elements take their own loops: one row per
     # lane (16 rows a block on AVX-512, 8 on AVX2, one row on the scalar
     # path, whose transpose is the identity) and, for backward rows of 11 to
-    # 16, four rows at a time. 11 rows leave a partial block of each; 37 rows
-    # give full blocks too, and a partial one on each thread.
+    # 16, four rows at a time; the cross-entropy's blocks include ignored
+    # rows and one row they leave to the row kernel. 11 rows leave a partial
+    # block of each; 37 rows give full blocks too, and a partial one on each
+    # thread.
     rng = np.random.default_rng(31)
     for rows, cols in itertools.product((11, 37), (1, 2, 3, 5, 7, 8, 9, 10, 11, 13, 15, 16)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
         g = rng.standard_normal(x.shape).astype(np.float32)
+        labels = rng.integers(0, cols, rows)
+        labels[::5] = -100
+        x[3, -1] = np.inf  # a row the cross-entropy's block leaves to the row kernel
 
         def run():
             y, ly = nf.softmax(x), nf.log_softmax(x, scale=0.7)
-            return [y, ly, nf.softmax_backward(g, y), nf.log_softmax_backward(g, ly, scale=0.7)]
+            loss, grad = nf.softmax_cross_entropy(x, labels, reduction="none")
+            smooth_loss, smooth_grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1, z_loss=1e-3,
+                                                                reduction="none")
+            return [y, ly, nf.softmax_backward(g, y), nf.log_softmax_backward(g, ly, scale=0.7),
+                    loss, grad, smooth_loss, smooth_grad]
 
         _assert_same_bits(_run_on_every_isa_and_thread_count(run))
 
@@ -393,6 +402,28 @@ def test_rows_of_one_group_match_the_general_path(isa):
                 inplace = x.copy()
                 f(inplace, scale=scale, out=inplace)
                 np.testing.assert_array_equal(_bits(y), _bits(inplace), err_msg=f"{name} cols={cols} scale={scale}")
+
+
+def test_short_cross_entropy_rows_match_the_row_kernel(isa):
+    # Float32 cross-entropy rows of at most 16 elements are taken a block of
+    # rows at a time, one row per lane; a block holding a row that is not
+    # near (here +inf) goes row by row through the row kernel instead. The
+    # same rows in both kinds of block must give the same bits: rows 16-31
+    # repeat rows 0-15 with one logit of row 16 made +inf (1 thread, so the
+    # blocks start at rows 0 and 16 with 16 or 8 lanes).
+    rng = np.random.default_rng(37)
+    nf.set_num_threads(1)  # the fixture in conftest.py restores the count
+    for cols in range(1, 17):
+        block = (rng.standard_normal((16, cols)) * rng.choice([0.01, 1.0, 30.0], size=(16, 1))).astype(np.float32)
+        x = np.concatenate([block, block])
+        x[16, 0] = np.inf
+        labels = np.tile(rng.integers(0, cols, 16), 2)
+        labels[5::16] = -100
+        for kw in ({}, {"label_smoothing": 0.2, "z_loss": 1e-3}):
+            loss, grad = nf.softmax_cross_entropy(x, labels, reduction="none", **kw)
+            np.testing.assert_array_equal(_bits(grad[17:]), _bits(grad[1:16]), err_msg=f"cols={cols} {kw}")
+            np.testing.assert_array_equal(_bits(loss[17:]), _bits(loss[1:16]), err_msg=f"cols={cols} {kw}")
+            assert np.isnan(loss[16]) and not np.isnan(np.delete(loss, 16)).any()
 
 
 # Softmax backward rows of 4096 elements or more, in a call whose output is

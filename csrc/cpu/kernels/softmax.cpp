@@ -1246,44 +1246,169 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   return true;
 }
 
+// One row (the general path, and the float32 rows' one-exp form).
 template <class T>
-void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
   using V = vec_for_t<T>;
   using S = scalar_t<V>;
   constexpr int L = kLanes<V>;
   const int64_t n = r.cols;
   const double eps = r.smoothing, w = r.weight;
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const T* x = static_cast<const T*>(r.logits) + row * n;
-    T* grad = static_cast<T*>(r.grad) + row * n;
-    const int64_t label = r.labels[row];
-    if (label == r.ignore_index || label < 0 || label >= n) {
-      // Out-of-range labels are rejected by the caller; never read them.
-      r.loss[row] = label == r.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
-      fill_row(grad, n, S(0));
+  const T* x = static_cast<const T*>(r.logits) + row * n;
+  T* grad = static_cast<T*>(r.grad) + row * n;
+  const int64_t label = r.labels[row];
+  if (label == r.ignore_index || label < 0 || label >= n) {
+    // Out-of-range labels are rejected by the caller; never read them.
+    r.loss[row] = label == r.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
+    fill_row(grad, n, S(0));
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (cross_entropy_row_f32(r, row, x, grad, label)) return;
+  }
+  double sum_z = 0.0;
+  const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
+                                  : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
+  const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
+  const double log_sum = log(norm.sum);
+  const double lse = norm.max + log_sum;
+  const double k = 1.0 + 2.0 * r.z_loss * lse;
+  const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<S>);
+  r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, mean_z, eps, r.z_loss);
+  const V m(static_cast<S>(norm.max));
+  const V a(static_cast<S>(w * k / norm.sum)), b(static_cast<S>(w * eps / static_cast<double>(n)));
+  for (int64_t i = 0; i < n; i += L) {
+    int cnt = n - i < L ? static_cast<int>(n - i) : L;
+    store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
+  }
+  store_scalar(grad + label,
+               cross_entropy_label_grad(z_t, norm.max, norm.sum, w, k, eps, static_cast<double>(n)));
+}
+
+// Cross-entropy rows of at most kColumnRow elements, a block of kLanes rows
+// at a time with one row per lane (as softmax_column_rows_f32): the
+// maximum by max_lanes' tree of max_nan over the virtual lanes (element j
+// alone in lane j; no zero-sign normalisation here), the minimum, the terms
+// and the lane sums lane-wise; then each row's loss and label gradient in
+// double, and the gradient in memory order. The operations of
+// cross_entropy_row_f32, so the same bits. A block with a row that row
+// does not take (NaN, infinite or spread beyond 87) goes row by row, before
+// anything is written (the gradient may overwrite the logits).
+template <int N>
+bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& lay, const float* x, float* grad,
+                                const int64_t* labels, double* loss) {
+  using V = VecF;
+  constexpr int L = kLanes<V>, n = N;
+  uint32_t ignored = 0, invalid = 0;
+  for (int l = 0; l < L; ++l) {
+    if (labels[l] == r.ignore_index) {
+      ignored |= 1u << l;
+    } else if (labels[l] < 0 || labels[l] >= n) {
+      invalid |= 1u << l;
+    }
+  }
+  V zr[N], z[N], top[N];
+  for (int v = 0; v < n; ++v) zr[v] = vload(x + v * L);
+  lay.transpose<N>(zr, z);
+  V mn = z[0];
+  for (int j = 0; j < n; ++j) {
+    top[j] = z[j];
+    mn = vmin(mn, z[j]);  // any order: NaN rows are not near anyway
+  }
+  int used = n;
+  for (int width = kGroup / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width && j + width < used; ++j) top[j] = smx::max_nan(top[j], top[j + width]);
+    used = std::min(used, width);
+  }
+  const V mx = top[0];
+  if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | invalid) & ~ignored) != 0) return false;
+  LanesF64 lane[N];
+  for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
+  alignas(64) double sum[kGroup], sum_z[kGroup] = {};
+  store_f64(sum, combine_columns<N>(lane));
+  const double eps = r.smoothing, w = r.weight;
+  if (eps != 0.0) {
+    for (int j = 0; j < n; ++j) {
+      const V scaled = z[j] * V(kLogitSumScale<float>);
+      lane[j] = widen((scaled - scaled) + scaled);  // CompensatedSum of one term (see combine_columns)
+    }
+    store_f64(sum_z, combine_columns<N>(lane));
+  }
+  alignas(64) float max_f[kGroup], a_f[kGroup], b_f[kGroup];
+  double label_grad[kGroup];
+  vstore(max_f, mx);
+  for (int l = 0; l < L; ++l) {
+    if ((ignored >> l) & 1u) {
+      loss[l] = 0.0;
+      a_f[l] = b_f[l] = 0.0f;
       continue;
     }
-    if constexpr (std::is_same_v<T, float>) {
-      if (cross_entropy_row_f32(r, row, x, grad, label)) continue;
-    }
-    double sum_z = 0.0;
-    const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
-                                    : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
-    const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
-    const double log_sum = log(norm.sum);
-    const double lse = norm.max + log_sum;
-    const double k = 1.0 + 2.0 * r.z_loss * lse;
-    const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<S>);
-    r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, mean_z, eps, r.z_loss);
-    const V m(static_cast<S>(norm.max));
-    const V a(static_cast<S>(w * k / norm.sum)), b(static_cast<S>(w * eps / static_cast<double>(n)));
-    for (int64_t i = 0; i < n; i += L) {
-      int cnt = n - i < L ? static_cast<int>(n - i) : L;
-      store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
-    }
-    store_scalar(grad + label,
-                 cross_entropy_label_grad(z_t, norm.max, norm.sum, w, k, eps, static_cast<double>(n)));
+    const double z_t = static_cast<double>(x[l * n + labels[l]]);  // read before grad may overwrite x
+    const double m = static_cast<double>(max_f[l]);
+    const double log_sum = ::log(sum[l]);
+    const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum);
+    const double mean_z = (sum_z[l] / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
+    loss[l] = cross_entropy_loss(z_t, m, log_sum, mean_z, eps, r.z_loss);
+    a_f[l] = static_cast<float>(w * k / sum[l]);
+    b_f[l] = static_cast<float>(w * eps / static_cast<double>(n));
+    label_grad[l] = cross_entropy_label_grad(z_t, m, sum[l], w, k, eps, static_cast<double>(n));
   }
+  const V a = vload(a_f), b = vload(b_f);
+  for (int v = 0; v < n; ++v) {
+    const int32_t* row = lay.row_of[v];
+    const V t = softmax_term_near(zr[v], vpermute(mx, row));
+    vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
+  }
+  for (int l = 0; l < L; ++l) {
+    if ((ignored >> l) & 1u) {
+      fill_row(grad + l * n, n, 0.0f);
+    } else {
+      store_scalar(grad + l * n + labels[l], label_grad[l]);
+    }
+  }
+  return true;
+}
+
+template <int N>
+void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+  constexpr int L = kLanes<VecF>, n = N;
+  const ColumnLayout lay(n);
+  alignas(64) float xbuf[kGroup * kColumnRow], gbuf[kGroup * kColumnRow];
+  int64_t label_buf[kGroup];
+  double loss_buf[kGroup];
+  for (int64_t row0 = row_begin; row0 < row_end; row0 += L) {
+    const int rows = static_cast<int>(std::min<int64_t>(L, row_end - row0));
+    const float* x = static_cast<const float*>(r.logits) + row0 * n;
+    float* grad = static_cast<float*>(r.grad) + row0 * n;
+    bool done;
+    if (rows == L) {
+      done = cross_entropy_column_block<N>(r, lay, x, grad, r.labels + row0, r.loss + row0);
+    } else {
+      // A last partial block, through buffers; the missing rows get zeros and label 0.
+      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + L * n, 0.0f);
+      std::fill(std::copy(r.labels + row0, r.labels + row0 + rows, label_buf), label_buf + L, int64_t{0});
+      done = cross_entropy_column_block<N>(r, lay, xbuf, gbuf, label_buf, loss_buf);
+      if (done) {
+        std::copy(gbuf, gbuf + rows * n, grad);
+        std::copy(loss_buf, loss_buf + rows, r.loss + row0);
+      }
+    }
+    if (!done) {
+      for (int l = 0; l < rows; ++l) cross_entropy_row<float>(r, row0 + l);
+    }
+  }
+}
+
+template <class T>
+void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (r.cols <= kColumnRow) {
+      return with_row_length<kColumnRow>(static_cast<int>(r.cols), [&](auto len) {
+        cross_entropy_column_rows_f32<len()>(r, row_begin, row_end);
+      });
+    }
+  }
+  for (int64_t row = row_begin; row < row_end; ++row) cross_entropy_row<T>(r, row);
 }
 
 }  // namespace
