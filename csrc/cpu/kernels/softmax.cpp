@@ -689,13 +689,14 @@ inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
 // Rows up to these lengths take the column kernels. Float32, 1 thread,
 // AVX-512, 2^22 elements, fastest of 5, ns per element, one row at a time ->
 // one row per lane, at 2 / 4 / 8 / 12 / 16 columns:
-//   softmax               14.7 / 6.00 / 3.08 / 2.05 / 1.31 -> 1.30 / 1.10 / 1.09 / 1.15 / 1.24
-//   log-softmax           16.1 / 7.30 / 3.75 / 2.47 / 1.57 -> 3.88 / 2.15 / 1.52 / 1.32 / 1.45
-//   softmax backward      4.42 / 2.02 / 0.94 / 0.62 / 0.50 -> 0.66 / 0.57 / 0.58 / 1.02 / 0.71
-//   log-softmax backward  5.49 / 2.71 / 1.25 / 0.83 / 0.62 -> 0.69 / 0.70 / 0.79 / 0.90 / 0.96
+//   softmax               14.7 / 6.00 / 3.08 / 2.05 / 1.31 -> 1.30 / 1.10 / 1.09 / 1.15 / 1.09
+//   log-softmax           16.1 / 7.30 / 3.75 / 2.47 / 1.57 -> 3.88 / 2.15 / 1.52 / 1.32 / 1.15
+//   softmax backward      4.42 / 2.02 / 0.94 / 0.62 / 0.50 -> 0.66 / 0.57 / 0.58 / 1.02 / 0.62
+//   log-softmax backward  5.49 / 2.71 / 1.25 / 0.83 / 0.62 -> 0.69 / 0.70 / 0.79 / 0.90 / 0.84
 // The backward passes have less to do per row than the transposes cost
-// beyond 10 columns (0.74 -> 0.62 and 1.00 -> 0.90 there). Log-softmax's
-// scalar log per row is most of its time at 2 columns.
+// beyond 10 columns (10: 0.74 -> 0.62 and 1.00 -> 0.90; 11 to 16 slower by
+// up to 2x), and there keep the four-row kernel. Log-softmax's scalar log
+// per row is most of its time at 2 columns.
 constexpr int kColumnRow = 16;
 constexpr int kColumnRowBackward = 10;
 
@@ -712,6 +713,13 @@ struct ColumnLayout {
   // slower (1 thread, rows in L1).
   alignas(64) int32_t pair_index[kColumnRow][kColumnRow / 2][kGroup];
   __mmask16 pair_lanes[kColumnRow][kColumnRow / 2];
+  // n a power of two: log2(n) stages of n vpermt2ps instead (16 columns: 64
+  // permutes against 128 and 112 blends). Stage s pairs vectors v and
+  // v ^ b (b = n >> (s + 1)) and sends the elements whose column has bit b
+  // clear to the one of the two without b, the others to the one with it,
+  // in row-major order; after the last stage vector j holds column j in
+  // row order. stage_index[s][v]: output v's indices into (lower, upper).
+  alignas(64) int32_t stage_index[4][kColumnRow][kGroup];
 #else
   alignas(64) int32_t row_start[kGroup];  // l n: lane l's row in the block, for vgather
 #endif
@@ -731,6 +739,29 @@ struct ColumnLayout {
         pair_lanes[j][vec / 2] = static_cast<__mmask16>(pair_lanes[j][vec / 2] | (1u << l));
       }
     }
+    if ((n & (n - 1)) == 0) {
+      int holds[kColumnRow][kGroup];  // block element (r n + c) in each lane
+      for (int v = 0; v < n; ++v)
+        for (int l = 0; l < kGroup; ++l) holds[v][l] = v * kGroup + l;
+      for (int s = 0, b = n / 2; b >= 1; ++s, b /= 2) {
+        int next[kColumnRow][kGroup];
+        for (int v = 0; v < n; ++v) {
+          const int lower = std::min(v, v ^ b), upper = std::max(v, v ^ b);
+          int taken = 0;
+          for (int element = 0; element < n * kGroup; ++element) {  // in row-major order
+            if (((element % n) & b) != (v & b)) continue;
+            for (int half = 0; half < 2; ++half) {
+              for (int l = 0; l < kGroup; ++l) {
+                if (holds[half ? upper : lower][l] != element) continue;
+                stage_index[s][v][taken] = half * kGroup + l;
+                next[v][taken++] = element;
+              }
+            }
+          }
+        }
+        std::copy(&next[0][0], &next[0][0] + kColumnRow * kGroup, &holds[0][0]);
+      }
+    }
 #else
     for (int l = 0; l < kGroup; ++l) row_start[l] = l * n;
 #endif
@@ -740,6 +771,21 @@ struct ColumnLayout {
   void transpose(const VecF* rows, VecF* columns) const {
     constexpr int n = N;
 #if NNF_ISA_LEVEL == 2
+    if constexpr (n > 1 && (n & (n - 1)) == 0) {
+      VecF a[n], b[n];
+      for (int v = 0; v < n; ++v) a[v] = rows[v];
+#pragma GCC unroll 4
+      for (int s = 0, bit = n / 2; bit >= 1; ++s, bit /= 2) {
+#pragma GCC unroll 16
+        for (int v = 0; v < n; ++v) {
+          b[v] = _mm512_permutex2var_ps(a[std::min(v, v ^ bit)].v, _mm512_load_si512(stage_index[s][v]),
+                                        a[std::max(v, v ^ bit)].v);
+        }
+        for (int v = 0; v < n; ++v) a[v] = b[v];
+      }
+      for (int j = 0; j < n; ++j) columns[j] = a[j];
+      return;
+    }
     constexpr int pairs = (n + 1) / 2;
     for (int j = 0; j < n; ++j) {
       __m512 col = _mm512_permutex2var_ps(rows[0].v, _mm512_load_si512(pair_index[j][0]), rows[n > 1 ? 1 : 0].v);
