@@ -228,6 +228,149 @@ NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
   return lanes[0];
 }
 
+// The lanes of a float vector widened to double (exact), one row per lane
+// (the column kernels below), with the double operations they and
+// log_row_sum use; plain double on the scalar path.
+#if NNF_ISA_LEVEL == 2
+struct LanesF64 {
+  __m512d lo, hi;
+  LanesF64() = default;
+  LanesF64(__m512d l, __m512d h) : lo(l), hi(h) {}
+  explicit LanesF64(double s) : lo(_mm512_set1_pd(s)), hi(_mm512_set1_pd(s)) {}
+};
+// The zero-masking forms with every lane selected, as in vec/avx512.h: the
+// same instructions without the undefined pass-through operand GCC 12 warns
+// about.
+inline LanesF64 widen(VecAvx512 v) {
+  return {_mm512_maskz_cvtps_pd(0xff, _mm512_maskz_extractf32x8_ps(0xff, v.v, 0)),
+          _mm512_maskz_cvtps_pd(0xff, _mm512_maskz_extractf32x8_ps(0xff, v.v, 1))};
+}
+inline VecAvx512 narrow(LanesF64 a) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_maskz_cvtpd_ps(0xff, a.lo)), _mm512_maskz_cvtpd_ps(0xff, a.hi),
+                            1);
+}
+inline LanesF64 operator+(LanesF64 a, LanesF64 b) { return {_mm512_add_pd(a.lo, b.lo), _mm512_add_pd(a.hi, b.hi)}; }
+inline LanesF64 operator-(LanesF64 a, LanesF64 b) { return {_mm512_sub_pd(a.lo, b.lo), _mm512_sub_pd(a.hi, b.hi)}; }
+inline LanesF64 operator*(LanesF64 a, LanesF64 b) { return {_mm512_mul_pd(a.lo, b.lo), _mm512_mul_pd(a.hi, b.hi)}; }
+inline LanesF64 operator/(LanesF64 a, LanesF64 b) { return {_mm512_div_pd(a.lo, b.lo), _mm512_div_pd(a.hi, b.hi)}; }
+inline LanesF64 fma(LanesF64 a, LanesF64 b, LanesF64 c) {
+  return {_mm512_fmadd_pd(a.lo, b.lo, c.lo), _mm512_fmadd_pd(a.hi, b.hi, c.hi)};
+}
+inline LanesF64 where_greater(LanesF64 x, LanesF64 y, LanesF64 a, LanesF64 b) {
+  return {_mm512_mask_blend_pd(_mm512_cmp_pd_mask(x.lo, y.lo, _CMP_GT_OQ), b.lo, a.lo),
+          _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x.hi, y.hi, _CMP_GT_OQ), b.hi, a.hi)};
+}
+inline LanesF64 where_nan(LanesF64 x, LanesF64 a, LanesF64 b) {
+  return {_mm512_mask_blend_pd(_mm512_cmp_pd_mask(x.lo, x.lo, _CMP_UNORD_Q), b.lo, a.lo),
+          _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x.hi, x.hi, _CMP_UNORD_Q), b.hi, a.hi)};
+}
+// vgetexppd / vgetmantpd: exact, the same values as the exponent and
+// significand fields for normal x.
+inline void split_binade(LanesF64 x, LanesF64& e, LanesF64& m) {
+  e = {_mm512_maskz_getexp_pd(0xff, x.lo), _mm512_maskz_getexp_pd(0xff, x.hi)};
+  m = {_mm512_maskz_getmant_pd(0xff, x.lo, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src),
+       _mm512_maskz_getmant_pd(0xff, x.hi, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src)};
+}
+inline void store_f64(double* p, LanesF64 a) {
+  _mm512_storeu_pd(p, a.lo);
+  _mm512_storeu_pd(p + 8, a.hi);
+}
+inline uint32_t lane_bits(MaskAvx512 m) { return m.m; }
+#elif NNF_ISA_LEVEL == 1
+struct LanesF64 {
+  __m256d lo, hi;
+  LanesF64() = default;
+  LanesF64(__m256d l, __m256d h) : lo(l), hi(h) {}
+  explicit LanesF64(double s) : lo(_mm256_set1_pd(s)), hi(_mm256_set1_pd(s)) {}
+};
+inline LanesF64 widen(VecAvx2 v) {
+  return {_mm256_cvtps_pd(_mm256_castps256_ps128(v.v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1))};
+}
+inline VecAvx2 narrow(LanesF64 a) { return _mm256_set_m128(_mm256_cvtpd_ps(a.hi), _mm256_cvtpd_ps(a.lo)); }
+inline LanesF64 operator+(LanesF64 a, LanesF64 b) { return {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)}; }
+inline LanesF64 operator-(LanesF64 a, LanesF64 b) { return {_mm256_sub_pd(a.lo, b.lo), _mm256_sub_pd(a.hi, b.hi)}; }
+inline LanesF64 operator*(LanesF64 a, LanesF64 b) { return {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)}; }
+inline LanesF64 operator/(LanesF64 a, LanesF64 b) { return {_mm256_div_pd(a.lo, b.lo), _mm256_div_pd(a.hi, b.hi)}; }
+inline LanesF64 fma(LanesF64 a, LanesF64 b, LanesF64 c) {
+  return {_mm256_fmadd_pd(a.lo, b.lo, c.lo), _mm256_fmadd_pd(a.hi, b.hi, c.hi)};
+}
+inline LanesF64 where_greater(LanesF64 x, LanesF64 y, LanesF64 a, LanesF64 b) {
+  return {_mm256_blendv_pd(b.lo, a.lo, _mm256_cmp_pd(x.lo, y.lo, _CMP_GT_OQ)),
+          _mm256_blendv_pd(b.hi, a.hi, _mm256_cmp_pd(x.hi, y.hi, _CMP_GT_OQ))};
+}
+inline LanesF64 where_nan(LanesF64 x, LanesF64 a, LanesF64 b) {
+  return {_mm256_blendv_pd(b.lo, a.lo, _mm256_cmp_pd(x.lo, x.lo, _CMP_UNORD_Q)),
+          _mm256_blendv_pd(b.hi, a.hi, _mm256_cmp_pd(x.hi, x.hi, _CMP_UNORD_Q))};
+}
+// The exponent field (as 2^52 + field, less 2^52: exact) and the
+// significand with the exponent of 1, as split_binade(double).
+inline void split_binade_half(__m256d x, __m256d& e, __m256d& m) {
+  const __m256i bits = _mm256_castpd_si256(x);
+  const __m256d two52 = _mm256_set1_pd(4503599627370496.0);
+  const __m256i field = _mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_castpd_si256(two52));
+  e = _mm256_sub_pd(_mm256_sub_pd(_mm256_castsi256_pd(field), two52), _mm256_set1_pd(1023.0));
+  m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
+                                          _mm256_set1_epi64x(0x3ff0000000000000LL)));
+}
+inline void split_binade(LanesF64 x, LanesF64& e, LanesF64& m) {
+  split_binade_half(x.lo, e.lo, m.lo);
+  split_binade_half(x.hi, e.hi, m.hi);
+}
+inline void store_f64(double* p, LanesF64 a) {
+  _mm256_storeu_pd(p, a.lo);
+  _mm256_storeu_pd(p + 4, a.hi);
+}
+inline uint32_t lane_bits(MaskAvx2 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m.m)); }
+#else
+using LanesF64 = double;
+inline double widen(float v) { return v; }
+inline float narrow(double a) { return static_cast<float>(a); }
+inline void store_f64(double* p, double a) { *p = a; }
+inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
+#endif
+
+// The double forms, for the row kernels (and the scalar path's LanesF64);
+// fma(double, ...) is the vocabulary's, hidden here by the one above.
+using nnfuse::NNF_ISA_NS::fma;
+inline double where_greater(double x, double y, double a, double b) { return x > y ? a : b; }
+inline double where_nan(double x, double a, double b) { return x != x ? a : b; }
+// x = 2^e m with m in [1, 2), for normal positive x (the fields: exact).
+inline void split_binade(double x, double& e, double& m) {
+  const uint64_t bits = bit_cast_value<uint64_t>(x);
+  e = static_cast<double>(static_cast<int>(bits >> 52) - 1023);
+  m = bit_cast_value<double>((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+}
+
+// log s for the float32 rows' sums of e^(z - M), s >= 1 (a normal number)
+// or NaN (NaN out), within about 2 ulp of double: the float32 results use
+// it rounded to float and its float remainder, so libm's last bit does not
+// matter, and one function written for double (the row kernels) and
+// LanesF64 (the column kernels, a log per lane where libm took one call per
+// row) gives them the same bits on every ISA. s = 2^k m, m in [sqrt(1/2),
+// sqrt(2)), u = (m - 1) / (m + 1), |u| <= 0.1716: log m = 2 atanh(u) =
+// 2u + 2u w (1/3 + w/5 + ... + w^10/23), w = u^2, whose remainder is below
+// 2^-60 relative; k ln2 with ln2 as hi + lo, hi of 32 significant bits (k hi
+// exact). The error is that of u (the rounding of 2 + f and of the quotient:
+// 1.5 ulp) and the last additions.
+template <class D>
+D log_row_sum(D s) {
+  constexpr double kSqrt2 = 1.4142135623730951;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  D k, m;
+  split_binade(s, k, m);
+  const D wrap = m;
+  m = where_greater(wrap, D(kSqrt2), m * D(0.5), m);
+  k = where_greater(wrap, D(kSqrt2), k + D(1.0), k);
+  const D f = m - D(1.0);
+  const D u = f / (f + D(2.0));
+  const D w = u * u;
+  D q(1.0 / 23.0);
+  for (int odd = 21; odd >= 3; odd -= 2) q = fma(q, w, D(1.0 / odd));
+  const D t = u + u;
+  const D rest = fma(k, D(kLn2Lo), (t * w) * q);
+  return where_nan(s, s, fma(k, D(kLn2Hi), t + rest));
+}
+
 // Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
 // kSumLogits, also the compensated sum of the logits (for label smoothing).
 template <class T, bool kMasked, bool kSumLogits = false>
@@ -540,7 +683,7 @@ void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int6
   }
   if (r.log) {
     const V scale(static_cast<float>(r.scale)), m(rs.max);
-    const double log_sum = log(rs.sum);
+    const double log_sum = log_row_sum(rs.sum);
     const float hi = static_cast<float>(log_sum);
     const V lhi(hi), llo(static_cast<float>(log_sum - static_cast<double>(hi)));
     for (int64_t i = 0; i < n; i += L) {
@@ -635,68 +778,18 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
 // in memory order, each row's values moved to its elements' lanes by
 // vpermute.
 
-// The lanes of a float vector widened to double (exact), one row per lane.
-#if NNF_ISA_LEVEL == 2
-struct LanesF64 {
-  __m512d lo, hi;
-};
-// The zero-masking forms with every lane selected, as in vec/avx512.h: the
-// same instructions without the undefined pass-through operand GCC 12 warns
-// about.
-inline LanesF64 widen(VecAvx512 v) {
-  return {_mm512_maskz_cvtps_pd(0xff, _mm512_maskz_extractf32x8_ps(0xff, v.v, 0)),
-          _mm512_maskz_cvtps_pd(0xff, _mm512_maskz_extractf32x8_ps(0xff, v.v, 1))};
-}
-inline VecAvx512 narrow(LanesF64 a) {
-  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_maskz_cvtpd_ps(0xff, a.lo)), _mm512_maskz_cvtpd_ps(0xff, a.hi),
-                            1);
-}
-inline LanesF64 lanes_f64(double s) { return {_mm512_set1_pd(s), _mm512_set1_pd(s)}; }
-inline LanesF64 operator+(LanesF64 a, LanesF64 b) { return {_mm512_add_pd(a.lo, b.lo), _mm512_add_pd(a.hi, b.hi)}; }
-inline LanesF64 operator-(LanesF64 a, LanesF64 b) { return {_mm512_sub_pd(a.lo, b.lo), _mm512_sub_pd(a.hi, b.hi)}; }
-inline LanesF64 operator/(LanesF64 a, LanesF64 b) { return {_mm512_div_pd(a.lo, b.lo), _mm512_div_pd(a.hi, b.hi)}; }
-inline void store_f64(double* p, LanesF64 a) {
-  _mm512_storeu_pd(p, a.lo);
-  _mm512_storeu_pd(p + 8, a.hi);
-}
-inline uint32_t lane_bits(MaskAvx512 m) { return m.m; }
-#elif NNF_ISA_LEVEL == 1
-struct LanesF64 {
-  __m256d lo, hi;
-};
-inline LanesF64 widen(VecAvx2 v) {
-  return {_mm256_cvtps_pd(_mm256_castps256_ps128(v.v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1))};
-}
-inline VecAvx2 narrow(LanesF64 a) { return _mm256_set_m128(_mm256_cvtpd_ps(a.hi), _mm256_cvtpd_ps(a.lo)); }
-inline LanesF64 lanes_f64(double s) { return {_mm256_set1_pd(s), _mm256_set1_pd(s)}; }
-inline LanesF64 operator+(LanesF64 a, LanesF64 b) { return {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)}; }
-inline LanesF64 operator-(LanesF64 a, LanesF64 b) { return {_mm256_sub_pd(a.lo, b.lo), _mm256_sub_pd(a.hi, b.hi)}; }
-inline LanesF64 operator/(LanesF64 a, LanesF64 b) { return {_mm256_div_pd(a.lo, b.lo), _mm256_div_pd(a.hi, b.hi)}; }
-inline void store_f64(double* p, LanesF64 a) {
-  _mm256_storeu_pd(p, a.lo);
-  _mm256_storeu_pd(p + 4, a.hi);
-}
-inline uint32_t lane_bits(MaskAvx2 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m.m)); }
-#else
-using LanesF64 = double;
-inline double widen(float v) { return v; }
-inline float narrow(double a) { return static_cast<float>(a); }
-inline double lanes_f64(double s) { return s; }
-inline void store_f64(double* p, double a) { *p = a; }
-inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
-#endif
 
 // Rows up to these lengths take the column kernels. Float32, 1 thread,
 // AVX-512, 2^22 elements, fastest of 5, ns per element, one row at a time ->
 // one row per lane, at 2 / 4 / 8 / 12 / 16 columns:
 //   softmax               14.7 / 6.00 / 3.08 / 2.05 / 1.31 -> 1.30 / 1.10 / 1.09 / 1.15 / 1.09
-//   log-softmax           16.1 / 7.30 / 3.75 / 2.47 / 1.57 -> 3.88 / 2.15 / 1.52 / 1.32 / 1.15
+//   log-softmax           16.1 / 7.30 / 3.75 / 2.47 / 1.57 -> 2.30 / 1.55 / 1.13 / 1.32 / 1.15
 //   softmax backward      4.42 / 2.02 / 0.94 / 0.62 / 0.50 -> 0.66 / 0.57 / 0.58 / 1.02 / 0.62
 //   log-softmax backward  5.49 / 2.71 / 1.25 / 0.83 / 0.62 -> 0.69 / 0.70 / 0.79 / 0.90 / 0.84
 // The backward passes have less to do per row than the transposes cost
 // beyond 10 columns (10: 0.74 -> 0.62 and 1.00 -> 0.90; 11 to 16 slower by
-// up to 2x), and there keep the four-row kernel. Log-softmax's scalar log
-// per row is most of its time at 2 columns.
+// up to 2x), and there keep the four-row kernel. Log-softmax takes its log
+// per lane (log_row_sum; libm's per row: 3.88 / 2.15 / 1.52 at 2 / 4 / 8).
 constexpr int kColumnRow = 16;
 constexpr int kColumnRowBackward = 10;
 
@@ -823,7 +916,7 @@ LanesF64 combine_columns(const LanesF64 (&lane)[N]) {
     for (int j = 0; j < width && j + width < used; ++j) t[j] = t[j] + t[j + width];
     used = std::min(used, width);
   }
-  return used > 0 ? t[0] : lanes_f64(0.0);
+  return used > 0 ? t[0] : LanesF64(0.0);
 }
 
 // The lanes a block of rows leaves to softmax_row_f32, a bit per lane:
@@ -868,24 +961,17 @@ ColumnExits softmax_column_block(const ColumnLayout& lay, const float* x, float*
   exits.general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
   LanesF64 lane[N];
   for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
-  const LanesF64 sum = lanes_f64(0.0) + combine_columns<N>(lane);
+  const LanesF64 sum = LanesF64(0.0) + combine_columns<N>(lane);
   exits.redo = lane_bits(is_nan(narrow(sum))) & ~exits.general;
   if (log) {
-    alignas(64) double s[kGroup];
-    alignas(64) float hi[kGroup], lo[kGroup];
-    store_f64(s, sum);
-    for (int l = 0; l < L; ++l) {
-      const double log_sum = ::log(s[l]);
-      hi[l] = static_cast<float>(log_sum);
-      lo[l] = static_cast<float>(log_sum - static_cast<double>(hi[l]));
-    }
-    const V vhi = vload(hi), vlo = vload(lo);
+    const LanesF64 log_sum = log_row_sum(sum);
+    const V vhi = narrow(log_sum), vlo = narrow(log_sum - widen(vhi));
     for (int v = 0; v < n; ++v) {
       const int32_t* row = lay.row_of[v];
       vstore(y + v * L, log_softmax_out_rounded(zr[v], vpermute(mx, row), vpermute(vhi, row), vpermute(vlo, row)));
     }
   } else {
-    const V inv = narrow(lanes_f64(1.0) / sum);
+    const V inv = narrow(LanesF64(1.0) / sum);
     for (int v = 0; v < n; ++v) {
       const int32_t* row = lay.row_of[v];
       vstore(y + v * L, softmax_normalize(softmax_term_near(zr[v], vpermute(mx, row)), vpermute(inv, row)));
@@ -1278,7 +1364,7 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   // a second instantiation of the loop here made rows of 2 to 128 elements
   // 3-7% slower for 5% at 1024).
   const double sum = row_exp_sum<V, false, true, RowTerms::kNear, false>(x, nullptr, n, V(1.0f), m, grad, x, grad);
-  const double log_sum = log(sum);
+  const double log_sum = log_row_sum(sum);
   const double lse = static_cast<double>(mx) + log_sum;
   const double k = 1.0 + 2.0 * r.z_loss * lse;
   const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
@@ -1370,8 +1456,10 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | invalid) & ~ignored) != 0) return false;
   LanesF64 lane[N];
   for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
-  alignas(64) double sum[kGroup], sum_z[kGroup] = {};
-  store_f64(sum, combine_columns<N>(lane));
+  alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {};
+  const LanesF64 row_sum = combine_columns<N>(lane);
+  store_f64(sum, row_sum);
+  store_f64(log_sum, log_row_sum(row_sum));
   const double eps = r.smoothing, w = r.weight;
   if (eps != 0.0) {
     for (int j = 0; j < n; ++j) {
@@ -1391,10 +1479,9 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
     }
     const double z_t = static_cast<double>(x[l * n + labels[l]]);  // read before grad may overwrite x
     const double m = static_cast<double>(max_f[l]);
-    const double log_sum = ::log(sum[l]);
-    const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum);
+    const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum[l]);
     const double mean_z = (sum_z[l] / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
-    loss[l] = cross_entropy_loss(z_t, m, log_sum, mean_z, eps, r.z_loss);
+    loss[l] = cross_entropy_loss(z_t, m, log_sum[l], mean_z, eps, r.z_loss);
     a_f[l] = static_cast<float>(w * k / sum[l]);
     b_f[l] = static_cast<float>(w * eps / static_cast<double>(n));
     label_grad[l] = cross_entropy_label_grad(z_t, m, sum[l], w, k, eps, static_cast<double>(n));
