@@ -833,26 +833,21 @@ struct ColumnLayout {
       }
     }
     if ((n & (n - 1)) == 0) {
-      int holds[kColumnRow][kGroup];  // block element (r n + c) in each lane
-      for (int v = 0; v < n; ++v)
-        for (int l = 0; l < kGroup; ++l) holds[v][l] = v * kGroup + l;
+      int place[kColumnRow * kGroup];  // block element (r n + c): its vector kGroup + lane
+      for (int element = 0; element < n * kGroup; ++element) place[element] = element;
       for (int s = 0, b = n / 2; b >= 1; ++s, b /= 2) {
-        int next[kColumnRow][kGroup];
+        int next[kColumnRow * kGroup];
         for (int v = 0; v < n; ++v) {
-          const int lower = std::min(v, v ^ b), upper = std::max(v, v ^ b);
+          const int lower = std::min(v, v ^ b);
           int taken = 0;
           for (int element = 0; element < n * kGroup; ++element) {  // in row-major order
-            if (((element % n) & b) != (v & b)) continue;
-            for (int half = 0; half < 2; ++half) {
-              for (int l = 0; l < kGroup; ++l) {
-                if (holds[half ? upper : lower][l] != element) continue;
-                stage_index[s][v][taken] = half * kGroup + l;
-                next[v][taken++] = element;
-              }
-            }
+            const int vec = place[element] / kGroup;
+            if (((element % n) & b) != (v & b) || (vec != v && vec != (v ^ b))) continue;
+            stage_index[s][v][taken] = (vec == lower ? 0 : kGroup) + place[element] % kGroup;
+            next[element] = v * kGroup + taken++;
           }
         }
-        std::copy(&next[0][0], &next[0][0] + kColumnRow * kGroup, &holds[0][0]);
+        std::copy(next, next + n * kGroup, place);
       }
     }
 #else
@@ -988,7 +983,7 @@ template <int N, bool kUnit>
 void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   using V = VecF;
   constexpr int L = kLanes<V>, n = N;
-  const ColumnLayout lay(n);
+  static const ColumnLayout lay(n);  // built once per row length (thread-safe)
   const V scale(static_cast<float>(r.scale));
   alignas(64) float xbuf[kGroup * kColumnRow], ybuf[kGroup * kColumnRow];
   for (int64_t row0 = row_begin; row0 < row_end; row0 += L) {
@@ -1182,7 +1177,7 @@ template <int N, bool kLog, bool kUnit>
 void softmax_backward_column_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
   using V = VecF;
   constexpr int L = kLanes<V>, n = N;
-  const ColumnLayout lay(n);
+  static const ColumnLayout lay(n);  // built once per row length (thread-safe)
   const V scale(static_cast<float>(r.scale));
   alignas(64) float gbuf[kGroup * kColumnRow], ybuf[kGroup * kColumnRow], dxbuf[kGroup * kColumnRow];
   for (int64_t row0 = row_begin; row0 < row_end; row0 += L) {
@@ -1505,7 +1500,7 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
 template <int N>
 void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
   constexpr int L = kLanes<VecF>, n = N;
-  const ColumnLayout lay(n);
+  static const ColumnLayout lay(n);  // built once per row length (thread-safe)
   alignas(64) float xbuf[kGroup * kColumnRow], gbuf[kGroup * kColumnRow];
   int64_t label_buf[kGroup];
   double loss_buf[kGroup];
