@@ -797,7 +797,6 @@ constexpr int kColumnRowBackward = 10;
 // ("rows": block element v kLanes + l is lane l of vector v), and its
 // transpose ("columns": lane l of column j is element j of row l).
 struct ColumnLayout {
-  int n;
   alignas(64) int32_t row_of[kColumnRow][kGroup];  // the row of block element v kLanes + l
 #if NNF_ISA_LEVEL == 2
   // Column j takes its lanes from the vectors 2p and 2p + 1 of each pair p
@@ -816,7 +815,7 @@ struct ColumnLayout {
 #else
   alignas(64) int32_t row_start[kGroup];  // l n: lane l's row in the block, for vgather
 #endif
-  explicit ColumnLayout(int cols) : n(cols) {
+  explicit ColumnLayout(int n) {
     constexpr int L = kLanes<VecF>;
     for (int v = 0; v < n; ++v)
       for (int l = 0; l < kGroup; ++l) row_of[v][l] = l < L ? (v * L + l) / n : 0;
@@ -893,6 +892,23 @@ struct ColumnLayout {
   }
 };
 
+// pairwise_over_lanes: the tree of combine_pairs and max_lanes (lane j with
+// lane j + 8, then + 4, + 2, + 1) for rows whose first N virtual lanes hold
+// a value each and the others op's identity (+0 for the sums, -inf for
+// max_nan), whose steps are then left out.
+template <int N, class T, class Op>
+T pairwise_over_lanes(const T (&lane)[N], Op op) {
+  static_assert(N >= 1 && N <= kGroup, "one value per virtual lane");
+  T t[N];
+  for (int j = 0; j < N; ++j) t[j] = lane[j];
+  int used = N;
+  for (int width = kGroup / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width && j + width < used; ++j) t[j] = op(t[j], t[j + width]);
+    used = std::min(used, width);
+  }
+  return t[0];
+}
+
 // combine_pairs for one row per lane, rows of at most 16 elements: virtual
 // lane j holds element j alone, and its sum is that element's value exactly
 // (lane[j], in double; the other lanes are +0, as combine_pairs finds them).
@@ -904,14 +920,7 @@ struct ColumnLayout {
 static_assert(kColumnRow <= kGroup, "rows of one term per virtual lane");
 template <int N>
 LanesF64 combine_columns(const LanesF64 (&lane)[N]) {
-  int used = N;
-  LanesF64 t[kGroup];
-  for (int j = 0; j < used; ++j) t[j] = lane[j];
-  for (int width = kGroup / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width && j + width < used; ++j) t[j] = t[j] + t[j + width];
-    used = std::min(used, width);
-  }
-  return used > 0 ? t[0] : LanesF64(0.0);
+  return pairwise_over_lanes(lane, [](LanesF64 a, LanesF64 b) { return a + b; });
 }
 
 // The lanes a block of rows leaves to softmax_row_f32, a bit per lane:
@@ -1434,20 +1443,12 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
       invalid |= 1u << l;
     }
   }
-  V zr[N], z[N], top[N];
+  V zr[N], z[N];
   for (int v = 0; v < n; ++v) zr[v] = vload(x + v * L);
   lay.transpose<N>(zr, z);
   V mn = z[0];
-  for (int j = 0; j < n; ++j) {
-    top[j] = z[j];
-    mn = vmin(mn, z[j]);  // any order: NaN rows are not near anyway
-  }
-  int used = n;
-  for (int width = kGroup / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width && j + width < used; ++j) top[j] = smx::max_nan(top[j], top[j + width]);
-    used = std::min(used, width);
-  }
-  const V mx = top[0];
+  for (int j = 0; j < n; ++j) mn = vmin(mn, z[j]);  // any order: NaN rows are not near anyway
+  const V mx = pairwise_over_lanes(z, [](V a, V b) { return smx::max_nan(a, b); });
   if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | invalid) & ~ignored) != 0) return false;
   LanesF64 lane[N];
   for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
