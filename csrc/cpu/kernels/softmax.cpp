@@ -984,27 +984,25 @@ ColumnExits softmax_column_block(const ColumnLayout& lay, const float* x, float*
   return exits;
 }
 
-// Rows [row_begin, row_end) of at most kColumnRow elements, unmasked,
-// written elsewhere (the fast maximum reads the input again after the
-// output is written). A last block of fewer than kLanes rows runs through a
+// Rows [row_begin, row_end) of at most kMaxRow elements, unmasked, written
+// elsewhere (the fast maximum reads the input again after the output is
+// written), kRows at a time by block(x, y), which returns the rows it leaves
+// to softmax_row_f32. A last block of fewer than kRows rows runs through a
 // buffer whose missing rows are zeros.
-template <int N, bool kUnit>
-void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
-  using V = VecF;
-  constexpr int L = kLanes<V>, n = N;
-  static const ColumnLayout lay(n);  // built once per row length (thread-safe)
-  const V scale(static_cast<float>(r.scale));
-  alignas(64) float xbuf[kGroup * kColumnRow], ybuf[kGroup * kColumnRow];
-  for (int64_t row0 = row_begin; row0 < row_end; row0 += L) {
-    const int rows = static_cast<int>(std::min<int64_t>(L, row_end - row0));
+template <int kRows, int kMaxRow, class Block>
+void softmax_blocks_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end, Block&& block) {
+  const int64_t n = r.cols;
+  alignas(64) float xbuf[kRows * kMaxRow], ybuf[kRows * kMaxRow];
+  for (int64_t row0 = row_begin; row0 < row_end; row0 += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, row_end - row0));
     const float* x = static_cast<const float*>(r.x) + row0 * n;
     float* y = static_cast<float*>(r.out) + row0 * n;
     ColumnExits exits;
-    if (rows == L) {
-      exits = softmax_column_block<N, kUnit>(lay, x, y, scale, r.log);
+    if (rows == kRows) {
+      exits = block(x, y);
     } else {
-      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + L * n, 0.0f);
-      exits = softmax_column_block<N, kUnit>(lay, xbuf, ybuf, scale, r.log);
+      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + kRows * n, 0.0f);
+      exits = block(static_cast<const float*>(xbuf), static_cast<float*>(ybuf));
       std::copy(ybuf, ybuf + rows * n, y);
     }
     for (uint32_t rest = (exits.general | exits.redo) & ((1u << rows) - 1u); rest != 0; rest &= rest - 1) {
@@ -1012,6 +1010,16 @@ void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t r
       softmax_row_f32<false>(r, row0 + l, ((exits.redo >> l) & 1u) != 0);
     }
   }
+}
+
+// Rows of at most kColumnRow elements, one row per lane.
+template <int N, bool kUnit>
+void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
+  static const ColumnLayout lay(N);  // built once per row length (thread-safe)
+  const VecF scale(static_cast<float>(r.scale));
+  softmax_blocks_f32<kLanes<VecF>, kColumnRow>(r, row_begin, row_end, [&](const float* x, float* y) {
+    return softmax_column_block<N, kUnit>(lay, x, y, scale, r.log);
+  });
 }
 
 #if NNF_ISA_LEVEL == 2
@@ -1166,31 +1174,14 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
   return exits;
 }
 
-// Rows [row_begin, row_end) of kColumnRow + 1 to kBatchRowMax elements,
-// unmasked, written elsewhere; a last block of fewer than 16 rows runs
-// through a buffer.
+// Rows of kColumnRow + 1 to 16 K elements, 16 at a time.
 template <int K, bool kUnit>
 void softmax_batch_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) {
   const int n = static_cast<int>(r.cols);
   const VecF scale(static_cast<float>(r.scale));
-  alignas(64) float xbuf[kGroup * kBatchRowMax], ybuf[kGroup * kBatchRowMax];
-  for (int64_t row0 = row_begin; row0 < row_end; row0 += kGroup) {
-    const int rows = static_cast<int>(std::min<int64_t>(kGroup, row_end - row0));
-    const float* x = static_cast<const float*>(r.x) + row0 * n;
-    float* y = static_cast<float*>(r.out) + row0 * n;
-    ColumnExits exits;
-    if (rows == kGroup) {
-      exits = softmax_batch_block<K, kUnit>(x, y, n, scale, r.log);
-    } else {
-      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + kGroup * n, 0.0f);
-      exits = softmax_batch_block<K, kUnit>(xbuf, ybuf, n, scale, r.log);
-      std::copy(ybuf, ybuf + rows * n, y);
-    }
-    for (uint32_t rest = (exits.general | exits.redo) & ((1u << rows) - 1u); rest != 0; rest &= rest - 1) {
-      const int l = __builtin_ctz(rest);
-      softmax_row_f32<false>(r, row0 + l, ((exits.redo >> l) & 1u) != 0);
-    }
-  }
+  softmax_blocks_f32<kGroup, kBatchRowMax>(r, row_begin, row_end, [&](const float* x, float* y) {
+    return softmax_batch_block<K, kUnit>(x, y, n, scale, r.log);
+  });
 }
 
 // f(std::integral_constant<int, K>) for K in [2, kBatchVectorsMax].
