@@ -131,13 +131,14 @@ def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
 
 
 def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
-    # Forward rows of 17 to 64 (softmax) and 256 (log-softmax) elements are
-    # taken 16 at a time on AVX-512 with batched reductions; AVX2 and the
-    # scalar path take them row by row. Lengths end full and partial vectors;
-    # 11 rows leave a partial block, 37 rows full ones and a partial one on
-    # each thread. Rows the blocks leave to the row kernel: a NaN (found
-    # through the sum), +inf, all -inf, a spread beyond exp_near's range; and
-    # a row of -0.
+    # Forward rows of 17 to 64 (softmax) and 256 (log-softmax, cross-entropy)
+    # elements are taken 16 at a time on AVX-512 with batched reductions;
+    # AVX2 and the scalar path take them row by row. Lengths end full and
+    # partial vectors; 11 rows leave a partial block, 37 rows full ones and a
+    # partial one on each thread. Rows the blocks leave to the row kernel: a
+    # NaN (found through the softmax sum), +inf, all -inf (an ignored row for
+    # the cross-entropy, which keeps its block), a spread beyond exp_near's
+    # range; and a row of -0.
     rng = np.random.default_rng(37)
     for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 64, 65, 100, 128, 200, 256)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
@@ -146,11 +147,17 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
         x[5] = -np.inf
         x[7, 0] = -200.0
         x[9] = -0.0
+        labels = rng.integers(0, cols, rows)
+        labels[::5] = -100
 
         def run():
             # The sign of a NaN row's NaNs differs between ISAs (row kernel
             # included), so NaNs are compared by position.
             outs = [nf.softmax(x), nf.softmax(x, scale=0.7), nf.log_softmax(x), nf.log_softmax(x, scale=0.7)]
+            outs += nf.softmax_cross_entropy(x, labels, reduction="none")
+            outs += nf.softmax_cross_entropy(x[9:], labels[9:], label_smoothing=0.1, z_loss=1e-3, reduction="none")
+            in_place = x[9:].copy()
+            outs += nf.softmax_cross_entropy(in_place, labels[9:], label_smoothing=0.2, inplace=True)
             return [np.where(np.isnan(y), np.float32(np.nan), y) for y in outs]
 
         _assert_same_bits(_run_on_every_isa_and_thread_count(run))

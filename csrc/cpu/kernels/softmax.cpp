@@ -1081,6 +1081,18 @@ inline void transpose_tile(__m512 (&m)[kGroup]) {
   }
 }
 
+// The sums of 16 rows' compensated lane accumulators (s, c of row l in
+// vector l; started at kBias), one row per lane: transposed, then
+// (s - kBias) + c per lane and combine_pairs' pairwise tree.
+template <int kBias>
+LanesF64 transposed_lane_sums(__m512 (&s)[kGroup], __m512 (&c)[kGroup]) {
+  transpose_tile(s);
+  transpose_tile(c);
+  LanesF64 lane[kGroup];
+  for (int j = 0; j < kGroup; ++j) lane[j] = (widen(VecF(s[j])) - LanesF64(kBias)) + widen(VecF(c[j]));
+  return pairwise_over_lanes(lane, [](LanesF64 a, LanesF64 b) { return a + b; });
+}
+
 // Softmax or log-softmax of the 16 rows of n elements at x (16 (K - 1) < n
 // <= 16 K), written to y.
 template <int K, bool kUnit>
@@ -1144,11 +1156,7 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
-  transpose_tile(sums);
-  transpose_tile(comps);
-  LanesF64 lane[kGroup];
-  for (int j = 0; j < kGroup; ++j) lane[j] = (widen(V(sums[j])) - LanesF64(1.0)) + widen(V(comps[j]));
-  const LanesF64 sum = LanesF64(0.0) + pairwise_over_lanes(lane, [](LanesF64 a, LanesF64 b) { return a + b; });
+  const LanesF64 sum = LanesF64(0.0) + transposed_lane_sums<1>(sums, comps);
   exits.redo = lane_bits(is_nan(narrow(sum))) & ~exits.general;
   // Pass 3: the outputs.
   alignas(64) float row_hi[kGroup], row_lo[kGroup];
@@ -1609,6 +1617,58 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
                cross_entropy_label_grad(z_t, norm.max, norm.sum, w, k, eps, static_cast<double>(n)));
 }
 
+// The labels of a block of rows: those equal to ignore_index, and those
+// outside [0, n) (left to cross_entropy_row, which never reads them), a bit
+// per row.
+struct BlockLabels {
+  uint32_t ignored = 0, invalid = 0;
+  BlockLabels(const CrossEntropyRange& r, const int64_t* labels, int rows, int64_t n) {
+    for (int l = 0; l < rows; ++l) {
+      if (labels[l] == r.ignore_index) {
+        ignored |= 1u << l;
+      } else if (labels[l] < 0 || labels[l] >= n) {
+        invalid |= 1u << l;
+      }
+    }
+  }
+};
+
+// Per-row results of a block of cross-entropy rows, from each row's maximum,
+// S, log S and (label smoothing) scaled logit sum, the label's logit z_t
+// read before the gradient could overwrite it: the loss, the factors a and b
+// of the other elements' gradient, and the label's gradient (ignored rows:
+// loss 0, a = b = 0). cross_entropy_row_f32's operations, row by row.
+struct BlockGradFactors {
+  alignas(64) float a[kGroup], b[kGroup];
+  double label_grad[kGroup];
+  BlockGradFactors(const CrossEntropyRange& r, int rows, int64_t n, uint32_t ignored, const float* max_f,
+                   const double* sum, const double* log_sum, const double* sum_z, const double* z_t, double* loss) {
+    const double eps = r.smoothing, w = r.weight;
+    for (int l = 0; l < rows; ++l) {
+      if ((ignored >> l) & 1u) {
+        loss[l] = 0.0;
+        a[l] = b[l] = 0.0f;
+        continue;
+      }
+      const double m = static_cast<double>(max_f[l]);
+      const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum[l]);
+      const double mean_z = (sum_z[l] / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
+      loss[l] = cross_entropy_loss(z_t[l], m, log_sum[l], mean_z, eps, r.z_loss);
+      a[l] = static_cast<float>(w * k / sum[l]);
+      b[l] = static_cast<float>(w * eps / static_cast<double>(n));
+      label_grad[l] = cross_entropy_label_grad(z_t[l], m, sum[l], w, k, eps, static_cast<double>(n));
+    }
+  }
+  // The label's gradient, or a row of zeros for an ignored row.
+  void finish_row(float* grad_row, int64_t n, int l, uint32_t ignored, int64_t label) const {
+    if ((ignored >> l) & 1u) {
+      fill_row(grad_row, n, 0.0f);
+    } else {
+      store_scalar(grad_row + label, label_grad[l]);
+    }
+  }
+};
+
 // Cross-entropy rows of at most kColumnRow elements, a block of kLanes rows
 // at a time with one row per lane (as softmax_column_rows_f32): the
 // maximum by max_lanes' tree of max_nan over the virtual lanes (element j
@@ -1623,88 +1683,64 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
                                 const int64_t* labels, double* loss) {
   using V = VecF;
   constexpr int L = kLanes<V>, n = N;
-  uint32_t ignored = 0, invalid = 0;
-  for (int l = 0; l < L; ++l) {
-    if (labels[l] == r.ignore_index) {
-      ignored |= 1u << l;
-    } else if (labels[l] < 0 || labels[l] >= n) {
-      invalid |= 1u << l;
-    }
-  }
+  const BlockLabels lab(r, labels, L, n);
   V zr[N], z[N];
   for (int v = 0; v < n; ++v) zr[v] = vload(x + v * L);
   lay.transpose<N>(zr, z);
   V mn = z[0];
   for (int j = 0; j < n; ++j) mn = vmin(mn, z[j]);  // any order: NaN rows are not near anyway
   const V mx = pairwise_over_lanes(z, [](V a, V b) { return smx::max_nan(a, b); });
-  if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | invalid) & ~ignored) != 0) return false;
+  if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | lab.invalid) & ~lab.ignored) != 0) return false;
   LanesF64 lane[N];
   for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
-  alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {};
+  alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
   const LanesF64 row_sum = combine_columns<N>(lane);
   store_f64(sum, row_sum);
   store_f64(log_sum, log_row_sum(row_sum));
-  const double eps = r.smoothing, w = r.weight;
-  if (eps != 0.0) {
+  if (r.smoothing != 0.0) {
     for (int j = 0; j < n; ++j) {
       const V scaled = z[j] * V(kLogitSumScale<float>);
       lane[j] = widen((scaled - scaled) + scaled);  // CompensatedSum of one term (see combine_columns)
     }
     store_f64(sum_z, combine_columns<N>(lane));
   }
-  alignas(64) float max_f[kGroup], a_f[kGroup], b_f[kGroup];
-  double label_grad[kGroup];
+  alignas(64) float max_f[kGroup];
   vstore(max_f, mx);
-  for (int l = 0; l < L; ++l) {
-    if ((ignored >> l) & 1u) {
-      loss[l] = 0.0;
-      a_f[l] = b_f[l] = 0.0f;
-      continue;
-    }
-    const double z_t = static_cast<double>(x[l * n + labels[l]]);  // read before grad may overwrite x
-    const double m = static_cast<double>(max_f[l]);
-    const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum[l]);
-    const double mean_z = (sum_z[l] / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
-    loss[l] = cross_entropy_loss(z_t, m, log_sum[l], mean_z, eps, r.z_loss);
-    a_f[l] = static_cast<float>(w * k / sum[l]);
-    b_f[l] = static_cast<float>(w * eps / static_cast<double>(n));
-    label_grad[l] = cross_entropy_label_grad(z_t, m, sum[l], w, k, eps, static_cast<double>(n));
-  }
-  const V a = vload(a_f), b = vload(b_f);
+  for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
+  const BlockGradFactors f(r, L, n, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  const V a = vload(f.a), b = vload(f.b);
   for (int v = 0; v < n; ++v) {
     const int32_t* row = lay.row_of[v];
     const V t = softmax_term_near(zr[v], vpermute(mx, row));
     vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
   }
-  for (int l = 0; l < L; ++l) {
-    if ((ignored >> l) & 1u) {
-      fill_row(grad + l * n, n, 0.0f);
-    } else {
-      store_scalar(grad + l * n + labels[l], label_grad[l]);
-    }
-  }
+  for (int l = 0; l < L; ++l) f.finish_row(grad + l * n, n, l, lab.ignored, labels[l]);
   return true;
 }
 
-template <int N>
-void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
-  constexpr int L = kLanes<VecF>, n = N;
-  static const ColumnLayout lay(n);  // built once per row length (thread-safe)
-  alignas(64) float xbuf[kGroup * kColumnRow], gbuf[kGroup * kColumnRow];
-  int64_t label_buf[kGroup];
-  double loss_buf[kGroup];
-  for (int64_t row0 = row_begin; row0 < row_end; row0 += L) {
-    const int rows = static_cast<int>(std::min<int64_t>(L, row_end - row0));
+// Cross-entropy rows [row_begin, row_end) of at most kMaxRow elements, kRows
+// at a time by block(x, grad, labels, loss), which returns false (having
+// written nothing) for a block it leaves to cross_entropy_row. A last block
+// of fewer than kRows rows runs through buffers; its missing rows get zeros
+// and label 0.
+template <int kRows, int kMaxRow, class Block>
+void cross_entropy_blocks_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end, Block&& block) {
+  const int64_t n = r.cols;
+  alignas(64) float xbuf[kRows * kMaxRow], gbuf[kRows * kMaxRow];
+  int64_t label_buf[kRows];
+  double loss_buf[kRows];
+  for (int64_t row0 = row_begin; row0 < row_end; row0 += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, row_end - row0));
     const float* x = static_cast<const float*>(r.logits) + row0 * n;
     float* grad = static_cast<float*>(r.grad) + row0 * n;
     bool done;
-    if (rows == L) {
-      done = cross_entropy_column_block<N>(r, lay, x, grad, r.labels + row0, r.loss + row0);
+    if (rows == kRows) {
+      done = block(x, grad, r.labels + row0, r.loss + row0);
     } else {
-      // A last partial block, through buffers; the missing rows get zeros and label 0.
-      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + L * n, 0.0f);
-      std::fill(std::copy(r.labels + row0, r.labels + row0 + rows, label_buf), label_buf + L, int64_t{0});
-      done = cross_entropy_column_block<N>(r, lay, xbuf, gbuf, label_buf, loss_buf);
+      std::fill(std::copy(x, x + rows * n, xbuf), xbuf + kRows * n, 0.0f);
+      std::fill(std::copy(r.labels + row0, r.labels + row0 + rows, label_buf), label_buf + kRows, int64_t{0});
+      done = block(static_cast<const float*>(xbuf), static_cast<float*>(gbuf), static_cast<const int64_t*>(label_buf),
+                   static_cast<double*>(loss_buf));
       if (done) {
         std::copy(gbuf, gbuf + rows * n, grad);
         std::copy(loss_buf, loss_buf + rows, r.loss + row0);
@@ -1716,6 +1752,129 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
   }
 }
 
+template <int N>
+void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+  static const ColumnLayout lay(N);  // built once per row length (thread-safe)
+  cross_entropy_blocks_f32<kLanes<VecF>, kColumnRow>(
+      r, row_begin, row_end, [&](const float* x, float* grad, const int64_t* labels, double* loss) {
+        return cross_entropy_column_block<N>(r, lay, x, grad, labels, loss);
+      });
+}
+
+#if NNF_ISA_LEVEL == 2
+// Cross-entropy rows of 17 to kBatchRowCrossEntropy elements, 16 at a time
+// as softmax_batch_block: the rows in memory order, their reductions
+// batched (lane-wise max_nan, minimum, BiasedSum and, with label smoothing,
+// the CompensatedSum of the scaled logits, each transposed so that every
+// row's value comes out of max_lanes' or combine_pairs' tree in its own
+// lane). The operations of cross_entropy_row_f32, so the same bits. Pass 1
+// sees every row before pass 2 writes the terms into the gradient (which may
+// be the logits), so a block with a row the row kernel must take is left to
+// it whole.
+constexpr int kBatchRowCrossEntropy = 256;
+
+template <int K, bool kSmoothing>
+bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float* grad, const int64_t* labels,
+                               double* loss) {
+  using V = VecF;
+  const int n = static_cast<int>(r.cols);
+  const BlockLabels lab(r, labels, kGroup, n);
+  const __mmask16 tail_lanes = first_lanes(n - kGroup * (K - 1));  // a row's last vector
+  const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
+  auto load_row = [&](const float* p, int k) {
+    return k + 1 < K ? vload(p + k * kGroup) : V(_mm512_maskz_loadu_ps(tail_lanes, p + k * kGroup));
+  };
+  auto store_row = [&](float* p, int k, V v) {
+    if (k + 1 < K) {
+      vstore(p + k * kGroup, v);
+    } else {
+      _mm512_mask_storeu_ps(p + k * kGroup, tail_lanes, v.v);
+    }
+  };
+  // Pass 1: lane-wise max_nan (padding -inf), minimum (padding +inf) and
+  // scaled logit sums (padding +0), as row_max_min and the row's zsum.
+  __m512 mxr[kGroup], mnr[kGroup], zsr[kGroup], zcr[kGroup];
+  for (int l = 0; l < kGroup; ++l) {
+    V mx = neg_inf, mn = pos_inf;
+    smx::CompensatedSum<V> zsum;
+    zsum.reset();
+    for (int k = 0; k < K; ++k) {
+      const V z = load_row(x + l * n, k);
+      const bool last = k + 1 == K;
+      mx = smx::max_nan(mx, last ? V(_mm512_mask_mov_ps(neg_inf.v, tail_lanes, z.v)) : z);
+      mn = vmin(last ? V(_mm512_mask_mov_ps(pos_inf.v, tail_lanes, z.v)) : z, mn);
+      if constexpr (kSmoothing) zsum.add(z * V(kLogitSumScale<float>));
+    }
+    mxr[l] = mx.v;
+    mnr[l] = mn.v;
+    if constexpr (kSmoothing) {
+      zsr[l] = zsum.s.v;
+      zcr[l] = zsum.c.v;
+    }
+  }
+  transpose_tile(mxr);
+  transpose_tile(mnr);
+  V lane_max[kGroup], mn = V(mnr[0]);
+  for (int j = 0; j < kGroup; ++j) {
+    lane_max[j] = V(mxr[j]);
+    mn = vmin(V(mnr[j]), mn);  // any order: NaN rows are not near anyway
+  }
+  const V mx = pairwise_over_lanes(lane_max, [](V a, V b) { return smx::max_nan(a, b); });
+  if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | lab.invalid) & ~lab.ignored) != 0) return false;
+  alignas(64) float max_f[kGroup];
+  alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
+  vstore(max_f, mx);
+  for (int l = 0; l < kGroup; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
+  if constexpr (kSmoothing) store_f64(sum_z, transposed_lane_sums<0>(zsr, zcr));
+  // Pass 2: the terms, written to the gradient, and each row's lane sums.
+  __m512 sums[kGroup], comps[kGroup];
+  for (int l = 0; l < kGroup; ++l) {
+    const V m(max_f[l]);
+    smx::BiasedSum<V> acc;
+    acc.reset();
+    for (int k = 0; k < K; ++k) {
+      const int64_t ahead = kGroup * n + (l * K + k) * kGroup;  // the next block, a line per vector
+      __builtin_prefetch(x + ahead, 0, 3);
+      __builtin_prefetch(grad + ahead, 1, 3);
+      V t = softmax_term_near(load_row(x + l * n, k), m);
+      if (k + 1 == K) t = V(_mm512_maskz_mov_ps(tail_lanes, t.v));  // padding: +0
+      store_row(grad + l * n, k, t);
+      acc.add(t);
+    }
+    sums[l] = acc.s.v;
+    comps[l] = acc.c.v;
+  }
+  const LanesF64 row_sum = transposed_lane_sums<1>(sums, comps);
+  store_f64(sum, row_sum);
+  store_f64(log_sum, log_row_sum(row_sum));
+  const BlockGradFactors f(r, kGroup, n, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  // Pass 3: a e - b in place, then the label's gradient.
+  for (int l = 0; l < kGroup; ++l) {
+    float* g = grad + l * n;
+    if (!((lab.ignored >> l) & 1u)) {
+      const V a(f.a[l]), b(f.b[l]);
+      for (int k = 0; k < K; ++k) store_row(g, k, cross_entropy_grad_from_exp(load_row(g, k), a, b));
+    }
+    f.finish_row(g, n, l, lab.ignored, labels[l]);
+  }
+  return true;
+}
+
+template <int K>
+void cross_entropy_batch_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
+  auto run = [&](auto block) { cross_entropy_blocks_f32<kGroup, kBatchRowCrossEntropy>(r, row_begin, row_end, block); };
+  if (r.smoothing != 0.0) {
+    run([&](const float* x, float* grad, const int64_t* labels, double* loss) {
+      return cross_entropy_batch_block<K, true>(r, x, grad, labels, loss);
+    });
+  } else {
+    run([&](const float* x, float* grad, const int64_t* labels, double* loss) {
+      return cross_entropy_batch_block<K, false>(r, x, grad, labels, loss);
+    });
+  }
+}
+#endif
+
 template <class T>
 void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
   if constexpr (std::is_same_v<T, float>) {
@@ -1724,6 +1883,13 @@ void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t r
         cross_entropy_column_rows_f32<len()>(r, row_begin, row_end);
       });
     }
+#if NNF_ISA_LEVEL == 2
+    if (r.cols <= kBatchRowCrossEntropy) {
+      return with_batch_vectors(static_cast<int>((r.cols + kGroup - 1) / kGroup), [&](auto vectors) {
+        cross_entropy_batch_rows_f32<vectors()>(r, row_begin, row_end);
+      });
+    }
+#endif
   }
   for (int64_t row = row_begin; row < row_end; ++row) cross_entropy_row<T>(r, row);
 }
