@@ -9,7 +9,8 @@
 // scalar, AVX2 and AVX-512 results are identical to the bit (tested).
 //
 // Float32 forward rows and cross-entropy rows (softmax_rows_f32,
-// cross_entropy_row_f32) compute one exp per element: the maximum (and
+// cross_entropy_row_f32; on AVX-512, rows of up to 256 elements 16 at a
+// time) compute one exp per element: the maximum (and
 // minimum) first, then e^(z - M) written out while it is summed, then the
 // output in place. Rows whose spread max - min is below 87 (almost all) use
 // exp_near (with z - M by Fast2Sum where the row allows it) and lane sums
@@ -1037,19 +1038,21 @@ void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t r
 // on, nor the row kernel's per-row scalar work. Pass 2 prefetches the next
 // block (a line of input and output per vector), as the row kernel does the
 // next row: without it the blocks were slower than the rows once the data
-// left L2. Float32, 1 thread, AVX-512, 2^22 elements, fastest of 15
-// alternating calls in one process, ns per element, rows -> blocks:
+// left L2. The cross-entropy (below) takes its rows the same way. Float32,
+// 1 thread, AVX-512, 2^22 elements, fastest of 15 alternating calls in one
+// process, ns per element, rows -> blocks:
 //   columns       17           32           64           128          256
-//   softmax       2.60 -> 1.84 1.17 -> 0.74 0.77 -> 0.62 0.54 -> 0.53 0.51 -> 0.54
+//   softmax       2.60 -> 1.84 1.17 -> 0.74 0.77 -> 0.62 0.49 -> 0.40 0.49 -> 0.42
 //   log-softmax   3.22 -> 1.59 1.54 -> 0.84 0.94 -> 0.68 0.65 -> 0.57 0.65 -> 0.49
-// At 2^23 elements and 128 columns softmax measured 0.57 -> 0.60 (1 thread)
-// and 0.31 -> 0.38 (2 threads), so softmax keeps the row kernel beyond 64
-// columns; log-softmax takes the blocks up to 256 (kShortRow: longer rows
-// were measured faster one at a time, their prefetch a row ahead).
-constexpr int kBatchRowSoftmax = 64;
-constexpr int kBatchRowLog = 256;
-constexpr int kBatchRowMax = kBatchRowLog;
+//   cross-entropy 5.40 -> 2.30 2.47 -> 1.05 1.52 -> 0.66 0.98 -> 0.55 0.74 -> 0.47
+// Softmax blocks beyond 64 columns were slower than the rows (2^23 elements,
+// 128 columns: 0.57 -> 0.60) until their terms took Fast2Sum as the row
+// kernel's do (batch_row_terms). Beyond 256 columns log-softmax gained under
+// 10% and softmax lost (320 and 512 columns), so longer rows stay one at a
+// time, their prefetch a row ahead.
+constexpr int kBatchRowMax = 256;
 constexpr int kBatchVectorsMax = kBatchRowMax / kGroup;
+constexpr int kBatchFastTerms = 4;
 
 // In-place transpose of 16 vectors of 16 floats (element c of vector r goes
 // to element r of vector c): unpacks within 128-bit lanes, then two rounds
@@ -1093,24 +1096,88 @@ LanesF64 transposed_lane_sums(__m512 (&s)[kGroup], __m512 (&c)[kGroup]) {
   return pairwise_over_lanes(lane, [](LanesF64 a, LanesF64 b) { return a + b; });
 }
 
-// Softmax or log-softmax of the 16 rows of n elements at x (16 (K - 1) < n
-// <= 16 K), written to y.
+// A block of 16 rows of n elements, 16 (K - 1) < n <= 16 K, in memory
+// order: vector k of a row is its elements 16 k on, the last one masked to
+// the row's tail (loads give +0 in the padding, stores leave it alone).
+template <int K>
+struct BatchRows {
+  int n;
+  __mmask16 tail_lanes;
+  explicit BatchRows(int row_length) : n(row_length), tail_lanes(first_lanes(row_length - kGroup * (K - 1))) {}
+  VecF load(const float* row, int k) const {
+    return k + 1 < K ? vload(row + k * kGroup) : VecF(_mm512_maskz_loadu_ps(tail_lanes, row + k * kGroup));
+  }
+  void store(float* row, int k, VecF v) const {
+    if (k + 1 < K) {
+      vstore(row + k * kGroup, v);
+    } else {
+      _mm512_mask_storeu_ps(row + k * kGroup, tail_lanes, v.v);
+    }
+  }
+  // Vector k with its padding lanes set to fill.
+  VecF padded(VecF v, int k, VecF fill) const {
+    return k + 1 < K ? v : VecF(_mm512_mask_mov_ps(fill.v, tail_lanes, v.v));
+  }
+};
+
+// Pass 2 of row l of a block whose logits are z(row, k): the terms
+// e^(z - M), written to y when store, summed in BiasedSum lanes (padding:
+// +0, as row_exp_sum), in the form row_terms would take for the row
+// (negative: M < 0; fast: Fast2Sum's condition; the same bits in any
+// form). Rows of fewer than kBatchFastTerms vectors keep TwoSum: choosing
+// per row measured 2-4% slower there (17 and 32 columns) and faster from
+// 64 on (128: 0.54 -> 0.44 ns per element, softmax, 1 thread). The next
+// block is prefetched, a line of input and output per vector.
+template <int K, class Logits>
+smx::BiasedSum<VecF> batch_row_terms(const BatchRows<K>& rows, Logits&& z, const float* x, float* y, int l, VecF m,
+                                     bool negative, bool fast, bool store) {
+  using V = VecF;
+  smx::BiasedSum<V> acc;
+  acc.reset();
+  auto terms = [&](auto term) {
+    for (int k = 0; k < K; ++k) {
+      const int64_t ahead = kGroup * rows.n + (l * K + k) * kGroup;
+      __builtin_prefetch(x + ahead, 0, 3);
+      __builtin_prefetch(y + ahead, 1, 3);
+      V t = term(z(l, k), m);
+      if (k + 1 == K) t = V(_mm512_maskz_mov_ps(rows.tail_lanes, t.v));
+      if (store) rows.store(y + l * rows.n, k, t);
+      acc.add(t);
+    }
+  };
+  if constexpr (K < kBatchFastTerms) {
+    terms([](V zv, V mv) { return softmax_term_near(zv, mv); });
+    return acc;
+  }
+  if (negative) {
+    terms([](V zv, V mv) { return softmax_term_near_fast_negative(zv, mv); });
+  } else if (fast) {
+    terms([](V zv, V mv) { return softmax_term_near_fast(zv, mv); });
+  } else {
+    terms([](V zv, V mv) { return softmax_term_near(zv, mv); });
+  }
+  return acc;
+}
+
+// The lanes (rows) whose terms may take Fast2Sum, as row_terms: M < 0, and
+// M = 0 or no |z| above M's binade.
+struct BatchForms {
+  uint32_t negative, fast;
+  BatchForms(VecF mx, VecF mn)
+      : negative(lane_bits(mx < VecF(0.0f))),
+        fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))) {}
+};
+
+// Softmax or log-softmax of the 16 rows of n elements at x, written to y.
 template <int K, bool kUnit>
 ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, bool log) {
   using V = VecF;
-  const __mmask16 tail_lanes = first_lanes(n - kGroup * (K - 1));  // a row's last vector
+  const BatchRows<K> rows(n);
   const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
-  auto load_row = [&](const float* p, int k) {
-    V z = k + 1 < K ? vload(p + k * kGroup) : V(_mm512_maskz_loadu_ps(tail_lanes, p + k * kGroup));
+  auto logits = [&](int l, int k) {
+    V z = rows.load(x + l * n, k);
     if constexpr (!kUnit) z = z * scale;
     return z;
-  };
-  auto store_row = [&](float* p, int k, V v) {
-    if (k + 1 < K) {
-      vstore(p + k * kGroup, v);
-    } else {
-      _mm512_mask_storeu_ps(p + k * kGroup, tail_lanes, v.v);
-    }
   };
   // Pass 1: each row's lane-wise maximum and minimum (padding lanes -inf and
   // +inf, NaNs skipped as row_max_min_fast), then every row's in its lane.
@@ -1118,10 +1185,9 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
   for (int l = 0; l < kGroup; ++l) {
     V mx = neg_inf, mn = pos_inf;
     for (int k = 0; k < K; ++k) {
-      const V z = load_row(x + l * n, k);
-      const bool last = k + 1 == K;
-      mx = vmax(last ? V(_mm512_mask_mov_ps(neg_inf.v, tail_lanes, z.v)) : z, mx);
-      mn = vmin(last ? V(_mm512_mask_mov_ps(pos_inf.v, tail_lanes, z.v)) : z, mn);
+      const V z = logits(l, k);
+      mx = vmax(rows.padded(z, k, neg_inf), mx);
+      mn = vmin(rows.padded(z, k, pos_inf), mn);
     }
     mxr[l] = mx.v;
     mnr[l] = mn.v;
@@ -1136,23 +1202,14 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
   mx = -(-mx + V(0.0f));  // a zero maximum as -0, as f32_segment_stats
   ColumnExits exits;
   exits.general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
+  const BatchForms forms(mx, mn);
   alignas(64) float row_max[kGroup];
   vstore(row_max, mx);
   // Pass 2: the terms (written out by softmax) and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
   for (int l = 0; l < kGroup; ++l) {
-    const V m(row_max[l]);
-    smx::BiasedSum<V> acc;
-    acc.reset();
-    for (int k = 0; k < K; ++k) {
-      const int64_t ahead = kGroup * n + (l * K + k) * kGroup;  // the next block, a line per vector
-      __builtin_prefetch(x + ahead, 0, 3);
-      __builtin_prefetch(y + ahead, 1, 3);
-      V t = softmax_term_near(load_row(x + l * n, k), m);
-      if (k + 1 == K) t = V(_mm512_maskz_mov_ps(tail_lanes, t.v));  // padding: +0
-      if (!log) store_row(y + l * n, k, t);
-      acc.add(t);
-    }
+    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, y, l, V(row_max[l]), (forms.negative >> l) & 1u,
+                                                  (forms.fast >> l) & 1u, !log);
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
@@ -1167,16 +1224,13 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
     vstore(row_lo, narrow(log_sum - widen(hi)));
     for (int l = 0; l < kGroup; ++l) {
       const V m(row_max[l]), lhi(row_hi[l]), llo(row_lo[l]);
-      for (int k = 0; k < K; ++k) store_row(y + l * n, k, log_softmax_out_rounded(load_row(x + l * n, k), m, lhi, llo));
+      for (int k = 0; k < K; ++k) rows.store(y + l * n, k, log_softmax_out_rounded(logits(l, k), m, lhi, llo));
     }
   } else {
     vstore(row_hi, narrow(LanesF64(1.0) / sum));
     for (int l = 0; l < kGroup; ++l) {
       const V inv(row_hi[l]);
-      for (int k = 0; k < K; ++k) {
-        const float* t = y + l * n + k * kGroup;
-        store_row(y + l * n, k, softmax_normalize(k + 1 < K ? vload(t) : V(_mm512_maskz_loadu_ps(tail_lanes, t)), inv));
-      }
+      for (int k = 0; k < K; ++k) rows.store(y + l * n, k, softmax_normalize(rows.load(y + l * n, k), inv));
     }
   }
   return exits;
@@ -1238,7 +1292,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
     });
   }
 #if NNF_ISA_LEVEL == 2
-  if (!kMasked && !exact && n <= (r.log ? kBatchRowLog : kBatchRowSoftmax)) {
+  if (!kMasked && !exact && n <= kBatchRowMax) {
     return with_batch_vectors(static_cast<int>((n + kGroup - 1) / kGroup), [&](auto vectors) {
       softmax_unit_scale(r) ? softmax_batch_rows_f32<vectors(), true>(r, row_begin, row_end)
                             : softmax_batch_rows_f32<vectors(), false>(r, row_begin, row_end);
@@ -1762,7 +1816,7 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
 }
 
 #if NNF_ISA_LEVEL == 2
-// Cross-entropy rows of 17 to kBatchRowCrossEntropy elements, 16 at a time
+// Cross-entropy rows of 17 to kBatchRowMax elements, 16 at a time
 // as softmax_batch_block: the rows in memory order, their reductions
 // batched (lane-wise max_nan, minimum, BiasedSum and, with label smoothing,
 // the CompensatedSum of the scaled logits, each transposed so that every
@@ -1771,26 +1825,15 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
 // sees every row before pass 2 writes the terms into the gradient (which may
 // be the logits), so a block with a row the row kernel must take is left to
 // it whole.
-constexpr int kBatchRowCrossEntropy = 256;
-
 template <int K, bool kSmoothing>
 bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float* grad, const int64_t* labels,
                                double* loss) {
   using V = VecF;
   const int n = static_cast<int>(r.cols);
+  const BatchRows<K> rows(n);
   const BlockLabels lab(r, labels, kGroup, n);
-  const __mmask16 tail_lanes = first_lanes(n - kGroup * (K - 1));  // a row's last vector
   const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
-  auto load_row = [&](const float* p, int k) {
-    return k + 1 < K ? vload(p + k * kGroup) : V(_mm512_maskz_loadu_ps(tail_lanes, p + k * kGroup));
-  };
-  auto store_row = [&](float* p, int k, V v) {
-    if (k + 1 < K) {
-      vstore(p + k * kGroup, v);
-    } else {
-      _mm512_mask_storeu_ps(p + k * kGroup, tail_lanes, v.v);
-    }
-  };
+  auto logits = [&](int l, int k) { return rows.load(x + l * n, k); };
   // Pass 1: lane-wise max_nan (padding -inf), minimum (padding +inf) and
   // scaled logit sums (padding +0), as row_max_min and the row's zsum.
   __m512 mxr[kGroup], mnr[kGroup], zsr[kGroup], zcr[kGroup];
@@ -1799,10 +1842,9 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
     smx::CompensatedSum<V> zsum;
     zsum.reset();
     for (int k = 0; k < K; ++k) {
-      const V z = load_row(x + l * n, k);
-      const bool last = k + 1 == K;
-      mx = smx::max_nan(mx, last ? V(_mm512_mask_mov_ps(neg_inf.v, tail_lanes, z.v)) : z);
-      mn = vmin(last ? V(_mm512_mask_mov_ps(pos_inf.v, tail_lanes, z.v)) : z, mn);
+      const V z = logits(l, k);
+      mx = smx::max_nan(mx, rows.padded(z, k, neg_inf));
+      mn = vmin(rows.padded(z, k, pos_inf), mn);
       if constexpr (kSmoothing) zsum.add(z * V(kLogitSumScale<float>));
     }
     mxr[l] = mx.v;
@@ -1821,6 +1863,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   }
   const V mx = pairwise_over_lanes(lane_max, [](V a, V b) { return smx::max_nan(a, b); });
   if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | lab.invalid) & ~lab.ignored) != 0) return false;
+  const BatchForms forms(mx, mn);
   alignas(64) float max_f[kGroup];
   alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
   vstore(max_f, mx);
@@ -1829,18 +1872,8 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   // Pass 2: the terms, written to the gradient, and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
   for (int l = 0; l < kGroup; ++l) {
-    const V m(max_f[l]);
-    smx::BiasedSum<V> acc;
-    acc.reset();
-    for (int k = 0; k < K; ++k) {
-      const int64_t ahead = kGroup * n + (l * K + k) * kGroup;  // the next block, a line per vector
-      __builtin_prefetch(x + ahead, 0, 3);
-      __builtin_prefetch(grad + ahead, 1, 3);
-      V t = softmax_term_near(load_row(x + l * n, k), m);
-      if (k + 1 == K) t = V(_mm512_maskz_mov_ps(tail_lanes, t.v));  // padding: +0
-      store_row(grad + l * n, k, t);
-      acc.add(t);
-    }
+    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, grad, l, V(max_f[l]), (forms.negative >> l) & 1u,
+                                                  (forms.fast >> l) & 1u, true);
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
@@ -1853,7 +1886,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
     float* g = grad + l * n;
     if (!((lab.ignored >> l) & 1u)) {
       const V a(f.a[l]), b(f.b[l]);
-      for (int k = 0; k < K; ++k) store_row(g, k, cross_entropy_grad_from_exp(load_row(g, k), a, b));
+      for (int k = 0; k < K; ++k) rows.store(g, k, cross_entropy_grad_from_exp(rows.load(g, k), a, b));
     }
     f.finish_row(g, n, l, lab.ignored, labels[l]);
   }
@@ -1862,7 +1895,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
 
 template <int K>
 void cross_entropy_batch_rows_f32(const CrossEntropyRange& r, int64_t row_begin, int64_t row_end) {
-  auto run = [&](auto block) { cross_entropy_blocks_f32<kGroup, kBatchRowCrossEntropy>(r, row_begin, row_end, block); };
+  auto run = [&](auto block) { cross_entropy_blocks_f32<kGroup, kBatchRowMax>(r, row_begin, row_end, block); };
   if (r.smoothing != 0.0) {
     run([&](const float* x, float* grad, const int64_t* labels, double* loss) {
       return cross_entropy_batch_block<K, true>(r, x, grad, labels, loss);
@@ -1884,7 +1917,7 @@ void cross_entropy_rows(const CrossEntropyRange& r, int64_t row_begin, int64_t r
       });
     }
 #if NNF_ISA_LEVEL == 2
-    if (r.cols <= kBatchRowCrossEntropy) {
+    if (r.cols <= kBatchRowMax) {
       return with_batch_vectors(static_cast<int>((r.cols + kGroup - 1) / kGroup), [&](auto vectors) {
         cross_entropy_batch_rows_f32<vectors()>(r, row_begin, row_end);
       });

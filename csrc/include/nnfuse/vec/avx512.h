@@ -93,9 +93,9 @@ NNF_HD VecAvx512 pow2i(VecAvx512 k) {
 // instruction instead of four (k integral here).
 NNF_HD VecAvx512 scale_pow2(VecAvx512 v, VecAvx512 k) { return _mm512_scalef_ps(v.v, k.v); }
 NNF_HD VecAvx512 exponent_of(VecAvx512 a) {
-  __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(a.v), 23);
+  __m512i bits = _mm512_maskz_srli_epi32(0xffff, _mm512_castps_si512(a.v), 23);
   bits = _mm512_and_si512(bits, _mm512_set1_epi32(0xff));
-  return _mm512_cvtepi32_ps(_mm512_sub_epi32(bits, _mm512_set1_epi32(127)));
+  return _mm512_maskz_cvtepi32_ps(0xffff, _mm512_sub_epi32(bits, _mm512_set1_epi32(127)));
 }
 NNF_HD VecAvx512 mantissa_of(VecAvx512 a) {
   __m512i bits = _mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x007fffff));
