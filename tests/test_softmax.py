@@ -138,7 +138,7 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
     # partial one on each thread. Rows the blocks leave to the row kernel: a
     # NaN (found through the softmax sum), +inf, all -inf (an ignored row for
     # the cross-entropy, which keeps its block), a spread beyond exp_near's
-    # range; and a row of -0.
+    # range; and rows of -0 and of mixed zeros.
     rng = np.random.default_rng(37)
     for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 64, 65, 100, 128, 200, 256)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
@@ -147,6 +147,7 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
         x[5] = -np.inf
         x[7, 0] = -200.0
         x[9] = -0.0
+        x[10, ::2], x[10, 1::2], x[10, ::3] = 0.0, -0.0, -1.5  # a zero maximum of either sign
         labels = rng.integers(0, cols, rows)
         labels[::5] = -100
 

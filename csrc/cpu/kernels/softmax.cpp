@@ -1821,7 +1821,10 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
 // batched (lane-wise max_nan, minimum, BiasedSum and, with label smoothing,
 // the CompensatedSum of the scaled logits, each transposed so that every
 // row's value comes out of max_lanes' or combine_pairs' tree in its own
-// lane). The operations of cross_entropy_row_f32, so the same bits. Pass 1
+// lane). The operations of cross_entropy_row_f32 (z - M by Fast2Sum where
+// batch_row_terms finds its condition: the same d and dlo), so the same
+// bits; the row kernel keeps TwoSum, where a second loop cost more than
+// Fast2Sum saved (see there). Pass 1
 // sees every row before pass 2 writes the terms into the gradient (which may
 // be the logits), so a block with a row the row kernel must take is left to
 // it whole.
