@@ -1093,7 +1093,7 @@ LanesF64 transposed_lane_sums(__m512 (&s)[kGroup], __m512 (&c)[kGroup]) {
   transpose_tile(c);
   LanesF64 lane[kGroup];
   for (int j = 0; j < kGroup; ++j) lane[j] = (widen(VecF(s[j])) - LanesF64(kBias)) + widen(VecF(c[j]));
-  return pairwise_over_lanes(lane, [](LanesF64 a, LanesF64 b) { return a + b; });
+  return combine_columns(lane);
 }
 
 // A block of 16 rows of n elements, 16 (K - 1) < n <= 16 K, in memory
@@ -1593,6 +1593,27 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 
 // ---- fused cross-entropy ---------------------------------------------------------
 
+// One row's loss and the factors a and b of its other elements' gradients
+// (a e^(z - M) - b), in double, from its maximum m, S, log S, the sum of its
+// logits times logit_scale (label smoothing only) and the label's logit z_t:
+// the one formula of every cross-entropy kernel. label_grad is the label's
+// gradient; the row kernels call it after their gradient loop, which then
+// need not wait on its exp (calling it first made rows of 512 and 1024
+// classes 1.2-1.5x slower).
+struct CrossEntropyRowResult {
+  double loss, a, b, k;
+  double label_grad(const CrossEntropyRange& r, double m, double sum, double z_t) const {
+    return cross_entropy_label_grad(z_t, m, sum, r.weight, k, r.smoothing, static_cast<double>(r.cols));
+  }
+};
+inline CrossEntropyRowResult cross_entropy_row_result(const CrossEntropyRange& r, double m, double sum, double log_sum,
+                                                      double scaled_logit_sum, double logit_scale, double z_t) {
+  const double n = static_cast<double>(r.cols), eps = r.smoothing, w = r.weight;
+  const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum);
+  const double mean_z = (scaled_logit_sum / n) / logit_scale;
+  return {cross_entropy_loss(z_t, m, log_sum, mean_z, eps, r.z_loss), w * k / sum, w * eps / n, k};
+}
+
 // Float32 rows whose logits are finite with a spread below 87: one exp per
 // element (written to grad, then a * e - b in place). Returns false for the
 // other rows, which take the general path below.
@@ -1600,7 +1621,7 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   using V = vec_for_t<float>;
   constexpr int L = kLanes<V>;
   const int64_t n = r.cols;
-  const double eps = r.smoothing, w = r.weight;
+  const double eps = r.smoothing;
   float mx, mn;
   row_max_min<V, false, true>(x, nullptr, n, V(1.0f), mx, mn);
   if (!(mn - mx >= -87.0f)) return false;  // also NaN and infinite rows
@@ -1618,17 +1639,15 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   // a second instantiation of the loop here made rows of 2 to 128 elements
   // 3-7% slower for 5% at 1024).
   const double sum = row_exp_sum<V, false, true, RowTerms::kNear, false>(x, nullptr, n, V(1.0f), m, grad, x, grad);
-  const double log_sum = log_row_sum(sum);
-  const double lse = static_cast<double>(mx) + log_sum;
-  const double k = 1.0 + 2.0 * r.z_loss * lse;
-  const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
-  r.loss[row] = cross_entropy_loss(z_t, mx, log_sum, mean_z, eps, r.z_loss);
-  const V a(static_cast<float>(w * k / sum)), b(static_cast<float>(w * eps / static_cast<double>(n)));
+  const CrossEntropyRowResult res =
+      cross_entropy_row_result(r, mx, sum, log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
+  r.loss[row] = res.loss;
+  const V a(static_cast<float>(res.a)), b(static_cast<float>(res.b));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
   }
-  store_scalar(grad + label, cross_entropy_label_grad(z_t, mx, sum, w, k, eps, static_cast<double>(n)));
+  store_scalar(grad + label, res.label_grad(r, mx, sum, z_t));
   return true;
 }
 
@@ -1639,7 +1658,7 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
   using S = scalar_t<V>;
   constexpr int L = kLanes<V>;
   const int64_t n = r.cols;
-  const double eps = r.smoothing, w = r.weight;
+  const double eps = r.smoothing;
   const T* x = static_cast<const T*>(r.logits) + row * n;
   T* grad = static_cast<T*>(r.grad) + row * n;
   const int64_t label = r.labels[row];
@@ -1656,19 +1675,16 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
   const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
                                   : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
   const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
-  const double log_sum = log(norm.sum);
-  const double lse = norm.max + log_sum;
-  const double k = 1.0 + 2.0 * r.z_loss * lse;
-  const double mean_z = (sum_z / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<S>);
-  r.loss[row] = cross_entropy_loss(z_t, norm.max, log_sum, mean_z, eps, r.z_loss);
+  const CrossEntropyRowResult res =
+      cross_entropy_row_result(r, norm.max, norm.sum, log(norm.sum), sum_z, kLogitSumScale<S>, z_t);
+  r.loss[row] = res.loss;
   const V m(static_cast<S>(norm.max));
-  const V a(static_cast<S>(w * k / norm.sum)), b(static_cast<S>(w * eps / static_cast<double>(n)));
+  const V a(static_cast<S>(res.a)), b(static_cast<S>(res.b));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
   }
-  store_scalar(grad + label,
-               cross_entropy_label_grad(z_t, norm.max, norm.sum, w, k, eps, static_cast<double>(n)));
+  store_scalar(grad + label, res.label_grad(r, norm.max, norm.sum, z_t));
 }
 
 // The labels of a block of rows: those equal to ignore_index, and those
@@ -1691,26 +1707,24 @@ struct BlockLabels {
 // S, log S and (label smoothing) scaled logit sum, the label's logit z_t
 // read before the gradient could overwrite it: the loss, the factors a and b
 // of the other elements' gradient, and the label's gradient (ignored rows:
-// loss 0, a = b = 0). cross_entropy_row_f32's operations, row by row.
+// loss 0, a = b = 0), as cross_entropy_row_f32 has them.
 struct BlockGradFactors {
   alignas(64) float a[kGroup], b[kGroup];
   double label_grad[kGroup];
-  BlockGradFactors(const CrossEntropyRange& r, int rows, int64_t n, uint32_t ignored, const float* max_f,
-                   const double* sum, const double* log_sum, const double* sum_z, const double* z_t, double* loss) {
-    const double eps = r.smoothing, w = r.weight;
+  BlockGradFactors(const CrossEntropyRange& r, int rows, uint32_t ignored, const float* max_f, const double* sum,
+                   const double* log_sum, const double* sum_z, const double* z_t, double* loss) {
     for (int l = 0; l < rows; ++l) {
       if ((ignored >> l) & 1u) {
         loss[l] = 0.0;
         a[l] = b[l] = 0.0f;
         continue;
       }
-      const double m = static_cast<double>(max_f[l]);
-      const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum[l]);
-      const double mean_z = (sum_z[l] / static_cast<double>(n)) / static_cast<double>(kLogitSumScale<float>);
-      loss[l] = cross_entropy_loss(z_t[l], m, log_sum[l], mean_z, eps, r.z_loss);
-      a[l] = static_cast<float>(w * k / sum[l]);
-      b[l] = static_cast<float>(w * eps / static_cast<double>(n));
-      label_grad[l] = cross_entropy_label_grad(z_t[l], m, sum[l], w, k, eps, static_cast<double>(n));
+      const CrossEntropyRowResult res =
+          cross_entropy_row_result(r, max_f[l], sum[l], log_sum[l], sum_z[l], kLogitSumScale<float>, z_t[l]);
+      loss[l] = res.loss;
+      a[l] = static_cast<float>(res.a);
+      b[l] = static_cast<float>(res.b);
+      label_grad[l] = res.label_grad(r, max_f[l], sum[l], z_t[l]);
     }
   }
   // The label's gradient, or a row of zeros for an ignored row.
@@ -1761,7 +1775,7 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   alignas(64) float max_f[kGroup];
   vstore(max_f, mx);
   for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
-  const BlockGradFactors f(r, L, n, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  const BlockGradFactors f(r, L, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   const V a = vload(f.a), b = vload(f.b);
   for (int v = 0; v < n; ++v) {
     const int32_t* row = lay.row_of[v];
@@ -1883,7 +1897,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   const LanesF64 row_sum = transposed_lane_sums<1>(sums, comps);
   store_f64(sum, row_sum);
   store_f64(log_sum, log_row_sum(row_sum));
-  const BlockGradFactors f(r, kGroup, n, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  const BlockGradFactors f(r, kGroup, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   // Pass 3: a e - b in place, then the label's gradient.
   for (int l = 0; l < kGroup; ++l) {
     float* g = grad + l * n;
