@@ -1,9 +1,15 @@
 """Deterministic input samples: normal values, extremal values and the
 neighbourhoods of each op's special points (kinks, thresholds, saturation)."""
 
+import mmap
+
 import numpy as np
 
 from nnfuse._array import BFLOAT16
+
+# The size from which a call's output may be written with streaming stores
+# (csrc/cpu/cpu_api.h, kStreamBytes).
+STREAM_BYTES = 1 << 24
 
 _FINFO = {np.dtype(np.float16): np.finfo(np.float16), np.dtype(np.float32): np.finfo(np.float32),
           np.dtype(np.float64): np.finfo(np.float64)}
@@ -73,3 +79,15 @@ def grad_sample(dtype, n=70_000, seed=0):
     half = n // 2
     values[:half] = rng.standard_normal(half) * 2  # most gradients are O(1)
     return values[rng.permutation(n)].astype(dtype)
+
+
+def large_outputs(shape, dtype):
+    """Two outputs of `shape`, each one element past a 64-byte line: one in
+    freshly mapped pages, never touched (the kernels store plainly into such
+    an output), and one whose pages were written before (streaming stores
+    once the call is STREAM_BYTES or more)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape)) + 1
+    fresh = np.frombuffer(mmap.mmap(-1, count * dtype.itemsize), dtype)[1:].reshape(shape)
+    written = np.zeros(count, dtype)[1:].reshape(shape)
+    return {"fresh pages": fresh, "written pages": written}

@@ -16,7 +16,7 @@ from nnfuse._array import BFLOAT16
 from nnfuse.accuracy import SOFTMAX_BOUNDS, softmax_floor
 
 from conftest import SUPPORTED_ISAS, assert_within_ulp
-from samples import sample
+from samples import STREAM_BYTES, large_outputs, sample
 
 DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16]
 # Row lengths around every vector width (1, 8, 16), the 16-lane group and the
@@ -461,26 +461,54 @@ def test_short_cross_entropy_rows_match_the_row_kernel(isa):
 
 
 # Softmax backward rows of 4096 elements or more, in a call whose output is
-# 16 MiB or more, are written with streaming stores after an aligning head
-# (csrc/cpu/kernels/softmax.cpp, stream_backward_rows); smaller calls store
-# plainly. The row results must not depend on which: the big call, into an
-# output one element off alignment, against the same rows in small calls.
-STREAM_BYTES = 1 << 24
-
-
+# 16 MiB or more and already backed by memory, are written with streaming
+# stores after an aligning head (csrc/cpu/kernels/softmax.cpp,
+# stream_backward_rows); fresh outputs and smaller calls store plainly. The
+# row results must not depend on which: the big call, into either output one
+# element off alignment, against the same rows in small calls.
+@pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 0.7])
-def test_streamed_backward_matches_plain_stores(scale, isa):
+def test_streamed_backward_matches_plain_stores(scale, log, isa):
     cols = 4099
     rows = STREAM_BYTES // (4 * cols) + 1
     rng = np.random.default_rng(41)
-    y = nf.softmax((rng.standard_normal((rows, cols)) * 3).astype(np.float32))
+    forward, backward = (nf.log_softmax, nf.log_softmax_backward) if log else (nf.softmax, nf.softmax_backward)
+    y = forward((rng.standard_normal((rows, cols)) * 3).astype(np.float32))
     g = rng.standard_normal((rows, cols)).astype(np.float32)
     g[5, 7] = np.nan
-    out = np.empty(rows * cols + 1, np.float32)[1:].reshape(rows, cols)
-    nf.softmax_backward(g, y, scale=scale, out=out)
-    plain = np.concatenate([nf.softmax_backward(g[i:i + 64], y[i:i + 64], scale=scale) for i in range(0, rows, 64)])
-    np.testing.assert_array_equal(_bits(out), _bits(plain))
-    assert np.isnan(out[5]).all() and not np.isnan(out[6]).any()
+    plain = np.concatenate([backward(g[i:i + 64], y[i:i + 64], scale=scale) for i in range(0, rows, 64)])
+    for kind, out in large_outputs((rows, cols), np.float32).items():
+        backward(g, y, scale=scale, out=out)
+        np.testing.assert_array_equal(_bits(out), _bits(plain), err_msg=f"output in {kind}")
+        assert np.isnan(out[5]).all() and not np.isnan(out[6]).any()
+
+
+# Forward rows of a segment (32768) or more (log-softmax) and of more than one
+# (softmax), in a call of 16 MiB or more into an output backed by memory, are
+# written with streaming stores, softmax's terms taken a second time
+# (softmax_stream_output): the same bits as the plain stores of small calls,
+# NaN, infinite and -inf rows included (which NaN aside), and in place.
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 0.7])
+def test_streamed_forward_matches_plain_stores(scale, log, isa):
+    cols = 32768 + 5 if log else 2 * 32768 + 3
+    rows = STREAM_BYTES // (4 * cols) + 1
+    rng = np.random.default_rng(43)
+    x = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)
+    x[1, 100] = np.nan
+    x[2, 7] = np.inf
+    x[3] = -np.inf
+    x[4, 5:] = -200.0  # a spread beyond exp_near's range
+    x[5] = rng.standard_normal(cols).astype(np.float32) * 1e-3 - 50.0  # a negative maximum
+    forward = nf.log_softmax if log else nf.softmax
+    plain = np.concatenate([forward(x[i:i + 8], scale=scale) for i in range(0, rows, 8)])
+    for kind, out in large_outputs((rows, cols), np.float32).items():
+        forward(x, scale=scale, out=out)
+        np.testing.assert_array_equal(_bits_nan_canonical(out), _bits_nan_canonical(plain), err_msg=f"output in {kind}")
+    inplace = x.copy()
+    forward(inplace, scale=scale, out=inplace)
+    np.testing.assert_array_equal(_bits_nan_canonical(inplace), _bits_nan_canonical(plain), err_msg="in place")
+    assert np.isnan(plain[1]).all() and not np.isnan(plain[6]).any()
 
 
 def test_masks(isa):

@@ -24,7 +24,8 @@ void softmax_forward(bool log, int dtype, const py::array& x, const py::object& 
                  mutable_data_of(out),
                  cols,
                  scale,
-                 masked_rows_nan};
+                 masked_rows_nan,
+                 rows * cols};
   py::gil_scoped_release release;
   run_softmax_forward(r, rows);
 }

@@ -19,6 +19,8 @@ struct SoftmaxRange {
   int64_t cols;
   double scale;             // rounded to the compute type by the kernel
   bool masked_rows_nan;     // rows with no finite maximum: NaN (else 0 / -inf)
+  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
+  bool out_resident = true; // output_resident (set by the dispatch)
 };
 
 struct SoftmaxBackwardRange {
@@ -30,6 +32,7 @@ struct SoftmaxBackwardRange {
   int64_t cols;
   double scale;
   int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
+  bool out_resident = true; // output_resident (set by the dispatch)
 };
 
 // Fused softmax cross-entropy: loss[row] (double) and grad (logits' dtype;
@@ -79,6 +82,7 @@ struct SoftmaxRowStats {
 struct SoftmaxSegmentSum {
   float max;
   double sum;
+  RowTerms terms = RowTerms::kGeneral;  // the form its terms were taken in
 };
 
 // The row's maximum M (a NaN sticks) and S = sum of S_s e^(m_s - M) over its
@@ -124,10 +128,11 @@ struct SoftmaxKernelTable {
   // segment_sum: its maximum and sum of exps (softmax: the exps written to the
   // output); exact: the NaN-aware maximum (see softmax_row_redo; rows with a
   // mask, or written in place, always take it). segment_finish: the
-  // segment's output from its own maximum and the row's (M, S).
+  // segment's output from its own maximum (and the form of its terms, for a
+  // streamed output that takes them again) and the row's (M, S).
   SoftmaxSegmentSum (*f32_segment_sum)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, bool exact);
-  void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end, float segment_max,
-                             const SoftmaxRowSum& row_sum);
+  void (*f32_segment_finish)(const SoftmaxRange& r, int64_t row, int64_t begin, int64_t end,
+                             const SoftmaxSegmentSum& segment, const SoftmaxRowSum& row_sum);
 };
 
 // Threaded entry points (softmax_dispatch.cpp).

@@ -48,7 +48,7 @@ void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRa
       parallel_for(segments, 1, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t s = s0, b, e; s < s1; ++s) {
           bounds(s, b, e);
-          table.f32_segment_finish(r, row, b, e, seg[s].max, rs);
+          table.f32_segment_finish(r, row, b, e, seg[s], rs);
         }
       });
       break;
@@ -56,8 +56,10 @@ void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRa
   }
 }
 
-void run_softmax_forward(const SoftmaxRange& r, int64_t rows) {
+void run_softmax_forward(const SoftmaxRange& range, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
+  SoftmaxRange r = range;
+  r.out_resident = output_resident(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
   if (r.dtype == DType::float32 && r.cols > kSoftmaxSegment && rows < get_num_threads()) {
     softmax_forward_split_rows(table, r, rows);
     return;
@@ -66,8 +68,10 @@ void run_softmax_forward(const SoftmaxRange& r, int64_t rows) {
                [&](int64_t begin, int64_t end) { table.forward(r, begin, end); });
 }
 
-void run_softmax_backward(const SoftmaxBackwardRange& r, int64_t rows) {
+void run_softmax_backward(const SoftmaxBackwardRange& range, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
+  SoftmaxBackwardRange r = range;
+  r.out_resident = output_resident(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
   parallel_for(rows, min_rows_per_thread(r.cols), 1,
                [&](int64_t begin, int64_t end) { table.backward(r, begin, end); });
 }
