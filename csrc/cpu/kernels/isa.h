@@ -115,9 +115,9 @@ NNF_HD void vstore_pair_maybe_stream(bfloat16_t* p, V even, V odd) {
 
 // The streamed loops (outputs too large for the caches, so inputs from
 // memory too) prefetch their inputs kPrefetchBytes ahead, one line per
-// vector. On a machine whose hardware prefetchers did not keep up with
-// loops of many instructions per line, the loads otherwise waited on memory
-// one reorder window at a time: 2^26 float32, 1 thread, AVX-512, ns per
+// vector. On a 2-vCPU Intel Xeon, whose hardware prefetchers did not keep up
+// with loops of many instructions per line, the loads otherwise waited on
+// memory one reorder window at a time: 2^26 float32, 1 thread, AVX-512, ns per
 // element without -> 1 / 2 / 4 KiB ahead (median of 7, alternating builds):
 // gelu 1.76 -> 0.69 / 0.65 / 0.66, sigmoid 1.34 -> 0.40 / 0.37 / 0.37, mish
 // 2.75 -> 1.06 / 1.02 / 1.02; relu (memory-bound) 0.33 unchanged.
