@@ -239,8 +239,7 @@ NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
 }
 
 // map_unary / map_binary with streaming stores where use_stream says so, and
-// prefetched inputs for any large output (map_binary_any's kFence: as
-// map_binary's).
+// prefetched inputs for any large output.
 template <class T, class F>
 void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool out_resident, F&& f) {
 #if NNF_ISA_LEVEL >= 1
@@ -251,12 +250,12 @@ void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool out_resident
 #endif
   map_unary(x, y, n, f);
 }
-template <bool kFence = true, class T, class F>
+template <class T, class F>
 void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, bool out_resident, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(out, total, out_resident)) return map_binary<true, kFence>(a, b, out, n, f);
-    if (large_output<T>(total)) return map_binary<false, kFence, true>(a, b, out, n, f);
+    if (use_stream(out, total, out_resident)) return map_binary<true>(a, b, out, n, f);
+    if (large_output<T>(total)) return map_binary<false, true, true>(a, b, out, n, f);
   }
 #endif
   map_binary(a, b, out, n, f);
