@@ -12,7 +12,7 @@ import pytest
 
 import nnfuse as nf
 import nnfuse.reference as ref
-from nnfuse._array import BFLOAT16
+from nnfuse._array import BFLOAT16, DTYPE_CODES
 from nnfuse.accuracy import SOFTMAX_BOUNDS, softmax_floor
 
 from conftest import SUPPORTED_ISAS, assert_within_ulp
@@ -587,6 +587,67 @@ def test_out_and_in_place():
     np.testing.assert_array_equal(g, dx)
     with pytest.raises(ValueError, match="overlaps"):
         nf.softmax(x[:, 1:], out=x[:, :-1])
+
+
+def test_direct_binding_takes_only_ready_arrays():
+    """The fast binding runs a call only when the arrays need no conversion or
+    check beyond its own; everything else is left (False, nothing written) to
+    the general path, which converts or raises."""
+    code = DTYPE_CODES[np.dtype(np.float32)]
+    x = np.ones((4, 8), np.float32)
+    out = np.full_like(x, 7.0)
+    assert nf._C.softmax_forward_direct(False, code, x, out, 1.0, False)
+    np.testing.assert_array_equal(out, 0.125)
+    readonly = np.full_like(x, 7.0)
+    readonly.flags.writeable = False
+    wide = np.full((4, 16), 7.0, np.float32)
+    refused = [(x, readonly), (x[:, ::2], np.full((4, 4), 7.0, np.float32)), (x, wide[:, ::2]),
+               (wide[:, 1:9], wide[:, :8]), (np.ones((4, 0), np.float32), np.ones((4, 0), np.float32)),
+               (np.ones((), np.float32), np.full((), 7.0, np.float32)), (x, np.full((8, 4), 7.0, np.float32))]
+    for arg, dest in refused:
+        before = dest.copy()
+        assert not nf._C.softmax_forward_direct(False, code, arg, dest, 1.0, False)
+        np.testing.assert_array_equal(dest, before)
+    g = np.full_like(x, 2.0)
+    assert not nf._C.softmax_backward_direct(False, code, g, x[:, ::2].copy(), np.empty_like(x), 1.0)
+    assert not nf._C.softmax_backward_direct(False, code, wide[:, :8], wide[:, 8:], wide[:, 4:12], 1.0)
+    assert nf._C.softmax_backward_direct(False, code, g, x, x, 1.0)  # out is y: in place
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_direct_and_general_paths_agree(dtype):
+    """The same call through the direct binding (axis -1) and the general path
+    (axis as a NumPy integer, which the direct path does not take) gives the
+    same bits, out of place, into out= and in place; and the direct path's
+    refusals still raise the general path's errors."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((9, 37)) * 4).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    general = np.int64(-1)
+    for forward, backward in ((nf.softmax, nf.softmax_backward), (nf.log_softmax, nf.log_softmax_backward)):
+        for scale in (1.0, 2):
+            y = forward(x, scale=scale)
+            np.testing.assert_array_equal(_bits_nan_canonical(y), _bits_nan_canonical(forward(x, general, scale=scale)))
+            inplace = x.copy()
+            assert forward(inplace, scale=scale, out=inplace) is inplace
+            np.testing.assert_array_equal(_bits_nan_canonical(inplace), _bits_nan_canonical(y))
+            dx = backward(g, y, scale=scale)
+            np.testing.assert_array_equal(_bits_nan_canonical(dx),
+                                          _bits_nan_canonical(backward(g, y, general, scale=scale)))
+            out = np.empty_like(x)
+            assert backward(g, y, scale=scale, out=out) is out
+            np.testing.assert_array_equal(_bits_nan_canonical(out), _bits_nan_canonical(dx))
+    readonly = np.empty_like(x)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' is read-only"):
+        nf.softmax(x, out=readonly)
+    with pytest.raises(TypeError, match="'out' has dtype"):
+        nf.log_softmax(x, out=np.empty(x.shape, np.float64 if dtype != np.float64 else np.float32))
+    with pytest.raises(ValueError, match="'out' has shape"):
+        nf.softmax(x, out=np.empty((37, 9), dtype))
+    wide = np.zeros((9, 80), dtype)
+    with pytest.raises(ValueError, match="'out' partially overlaps 'y'"):
+        nf.softmax_backward(g, wide[:, :37], out=wide[:, 1:38])
 
 
 def test_argument_errors():

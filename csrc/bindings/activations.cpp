@@ -1,20 +1,17 @@
 // Bindings of the activation kernels: arrays in, pointers and sizes to the
 // dispatched kernels, GIL released while they run.
-#include <algorithm>
-
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "bindings/arrays.h"
 #include "bindings/register.h"
 #include "cpu/dispatch.h"
 
 namespace py = pybind11;
 using namespace nnfuse;
+using namespace nnfuse::bindings;
 
 namespace {
-
-const void* data_of(const py::array& a) { return a.data(); }
-void* mutable_data_of(py::array& a) { return const_cast<void*>(a.data()); }
 
 void activation(int op, int direction, int dtype, const py::array& in, const py::object& grad, py::array& out,
                 double p0, double p1) {
@@ -34,22 +31,11 @@ void activation(int op, int direction, int dtype, const py::array& in, const py:
 // than a 16-element kernel.
 bool activation_direct(int op, int direction, int dtype, const py::array& in, const py::object& grad, py::array& out,
                        double p0, double p1) {
-  auto same_form = [&](const py::array& a) {
-    return (a.flags() & py::array::c_style) && a.dtype().ptr() == in.dtype().ptr() && a.ndim() == in.ndim() &&
-           std::equal(a.shape(), a.shape() + a.ndim(), in.shape());
-  };
-  auto overlaps_out = [&](const py::array& a) {
-    const char* a0 = static_cast<const char*>(a.data());
-    const char* o0 = static_cast<const char*>(out.data());
-    ssize_t an = a.nbytes(), on = out.nbytes();
-    if (a0 == o0 && an == on) return false;  // in place
-    return an > 0 && on > 0 && a0 < o0 + on && o0 < a0 + an;
-  };
-  if (!same_form(in) || !same_form(out) || !out.writeable() || overlaps_out(in)) return false;
+  if (!same_form(in, in) || !direct_output(out, in) || overlaps_out(in, out)) return false;
   if (!grad.is_none()) {
     if (!py::isinstance<py::array>(grad)) return false;
     py::array g = py::reinterpret_borrow<py::array>(grad);
-    if (!same_form(g) || overlaps_out(g)) return false;
+    if (!same_form(g, in) || overlaps_out(g, out)) return false;
   }
   activation(op, direction, dtype, in, grad, out, p0, p1);
   return true;

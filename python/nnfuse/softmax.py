@@ -101,7 +101,22 @@ def _check_aux(func, arrays, aux_name, aux):
             f"{where[0] if others_on_gpu else where[1]}; pass all array arguments on the same device")
 
 
+def _direct_args(x, axis, scale, out):
+    """x's dtype code when a call on x along ``axis`` may take the direct
+    binding (NumPy arrays, the last axis, a plain scale), else None."""
+    if (type(x) is np.ndarray and (out is None or type(out) is np.ndarray) and type(axis) is int
+            and (axis == -1 or axis == x.ndim - 1) and (type(scale) is float or type(scale) is int)):
+        return DTYPE_CODES.get(x.dtype)
+    return None
+
+
 def _forward(log, x, axis, scale, mask, masked_rows, out, func):
+    if mask is None and type(masked_rows) is str and masked_rows in _MASKED_ROWS:
+        code = _direct_args(x, axis, scale, out)
+        if code is not None:  # the common case: checked and run in one call (false: nothing ran)
+            target = np.empty_like(x) if out is None else out
+            if _C.softmax_forward_direct(log, code, x, target, float(scale), masked_rows == "nan"):
+                return target
     if not _host(x) or not _host(out) or not (mask is None or isinstance(mask, np.ndarray)):
         arrays = (("x", x), ("out", out))
         _check_aux(func, arrays, "mask", mask)
@@ -133,6 +148,11 @@ def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
 
 
 def _backward(log, grad, y, axis, scale, out, func):
+    code = _direct_args(grad, axis, scale, out)
+    if code is not None and type(y) is np.ndarray:
+        target = np.empty_like(grad) if out is None else out
+        if _C.softmax_backward_direct(log, code, grad, y, target, float(scale)):
+            return target
     if not _host(grad) or not _host(y) or not _host(out):
         return _interop.dispatch(
             func, (("grad", grad), ("y", y), ("out", out)),
