@@ -43,8 +43,7 @@ void softmax_backward(bool log, int dtype, const py::array& grad, const py::arra
 // writeable and either x's very memory or disjoint from it). Returns false
 // having done nothing otherwise, and the Python layer's general path
 // converts or explains. The general path's checks in Python cost ~3.5 us per
-// call, more than a 16 x 1024 float32 softmax's kernel spends on a fifth of
-// its rows.
+// call: a 1 x 16 float32 softmax took 4.5 us in all through it, 1.2 us here.
 bool softmax_forward_direct(bool log, int dtype, const py::array& x, py::array& out, double scale,
                             bool masked_rows_nan) {
   if (x.ndim() == 0 || x.size() == 0) return false;
