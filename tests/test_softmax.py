@@ -418,6 +418,26 @@ def test_nan_rows_out_of_place_match_in_place():
             _assert_same_bits(same)
         y = nf.softmax(x)
         np.testing.assert_array_equal(y[8], np.float32(1.0 / cols))
+        # The cross-entropy's float32 rows take the fast pass 1 (a skipped NaN
+        # makes the row's loss and gradient NaN), in place and out of place.
+        labels = np.arange(12) % cols
+        labels[9] = -100
+        ce_results = []
+        for threads in (1, 2):
+            nf.set_num_threads(threads)
+            for isa in SUPPORTED_ISAS:
+                with nf.cpu_isa(isa):
+                    loss, grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1, reduction="none")
+                    buf = x.copy()
+                    loss_in, grad_in = nf.softmax_cross_entropy(buf, labels, label_smoothing=0.1, reduction="none",
+                                                                inplace=True)
+                    got = [_bits_nan_canonical(loss), _bits_nan_canonical(grad)]
+                    for a, b in zip(got, (loss_in, grad_in)):
+                        np.testing.assert_array_equal(a, _bits_nan_canonical(b), err_msg=f"ce {cols} {isa} {threads}")
+                    assert np.isnan(loss[[0, 1, 4]]).all() and np.isnan(grad[[0, 1, 4]]).all()
+                    assert np.isfinite(loss[[6, 8, 9, 10, 11]]).all() and np.isfinite(grad[[6, 8, 9, 10, 11]]).all()
+                    ce_results.append(((isa, threads), got))
+        _assert_same_bits(ce_results)
         np.testing.assert_array_equal(y[3], 0.0)
         np.testing.assert_array_equal(_bits(nf.log_softmax(x[8:9, :1])), _bits(np.float32([[0.0]])))
 

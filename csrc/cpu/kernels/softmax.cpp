@@ -276,6 +276,15 @@ inline void store_f64(double* p, LanesF64 a) {
   _mm512_storeu_pd(p, a.lo);
   _mm512_storeu_pd(p + 8, a.hi);
 }
+inline LanesF64 load_f64(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
+// 2^k from t = 1.5 * 2^52 + k, as pow2_of_shifted(double).
+inline LanesF64 pow2_of_shifted(LanesF64 t) {
+  auto half = [](__m512d h) {
+    const __m512i bits = _mm512_add_epi64(_mm512_castpd_si512(h), _mm512_set1_epi64(1023));
+    return _mm512_castsi512_pd(_mm512_slli_epi64(bits, 52));
+  };
+  return {half(t.lo), half(t.hi)};
+}
 inline uint32_t lane_bits(MaskAvx512 m) { return m.m; }
 #elif NNF_ISA_LEVEL == 1
 struct LanesF64 {
@@ -321,12 +330,21 @@ inline void store_f64(double* p, LanesF64 a) {
   _mm256_storeu_pd(p, a.lo);
   _mm256_storeu_pd(p + 4, a.hi);
 }
+inline LanesF64 load_f64(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
+inline LanesF64 pow2_of_shifted(LanesF64 t) {
+  auto half = [](__m256d h) {
+    const __m256i bits = _mm256_add_epi64(_mm256_castpd_si256(h), _mm256_set1_epi64x(1023));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
+  };
+  return {half(t.lo), half(t.hi)};
+}
 inline uint32_t lane_bits(MaskAvx2 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m.m)); }
 #else
 using LanesF64 = double;
 inline double widen(float v) { return v; }
 inline float narrow(double a) { return static_cast<float>(a); }
 inline void store_f64(double* p, double a) { *p = a; }
+inline double load_f64(const double* p) { return *p; }
 inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
 #endif
 
@@ -335,6 +353,10 @@ inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
 using nnfuse::NNF_ISA_NS::fma;
 inline double where_greater(double x, double y, double a, double b) { return x > y ? a : b; }
 inline double where_nan(double x, double a, double b) { return x != x ? a : b; }
+// 2^k from t = 1.5 * 2^52 + k (|k| < 1022): t's bits are those of 1.5 * 2^52
+// plus k, whose low 12 bits are zero, so (bits + 1023) << 52 is k's biased
+// exponent in place (exact).
+inline double pow2_of_shifted(double t) { return bit_cast_value<double>((bit_cast_value<uint64_t>(t) + 1023) << 52); }
 // x = 2^e m with m in [1, 2), for normal positive x (the fields: exact).
 inline void split_binade(double x, double& e, double& m) {
   const uint64_t bits = bit_cast_value<uint64_t>(x);
@@ -370,6 +392,29 @@ D log_row_sum(D s) {
   const D t = u + u;
   const D rest = fma(k, D(kLn2Lo), (t * w) * q);
   return where_nan(s, s, fma(k, D(kLn2Hi), t + rest));
+}
+
+// e^x for the float32 cross-entropy rows' label term, x = z_t - M in
+// [-87, 0] (or NaN: NaN out), within about 1 ulp of double, written once for
+// double (the row kernel) and LanesF64 (blocks of rows, one per lane) as
+// log_row_sum, where libm took one call per row: the same bits on every ISA.
+// k = round(x / ln2) by adding 1.5 * 2^52 (t), r = x - k ln2 with ln2 as
+// hi + lo (k hi exact, |r| <= ln2 / 2), e^r by its Taylor polynomial to
+// r^13 / 13! (the remainder (ln2 / 2)^14 / 14! < 2^-57 relative), times 2^k
+// from t's bits (exact: e^x >= 2^-126 is normal in double).
+template <class D>
+D exp_label_term(D x) {
+  constexpr double kLog2e = 1.4426950408889634, kShift = 6755399441055744.0;  // 1.5 * 2^52
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  constexpr int kDegree = 13;
+  const D t = fma(x, D(kLog2e), D(kShift));
+  const D k = t - D(kShift);
+  const D r = fma(k, D(-kLn2Lo), fma(k, D(-kLn2Hi), x));
+  double inv_factorial[kDegree + 1] = {1.0};
+  for (int i = 1; i <= kDegree; ++i) inv_factorial[i] = inv_factorial[i - 1] / i;
+  D p(inv_factorial[kDegree]);
+  for (int i = kDegree - 1; i >= 0; --i) p = fma(p, r, D(inv_factorial[i]));
+  return p * pow2_of_shifted(t);
 }
 
 // Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
@@ -457,11 +502,18 @@ NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale,
 // start).
 template <bool kMax, class V>
 NNF_HD float reduce_any_order(V v) {
-#if NNF_ISA_LEVEL == 2
-  return kMax ? _mm512_reduce_max_ps(v.v) : _mm512_reduce_min_ps(v.v);
-#elif NNF_ISA_LEVEL == 1
+#if NNF_ISA_LEVEL >= 1
   auto op = [](__m128 a, __m128 b) { return kMax ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
-  __m128 h = op(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
+#if NNF_ISA_LEVEL == 2
+  // The zero-masking extracts (see widen): the plain ones of
+  // _mm512_reduce_max_ps and _mm512_castps512_ps256 draw GCC 12's
+  // uninitialised-operand warning where they are inlined.
+  const __m256 lo = _mm512_maskz_extractf32x8_ps(0xff, v.v, 0), hi = _mm512_maskz_extractf32x8_ps(0xff, v.v, 1);
+  const __m256 v8 = kMax ? _mm256_max_ps(lo, hi) : _mm256_min_ps(lo, hi);
+#else
+  const __m256 v8 = v.v;
+#endif
+  __m128 h = op(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
   h = op(h, _mm_movehl_ps(h, h));
   return _mm_cvtss_f32(op(h, _mm_movehdup_ps(h)));
 #else
@@ -1656,25 +1708,32 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 
 // ---- fused cross-entropy ---------------------------------------------------------
 
-// One row's loss and the factors a and b of its other elements' gradients
-// (a e^(z - M) - b), in double, from its maximum m, S, log S, the sum of its
-// logits times logit_scale (label smoothing only) and the label's logit z_t:
-// the one formula of every cross-entropy kernel. label_grad is the label's
-// gradient; the row kernels call it after their gradient loop, which then
-// need not wait on its exp (calling it first made rows of 512 and 1024
-// classes 1.2-1.5x slower).
+// One row's loss, the factor a of its other elements' gradients
+// (a e^(z - M) - b, b = cross_entropy_b) and, given e_t = e^(z_t - M), its
+// label's gradient, from its maximum m, S, log S, the sum of its logits times
+// logit_scale (label smoothing only) and the label's logit z_t: the one
+// formula of every cross-entropy kernel, in double (D = double) or for a
+// block of rows one per lane (D = LanesF64). The row kernels call
+// label_grad after their gradient loop, which then need not wait on its
+// exp (calling it first made rows of 512 and 1024 classes 1.2-1.5x slower
+// with libm's exp).
+template <class D>
 struct CrossEntropyRowResult {
-  double loss, a, b, k;
-  double label_grad(const CrossEntropyRange& r, double m, double sum, double z_t) const {
-    return cross_entropy_label_grad(z_t, m, sum, r.weight, k, r.smoothing, static_cast<double>(r.cols));
+  D loss, a, k;
+  D label_grad(const CrossEntropyRange& r, D sum, D e_t) const {
+    return cross_entropy_label_grad_from_exp(e_t, sum, r.weight, k, r.smoothing, static_cast<double>(r.cols));
   }
 };
-inline CrossEntropyRowResult cross_entropy_row_result(const CrossEntropyRange& r, double m, double sum, double log_sum,
-                                                      double scaled_logit_sum, double logit_scale, double z_t) {
-  const double n = static_cast<double>(r.cols), eps = r.smoothing, w = r.weight;
-  const double k = 1.0 + 2.0 * r.z_loss * (m + log_sum);
-  const double mean_z = (scaled_logit_sum / n) / logit_scale;
-  return {cross_entropy_loss(z_t, m, log_sum, mean_z, eps, r.z_loss), w * k / sum, w * eps / n, k};
+template <class D>
+CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D m, D sum, D log_sum,
+                                                  D scaled_logit_sum, double logit_scale, D z_t) {
+  const double n = static_cast<double>(r.cols), w = r.weight;
+  const D k = D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
+  const D mean_z = (scaled_logit_sum / D(n)) / D(logit_scale);
+  return {cross_entropy_loss(z_t, m, log_sum, mean_z, r.smoothing, r.z_loss), D(w) * k / sum, k};
+}
+inline double cross_entropy_b(const CrossEntropyRange& r) {
+  return r.weight * r.smoothing / static_cast<double>(r.cols);
 }
 
 // Float32 rows whose logits are finite with a spread below 87: one exp per
@@ -1685,9 +1744,16 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   constexpr int L = kLanes<V>;
   const int64_t n = r.cols;
   const double eps = r.smoothing;
+  // Pass 1 in the fast form (row_max_min_fast): a NaN it skips makes the
+  // sum, hence the loss and every gradient of the row, NaN, as the general
+  // path gives it (a row with a NaN maximum goes there). Nothing is redone,
+  // so a gradient written over its logits may take it too (pass 2 reads each
+  // logit before writing its term). 4096x1024 and 256x32768, 1 thread: 0.77
+  // -> 0.64 ns/element against the NaN-aware form.
   float mx, mn;
-  row_max_min<V, false, true>(x, nullptr, n, V(1.0f), mx, mn);
-  if (!(mn - mx >= -87.0f)) return false;  // also NaN and infinite rows
+  row_max_min_fast<V, true>(x, n, V(1.0f), mx, mn);
+  mx = -(-mx + 0.0f);  // the zero sign of the order-free maximum, as f32_segment_stats
+  if (!(mn - mx >= -87.0f)) return false;  // also rows with an infinity
   double sum_z = 0.0;
   if (eps != 0.0) {
     // As in row_norm: the logits times 2^-40, compensated, 16 lanes.
@@ -1704,15 +1770,16 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   // The next row's logits and gradient are prefetched (see row_exp_sum).
   const double sum =
       row_exp_sum<V, false, true, RowTerms::kNear, false>(x, nullptr, n, V(1.0f), m, grad, x + n, grad + n);
-  const CrossEntropyRowResult res =
-      cross_entropy_row_result(r, mx, sum, log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
+  const double max_d = static_cast<double>(mx);
+  const CrossEntropyRowResult<double> res =
+      cross_entropy_row_result(r, max_d, sum, log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
   r.loss[row] = res.loss;
-  const V a(static_cast<float>(res.a)), b(static_cast<float>(res.b));
+  const V a(static_cast<float>(res.a)), b(static_cast<float>(cross_entropy_b(r)));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
   }
-  store_scalar(grad + label, res.label_grad(r, mx, sum, z_t));
+  store_scalar(grad + label, res.label_grad(r, sum, exp_label_term(z_t - max_d)));
   return true;
 }
 
@@ -1740,16 +1807,16 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
   const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
                                   : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
   const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
-  const CrossEntropyRowResult res =
+  const CrossEntropyRowResult<double> res =
       cross_entropy_row_result(r, norm.max, norm.sum, log(norm.sum), sum_z, kLogitSumScale<S>, z_t);
   r.loss[row] = res.loss;
   const V m(static_cast<S>(norm.max));
-  const V a(static_cast<S>(res.a)), b(static_cast<S>(res.b));
+  const V a(static_cast<S>(res.a)), b(static_cast<S>(cross_entropy_b(r)));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
   }
-  store_scalar(grad + label, res.label_grad(r, norm.max, norm.sum, z_t));
+  store_scalar(grad + label, res.label_grad(r, norm.sum, exp(z_t - norm.max)));
 }
 
 // The labels of a block of rows: those equal to ignore_index, and those
@@ -1768,28 +1835,33 @@ struct BlockLabels {
   }
 };
 
-// Per-row results of a block of cross-entropy rows, from each row's maximum,
-// S, log S and (label smoothing) scaled logit sum, the label's logit z_t
-// read before the gradient could overwrite it: the loss, the factors a and b
-// of the other elements' gradient, and the label's gradient (ignored rows:
-// loss 0, a = b = 0), as cross_entropy_row_f32 has them.
+// Per-row results of a block of cross-entropy rows, one per lane of
+// LanesF64 (16 on AVX-512, 8 on AVX2, 1 on the scalar path), from each row's
+// maximum, S, log S and (label smoothing) scaled logit sum, the label's
+// logit z_t read before the gradient could overwrite it: the loss, the
+// factors a and b of the other elements' gradient, and the label's gradient
+// (ignored rows: loss 0, a = b = 0), as cross_entropy_row_f32 has them, lane
+// by lane (the per-row double work in scalar code and libm's exp took
+// about 30 ns per row, against a few ns for the vectors of a 16-class row).
 struct BlockGradFactors {
   alignas(64) float a[kGroup], b[kGroup];
-  double label_grad[kGroup];
-  BlockGradFactors(const CrossEntropyRange& r, int rows, uint32_t ignored, const float* max_f, const double* sum,
+  alignas(64) double label_grad[kGroup];
+  BlockGradFactors(const CrossEntropyRange& r, uint32_t ignored, const float* max_f, const double* sum,
                    const double* log_sum, const double* sum_z, const double* z_t, double* loss) {
-    for (int l = 0; l < rows; ++l) {
+    constexpr int kRows = kLanes<VecF>;
+    const LanesF64 m = widen(vload(max_f)), s = load_f64(sum), zt = load_f64(z_t);
+    const CrossEntropyRowResult<LanesF64> res =
+        cross_entropy_row_result(r, m, s, load_f64(log_sum), load_f64(sum_z), kLogitSumScale<float>, zt);
+    store_f64(loss, res.loss);
+    vstore(a, narrow(res.a));
+    store_f64(label_grad, res.label_grad(r, s, exp_label_term(zt - m)));
+    const float b_row = static_cast<float>(cross_entropy_b(r));
+    for (int l = 0; l < kRows; ++l) {
+      b[l] = b_row;
       if ((ignored >> l) & 1u) {
         loss[l] = 0.0;
         a[l] = b[l] = 0.0f;
-        continue;
       }
-      const CrossEntropyRowResult res =
-          cross_entropy_row_result(r, max_f[l], sum[l], log_sum[l], sum_z[l], kLogitSumScale<float>, z_t[l]);
-      loss[l] = res.loss;
-      a[l] = static_cast<float>(res.a);
-      b[l] = static_cast<float>(res.b);
-      label_grad[l] = res.label_grad(r, max_f[l], sum[l], z_t[l]);
     }
   }
   // The label's gradient, or a row of zeros for an ignored row.
@@ -1840,7 +1912,7 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   alignas(64) float max_f[kGroup];
   vstore(max_f, mx);
   for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
-  const BlockGradFactors f(r, L, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   const V a = vload(f.a), b = vload(f.b);
   for (int v = 0; v < n; ++v) {
     const int32_t* row = lay.row_of[v];
@@ -1897,7 +1969,7 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
 #if NNF_ISA_LEVEL == 2
 // Cross-entropy rows of 17 to kBatchRowMax elements, 16 at a time
 // as softmax_batch_block: the rows in memory order, their reductions
-// batched (lane-wise max_nan, minimum, BiasedSum and, with label smoothing,
+// batched (lane-wise maximum, minimum, BiasedSum and, with label smoothing,
 // the CompensatedSum of the scaled logits, each transposed so that every
 // row's value comes out of max_lanes' or combine_pairs' tree in its own
 // lane). The operations of cross_entropy_row_f32 (z - M by Fast2Sum where
@@ -1916,8 +1988,9 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   const BlockLabels lab(r, labels, kGroup, n);
   const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
   auto logits = [&](int l, int k) { return rows.load(x + l * n, k); };
-  // Pass 1: lane-wise max_nan (padding -inf), minimum (padding +inf) and
-  // scaled logit sums (padding +0), as row_max_min and the row's zsum.
+  // Pass 1: lane-wise maximum (padding -inf) and minimum (padding +inf),
+  // NaNs skipped as row_max_min_fast in the row kernel, and scaled logit
+  // sums (padding +0), as the row's zsum.
   __m512 mxr[kGroup], mnr[kGroup], zsr[kGroup], zcr[kGroup];
   for (int l = 0; l < kGroup; ++l) {
     V mx = neg_inf, mn = pos_inf;
@@ -1925,7 +1998,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
     zsum.reset();
     for (int k = 0; k < K; ++k) {
       const V z = logits(l, k);
-      mx = smx::max_nan(mx, rows.padded(z, k, neg_inf));
+      mx = vmax(rows.padded(z, k, neg_inf), mx);
       mn = vmin(rows.padded(z, k, pos_inf), mn);
       if constexpr (kSmoothing) zsum.add(z * V(kLogitSumScale<float>));
     }
@@ -1938,13 +2011,16 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   }
   transpose_tile(mxr);
   transpose_tile(mnr);
-  V lane_max[kGroup], mn = V(mnr[0]);
-  for (int j = 0; j < kGroup; ++j) {
-    lane_max[j] = V(mxr[j]);
-    mn = vmin(V(mnr[j]), mn);  // any order: NaN rows are not near anyway
+  V mx = V(mxr[0]), mn = V(mnr[0]);
+  for (int j = 1; j < kGroup; ++j) {
+    mx = vmax(V(mxr[j]), mx);
+    mn = vmin(V(mnr[j]), mn);
   }
-  const V mx = pairwise_over_lanes(lane_max, [](V a, V b) { return smx::max_nan(a, b); });
-  if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | lab.invalid) & ~lab.ignored) != 0) return false;
+  mx = -(-mx + V(0.0f));  // a zero maximum as -0, as the row kernel
+  // A row with a NaN among finite logits gets a NaN sum, loss and gradient
+  // here as in the row kernel; one of NaNs alone (maximum -inf) is left to it.
+  const uint32_t general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
+  if (((general | lab.invalid) & ~lab.ignored) != 0) return false;
   const BatchForms forms(mx, mn);
   alignas(64) float max_f[kGroup];
   alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
@@ -1962,7 +2038,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   const LanesF64 row_sum = transposed_lane_sums<1>(sums, comps);
   store_f64(sum, row_sum);
   store_f64(log_sum, log_row_sum(row_sum));
-  const BlockGradFactors f(r, kGroup, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   // Pass 3: a e - b in place, then the label's gradient.
   for (int l = 0; l < kGroup; ++l) {
     float* g = grad + l * n;

@@ -285,23 +285,36 @@ NNF_HD V cross_entropy_grad_from_exp(V e, V a, V b) {
   return fma(e, a, -b);
 }
 
-// The label's gradient in double (p_t - (1 - eps) cancels when p_t -> 1).
-NNF_HD double cross_entropy_label_grad(double z_t, double m, double sum, double w, double k, double eps, double classes) {
-  double p = exp(z_t - m) / sum;
-  return w * ((p * k - eps / classes) - (1.0 - eps));
+// The label's gradient from e_t = e^(z_t - M) (p_t - (1 - eps) cancels when
+// p_t -> 1), and the row's loss (log_sum = log S, mean_z = mean of the row's
+// logits, used only when eps > 0), in double: D is double, or on the CPU
+// double lanes, one row per lane.
+template <class D>
+NNF_HD D cross_entropy_label_grad_from_exp(D e_t, D sum, double w, D k, double eps, double classes) {
+  const D p = e_t / sum;
+  return D(w) * ((p * k - D(eps / classes)) - D(1.0 - eps));
 }
 
-// The row's loss in double; log_sum = log S, mean_z = mean of the row's logits
-// (used only when eps > 0).
-NNF_HD double cross_entropy_loss(double z_t, double m, double log_sum, double mean_z, double eps, double z_loss) {
-  double nll = (m - z_t) + log_sum;
-  double loss = (1.0 - eps) * nll;
-  if (eps != 0.0) loss = loss + eps * ((m - mean_z) + log_sum);
+template <class D>
+NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double z_loss) {
+  const D nll = (m - z_t) + log_sum;
+  D loss = D(1.0 - eps) * nll;
+  if (eps != 0.0) loss = loss + D(eps) * ((m - mean_z) + log_sum);
   if (z_loss != 0.0) {
-    double lse = m + log_sum;
-    loss = loss + z_loss * lse * lse;
+    const D lse = m + log_sum;
+    loss = loss + D(z_loss) * lse * lse;
   }
   return loss;
+}
+
+NNF_HD double cross_entropy_label_grad(double z_t, double m, double sum, double w, double k, double eps,
+                                       double classes) {
+  return cross_entropy_label_grad_from_exp<double>(exp(z_t - m), sum, w, k, eps, classes);
+}
+
+NNF_HD double cross_entropy_loss(double z_t, double m, double log_sum, double mean_z, double eps,
+                                 double z_loss) {
+  return cross_entropy_loss<double>(z_t, m, log_sum, mean_z, eps, z_loss);
 }
 
 NNF_NS_END
