@@ -208,6 +208,19 @@ def test_cross_entropy_options_in_place_and_errors(torch):
     assert grad is buf
     expected = nf.softmax_cross_entropy(xd, ld, z_loss=1e-3)
     assert torch.equal(loss, expected[0]) and torch.equal(grad, expected[1])
+    # out=: a contiguous buffer receives the gradient as is, a strided one
+    # through a copy, the logits themselves in place; a host out is refused.
+    out = torch.full_like(xd, 7.0)
+    loss, grad = nf.softmax_cross_entropy(xd, ld, z_loss=1e-3, out=out)
+    assert grad is out and torch.equal(loss, expected[0]) and torch.equal(out, expected[1])
+    strided = torch.full((3, 5, 20), 7.0, device="cuda")[..., ::2]
+    assert nf.softmax_cross_entropy(xd, ld, z_loss=1e-3, out=strided)[1] is strided
+    assert torch.equal(strided, expected[1])
+    buf = xd.clone()
+    assert nf.softmax_cross_entropy(buf, ld, z_loss=1e-3, out=buf)[1] is buf
+    assert torch.equal(buf, expected[1])
+    with pytest.raises(ValueError, match="host memory"):
+        nf.softmax_cross_entropy(xd, ld, out=np.empty(x.shape, np.float32))
     # All rows ignored: mean is NaN, sum 0, zero gradient.
     ignored = torch.full((4,), -100, device="cuda", dtype=torch.int64)
     z = torch.randn(4, 7, device="cuda")

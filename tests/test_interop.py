@@ -150,6 +150,10 @@ def test_torch_cpu_softmax_family_gives_torch_tensors_with_the_numpy_bits():
     buf = tx.clone()
     loss, grad = nf.softmax_cross_entropy(buf, torch.from_numpy(labels), inplace=True)
     assert grad is buf
+    out = torch.empty_like(tx)
+    loss, grad = nf.softmax_cross_entropy(tx, torch.from_numpy(labels), label_smoothing=0.1, out=out)
+    assert grad is out
+    np.testing.assert_array_equal(_numpy_of(out), ref_grad)
 
 
 # ---- device values without a GPU (run everywhere) --------------------------------------

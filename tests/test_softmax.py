@@ -670,6 +670,87 @@ def test_direct_and_general_paths_agree(dtype):
         nf.softmax_backward(g, wide[:, :37], out=wide[:, 1:38])
 
 
+def test_cross_entropy_direct_binding_takes_only_ready_arrays():
+    """The cross-entropy's fast binding runs only with int64 labels of the
+    right shape, a ready gradient buffer and valid labels; otherwise it
+    returns None having written nothing."""
+    code = DTYPE_CODES[np.dtype(np.float32)]
+    x = np.zeros((4, 8), np.float32)
+    labels = np.array([0, 3, -100, 7])
+    grad = np.full_like(x, 7.0)
+    losses, total, counted = nf._C.softmax_cross_entropy_direct(code, x, labels, grad, -100, 0.0, 0.0, True)
+    assert counted == 3 and total == pytest.approx(3 * np.log(8)) and losses[2] == 0
+    assert grad[2].tolist() == [0.0] * 8 and grad[0, 0] == pytest.approx((1 / 8 - 1) / 3)
+    readonly = np.full_like(x, 7.0)
+    readonly.flags.writeable = False
+    wide = np.full((4, 16), 7.0, np.float32)
+    refused = [(x, labels.astype(np.int32), np.full_like(x, 7.0)), (x, labels[:, None], np.full_like(x, 7.0)),
+               (x, labels[::-1], np.full_like(x, 7.0)), (x, np.array([0, 8, 1, 2]), np.full_like(x, 7.0)),
+               (x, np.array([0, -1, 1, 2]), np.full_like(x, 7.0)), (x, labels, readonly), (x, labels, wide[:, ::2]),
+               (wide[:, 1:9], labels, wide[:, :8]), (x[:, ::2], labels, np.full((4, 4), 7.0, np.float32)),
+               (np.zeros((0, 8), np.float32), np.zeros(0, np.int64), np.zeros((0, 8), np.float32)),
+               (np.zeros(8, np.float32), np.zeros((), np.int64), np.full(4, 7.0, np.float32))]
+    for logits, lab, dest in refused:
+        before = dest.copy()
+        assert nf._C.softmax_cross_entropy_direct(code, logits, lab, dest, -100, 0.0, 0.0, True) is None
+        np.testing.assert_array_equal(dest, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_cross_entropy_direct_and_general_paths_agree(dtype):
+    """The same cross-entropy through the direct binding (int64 labels) and the
+    general path (int32 labels, which it does not take) gives the same bits,
+    with a fresh gradient, into out= (contiguous or not) and in place."""
+    rng = np.random.default_rng(22)
+    for cols in (5, 37, 300):
+        x = (rng.standard_normal((19, cols)) * 4).astype(dtype)
+        labels = rng.integers(0, cols, 19)
+        labels[3] = -100
+        for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}, {"reduction": "none"}, {"reduction": "sum"}):
+            loss, grad = nf.softmax_cross_entropy(x, labels, **kw)
+            general = nf.softmax_cross_entropy(x, labels.astype(np.int32), **kw)
+            for a, b in zip((loss, grad), general):
+                np.testing.assert_array_equal(_bits(a), _bits(b))
+            out = np.full_like(x, 7)
+            l2, g2 = nf.softmax_cross_entropy(x, labels, out=out, **kw)
+            assert g2 is out
+            np.testing.assert_array_equal(_bits(l2), _bits(loss))
+            np.testing.assert_array_equal(_bits(out), _bits(grad))
+            strided = np.full((19, 2 * cols), 7, dtype)[:, ::2]
+            assert nf.softmax_cross_entropy(x, labels, out=strided, **kw)[1] is strided
+            np.testing.assert_array_equal(_bits(strided), _bits(grad))
+            buf = x.copy()
+            l3, g3 = nf.softmax_cross_entropy(buf, labels, out=buf, **kw)
+            assert g3 is buf
+            np.testing.assert_array_equal(_bits(l3), _bits(loss))
+            np.testing.assert_array_equal(_bits(buf), _bits(grad))
+
+
+def test_cross_entropy_out_errors():
+    x = np.zeros((3, 4), np.float32)
+    labels = np.zeros(3, np.int64)
+    readonly = np.empty_like(x)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' is read-only"):
+        nf.softmax_cross_entropy(x, labels, out=readonly)
+    with pytest.raises(TypeError, match="'out' has dtype"):
+        nf.softmax_cross_entropy(x, labels, out=np.empty(x.shape, np.float64))
+    with pytest.raises(ValueError, match="'out' has shape"):
+        nf.softmax_cross_entropy(x, labels, out=np.empty((4, 3), np.float32))
+    with pytest.raises(TypeError, match="'out' must be a numpy.ndarray"):
+        nf.softmax_cross_entropy(x, labels, out=[[0.0] * 4] * 3)
+    wide = np.zeros((3, 8), np.float32)
+    with pytest.raises(ValueError, match="'out' partially overlaps 'logits'"):
+        nf.softmax_cross_entropy(wide[:, :4], labels, out=wide[:, 1:5])
+    with pytest.raises(ValueError, match="either inplace=True or 'out'"):
+        nf.softmax_cross_entropy(x, labels, inplace=True, out=x)
+    bad = np.array([0, 4, 1])
+    out = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match=r"labels\[1\] = 4"):
+        nf.softmax_cross_entropy(x, bad, out=out)
+    assert (out == 7.0).all()
+
+
 def test_argument_errors():
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="masked_rows"):

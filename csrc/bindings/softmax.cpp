@@ -67,11 +67,12 @@ bool softmax_backward_direct(bool log, int dtype, const py::array& grad, const p
 }
 
 // Returns (per-row losses as float64, their sum in row order).
-py::tuple cross_entropy(int dtype, const py::array& logits, const py::array_t<int64_t>& labels, py::array& grad,
+py::tuple cross_entropy(int dtype, const py::array& logits, const py::array& labels, py::array& grad,
                         int64_t rows, int64_t cols, int64_t ignore_index, double smoothing, double z_loss,
                         double weight) {
   py::array_t<double> loss(rows);
-  CrossEntropyRange r{static_cast<DType>(dtype), data_of(logits), labels.data(), mutable_data_of(grad),
+  CrossEntropyRange r{static_cast<DType>(dtype), data_of(logits), static_cast<const int64_t*>(data_of(labels)),
+                      mutable_data_of(grad),
                       loss.mutable_data(), cols, ignore_index, smoothing, z_loss, weight};
   double total;
   {
@@ -79,6 +80,39 @@ py::tuple cross_entropy(int dtype, const py::array& logits, const py::array_t<in
     total = run_cross_entropy(r, rows);
   }
   return py::make_tuple(loss, total);
+}
+
+// The common cross-entropy call made cheap, as softmax_forward_direct: logits
+// of at least one dimension with at least one row, int64 labels of the
+// logits' shape less its last axis, every array in the kernels' form, grad
+// writeable and the logits' very memory (in place) or disjoint from them.
+// The labels are checked here (the rows counted for "mean" on the way);
+// a label outside [0, C) that is not ignore_index also returns None, having
+// written nothing, and the general path names it. Returns (per-row losses,
+// their sum, the rows counted) or None. The general path's NumPy label
+// checks cost ~10 us per call.
+py::object cross_entropy_direct(int dtype, const py::array& logits, const py::array& labels, py::array& grad,
+                                int64_t ignore_index, double smoothing, double z_loss, bool mean) {
+  const py::ssize_t nd = logits.ndim();
+  if (nd == 0 || logits.size() == 0) return py::none();
+  if (!same_form(logits, logits) || !direct_output(grad, logits) || overlaps_out(logits, grad)) return py::none();
+  if (!(labels.flags() & py::array::c_style) || labels.ndim() != nd - 1 ||
+      !std::equal(labels.shape(), labels.shape() + labels.ndim(), logits.shape()) ||
+      !labels.dtype().equal(py::dtype::of<int64_t>())) {
+    return py::none();
+  }
+  const int64_t cols = static_cast<int64_t>(logits.shape(nd - 1));
+  const int64_t rows = static_cast<int64_t>(logits.size()) / cols;
+  const int64_t* label = static_cast<const int64_t*>(labels.data());
+  int64_t counted = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (label[i] == ignore_index) continue;
+    if (label[i] < 0 || label[i] >= cols) return py::none();
+    ++counted;
+  }
+  const double weight = mean && counted ? 1.0 / static_cast<double>(counted) : 1.0;
+  py::tuple result = cross_entropy(dtype, logits, labels, grad, rows, cols, ignore_index, smoothing, z_loss, weight);
+  return py::make_tuple(result[0], result[1], counted);
 }
 
 }  // namespace
@@ -89,4 +123,5 @@ void nnfuse::register_softmax(py::module_& m) {
   m.def("softmax_forward_direct", &softmax_forward_direct);
   m.def("softmax_backward_direct", &softmax_backward_direct);
   m.def("softmax_cross_entropy", &cross_entropy);
+  m.def("softmax_cross_entropy_direct", &cross_entropy_direct);
 }

@@ -210,11 +210,12 @@ def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction
             raise ValueError(f"{func}(): labels{where} = {value} is outside [0, {classes}) "
                              f"and is not ignore_index ({ignore_index})")
     weight = 1.0 / counted if reduction == "mean" and counted else 1.0
-    grad = la if inplace else call.empty(la.shape, la.dtype)
+    target = None if inplace else call.output("out", la.shape, la.dtype, ("logits",))
+    grad = la if inplace else target.buffer
     loss = call.empty(lab_shape if reduction == "none" else (), la.dtype)
     ws, ws_ptr = _workspace(call, call.cuda.cross_entropy_workspace_size(rows, classes) if rows else 0)
     call.cuda.softmax_cross_entropy(la.code, la.ptr, _ptr(call.lib, lab64), grad.ptr, loss.ptr,
                                     _REDUCTION_CODES[reduction], rows, classes, ignore_index, label_smoothing,
                                     z_loss, weight, counted, ws_ptr, call.stream, call.device)
     del ws
-    return loss.obj, (original.original if inplace else grad.obj)
+    return loss.obj, (original.original if inplace else target.finish())

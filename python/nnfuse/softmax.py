@@ -27,6 +27,7 @@ from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _axis(axis, ndim, func):
@@ -217,7 +218,7 @@ def log_softmax_backward(grad, y, axis=-1, *, scale=1.0, out=None):
 
 
 def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
-                          reduction="mean", inplace=False):
+                          reduction="mean", inplace=False, out=None):
     """Fused softmax cross-entropy: ``(loss, grad_logits)`` in one pass over the
     logits, without materialising the log-probabilities.
 
@@ -233,7 +234,11 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     The loss is accumulated in float64 in row order: the same bits for every
     thread count. The loss has the logits' dtype (a 0-d array unless "none").
     inplace=True writes grad_logits into the logits' own buffer (which must
-    then be a writeable C-contiguous ndarray) and returns it.
+    then be a writeable C-contiguous ndarray) and returns it. out: optional
+    destination of grad_logits (the logits' shape and dtype, writeable, not
+    partially overlapping them), returned; a training loop that passes the
+    same buffer each step saves the allocation and the page faults of a
+    fresh gradient. inplace=True and out together are a ValueError.
     A label outside [0, C) that is not ignore_index raises ValueError naming the
     first such index.
 
@@ -243,16 +248,39 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     inplace=True then needs C-contiguous logits, whose buffer receives the
     gradient."""
     func = "softmax_cross_entropy"
-    if not _host(logits) or not (labels is None or isinstance(labels, np.ndarray)):
-        arrays = (("logits", logits),)
+    if inplace and out is not None:
+        raise ValueError(f"{func}(): pass either inplace=True or 'out', not both")
+    if (type(logits) is np.ndarray and type(labels) is np.ndarray and (out is None or type(out) is np.ndarray)
+            and type(ignore_index) is int and _INT64_MIN <= ignore_index <= _INT64_MAX
+            and (type(label_smoothing) is float or type(label_smoothing) is int) and 0 <= label_smoothing <= 1
+            and (type(z_loss) is float or type(z_loss) is int) and reduction in _REDUCTIONS):
+        code = DTYPE_CODES.get(logits.dtype)
+        if code is not None:  # the common case: checked and run in one call (None: nothing ran)
+            grad = logits if inplace else np.empty_like(logits) if out is None else out
+            done = _C.softmax_cross_entropy_direct(code, logits, labels, grad, ignore_index, float(label_smoothing),
+                                                   float(z_loss), reduction == "mean")
+            if done is not None:
+                return _ce_loss(*done, reduction, labels.shape, logits.dtype), grad
+    if not _host(logits) or not _host(out) or not (labels is None or isinstance(labels, np.ndarray)):
+        arrays = (("logits", logits), ("out", out))
         _check_aux(func, arrays, "labels", labels)
         return _interop.dispatch(
             func, arrays,
             lambda v: _cross_entropy_host(v["logits"], np.asarray(labels), ignore_index, label_smoothing, z_loss,
-                                          reduction, inplace),
+                                          reduction, inplace, v.get("out")),
             lambda call: _cuda.cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction,
                                              inplace, func))
-    return _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace)
+    return _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace, out)
+
+
+def _ce_loss(losses, total, counted, reduction, shape, dtype):
+    """The returned loss from the kernel's float64 per-row losses and their
+    sum in row order."""
+    if reduction == "none":
+        return losses.reshape(shape).astype(dtype)
+    if reduction == "sum":
+        return np.array(total, dtype=dtype)
+    return np.array(total / counted if counted else np.nan, dtype=dtype)
 
 
 def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
@@ -269,7 +297,7 @@ def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
     return ignore_index, label_smoothing, z_loss
 
 
-def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace):
+def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace, out):
     func = "softmax_cross_entropy"
     if inplace:
         if not isinstance(logits, np.ndarray):
@@ -302,20 +330,19 @@ def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, r
                          f"and is not ignore_index ({ignore_index})")
     counted = int(np.count_nonzero(lab64 != ignore_index))
     weight = 1.0 / counted if reduction == "mean" and counted else 1.0
-    grad = la if inplace else np.empty_like(la)
+    if inplace:
+        target = None
+        grad = la
+    else:
+        target = prepare_out(out, la.shape, la.dtype, (("logits", logits),), func)
+        grad = target.buffer
     rows = lab64.size
     if rows:
         losses, total = _C.softmax_cross_entropy(DTYPE_CODES[la.dtype], la, lab64, grad, rows, classes,
                                                  ignore_index, label_smoothing, z_loss, weight)
     else:
         losses, total = np.zeros(0), 0.0
-    if reduction == "none":
-        loss = losses.reshape(lab.shape).astype(la.dtype)
-    elif reduction == "sum":
-        loss = np.array(total, dtype=la.dtype)
-    else:
-        loss = np.array(total / counted if counted else np.nan, dtype=la.dtype)
-    return loss, grad
+    return _ce_loss(losses, total, counted, reduction, lab.shape, la.dtype), grad if inplace else target.finish()
 
 
 __all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy"]
