@@ -593,6 +593,7 @@ def _softmax_peers(x, g, y, ly, labels, out):
         "softmax_backward": lambda: aten._softmax_backward_data.out(tg, ty, -1, tx.dtype, grad_input=to),
         "log_softmax_backward": lambda: aten._log_softmax_backward_data.out(tg, tly, -1, tx.dtype, out=to),
         "softmax_cross_entropy": cross_entropy,
+        "softmax_cross_entropy(out=)": cross_entropy,
     }
 
 
@@ -618,8 +619,10 @@ def run_softmax(shapes=SOFTMAX_SHAPES, thread_counts=None, min_time=0.2, peers=T
                 "log_softmax": (lambda: nf.log_softmax(x, out=out), "copy"),
                 "softmax_backward": (lambda: nf.softmax_backward(g, y, out=out), "add"),
                 "log_softmax_backward": (lambda: nf.log_softmax_backward(g, ly, out=out), "add"),
-                # reads the logits, writes the gradient: the bytes of a copy
+                # reads the logits, writes the gradient: the bytes of a copy;
+                # a fresh gradient each call (as PyTorch's), then into out=
                 "softmax_cross_entropy": (lambda: nf.softmax_cross_entropy(x, labels), "copy"),
+                "softmax_cross_entropy(out=)": (lambda: nf.softmax_cross_entropy(x, labels, out=out), "copy"),
             }
             peer_fns = _softmax_peers(x, g, y, ly, labels, out) if peers else {}
             for threads in thread_counts:
