@@ -402,18 +402,24 @@ D log_row_sum(D s) {
 // hi + lo (k hi exact, |r| <= ln2 / 2), e^r by its Taylor polynomial to
 // r^13 / 13! (the remainder (ln2 / 2)^14 / 14! < 2^-57 relative), times 2^k
 // from t's bits (exact: e^x >= 2^-126 is normal in double).
+struct TaylorExp {
+  static constexpr int kDegree = 13;
+  double inv_factorial[kDegree + 1] = {1.0};
+  constexpr TaylorExp() {
+    for (int i = 1; i <= kDegree; ++i) inv_factorial[i] = inv_factorial[i - 1] / i;
+  }
+};
+inline constexpr TaylorExp kTaylorExp{};
+
 template <class D>
 D exp_label_term(D x) {
   constexpr double kLog2e = 1.4426950408889634, kShift = 6755399441055744.0;  // 1.5 * 2^52
   constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
-  constexpr int kDegree = 13;
   const D t = fma(x, D(kLog2e), D(kShift));
   const D k = t - D(kShift);
   const D r = fma(k, D(-kLn2Lo), fma(k, D(-kLn2Hi), x));
-  double inv_factorial[kDegree + 1] = {1.0};
-  for (int i = 1; i <= kDegree; ++i) inv_factorial[i] = inv_factorial[i - 1] / i;
-  D p(inv_factorial[kDegree]);
-  for (int i = kDegree - 1; i >= 0; --i) p = fma(p, r, D(inv_factorial[i]));
+  D p(kTaylorExp.inv_factorial[TaylorExp::kDegree]);
+  for (int i = TaylorExp::kDegree - 1; i >= 0; --i) p = fma(p, r, D(kTaylorExp.inv_factorial[i]));
   return p * pow2_of_shifted(t);
 }
 
@@ -1745,8 +1751,8 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   const int64_t n = r.cols;
   const double eps = r.smoothing;
   // Pass 1 in the fast form (row_max_min_fast): a NaN it skips makes the
-  // sum, hence the loss and every gradient of the row, NaN, as the general
-  // path gives it (a row with a NaN maximum goes there). Nothing is redone,
+  // sum, hence the loss and every gradient of the row, NaN, as before (the
+  // NaN-aware form sent such a row to the general path). Nothing is redone,
   // so a gradient written over its logits may take it too (pass 2 reads each
   // logit before writing its term). 4096x1024 and 256x32768, 1 thread: 0.77
   // -> 0.64 ns/element against the NaN-aware form.
@@ -1841,8 +1847,9 @@ struct BlockLabels {
 // logit z_t read before the gradient could overwrite it: the loss, the
 // factors a and b of the other elements' gradient, and the label's gradient
 // (ignored rows: loss 0, a = b = 0), as cross_entropy_row_f32 has them, lane
-// by lane (the per-row double work in scalar code and libm's exp took
-// about 30 ns per row, against a few ns for the vectors of a 16-class row).
+// by lane. Row by row in scalar double with libm's exp, this step made
+// 65536x10 / 65536x16 take 3.35 / 2.39 ns per element on 1 thread, against
+// 2.11 / 1.68 lane-wise.
 struct BlockGradFactors {
   alignas(64) float a[kGroup], b[kGroup];
   alignas(64) double label_grad[kGroup];
