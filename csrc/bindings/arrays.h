@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 
 #include <pybind11/numpy.h>
 
@@ -27,6 +28,15 @@ inline bool overlaps_out(const pybind11::array& a, const pybind11::array& out) {
   pybind11::ssize_t an = a.nbytes(), on = out.nbytes();
   if (a0 == o0 && an == on) return false;
   return an > 0 && on > 0 && a0 < o0 + on && o0 < a0 + an;
+}
+
+// `a` as rows along its last axis (false, for the general path, when it is
+// 0-d or empty).
+inline bool last_axis_rows(const pybind11::array& a, int64_t& rows, int64_t& cols) {
+  if (a.ndim() == 0 || a.size() == 0) return false;
+  cols = static_cast<int64_t>(a.shape(a.ndim() - 1));
+  rows = static_cast<int64_t>(a.size()) / cols;
+  return true;
 }
 
 // The output test of every direct binding: the form of `like`, writeable.

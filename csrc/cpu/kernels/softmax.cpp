@@ -1277,26 +1277,26 @@ struct BatchForms {
         fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))) {}
 };
 
-// Softmax or log-softmax of the 16 rows of n elements at x, written to y.
-template <int K, bool kUnit>
-ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, bool log) {
+// Pass 1 of a block of 16 rows whose logits are z(row, k): each row's
+// lane-wise maximum and minimum (padding lanes -inf and +inf, NaNs skipped as
+// row_max_min_fast), transposed so that row l's comes out in lane l, a zero
+// maximum as -0 (as f32_segment_stats). on_vector(l, z) sees each of row l's
+// logit vectors as it is read (the cross-entropy's logit sums).
+struct BatchMaxMin {
+  VecF max, min;
+};
+template <int K, class Logits, class OnVector>
+BatchMaxMin batch_max_min(const BatchRows<K>& rows, Logits&& z, OnVector&& on_vector) {
   using V = VecF;
-  const BatchRows<K> rows(n);
   const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
-  auto logits = [&](int l, int k) {
-    V z = rows.load(x + l * n, k);
-    if constexpr (!kUnit) z = z * scale;
-    return z;
-  };
-  // Pass 1: each row's lane-wise maximum and minimum (padding lanes -inf and
-  // +inf, NaNs skipped as row_max_min_fast), then every row's in its lane.
   __m512 mxr[kGroup], mnr[kGroup];
   for (int l = 0; l < kGroup; ++l) {
     V mx = neg_inf, mn = pos_inf;
     for (int k = 0; k < K; ++k) {
-      const V z = logits(l, k);
-      mx = vmax(rows.padded(z, k, neg_inf), mx);
-      mn = vmin(rows.padded(z, k, pos_inf), mn);
+      const V zv = z(l, k);
+      mx = vmax(rows.padded(zv, k, neg_inf), mx);
+      mn = vmin(rows.padded(zv, k, pos_inf), mn);
+      on_vector(l, zv);
     }
     mxr[l] = mx.v;
     mnr[l] = mn.v;
@@ -1308,7 +1308,22 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
     mx = vmax(V(mxr[j]), mx);
     mn = vmin(V(mnr[j]), mn);
   }
-  mx = -(-mx + V(0.0f));  // a zero maximum as -0, as f32_segment_stats
+  return {-(-mx + V(0.0f)), mn};
+}
+
+// Softmax or log-softmax of the 16 rows of n elements at x, written to y.
+template <int K, bool kUnit>
+ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, bool log) {
+  using V = VecF;
+  const BatchRows<K> rows(n);
+  const V neg_inf(smx::neg_inf_f());
+  auto logits = [&](int l, int k) {
+    V z = rows.load(x + l * n, k);
+    if constexpr (!kUnit) z = z * scale;
+    return z;
+  };
+  const BatchMaxMin stats = batch_max_min(rows, logits, [](int, V) {});
+  const V mx = stats.max, mn = stats.min;
   ColumnExits exits;
   exits.general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
   const BatchForms forms(mx, mn);
@@ -1993,37 +2008,16 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   const int n = static_cast<int>(r.cols);
   const BatchRows<K> rows(n);
   const BlockLabels lab(r, labels, kGroup, n);
-  const V neg_inf(smx::neg_inf_f()), pos_inf(-smx::neg_inf_f());
+  const V neg_inf(smx::neg_inf_f());
   auto logits = [&](int l, int k) { return rows.load(x + l * n, k); };
-  // Pass 1: lane-wise maximum (padding -inf) and minimum (padding +inf),
-  // NaNs skipped as row_max_min_fast in the row kernel, and scaled logit
-  // sums (padding +0), as the row's zsum.
-  __m512 mxr[kGroup], mnr[kGroup], zsr[kGroup], zcr[kGroup];
-  for (int l = 0; l < kGroup; ++l) {
-    V mx = neg_inf, mn = pos_inf;
-    smx::CompensatedSum<V> zsum;
-    zsum.reset();
-    for (int k = 0; k < K; ++k) {
-      const V z = logits(l, k);
-      mx = vmax(rows.padded(z, k, neg_inf), mx);
-      mn = vmin(rows.padded(z, k, pos_inf), mn);
-      if constexpr (kSmoothing) zsum.add(z * V(kLogitSumScale<float>));
-    }
-    mxr[l] = mx.v;
-    mnr[l] = mn.v;
-    if constexpr (kSmoothing) {
-      zsr[l] = zsum.s.v;
-      zcr[l] = zsum.c.v;
-    }
-  }
-  transpose_tile(mxr);
-  transpose_tile(mnr);
-  V mx = V(mxr[0]), mn = V(mnr[0]);
-  for (int j = 1; j < kGroup; ++j) {
-    mx = vmax(V(mxr[j]), mx);
-    mn = vmin(V(mnr[j]), mn);
-  }
-  mx = -(-mx + V(0.0f));  // a zero maximum as -0, as the row kernel
+  // Pass 1 (batch_max_min) with, for label smoothing, each row's scaled
+  // logit sum (padding +0), as the row's zsum.
+  smx::CompensatedSum<V> zsum[kGroup];
+  for (auto& a : zsum) a.reset();
+  const BatchMaxMin stats = batch_max_min(rows, logits, [&](int l, V z) {
+    if constexpr (kSmoothing) zsum[l].add(z * V(kLogitSumScale<float>));
+  });
+  const V mx = stats.max, mn = stats.min;
   // A row with a NaN among finite logits gets a NaN sum, loss and gradient
   // here as in the row kernel; one of NaNs alone (maximum -inf) is left to it.
   const uint32_t general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
@@ -2033,7 +2027,14 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
   vstore(max_f, mx);
   for (int l = 0; l < kGroup; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
-  if constexpr (kSmoothing) store_f64(sum_z, transposed_lane_sums<0>(zsr, zcr));
+  if constexpr (kSmoothing) {
+    __m512 zsr[kGroup], zcr[kGroup];
+    for (int l = 0; l < kGroup; ++l) {
+      zsr[l] = zsum[l].s.v;
+      zcr[l] = zsum[l].c.v;
+    }
+    store_f64(sum_z, transposed_lane_sums<0>(zsr, zcr));
+  }
   // Pass 2: the terms, written to the gradient, and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
   for (int l = 0; l < kGroup; ++l) {
