@@ -277,14 +277,6 @@ inline void store_f64(double* p, LanesF64 a) {
   _mm512_storeu_pd(p + 8, a.hi);
 }
 inline LanesF64 load_f64(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
-// 2^k from t = 1.5 * 2^52 + k, as pow2_of_shifted(double).
-inline LanesF64 pow2_of_shifted(LanesF64 t) {
-  auto half = [](__m512d h) {
-    const __m512i bits = _mm512_add_epi64(_mm512_castpd_si512(h), _mm512_set1_epi64(1023));
-    return _mm512_castsi512_pd(_mm512_slli_epi64(bits, 52));
-  };
-  return {half(t.lo), half(t.hi)};
-}
 inline uint32_t lane_bits(MaskAvx512 m) { return m.m; }
 #elif NNF_ISA_LEVEL == 1
 struct LanesF64 {
@@ -331,13 +323,6 @@ inline void store_f64(double* p, LanesF64 a) {
   _mm256_storeu_pd(p + 4, a.hi);
 }
 inline LanesF64 load_f64(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
-inline LanesF64 pow2_of_shifted(LanesF64 t) {
-  auto half = [](__m256d h) {
-    const __m256i bits = _mm256_add_epi64(_mm256_castpd_si256(h), _mm256_set1_epi64x(1023));
-    return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
-  };
-  return {half(t.lo), half(t.hi)};
-}
 inline uint32_t lane_bits(MaskAvx2 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m.m)); }
 #else
 using LanesF64 = double;
@@ -353,10 +338,6 @@ inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
 using nnfuse::NNF_ISA_NS::fma;
 inline double where_greater(double x, double y, double a, double b) { return x > y ? a : b; }
 inline double where_nan(double x, double a, double b) { return x != x ? a : b; }
-// 2^k from t = 1.5 * 2^52 + k (|k| < 1022): t's bits are those of 1.5 * 2^52
-// plus k, whose low 12 bits are zero, so (bits + 1023) << 52 is k's biased
-// exponent in place (exact).
-inline double pow2_of_shifted(double t) { return bit_cast_value<double>((bit_cast_value<uint64_t>(t) + 1023) << 52); }
 // x = 2^e m with m in [1, 2), for normal positive x (the fields: exact).
 inline void split_binade(double x, double& e, double& m) {
   const uint64_t bits = bit_cast_value<uint64_t>(x);
@@ -401,7 +382,8 @@ D log_row_sum(D s) {
 // k = round(x / ln2) by adding 1.5 * 2^52 (t), r = x - k ln2 with ln2 as
 // hi + lo (k hi exact, |r| <= ln2 / 2), e^r by its Taylor polynomial to
 // r^13 / 13! (the remainder (ln2 / 2)^14 / 14! < 2^-57 relative), times 2^k
-// from t's bits (exact: e^x >= 2^-126 is normal in double).
+// (exact: k in [-126, 0], a normal float, which pow2_lanes builds with the
+// float vocabulary's scale_pow2).
 struct TaylorExp {
   static constexpr int kDegree = 13;
   double inv_factorial[kDegree + 1] = {1.0};
@@ -410,6 +392,11 @@ struct TaylorExp {
   }
 };
 inline constexpr TaylorExp kTaylorExp{};
+
+inline double pow2_lanes(double k) { return scale_pow2(1.0, k); }
+#if NNF_ISA_LEVEL >= 1
+inline LanesF64 pow2_lanes(LanesF64 k) { return widen(scale_pow2(VecF(1.0f), narrow(k))); }
+#endif
 
 template <class D>
 D exp_label_term(D x) {
@@ -420,7 +407,7 @@ D exp_label_term(D x) {
   const D r = fma(k, D(-kLn2Lo), fma(k, D(-kLn2Hi), x));
   D p(kTaylorExp.inv_factorial[TaylorExp::kDegree]);
   for (int i = TaylorExp::kDegree - 1; i >= 0; --i) p = fma(p, r, D(kTaylorExp.inv_factorial[i]));
-  return p * pow2_of_shifted(t);
+  return p * pow2_lanes(k);
 }
 
 // Running maximum M and sum S = sum e^(z - M) of one row (pass 1). With
