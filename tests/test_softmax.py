@@ -856,5 +856,10 @@ def test_cross_entropy_bad_labels():
         nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing"):
         nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), label_smoothing=1.5)
+    with pytest.raises(TypeError, match="'label_smoothing' must be a real number"):
+        nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), label_smoothing=None)
+    for z_loss in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="'z_loss' must be a finite number >= 0"):
+            nf.softmax_cross_entropy(x, np.zeros((2, 3), np.int64), z_loss=z_loss)
     with pytest.raises(ValueError, match="inplace"):
         nf.softmax_cross_entropy(np.zeros((4, 3), np.float32)[::2], np.zeros(2, np.int64), inplace=True)

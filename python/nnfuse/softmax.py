@@ -17,6 +17,7 @@ launch (a device-to-host read, hence a sync of the current stream).
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -41,11 +42,16 @@ def _axis(axis, ndim, func):
     return axis % size
 
 
-def _scale(scale, func):
+def _real_option(func, name, value):
+    """value as a float, or a TypeError naming the option."""
     try:
-        return float(scale)
+        return float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{func}(): 'scale' must be a real number, got {type(scale).__name__}") from None
+        raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}") from None
+
+
+def _scale(scale, func):
+    return _real_option(func, "scale", scale)
 
 
 def _rows_view(a, axis):
@@ -227,7 +233,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     rows whose label is ``ignore_index`` contribute 0 to the loss and get a zero
     gradient; ``label_smoothing`` eps mixes the one-hot target with the uniform
     distribution: loss = (1 - eps) * (lse - z_label) + eps * (lse - mean(z)),
-    lse = logsumexp(row). ``z_loss`` adds z_loss * lse^2 per row (PaLM).
+    lse = logsumexp(row). ``z_loss`` (finite, >= 0) adds z_loss * lse^2 per row (PaLM).
     reduction: "mean" (over the rows that are not ignored; NaN if all are),
     "sum", or "none" (per-row losses, shape of labels). grad_logits is the
     gradient of the returned loss; for "none", of the sum of the per-row losses.
@@ -253,7 +259,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     if (type(logits) is np.ndarray and type(labels) is np.ndarray and (out is None or type(out) is np.ndarray)
             and type(ignore_index) is int and _INT64_MIN <= ignore_index <= _INT64_MAX
             and (type(label_smoothing) is float or type(label_smoothing) is int) and 0 <= label_smoothing <= 1
-            and (type(z_loss) is float or type(z_loss) is int) and reduction in _REDUCTIONS):
+            and (type(z_loss) is float or type(z_loss) is int) and 0 <= z_loss < math.inf and reduction in _REDUCTIONS):
         code = DTYPE_CODES.get(logits.dtype)
         if code is not None:  # the common case: checked and run in one call (None: nothing ran)
             grad = logits if inplace else np.empty_like(logits) if out is None else out
@@ -286,10 +292,14 @@ def _ce_loss(losses, total, counted, reduction, shape, dtype):
 def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{func}(): 'reduction' must be 'mean', 'sum' or 'none', got {reduction!r}")
-    label_smoothing = float(label_smoothing)
+    label_smoothing = _real_option(func, "label_smoothing", label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{func}(): 'label_smoothing' must be in [0, 1], got {label_smoothing}")
-    z_loss = float(z_loss)
+    z_loss = _real_option(func, "z_loss", z_loss)
+    # A NaN, infinite or negative weight would make every loss NaN or inf, or
+    # reward large logits: never what a training loop means.
+    if not 0.0 <= z_loss < math.inf:
+        raise ValueError(f"{func}(): 'z_loss' must be a finite number >= 0, got {z_loss}")
     try:
         ignore_index = operator.index(ignore_index)
     except TypeError:
