@@ -106,6 +106,30 @@ def test_every_isa_gives_the_same_bits(case, dtype):
         np.testing.assert_array_equal(bwd, results[first][1], err_msg=f"backward {isa} vs {first}")
 
 
+# Signed zeros at x = +-0: a zero forward result, and a zero backward result
+# for g = +-1, has the reference's sign, which is PyTorch's (relu(-0) =
+# tanh(-0) = elu(-0) = mish(-0) = -0, relu'(-0) g = g * 0), on every ISA and
+# dtype. For g = +-0 the backward result is a zero of either sign.
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_zero_results_have_the_references_sign(case, dtype, isa):
+    activation, params = case
+    full = call_params(activation, params)
+    x = np.array([-0.0, -0.0, -0.0, -0.0, 0.0, 0.0, 0.0, 0.0])
+    g = np.array([1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 0.0, -0.0])
+    checks = (("forward", getattr(nf, activation.name)(x.astype(dtype), **params),
+               getattr(ref, activation.name)(x, **full), np.ones(x.shape, bool)),
+              ("backward", getattr(nf, activation.name + "_backward")(g.astype(dtype), x.astype(dtype), **params),
+               getattr(ref, activation.name + "_backward")(g, x, **full), g != 0))
+    for direction, got, expected in ((d, np.asarray(a, np.float64), e) for d, a, e, _ in checks):
+        np.testing.assert_array_equal(got == 0, expected == 0, err_msg=f"{activation.name} {direction}: zeros")
+    for direction, got, expected, signed in checks:
+        got = np.asarray(got, np.float64)
+        zero = (got == 0) & signed
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(expected[zero]),
+                                      err_msg=f"{activation.name}{params} {direction} at x = {x[zero]}, g = {g[zero]}")
+
+
 def _bits_with_canonical_nan(a):
     """The array's bits, every NaN replaced by one canonical NaN: IEEE 754 does
     not specify which NaN (sign, payload) an operation returns, and x86 scalar

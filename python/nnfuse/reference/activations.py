@@ -106,6 +106,12 @@ def _finish(out, x) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, out)
 
 
+def _nonpositive(x):
+    """min(x, 0) that keeps -0 (np.minimum(-0.0, 0.0) is +0): the elu family's
+    x <= 0 side, so that elu(-0) = -0 as PyTorch's."""
+    return np.where(x > 0, 0.0, x)
+
+
 def _backward(grad, x, dfdx):
     """grad * f'(x), with f'(NaN) = NaN, on the broadcast shape."""
     g, x = np.broadcast_arrays(_f64(grad), _f64(x))
@@ -267,9 +273,9 @@ def softsign_backward(grad, x):
 
 
 def relu(x):
-    """relu(x) = x if x > 0 else 0."""
+    """relu(x) = x if x > 0 else 0 (relu(-0) = -0, as PyTorch)."""
     x = _f64(x)
-    return _finish(np.where(x > 0, x, 0.0), x)
+    return _finish(np.where(x < 0, 0.0, x), x)
 
 
 def relu_backward(grad, x):
@@ -436,7 +442,7 @@ def elu(x, alpha=1.0):
     """elu(x) = x if x > 0 else alpha * expm1(x); -alpha at -inf."""
     x = _f64(x)
     with np.errstate(all="ignore"):
-        return _finish(np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))), x)
+        return _finish(np.where(x > 0, x, alpha * np.expm1(_nonpositive(x))), x)
 
 
 def elu_backward(grad, x, alpha=1.0):
@@ -448,7 +454,7 @@ def selu(x):
     """selu(x) = scale * (x if x > 0 else alpha * expm1(x)), alpha/scale = SELU_ALPHA/SELU_SCALE."""
     x = _f64(x)
     with np.errstate(all="ignore"):
-        neg = SELU_ALPHA * np.expm1(np.minimum(x, 0.0))
+        neg = SELU_ALPHA * np.expm1(_nonpositive(x))
         return _finish(SELU_SCALE * np.where(x > 0, x, neg), x)
 
 
@@ -465,7 +471,7 @@ def celu(x, alpha=1.0):
     """celu(x) = max(0, x) + min(0, alpha * expm1(x / alpha)) = x if x > 0 else alpha*expm1(x/alpha)."""
     x = _f64(x)
     with np.errstate(all="ignore"):
-        return _finish(np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha)), x)
+        return _finish(np.where(x > 0, x, alpha * np.expm1(_nonpositive(x) / alpha)), x)
 
 
 def celu_backward(grad, x, alpha=1.0):

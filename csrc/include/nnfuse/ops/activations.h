@@ -669,7 +669,8 @@ struct Mish {
     V hl = fma(m2, d.id, -h) + h * d.rid;
     V sum = xc + h;
     V ypos = sum + (((xc - sum) + h) + hl);
-    return select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos));
+    // y has the sign of x, also for x = -0 (where x + h is +0).
+    return copysign(select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos)), x);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
@@ -706,7 +707,7 @@ struct Mish {
     MishNarrow<V> d = mish_narrow(x);
     V yneg = d.en.scaled((d.xc * d.en.p) * (d.u * d.id));
     V ypos = fma(V(-2.0f) * d.xc, d.id, d.xc);
-    return select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos));
+    return copysign(select(x < V(0.0f), yneg, select(x > V(20.0f), x, ypos)), x);  // as fwd
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>&) {

@@ -617,9 +617,19 @@ struct ExpNarrow {
   NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, normal); }
   NNF_HD V value() const { return scaled(p); }
 };
+// rint(t) for float |t| < 2^22 or NaN, to nearest even as vrint, but a zero
+// result is +0: t + 1.5 2^23 lies in [2^23, 2^24), where the floats are the
+// integers, and taking 1.5 2^23 off again is exact. exp2_narrow takes it so
+// that f = t - k keeps the sign of t = -0 (vrint's -0 would give f = +0,
+// and the elu family's expm1 would lose the sign of x = -0).
+template <class V>
+NNF_HD V rint_small(V t) {
+  const V shift(12582912.0f);
+  return (t + shift) - shift;
+}
 template <class V>
 NNF_HD ExpNarrow<V> exp2_narrow(V t) {
-  V k = vrint(t);
+  V k = rint_small(t);
   V f = t - k;
   return {exp2_reduced_narrow(f), k, f, all_lanes(k >= V(Limits<scalar_t<V>>::emin))};
 }
@@ -770,7 +780,9 @@ NNF_HD V tanh_small(V x) {
   p = fma(p, x2, V(-5.395897105e-02f));
   p = fma(p, x2, V(1.333328784e-01f));
   p = fma(p, x2, V(-3.333333135e-01f));
-  return fma(x * x2, p, x);
+  // x (1 + x^2 P) rather than x + x^3 P: the same accuracy for 16-bit
+  // outputs, and tanh(-0) = -0 (x + x^3 P adds +0 to -0).
+  return x * fma(x2, p, V(1.0f));
 }
 }  // namespace vmath
 
