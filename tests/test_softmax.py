@@ -138,9 +138,11 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
     # partial one on each thread. Rows the blocks leave to the row kernel: a
     # NaN (found through the softmax sum), +inf, all -inf (an ignored row for
     # the cross-entropy, which keeps its block), a spread beyond exp_near's
-    # range; and rows of -0 and of mixed zeros.
+    # range; and rows of -0 and of mixed zeros. Backward rows of 17 to 64
+    # elements (not a multiple of 16) are taken four at a time, the others
+    # one at a time, on every ISA.
     rng = np.random.default_rng(37)
-    for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 64, 65, 100, 128, 200, 256)):
+    for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 47, 64, 65, 100, 128, 200, 256)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
         x[1, cols // 2] = np.nan
         x[3, -1] = np.inf
@@ -150,6 +152,8 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
         x[10, ::2], x[10, 1::2], x[10, ::3] = 0.0, -0.0, -1.5  # a zero maximum of either sign
         labels = rng.integers(0, cols, rows)
         labels[::5] = -100
+        g = rng.standard_normal(x.shape).astype(np.float32)
+        g[2, 0] = np.inf
 
         def run():
             # The sign of a NaN row's NaNs differs between ISAs (row kernel
@@ -159,6 +163,9 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
             outs += nf.softmax_cross_entropy(x[9:], labels[9:], label_smoothing=0.1, z_loss=1e-3, reduction="none")
             in_place = x[9:].copy()
             outs += nf.softmax_cross_entropy(in_place, labels[9:], label_smoothing=0.2, inplace=True)
+            y, ly = outs[0], outs[3]
+            outs += [nf.softmax_backward(g, y), nf.softmax_backward(g, y, scale=0.7),
+                     nf.log_softmax_backward(g, ly), nf.log_softmax_backward(g, ly, scale=0.7)]
             return [np.where(np.isnan(y), np.float32(np.nan), y) for y in outs]
 
         _assert_same_bits(_run_on_every_isa_and_thread_count(run))

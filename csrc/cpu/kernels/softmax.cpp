@@ -1583,13 +1583,23 @@ void softmax_backward_column_rows_f32(const SoftmaxBackwardRange& r, int64_t row
 // 1 thread, AVX-512, 2^22 elements, softmax / log-softmax backward, ns per
 // element, general loop -> these: 12 columns 0.79-1.14 / 0.97-1.56 ->
 // 0.64 / 0.84, 16 columns 0.55 / 0.67 -> 0.50 / 0.63.
+// Rows of kGroup + 1 to kShortRowBackward elements that end in a partial
+// vector take the same loop (vector v of a row goes to lane accumulator v %
+// kVecs, the order of for_vectors, so the same bits): 2^22 elements, 1
+// thread, AVX-512, median ns per element, row loop -> this, softmax /
+// log-softmax backward: 17 columns 1.54 / 2.01 -> 1.03 / 1.57, 24 1.06 /
+// 1.40 -> 0.73 / 1.10, 33 0.94 / 1.29 -> 0.73 / 1.09, 44 0.67 / 0.97 ->
+// 0.61 / 0.83, 60 0.53 / 0.84 -> 0.54 / 0.75. Rows of whole vectors (32,
+// 48, 64) keep the row loop, already at 0.9-1.0 of np.add there.
 constexpr int kTinyGroup = 4;
+constexpr int kShortRowBackward = 64;
 
-template <bool kLog, bool kUnit>
+template <int kMaxRow, bool kLog, bool kUnit>
 void softmax_backward_tiny_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin, int64_t row_end) {
   using V = vec_for_t<float>;
   constexpr int L = kLanes<V>;
   constexpr int G = kTinyGroup;
+  constexpr int kRowVecs = (kMaxRow + L - 1) / L;
   const int n = static_cast<int>(r.cols);
   const V scale(static_cast<float>(r.scale));
   for (int64_t row0 = row_begin; row0 < row_end; row0 += G) {
@@ -1597,17 +1607,17 @@ void softmax_backward_tiny_rows_f32(const SoftmaxBackwardRange& r, int64_t row_b
     const float* g = static_cast<const float*>(r.grad) + row0 * n;
     const float* y = static_cast<const float*>(r.y) + row0 * n;
     float* dx = static_cast<float*>(r.out) + row0 * n;
-    V gv[G][kVecs<V>], yv[G][kVecs<V>];
+    V gv[G][kRowVecs], yv[G][kRowVecs];
     double total[G];
     for (int j = 0; j < rows; ++j) {
       smx::CompensatedSum<V> acc[kVecs<V>];
-      for (int k = 0; k < kVecs<V>; ++k) {
-        acc[k].reset();
-        if (k * L >= n) continue;  // as for_vectors: no vector starts past the row
+      for (auto& a : acc) a.reset();
+      for (int k = 0; k < kRowVecs; ++k) {
+        if (k * L >= n) break;  // as for_vectors: no vector starts past the row
         const int cnt = std::min(n - k * L, L);
         gv[j][k] = load_n(g + j * n + k * L, cnt);
         yv[j][k] = load_n(y + j * n + k * L, cnt);
-        acc[k].add(kLog ? gv[j][k] : softmax_bwd_term(gv[j][k], yv[j][k]));
+        acc[k % kVecs<V>].add(kLog ? gv[j][k] : softmax_bwd_term(gv[j][k], yv[j][k]));
       }
       total[j] = combine_lanes(acc);
     }
@@ -1649,7 +1659,10 @@ void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin,
       softmax_backward_column_rows_f32<len(), kLog, kUnit>(r, row_begin, row_end);
     });
   }
-  if (n <= kGroup) return softmax_backward_tiny_rows_f32<kLog, kUnit>(r, row_begin, row_end);
+  if (n <= kGroup) return softmax_backward_tiny_rows_f32<kGroup, kLog, kUnit>(r, row_begin, row_end);
+  if (n <= kShortRowBackward && n % kGroup != 0) {
+    return softmax_backward_tiny_rows_f32<kShortRowBackward, kLog, kUnit>(r, row_begin, row_end);
+  }
   const V scale(static_cast<float>(r.scale));
   const bool stream = stream_backward_rows(r);
   for (int64_t row = row_begin; row < row_end; ++row) {
