@@ -1583,14 +1583,16 @@ void softmax_backward_column_rows_f32(const SoftmaxBackwardRange& r, int64_t row
 // 1 thread, AVX-512, 2^22 elements, softmax / log-softmax backward, ns per
 // element, general loop -> these: 12 columns 0.79-1.14 / 0.97-1.56 ->
 // 0.64 / 0.84, 16 columns 0.55 / 0.67 -> 0.50 / 0.63.
-// Rows of kGroup + 1 to kShortRowBackward elements that end in a partial
-// vector take the same loop (vector v of a row goes to lane accumulator v %
-// kVecs, the order of for_vectors, so the same bits): 2^22 elements, 1
-// thread, AVX-512, median ns per element, row loop -> this, softmax /
-// log-softmax backward: 17 columns 1.54 / 2.01 -> 1.03 / 1.57, 24 1.06 /
-// 1.40 -> 0.73 / 1.10, 33 0.94 / 1.29 -> 0.73 / 1.09, 44 0.67 / 0.97 ->
-// 0.61 / 0.83, 60 0.53 / 0.84 -> 0.54 / 0.75. Rows of whole vectors (32,
-// 48, 64) keep the row loop, already at 0.9-1.0 of np.add there.
+// Rows of kGroup + 1 to 2 kGroup elements, and those up to
+// kShortRowBackward that end in a partial vector, take the same loop
+// (vector v of a row goes to lane accumulator v % kVecs, the order of
+// for_vectors, so the same bits): 2^22 elements, AVX-512, median ns per
+// element, row loop -> this, softmax / log-softmax backward, 1 thread: 17
+// columns 1.54 / 2.01 -> 1.03 / 1.57, 24 1.06 / 1.40 -> 0.73 / 1.10, 32
+// 0.62 / 0.91 -> 0.62 / 0.80, 33 0.94 / 1.29 -> 0.73 / 1.09, 44 0.67 /
+// 0.97 -> 0.61 / 0.83, 60 0.53 / 0.84 -> 0.54 / 0.75; 2 threads, 32
+// columns 0.49 / 0.86 -> 0.42 / 0.60. Rows of 48 and 64 keep the row loop
+// (48, 2 threads: 0.34 -> 0.47 this way).
 constexpr int kTinyGroup = 4;
 constexpr int kShortRowBackward = 64;
 
@@ -1660,7 +1662,7 @@ void softmax_backward_rows_f32(const SoftmaxBackwardRange& r, int64_t row_begin,
     });
   }
   if (n <= kGroup) return softmax_backward_tiny_rows_f32<kGroup, kLog, kUnit>(r, row_begin, row_end);
-  if (n <= kShortRowBackward && n % kGroup != 0) {
+  if (n <= 2 * kGroup || (n <= kShortRowBackward && n % kGroup != 0)) {
     return softmax_backward_tiny_rows_f32<kShortRowBackward, kLog, kUnit>(r, row_begin, row_end);
   }
   const V scale(static_cast<float>(r.scale));
