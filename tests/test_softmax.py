@@ -138,9 +138,9 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
     # partial one on each thread. Rows the blocks leave to the row kernel: a
     # NaN (found through the softmax sum), +inf, all -inf (an ignored row for
     # the cross-entropy, which keeps its block), a spread beyond exp_near's
-    # range; and rows of -0 and of mixed zeros. Backward rows of 17 to 64
-    # elements (not a multiple of 16) are taken four at a time, the others
-    # one at a time, on every ISA.
+    # range; and rows of -0 and of mixed zeros. Backward rows of 17 to 32
+    # elements, and those up to 64 that end in a partial vector, are taken
+    # four at a time, the others one at a time, on every ISA.
     rng = np.random.default_rng(37)
     for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 47, 64, 65, 100, 128, 200, 256)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
