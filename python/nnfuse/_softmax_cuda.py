@@ -176,15 +176,13 @@ def _labels64(call, labels, shape, func):
 
 
 def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction, inplace, func):
-    from .softmax import _ce_options
-
+    """The options come checked (softmax._ce_options)."""
     original = call.args["logits"]
     if inplace and ((original.size and not original.contiguous) or original.readonly):
         raise ValueError(f"{func}(): inplace=True needs 'logits' to be C-contiguous and writeable")
     la = call.input("logits")
     if la.ndim < 1:
         raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
-    ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
     classes = la.shape[-1]
     lab_shape = la.shape[:-1]
     lab64 = _labels64(call, labels, lab_shape, func)

@@ -256,15 +256,14 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     func = "softmax_cross_entropy"
     if inplace and out is not None:
         raise ValueError(f"{func}(): pass either inplace=True or 'out', not both")
+    ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
     if (type(logits) is np.ndarray and type(labels) is np.ndarray and (out is None or type(out) is np.ndarray)
-            and type(ignore_index) is int and _INT64_MIN <= ignore_index <= _INT64_MAX
-            and (type(label_smoothing) is float or type(label_smoothing) is int) and 0 <= label_smoothing <= 1
-            and (type(z_loss) is float or type(z_loss) is int) and 0 <= z_loss < math.inf and reduction in _REDUCTIONS):
+            and _INT64_MIN <= ignore_index <= _INT64_MAX):
         code = DTYPE_CODES.get(logits.dtype)
         if code is not None:  # the common case: checked and run in one call (None: nothing ran)
             grad = logits if inplace else np.empty_like(logits) if out is None else out
-            done = _C.softmax_cross_entropy_direct(code, logits, labels, grad, ignore_index, float(label_smoothing),
-                                                   float(z_loss), reduction == "mean")
+            done = _C.softmax_cross_entropy_direct(code, logits, labels, grad, ignore_index, label_smoothing, z_loss,
+                                                   reduction == "mean")
             if done is not None:
                 return _ce_loss(*done, reduction, labels.shape, logits.dtype), grad
     if not _host(logits) or not _host(out) or not (labels is None or isinstance(labels, np.ndarray)):
@@ -290,6 +289,7 @@ def _ce_loss(losses, total, counted, reduction, shape, dtype):
 
 
 def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
+    """The options checked, as (int, float, float); every path takes them from here."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{func}(): 'reduction' must be 'mean', 'sum' or 'none', got {reduction!r}")
     label_smoothing = _real_option(func, "label_smoothing", label_smoothing)
@@ -318,7 +318,6 @@ def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, r
     la = as_input(logits, "logits", func)
     if la.ndim < 1:
         raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
-    ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
         raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")

@@ -307,14 +307,10 @@ NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double 
   return loss;
 }
 
+// The label's gradient from z_t itself (the general path and CUDA).
 NNF_HD double cross_entropy_label_grad(double z_t, double m, double sum, double w, double k, double eps,
                                        double classes) {
   return cross_entropy_label_grad_from_exp<double>(exp(z_t - m), sum, w, k, eps, classes);
-}
-
-NNF_HD double cross_entropy_loss(double z_t, double m, double log_sum, double mean_z, double eps,
-                                 double z_loss) {
-  return cross_entropy_loss<double>(z_t, m, log_sum, mean_z, eps, z_loss);
 }
 
 NNF_NS_END
