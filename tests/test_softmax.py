@@ -260,17 +260,76 @@ def test_near_rows_give_the_bits_of_the_general_path(cols, isa):
     # by Fast2Sum where the row allows it. The same d + dlo and the same exp, so
     # the same bits, for every row length (tiny, short and single rows) and
     # scale; and the fused cross-entropy's gradient away from the label is the
-    # softmax's own product e * (1 / S).
+    # softmax's own product e * (1 / S). Softmax rows of more than 16 elements
+    # take e^(z - K ln2) instead (test_shifted_softmax_rows).
     x = _near_rows(cols, np.random.default_rng(cols))
     keep = np.ones(x.shape, bool)
+    ops = (nf.softmax, nf.log_softmax) if cols <= 16 else (nf.log_softmax,)
     for scale in (1.0, 0.7):
-        for f in (nf.softmax, nf.log_softmax):
+        for f in ops:
             np.testing.assert_array_equal(_bits(f(x, scale=scale)), _bits(f(x, scale=scale, mask=keep)),
                                           err_msg=f"{f.__name__} scale={scale}")
-    if cols > 1:
+    if 1 < cols <= 16:
         labels = np.zeros(len(x), np.int64)
         _, grad = nf.softmax_cross_entropy(x, labels, reduction="sum")
         np.testing.assert_array_equal(_bits(grad[:, 1:]), _bits(nf.softmax(x)[:, 1:]))
+
+
+def _shifted_boundary_rows(cols, rng):
+    """Float32 rows on both sides of the range of softmax's shifted terms
+    (every |z| <= 256, z - M >= -86): maxima and minima at and just beyond
+    +-256, spreads of 86, just above it and below 87 (exp_near without the
+    shift), negative and zero maxima, and the Fast2Sum rows of _near_rows."""
+    above, below = np.nextafter(np.float32(256), np.float32(np.inf)), np.float32(-86.0)
+    rows = []
+    for m, lo in ((256.0, 170.0), (above, 171.0), (-170.0, -256.0), (-171.0, -np.float64(above)), (10.0, -76.0),
+                  (10.0, -76.001), (10.0, -76.99), (0.0, -86.0), (-0.0, -86.5), (-3.0, -40.0), (255.9, 255.8)):
+        row = rng.uniform(lo, m, cols)
+        row[0], row[-1] = m, lo
+        rows.append(row)
+    row = rng.uniform(-5.0, 5.0, cols)
+    row[cols // 2] = below
+    rows.append(row)
+    return np.concatenate([np.array(rows, np.float32), _near_rows(cols, rng)])
+
+
+def test_shifted_softmax_rows():
+    # Softmax rows of more than 16 elements whose logits allow it take their
+    # terms as e^(z - K ln2), 2^K the power of two nearest e^M (one rounding
+    # in the reduction, no z - M). Rows at and beyond the edges of that range,
+    # for the row kernel (every ISA; rows written in place), the 16-row blocks
+    # of AVX-512 (17 to 256 elements) and the shorter rows of four: the same
+    # bits on every ISA and thread count, within the published bound. A long
+    # row whose segments take different forms (one shifted, one beyond |z| =
+    # 256) combines their sums through each segment's offset.
+    rng = np.random.default_rng(41)
+    blocks = {cols: _shifted_boundary_rows(cols, rng) for cols in (17, 31, 64, 100, 256, 257, 1000)}
+    seg = 32768
+    long_row = rng.uniform(200.0, 256.0, (1, 2 * seg + 5)).astype(np.float32)
+    long_row[0, seg:] += np.float32(4.5)  # the second segment's maximum beyond 256
+
+    def run():
+        outs = []
+        for x in blocks.values():
+            outs.append(nf.softmax(x))
+            outs.append(nf.softmax(x, scale=0.7))
+            inplace = x.copy()
+            nf.softmax(inplace, out=inplace)
+            outs.append(inplace)
+        outs.append(nf.softmax(long_row))
+        return outs
+
+    results = _run_on_every_isa_and_thread_count(run)
+    _assert_same_bits(results)
+    bound = SOFTMAX_BOUNDS["float32"]["softmax"]
+    outs = iter(results[0][1])
+    for cols, x in blocks.items():
+        for scale in (1.0, 0.7, 1.0):
+            z = (x * np.float32(scale)).astype(np.float64)  # the kernel's float32 logits
+            assert_within_ulp(f"shifted softmax cols={cols} scale={scale}", next(outs), ref.softmax(z), bound,
+                              {"x": x})
+    assert_within_ulp("shifted softmax segments", next(outs), ref.softmax(long_row.astype(np.float64)), bound,
+                      {"x": long_row})
 
 
 def test_long_rows_split_across_threads():

@@ -61,8 +61,10 @@ inline constexpr int64_t kSoftmaxSegment = 1 << 15;
 // the same bits): softmax_term (general), softmax_term_near where every
 // z - M >= -87, softmax_term_near_fast where, besides, no z has a larger
 // exponent than M >= 0, and softmax_term_near_fast_negative where M < 0
-// (chosen per row by the kernels' row_terms).
-enum class RowTerms { kGeneral, kNear, kNearFast, kNearFastNegative };
+// (chosen per row by the kernels' row_terms); softmax rows may instead take
+// kShifted, e^(z - K ln2) (softmax_term_shifted: a different shift, the
+// same softmax).
+enum class RowTerms { kGeneral, kNear, kNearFast, kNearFastNegative, kShifted };
 
 // Statistics of a float32 row, absorbed segment by segment in order.
 struct SoftmaxRowStats {
@@ -75,35 +77,42 @@ struct SoftmaxRowStats {
   }
   // Every z - M >= -87 (exp_near); never for masked rows, NaN or infinite ones.
   bool near(bool masked) const { return !masked && min - max >= -87.0f; }
+  // The range of softmax_term_shifted: every |z| <= 256 and z - M >= -86.
+  bool shiftable(bool masked) const { return !masked && min >= -256.0f && max <= 256.0f && min - max >= -86.0f; }
 };
 
 // One segment of a float32 row: its maximum m (a zero one as -0) and the sum
-// of e^(z - m) over it (0 where m = -inf: no exp taken).
+// of its terms e^(z - o) (0 where m = -inf: no exp taken), o its offset: m,
+// or K ln2 for kShifted terms, K = shift.
 struct SoftmaxSegmentSum {
   float max;
   double sum;
   RowTerms terms = RowTerms::kGeneral;  // the form its terms were taken in
+  float shift = 0.0f;                   // the K of kShifted terms
+  double offset() const { return terms == RowTerms::kShifted ? static_cast<double>(shift) * 0.69314718055994530942 : max; }  // ln 2
 };
 
-// The row's maximum M (a NaN sticks) and S = sum of S_s e^(m_s - M) over its
-// segments in order, in double: the same bits for every split of the
-// segments among threads. For one segment, S = S_0.
+// The row's maximum M (a NaN sticks) and S = sum of S_s e^(o_s - o) over its
+// segments in order, in double, with o = M: the same bits for every split of
+// the segments among threads. For one segment, S = S_0 and o = o_0.
 struct SoftmaxRowSum {
   float max;
   double sum;
+  double offset;
 };
 inline SoftmaxRowSum combine_segment_sums(const SoftmaxSegmentSum* seg, int64_t count) {
+  if (count == 1) return {seg[0].max, seg[0].sum, seg[0].offset()};
   float max = -__builtin_inff();
   for (int64_t s = 0; s < count; ++s) max = (seg[s].max != seg[s].max || seg[s].max > max) ? seg[s].max : max;
   double sum = 0.0;
-  if (max == -__builtin_inff()) return {max, sum};
+  if (max == -__builtin_inff()) return {max, sum, max};
   for (int64_t s = 0; s < count; ++s) {
     if (seg[s].max == -__builtin_inff()) continue;
-    // e^0 = 1 exactly: a single segment's S is its own sum
-    sum += seg[s].max == max ? seg[s].sum
-                             : seg[s].sum * std::exp(static_cast<double>(seg[s].max) - static_cast<double>(max));
+    // e^0 = 1 exactly
+    const double offset = seg[s].offset();
+    sum += offset == max ? seg[s].sum : seg[s].sum * std::exp(offset - static_cast<double>(max));
   }
-  return {max, sum};
+  return {max, sum, max};
 }
 
 // A row reduced with the fast maximum (exact = false), which may skip NaNs,

@@ -14,9 +14,11 @@
 // minimum) first, then e^(z - M) written out while it is summed, then the
 // output in place. Rows whose spread max - min is below 87 (almost all) use
 // exp_near (with z - M by Fast2Sum where the row allows it) and lane sums
-// that start at 1 (Fast2Sum); long rows are cut
-// in segments of kSoftmaxSegment, each reduced against its own maximum and
-// rescaled at the end, which the dispatch may give to several threads.
+// that start at 1 (Fast2Sum); softmax rows of more than 16 elements with
+// every |z| <= 256 take e^(z - K ln2) instead (softmax_term_shifted: no
+// z - M). Long rows are cut in segments of kSoftmaxSegment, each reduced
+// against its own maximum (or shift) and rescaled at the end, which the
+// dispatch may give to several threads.
 // Unmasked forward rows find the maximum without NaN tests and are redone
 // with them when the sum shows a NaN (softmax_row_redo); the exps of a row
 // overlap the memory reads of the next (a software prefetch).
@@ -566,10 +568,13 @@ NNF_HD void row_max_min_fast(const float* x, int64_t n, V scale, float& max, flo
   min = reduce_any_order<false>(mn[0]);
 }
 
-// e^(z - M) in the form kTerms (the same bits in every form where it applies).
+// e^(z - M) in the form kTerms (the same bits in every form where it
+// applies); for kShifted, m is the shift K and the term e^(z - K ln2).
 template <RowTerms kTerms, class V>
 NNF_HD V row_term(V z, V m) {
-  if constexpr (kTerms == RowTerms::kGeneral) {
+  if constexpr (kTerms == RowTerms::kShifted) {
+    return softmax_term_shifted(z, m);
+  } else if constexpr (kTerms == RowTerms::kGeneral) {
     return softmax_term(z, m);
   } else if constexpr (kTerms == RowTerms::kNear) {
     return softmax_term_near(z, m);
@@ -584,6 +589,8 @@ NNF_HD V row_term(V z, V m) {
 template <class F>
 NNF_HD auto with_row_terms(RowTerms terms, F&& f) {
   switch (terms) {
+    case RowTerms::kShifted:
+      return f(std::integral_constant<RowTerms, RowTerms::kShifted>{});
     case RowTerms::kNearFast:
       return f(std::integral_constant<RowTerms, RowTerms::kNearFast>{});
     case RowTerms::kNearFastNegative:
@@ -705,7 +712,7 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
   const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
   const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
   float* y = static_cast<float*>(r.out) + row * r.cols + b;
-  const V scale(static_cast<float>(r.scale)), m(mx);
+  const V scale(static_cast<float>(r.scale)), m(terms == RowTerms::kShifted ? softmax_shift(mx) : mx);
   const float* pfx = x + ahead;
   const bool stream = softmax_stream_output(r);
   const float* pfy = stream ? pfx : y + ahead;
@@ -723,7 +730,16 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
 // Fast2Sum(-M, z). Near with M < 0: every z <= M is at least as large in
 // magnitude, Fast2Sum(z, -M). (exponent_of reads the exponent field: -127
 // for zeros and denormals, whose Fast2Sum exponent is the least one anyway.)
-inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked) {
+// Softmax rows of more than kColumnRow elements take kShifted terms where
+// their range allows (shifted): four operations fewer per vector than
+// kNearFast, 1 thread, AVX-512, ns per element, median of 11 alternating
+// rounds: 4096x1024 0.733 -> 0.647, 256x32768 0.838 -> 0.683, 64x1024 (in
+// L2) 0.660 -> 0.599. Shorter rows keep e^(z - M): their column kernels
+// reduce one row per lane, and the row kernel must give them the same bits.
+constexpr int kColumnRow = 16;  // the longest rows of the column kernels (below)
+inline bool softmax_shifted_rows(const SoftmaxRange& r) { return !r.log && r.cols > kColumnRow; }
+inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked, bool shifted) {
+  if (shifted && st.shiftable(masked)) return RowTerms::kShifted;
   if (!st.near(masked)) return RowTerms::kGeneral;
   if (st.max < 0.0f) return RowTerms::kNearFastNegative;
   const bool fast = st.max == 0.0f || exponent_of(vabs(st.min)) <= exponent_of(st.max);
@@ -735,8 +751,9 @@ template <bool kMasked>
 SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
                                        const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
-  const RowTerms terms = row_terms(st, kMasked);
-  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, terms, ahead), terms};
+  const RowTerms terms = row_terms(st, kMasked, softmax_shifted_rows(r));
+  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, terms, ahead), terms,
+          terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f};
 }
 
 template <bool kMasked>
@@ -782,16 +799,18 @@ void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int6
     return;
   }
   // e^(-inf - M) / S: 0, or NaN with the row (M or S NaN); no terms were
-  // written for a segment whose maximum is -inf.
+  // written for a segment whose maximum is -inf. The terms are e^(z - o_s):
+  // scaled by e^(o_s - o) / S.
   const float seg_max = seg.max;
-  const double c = (seg_max == rs.max ? 1.0 : exp(static_cast<double>(seg_max) - static_cast<double>(rs.max))) / rs.sum;
+  const double offset = seg.offset();
+  const double c = (offset == rs.offset ? 1.0 : exp(offset - rs.offset)) / rs.sum;
   if (seg_max == smx::neg_inf_f()) {
     fill_row(y, n, static_cast<float>(c));
     return;
   }
   const V inv(static_cast<float>(c));
   if (!kMasked && softmax_stream_output(r)) {
-    const V scale(static_cast<float>(r.scale)), m(seg_max);
+    const V scale(static_cast<float>(r.scale)), m(seg.terms == RowTerms::kShifted ? seg.shift : seg_max);
     return with_row_terms(seg.terms, [&](auto form) {
       map_unary<kHasStreamStores>(x, y, n, [&](V v) NNF_LAMBDA_INLINE {
         return softmax_normalize(row_term<form()>(kUnit ? v : v * scale, m), inv);
@@ -824,7 +843,7 @@ template <bool kMasked>
 void softmax_row_f32(const SoftmaxRange& r, int64_t row, bool exact) {
   const int64_t n = r.cols;
   const SoftmaxSegmentSum seg = f32_segment_sum<kMasked>(r, row, 0, n, exact, std::max(n, kPrefetchMin));
-  const SoftmaxRowSum rs{seg.max, seg.sum};
+  const SoftmaxRowSum rs = combine_segment_sums(&seg, 1);
   if (softmax_row_redo(exact, seg.max, rs.sum)) return softmax_row_f32<kMasked>(r, row, true);
   f32_segment_finish<kMasked>(r, row, 0, n, seg, rs);
 }
@@ -856,7 +875,7 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
     if (softmax_row_redo(exact, seg[g].max, seg[g].sum)) {
       softmax_row_f32<kMasked>(r, row + g, true);
     } else {
-      f32_segment_finish<kMasked>(r, row + g, 0, n, seg[g], {seg[g].max, seg[g].sum});
+      f32_segment_finish<kMasked>(r, row + g, 0, n, seg[g], combine_segment_sums(&seg[g], 1));
     }
   }
 }
@@ -876,7 +895,8 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
 // vpermute.
 
 
-// Rows up to these lengths take the column kernels. Float32, 1 thread,
+// Rows up to these lengths (kColumnRow, above, and kColumnRowBackward) take
+// the column kernels. Float32, 1 thread,
 // AVX-512, 2^22 elements, fastest of 5, ns per element, one row at a time ->
 // one row per lane, at 2 / 4 / 8 / 12 / 16 columns:
 //   softmax               14.7 / 6.00 / 3.08 / 2.05 / 1.31 -> 1.30 / 1.10 / 1.09 / 1.15 / 1.09
@@ -887,7 +907,6 @@ void softmax_short_rows_f32(const SoftmaxRange& r, int64_t row, bool exact) {
 // beyond 10 columns (10: 0.74 -> 0.62 and 1.00 -> 0.90; 11 to 16 slower by
 // up to 2x), and there keep the four-row kernel. Log-softmax takes its log
 // per lane (log_row_sum; libm's per row: 3.88 / 2.15 / 1.52 at 2 / 4 / 8).
-constexpr int kColumnRow = 16;
 constexpr int kColumnRowBackward = 10;
 
 // A block of kLanes rows of n elements, as n vectors in memory order
@@ -1219,14 +1238,15 @@ struct BatchRows {
 // Pass 2 of row l of a block whose logits are z(row, k): the terms
 // e^(z - M), written to y when store, summed in BiasedSum lanes (padding:
 // +0, as row_exp_sum), in the form row_terms would take for the row
-// (negative: M < 0; fast: Fast2Sum's condition; the same bits in any
-// form). Rows of fewer than kBatchFastTerms vectors keep TwoSum: choosing
+// (shifted: e^(z - K ln2), m = K; negative: M < 0; fast: Fast2Sum's
+// condition; the same bits in any near form). Rows of fewer than
+// kBatchFastTerms vectors keep TwoSum among the near forms: choosing
 // per row measured 2-4% slower there (17 and 32 columns) and faster from
 // 64 on (128: 0.54 -> 0.44 ns per element, softmax, 1 thread). The next
 // block is prefetched, a line of input and output per vector.
 template <int K, class Logits>
 smx::BiasedSum<VecF> batch_row_terms(const BatchRows<K>& rows, Logits&& z, const float* x, float* y, int l, VecF m,
-                                     bool negative, bool fast, bool store) {
+                                     bool shifted, bool negative, bool fast, bool store) {
   using V = VecF;
   smx::BiasedSum<V> acc;
   acc.reset();
@@ -1241,6 +1261,10 @@ smx::BiasedSum<VecF> batch_row_terms(const BatchRows<K>& rows, Logits&& z, const
       acc.add(t);
     }
   };
+  if (shifted) {
+    terms([](V zv, V shift) { return softmax_term_shifted(zv, shift); });
+    return acc;
+  }
   if constexpr (K < kBatchFastTerms) {
     terms([](V zv, V mv) { return softmax_term_near(zv, mv); });
     return acc;
@@ -1255,13 +1279,18 @@ smx::BiasedSum<VecF> batch_row_terms(const BatchRows<K>& rows, Logits&& z, const
   return acc;
 }
 
-// The lanes (rows) whose terms may take Fast2Sum, as row_terms: M < 0, and
-// M = 0 or no |z| above M's binade.
+// The lanes (rows) whose terms take kShifted (with shifted_rows, the
+// softmax's), and those that may take Fast2Sum, as row_terms: M < 0, and M =
+// 0 or no |z| above M's binade. m: the row's maximum, or its shift K where
+// shifted.
 struct BatchForms {
-  uint32_t negative, fast;
-  BatchForms(VecF mx, VecF mn)
-      : negative(lane_bits(mx < VecF(0.0f))),
-        fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))) {}
+  uint32_t shifted, negative, fast;
+  VecF m;
+  BatchForms(VecF mx, VecF mn, bool shifted_rows)
+      : shifted(shifted_rows ? lane_bits((mn >= VecF(-256.0f)) & (mx <= VecF(256.0f)) & (mn - mx >= VecF(-86.0f))) : 0u),
+        negative(lane_bits(mx < VecF(0.0f))),
+        fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))),
+        m(select(MaskAvx512{static_cast<__mmask16>(shifted)}, softmax_shift(mx), mx)) {}
 };
 
 // Pass 1 of a block of 16 rows whose logits are z(row, k): each row's
@@ -1313,14 +1342,15 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
   const V mx = stats.max, mn = stats.min;
   ColumnExits exits;
   exits.general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
-  const BatchForms forms(mx, mn);
-  alignas(64) float row_max[kGroup];
+  const BatchForms forms(mx, mn, !log);
+  alignas(64) float row_max[kGroup], row_m[kGroup];
   vstore(row_max, mx);
+  vstore(row_m, forms.m);
   // Pass 2: the terms (written out by softmax) and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
   for (int l = 0; l < kGroup; ++l) {
-    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, y, l, V(row_max[l]), (forms.negative >> l) & 1u,
-                                                  (forms.fast >> l) & 1u, !log);
+    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, y, l, V(row_m[l]), (forms.shifted >> l) & 1u,
+                                                  (forms.negative >> l) & 1u, (forms.fast >> l) & 1u, !log);
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
@@ -2024,7 +2054,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   // here as in the row kernel; one of NaNs alone (maximum -inf) is left to it.
   const uint32_t general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
   if (((general | lab.invalid) & ~lab.ignored) != 0) return false;
-  const BatchForms forms(mx, mn);
+  const BatchForms forms(mx, mn, false);
   alignas(64) float max_f[kGroup];
   alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
   vstore(max_f, mx);
@@ -2040,8 +2070,8 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   // Pass 2: the terms, written to the gradient, and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
   for (int l = 0; l < kGroup; ++l) {
-    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, grad, l, V(max_f[l]), (forms.negative >> l) & 1u,
-                                                  (forms.fast >> l) & 1u, true);
+    const smx::BiasedSum<V> acc = batch_row_terms(rows, logits, x, grad, l, V(max_f[l]), false,
+                                                  (forms.negative >> l) & 1u, (forms.fast >> l) & 1u, true);
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }

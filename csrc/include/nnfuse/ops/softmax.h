@@ -182,6 +182,29 @@ NNF_HD V softmax_term_near_fast_negative(V z, V m) {
   return smx::exp_near(d, (z - d) - m);
 }
 
+// Softmax is unchanged when every term is taken against the same shift, so
+// a softmax row may take e^(z - K ln2) with K = reduce_ln2(M).k, the power
+// of two 2^K nearest e^M, instead of e^(z - M): reduce_ln2(z) gives
+// z = k ln2 + r with r rounded once (exact k ln2_hi for |z| <= 256, |k| <
+// 2^9), and 2^(k - K) e^r needs no z - M at all (the exact difference d + dlo
+// of the forms above: up to six operations, and r + dlo). z <= M gives k <= K
+// (the same product and rounding), so a term is at most e^(ln2 / 2) < 2 and
+// BiasedSum's Fast2Sum stays exact. For rows with every |z| <= 256 and z - M
+// >= -86: k - K >= -126 and every term is a normal number above e^-86.35, as
+// exp_near's. Log-softmax and the cross-entropy keep e^(z - M): their log S
+// near 0 needs the sum relative to the largest term exactly 1.
+template <class V>
+NNF_HD V softmax_term_shifted(V z, V shift_k) {
+  auto [k, r] = vmath::reduce_ln2(z);
+  V p = pow2i(k - shift_k);
+  return fma(vmath::expm1_reduced(r), p, p);
+}
+// The shift K of softmax_term_shifted for a row whose maximum is m.
+template <class V>
+NNF_HD V softmax_shift(V m) {
+  return vmath::reduce_ln2(m).k;
+}
+
 // Online normaliser in double: the running (M, S) absorbs a block whose terms
 // were computed against m' = max(M, block maximum) and sum to b.
 struct RowNorm {
