@@ -183,26 +183,26 @@ NNF_HD V softmax_term_near_fast_negative(V z, V m) {
 }
 
 // Softmax is unchanged when every term is taken against the same shift, so
-// a softmax row may take e^(z - K ln2) with K = reduce_ln2(M).k, the power
-// of two 2^K nearest e^M, instead of e^(z - M): reduce_ln2(z) gives
-// z = k ln2 + r with r rounded once (exact k ln2_hi for |z| <= 256, |k| <
-// 2^9), and 2^(k - K) e^r needs no z - M at all (the exact difference d + dlo
-// of the forms above: up to six operations, and r + dlo). z <= M gives k <= K
-// (the same product and rounding), so a term is at most e^(ln2 / 2) < 2 and
+// a softmax row may take e^(z - K ln2) with K = k(M), the power of two 2^K
+// nearest e^M, instead of e^(z - M): reduce_ln2_rounded(z) gives z = k ln2 +
+// r with r rounded once, and 2^(k - K) e^r needs no z - M at all (the exact
+// difference d + dlo of the forms above: up to six operations, and r + dlo),
+// and 2^(k - K) comes from the reduction's own bits. z <= M gives k <= K (t
+// is nondecreasing), so a term is at most e^(ln2 / 2 + 2^-15) < 2 and
 // BiasedSum's Fast2Sum stays exact. For rows with every |z| <= 256 and z - M
 // >= -86: k - K >= -126 and every term is a normal number above e^-86.35, as
 // exp_near's. Log-softmax and the cross-entropy keep e^(z - M): their log S
 // near 0 needs the sum relative to the largest term exactly 1.
 template <class V>
 NNF_HD V softmax_term_shifted(V z, V shift_k) {
-  auto [k, r] = vmath::reduce_ln2(z);
-  V p = pow2i(k - shift_k);
+  auto [t, k, r] = vmath::reduce_ln2_rounded(z);
+  V p = pow2_rounded(t, -shift_k);
   return fma(vmath::expm1_reduced(r), p, p);
 }
 // The shift K of softmax_term_shifted for a row whose maximum is m.
 template <class V>
 NNF_HD V softmax_shift(V m) {
-  return vmath::reduce_ln2(m).k;
+  return vmath::reduce_ln2_rounded(m).k;
 }
 
 // Online normaliser in double: the running (M, S) absorbs a block whose terms

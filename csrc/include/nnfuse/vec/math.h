@@ -158,6 +158,28 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
   return {k, fma(k, V(-kScale * L::ln2_lo), r)};
 }
 
+// reduce_ln2 for float |x| <= 256 with k from one fma: t = x log2e + 1.5
+// 2^23 rounded once lies in [2^23, 2^24), where the floats are the
+// integers, so t - 1.5 2^23 = k exactly and t's low significand bits are k
+// (pow2_rounded takes 2^k from them: no conversion). k is x log2e rounded
+// to nearest with the product unrounded (reduce_ln2 rounds the product
+// first, so k can differ by one at a half: |r| <= ln2 / 2 + 2^-15), and t is
+// nondecreasing in x. Two operations and one conversion fewer than
+// reduce_ln2 and pow2i; |k| <= 370 < 2^9 keeps k ln2_hi exact.
+template <class V>
+struct Ln2SplitRounded {
+  V t, k, r;
+};
+template <class V>
+NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
+  using L = Limits<scalar_t<V>>;
+  const V shift(12582912.0f);
+  V t = fma(x, V(L::log2e), shift);
+  V k = t - shift;
+  V r = fma(k, V(-L::ln2_hi), x);
+  return {t, k, fma(k, V(-L::ln2_lo), r)};
+}
+
 // e^(x + xlo): x + xlo = k ln2 + r by reduce_ln2 on x, with xlo added to r.
 // x is clamped (NaN passes through) to
 // [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
