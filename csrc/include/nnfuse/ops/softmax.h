@@ -62,43 +62,40 @@ NNF_HD void exact_diff(double z, double m, double& d, double& dlo) {
 }
 
 // e^(d + dlo) and k * e^(d + dlo) (k folded in before any rounding into the
-// denormal range).
+// denormal range), with the reduction of reduce_ln2_rounded, as exp_near.
 template <class V>
 NNF_HD V exp_lo(V d, V dlo) {
-  return vmath::exp_parts(d, dlo).value();
+  return vmath::exp_parts_rounded(d, dlo).value();
 }
 template <class V>
 NNF_HD V exp_lo_times(V d, V dlo, V k) {
-  return vmath::exp_parts(d, dlo).times(k);
+  return vmath::exp_parts_rounded(d, dlo).times(k);
 }
 NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
 NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
 
 // e^(d + dlo) for d in [-87, 0] or NaN, |dlo| <= ulp(d) / 2: e^d >= e^-87 >
 // 2^-126 is then a normal number, so a single power of two 2^k (k in
-// [-126, 0]) scales it. Same reduction and polynomial as vmath::exp_parts,
-// and like value() one final rounding of (1 + em1) 2^k, here fused:
-// fma(em1, 2^k, 2^k) (one addition less than (em1 + 1) * 2^k, and the same
-// bits, the result being normal). So the same bits as exp_lo(d, dlo) and as
-// exp(d) there, in about half the operations (no clamps, one scale factor).
-// Callers guarantee the range for every lane they keep (NaN and infinite
-// rows or lanes never get here): k is then in [-126, 0], as pow2i requires.
-// Without dlo, r + 0 is left out (it only turns a -0 into +0, and
-// e^r - 1 = +-0 gives the same fma).
-template <bool kHasLo, class V>
-NNF_HD V exp_near_impl(V d, V dlo) {
-  auto [k, r] = vmath::reduce_ln2(d);
-  if (kHasLo) r = r + dlo;
-  V p = pow2i(k);
-  return fma(vmath::expm1_reduced(r), p, p);
-}
+// [-126, 0]) scales it. Same reduction (reduce_ln2_rounded, 2^k from its
+// bits) and polynomial as exp_lo, and like value() one final rounding of
+// (1 + em1) 2^k, here fused: fma(em1, 2^k, 2^k) (one addition less than
+// (em1 + 1) * 2^k, and the same bits, the result being normal). So the same
+// bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
+// one scale factor). Callers guarantee the range for every lane they keep
+// (NaN and infinite rows or lanes never get here): k is then in [-126, 0].
 template <class V>
 NNF_HD V exp_near(V d, V dlo) {
-  return exp_near_impl<true>(d, dlo);
+  auto [t, k, r] = vmath::reduce_ln2_rounded(d);
+  V p = pow2_rounded(t, V(0.0f));
+  return fma(vmath::expm1_reduced(r + dlo), p, p);
 }
+// e^d for d in [-87, 0] or NaN with vmath::exp's reduction: the same bits as
+// exp(d) there (the log-softmax backward's lanes may take either).
 template <class V>
 NNF_HD V exp_near(V d) {
-  return exp_near_impl<false>(d, V(0.0f));
+  auto [k, r] = vmath::reduce_ln2(d);
+  V p = pow2i(k);
+  return fma(vmath::expm1_reduced(r), p, p);
 }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).

@@ -187,12 +187,22 @@ NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
 // kNonPositive: the caller guarantees x <= 0 or NaN, so k <= 0 needs no test
 // and a clamp only from below (vmin(exp_hi, x) is x there, NaN included).
-template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, class V>
+// kRounded: k from reduce_ln2_rounded (|xc| <= 200 < 256 after the clamps).
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, bool kRounded = false, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
   V xc = x;
   if (kClamp) xc = vmax(V(L::exp_lo), kNonPositive ? x : vmin(V(L::exp_hi), x));
-  auto [k, r] = reduce_ln2(xc);
+  V k, r;
+  if constexpr (kRounded) {
+    const Ln2SplitRounded<V> s = reduce_ln2_rounded(xc);
+    k = s.k;
+    r = s.r;
+  } else {
+    const Ln2Split<V> s = reduce_ln2(xc);
+    k = s.k;
+    r = s.r;
+  }
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
@@ -201,7 +211,7 @@ NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
-template <bool kHasLo, bool kClamp = true, bool kNonPositive = false>
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, bool kRounded = false>
 NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
   return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
@@ -211,6 +221,10 @@ NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
 // error of a product that formed x.
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
+// exp_parts(x, xlo) with the reduction of reduce_ln2_rounded (the softmax
+// family's terms, whose shorter forms take that reduction).
+template <class V>
+NNF_HD ExpParts<V> exp_parts_rounded(V x, V xlo) { return exp_parts_impl<true, true, false, true>(x, xlo); }
 // exp_parts for x <= 0 or NaN (e^-|z| and the like): the same bits, one clamp
 // and one test fewer.
 template <class V>
