@@ -89,7 +89,10 @@ struct SoftmaxSegmentSum {
   double sum;
   RowTerms terms = RowTerms::kGeneral;  // the form its terms were taken in
   float shift = 0.0f;                   // the K of kShifted terms
-  double offset() const { return terms == RowTerms::kShifted ? static_cast<double>(shift) * 0.69314718055994530942 : max; }  // ln 2
+  double offset() const {
+    constexpr double kLn2 = 0.69314718055994530942;
+    return terms == RowTerms::kShifted ? static_cast<double>(shift) * kLn2 : max;
+  }
 };
 
 // The row's maximum M (a NaN sticks) and S = sum of S_s e^(o_s - o) over its

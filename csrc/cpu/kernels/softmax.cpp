@@ -731,11 +731,13 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
 // magnitude, Fast2Sum(z, -M). (exponent_of reads the exponent field: -127
 // for zeros and denormals, whose Fast2Sum exponent is the least one anyway.)
 // Softmax rows of more than kColumnRow elements take kShifted terms where
-// their range allows (shifted): four operations fewer per vector than
-// kNearFast, 1 thread, AVX-512, ns per element, median of 11 alternating
-// rounds: 4096x1024 0.733 -> 0.647, 256x32768 0.838 -> 0.683, 64x1024 (in
-// L2) 0.660 -> 0.599. Shorter rows keep e^(z - M): their column kernels
-// reduce one row per lane, and the row kernel must give them the same bits.
+// their range allows (shiftable): no z - M and its correction (four
+// operations per vector fewer than kNearFast), and three more saved by
+// reduce_ln2_rounded and 2^(k - K) from its bits. 1 thread, AVX-512, ns per element, median of 11
+// alternating rounds, kNearFast -> kShifted: 4096x1024 0.672 -> 0.530,
+// 65536x128 0.662 -> 0.574, 64x131072 1.002 -> 0.764. Shorter rows keep
+// e^(z - M): their column kernels reduce one row per lane, and the row
+// kernel must give them the same bits.
 constexpr int kColumnRow = 16;  // the longest rows of the column kernels (below)
 inline bool softmax_shifted_rows(const SoftmaxRange& r) { return !r.log && r.cols > kColumnRow; }
 inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked, bool shifted) {
@@ -1287,7 +1289,9 @@ struct BatchForms {
   uint32_t shifted, negative, fast;
   VecF m;
   BatchForms(VecF mx, VecF mn, bool shifted_rows)
-      : shifted(shifted_rows ? lane_bits((mn >= VecF(-256.0f)) & (mx <= VecF(256.0f)) & (mn - mx >= VecF(-86.0f))) : 0u),
+      : shifted(shifted_rows
+                    ? lane_bits((mn >= VecF(-256.0f)) & (mx <= VecF(256.0f)) & (mn - mx >= VecF(-86.0f)))
+                    : 0u),
         negative(lane_bits(mx < VecF(0.0f))),
         fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))),
         m(select(MaskAvx512{static_cast<__mmask16>(shifted)}, softmax_shift(mx), mx)) {}

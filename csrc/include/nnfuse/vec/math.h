@@ -139,9 +139,9 @@ NNF_HD V expm1_reduced(V r) {
 // Cody-Waite reduction x = k ln2 + r, k = rint(x / ln2), |r| <= ln2 / 2 (+ the
 // rounding of k ln2_lo): ln2_hi has 15 significant bits and |k| < 2^9 here, so
 // k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
-// ln2_lo > 0 keeps the sign of a zero x. The one reduction of every float exp
-// below (exp_parts, mul_sigmoid, expm1, tanh; softmax's exp_near; GELU's
-// exp_neg_half_square). kDoubled: the reduction of x / 2 with r returned
+// ln2_lo > 0 keeps the sign of a zero x. The reduction of every float exp
+// below (exp_parts, mul_sigmoid, expm1, tanh; GELU's exp_neg_half_square)
+// but the softmax family's terms, which take reduce_ln2_rounded. kDoubled: the reduction of x / 2 with r returned
 // doubled, x / 2 = k ln2 + r / 2 (2 ln2_hi has the same 15 bits, so the same
 // exactness), for a caller that holds 2x and would otherwise spend a product
 // on the halving.
