@@ -222,6 +222,13 @@ NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
       vstore_pair_maybe_stream<kStream>(out + i, f(as.even, bs.even), f(as.odd, bs.odd));
     }
   }
+  // Four vectors per iteration: the two-input loops of the cheap backward
+  // passes are bound by the loop's own overhead in L2 (float32, 1 thread,
+  // AVX-512, 2^16 elements, median of 15 alternating rounds: relu backward
+  // 16.9 -> 14.7 us, tanh backward from y 17.6 -> 14.6, leaky_relu backward
+  // 16.7 -> 14.2; the exp-bound ones and larger sizes unchanged). The
+  // one-input loops measured no faster unrolled.
+#pragma GCC unroll 4
   for (; i + L <= n; i += L) {
     if constexpr (kPrefetch) {
       prefetch_ahead(a + i);
