@@ -705,14 +705,15 @@ void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
   *min = mn;
 }
 
+// Pass 2 of a segment: m is its maximum, or its shift K for kShifted terms.
 template <bool kMasked>
-double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float mx, RowTerms terms,
-                           int64_t ahead) {
+double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float m_or_shift,
+                           RowTerms terms, int64_t ahead) {
   using V = vec_for_t<float>;
   const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
   const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
   float* y = static_cast<float*>(r.out) + row * r.cols + b;
-  const V scale(static_cast<float>(r.scale)), m(terms == RowTerms::kShifted ? softmax_shift(mx) : mx);
+  const V scale(static_cast<float>(r.scale)), m(m_or_shift);
   const float* pfx = x + ahead;
   const bool stream = softmax_stream_output(r);
   const float* pfy = stream ? pfx : y + ahead;
@@ -754,8 +755,9 @@ SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64
                                        const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
   const RowTerms terms = row_terms(st, kMasked, softmax_shifted_rows(r));
-  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, st.max, terms, ahead), terms,
-          terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f};
+  const float shift = terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f;
+  const float m = terms == RowTerms::kShifted ? shift : st.max;
+  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, m, terms, ahead), terms, shift};
 }
 
 template <bool kMasked>
