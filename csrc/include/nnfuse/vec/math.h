@@ -141,10 +141,10 @@ NNF_HD V expm1_reduced(V r) {
 // k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
 // ln2_lo > 0 keeps the sign of a zero x. The reduction of every float exp
 // below (exp_parts, mul_sigmoid, expm1, tanh; GELU's exp_neg_half_square)
-// but the softmax family's terms, which take reduce_ln2_rounded. kDoubled: the reduction of x / 2 with r returned
-// doubled, x / 2 = k ln2 + r / 2 (2 ln2_hi has the same 15 bits, so the same
-// exactness), for a caller that holds 2x and would otherwise spend a product
-// on the halving.
+// but the softmax family's terms, which take reduce_ln2_rounded. kDoubled:
+// the reduction of x / 2 with r returned doubled, x / 2 = k ln2 + r / 2
+// (2 ln2_hi has the same 15 bits, so the same exactness), for a caller that
+// holds 2x and would otherwise spend a product on the halving.
 template <class V>
 struct Ln2Split {
   V k, r;
