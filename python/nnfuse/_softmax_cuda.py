@@ -88,11 +88,11 @@ def _keep(call, mask, shape, axis, func):
 
 
 def forward(call, log, axis, scale, mask, masked_rows, func):
-    from .softmax import _MASKED_ROWS, _axis, _scale
+    from .softmax import _MASKED_ROWS, _axis, _real_option
 
     x = call.input("x")
     ax = _axis(axis, x.ndim, func)
-    scale = _scale(scale, func)
+    scale = _real_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = call.output("out", x.shape, x.dtype, ("x",))
@@ -116,13 +116,13 @@ def forward(call, log, axis, scale, mask, masked_rows, func):
 
 
 def backward(call, log, axis, scale, func):
-    from .softmax import _axis, _scale
+    from .softmax import _axis, _real_option
 
     call.check_same("grad", "y")
     g = call.input("grad")
     y = call.input("y")
     ax = _axis(axis, g.ndim, func)
-    scale = _scale(scale, func)
+    scale = _real_option(func, "scale", scale)
     target = call.output("out", g.shape, g.dtype, ("grad", "y"))
     if g.size == 0:
         return target.finish()

@@ -50,10 +50,6 @@ def _real_option(func, name, value):
         raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}") from None
 
 
-def _scale(scale, func):
-    return _real_option(func, "scale", scale)
-
-
 def _rows_view(a, axis):
     """``a`` with ``axis`` moved last, C-contiguous (a copy unless it already was)."""
     if axis == a.ndim - 1:
@@ -138,7 +134,7 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
 def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
     xa = as_input(x, "x", func)
     ax = _axis(axis, xa.ndim, func)
-    scale = _scale(scale, func)
+    scale = _real_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
@@ -173,7 +169,7 @@ def _backward_host(log, grad, y, axis, scale, out, func):
     ya = as_input(y, "y", func)
     check_same(ga, "grad", ya, "y", func)
     ax = _axis(axis, ga.ndim, func)
-    scale = _scale(scale, func)
+    scale = _real_option(func, "scale", scale)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("y", y)), func)
     if ga.size == 0:
         return target.finish()

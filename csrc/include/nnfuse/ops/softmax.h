@@ -83,20 +83,30 @@ NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); 
 // bits as exp_lo(d, dlo) there, in about half the operations (no clamps,
 // one scale factor). Callers guarantee the range for every lane they keep
 // (NaN and infinite rows or lanes never get here): k is then in [-126, 0].
-template <class V>
-NNF_HD V exp_near(V d, V dlo) {
+// Without dlo, r + 0 is left out (it only turns a -0 into +0, and e^r - 1 =
+// +-0 gives the same fma): the same bits as exp_rounded(d).
+template <bool kHasLo, class V>
+NNF_HD V exp_near_impl(V d, V dlo) {
   auto [t, k, r] = vmath::reduce_ln2_rounded(d);
+  if (kHasLo) r = r + dlo;
   V p = pow2_rounded(t, V(0.0f));
-  return fma(vmath::expm1_reduced(r + dlo), p, p);
-}
-// e^d for d in [-87, 0] or NaN with vmath::exp's reduction: the same bits as
-// exp(d) there (the log-softmax backward's lanes may take either).
-template <class V>
-NNF_HD V exp_near(V d) {
-  auto [k, r] = vmath::reduce_ln2(d);
-  V p = pow2i(k);
   return fma(vmath::expm1_reduced(r), p, p);
 }
+template <class V>
+NNF_HD V exp_near(V d, V dlo) {
+  return exp_near_impl<true>(d, dlo);
+}
+template <class V>
+NNF_HD V exp_near(V d) {
+  return exp_near_impl<false>(d, V(0.0f));
+}
+// e^x for any x, with the family's reduction (the log-softmax backward's
+// general lanes; exp_near(x) gives its bits where x is in [-87, 0]).
+template <class V>
+NNF_HD V exp_rounded(V x) {
+  return vmath::exp_parts_impl<false, true, false, true>(x, V(0.0f)).value();
+}
+NNF_HD double exp_rounded(double x) { return exp(x); }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
 template <class V>
@@ -271,11 +281,11 @@ NNF_HD V softmax_bwd_out(V g, V y, V dot, V scale) {
 // log_softmax: pass 1 sums g; pass 2 writes scale * (g - e^y sum_g).
 template <class V>
 NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
-  return (g - exp(y) * sum_g) * scale;
+  return (g - smx::exp_rounded(y) * sum_g) * scale;
 }
 
 // The same for float lanes that all lie in [-87, 0] (the caller checks the
-// vector): exp_near(y) equals exp(y) to the bit there (same reduction,
+// vector): exp_near(y) equals exp_rounded(y) to the bit there (same reduction,
 // polynomial and single rounding), so which lanes take which path does not
 // change a result, and ISAs of different widths still agree.
 template <class V>

@@ -141,7 +141,7 @@ NNF_HD V expm1_reduced(V r) {
 // k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
 // ln2_lo > 0 keeps the sign of a zero x. The reduction of every float exp
 // below (exp_parts, mul_sigmoid, expm1, tanh; GELU's exp_neg_half_square)
-// but the softmax family's terms, which take reduce_ln2_rounded. kDoubled:
+// but the softmax family's, which take reduce_ln2_rounded. kDoubled:
 // the reduction of x / 2 with r returned doubled, x / 2 = k ln2 + r / 2
 // (2 ln2_hi has the same 15 bits, so the same exactness), for a caller that
 // holds 2x and would otherwise spend a product on the halving.
@@ -166,6 +166,9 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
 // first, so k can differ by one at a half: |r| <= ln2 / 2 + 2^-15), and t is
 // nondecreasing in x. Two operations and one conversion fewer than
 // reduce_ln2 and pow2i; |k| <= 370 < 2^9 keeps k ln2_hi exact.
+// 1.5 2^23: t + kIntegerShift lies in [2^23, 2^24), where the floats are the
+// integers, for float |t| < 2^22 (rint_small, reduce_ln2_rounded).
+inline constexpr float kIntegerShift = 12582912.0f;
 template <class V>
 struct Ln2SplitRounded {
   V t, k, r;
@@ -173,7 +176,7 @@ struct Ln2SplitRounded {
 template <class V>
 NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
   using L = Limits<scalar_t<V>>;
-  const V shift(12582912.0f);
+  const V shift(kIntegerShift);
   V t = fma(x, V(L::log2e), shift);
   V k = t - shift;
   V r = fma(k, V(-L::ln2_hi), x);
@@ -222,7 +225,7 @@ NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
 // exp_parts(x, xlo) with the reduction of reduce_ln2_rounded (the softmax
-// family's terms, whose shorter forms take that reduction).
+// family's, whose shorter forms take that reduction).
 template <class V>
 NNF_HD ExpParts<V> exp_parts_rounded(V x, V xlo) { return exp_parts_impl<true, true, false, true>(x, xlo); }
 // exp_parts for x <= 0 or NaN (e^-|z| and the like): the same bits, one clamp
@@ -660,7 +663,7 @@ struct ExpNarrow {
 // and the elu family's expm1 would lose the sign of x = -0).
 template <class V>
 NNF_HD V rint_small(V t) {
-  const V shift(12582912.0f);
+  const V shift(kIntegerShift);
   return (t + shift) - shift;
 }
 template <class V>
