@@ -932,6 +932,10 @@ struct ColumnLayout {
   // in row-major order; after the last stage vector j holds column j in
   // row order. stage_index[s][v]: output v's indices into (lower, upper).
   alignas(64) int32_t stage_index[4][kColumnRow][kGroup];
+  // The inverse of each stage (its pairs of vectors are the same, and it is a
+  // bijection on their 32 elements), which untranspose applies last stage
+  // first: unstage_index[s][u][q] is where input lane q of vector u went.
+  alignas(64) int32_t unstage_index[4][kColumnRow][kGroup];
 #else
   alignas(64) int32_t row_start[kGroup];  // l n: lane l's row in the block, for vgather
 #endif
@@ -963,6 +967,7 @@ struct ColumnLayout {
             const int vec = place[element] / kGroup;
             if (((element % n) & b) != (v & b) || (vec != v && vec != (v ^ b))) continue;
             stage_index[s][v][taken] = (vec == lower ? 0 : kGroup) + place[element] % kGroup;
+            unstage_index[s][vec][place[element] % kGroup] = (v == lower ? 0 : kGroup) + taken;
             next[element] = v * kGroup + taken++;
           }
         }
@@ -1010,6 +1015,35 @@ struct ColumnLayout {
     for (int j = 0; j < n; ++j) columns[j] = vgather<VecF>(block + j, row_start);
 #endif
   }
+#if NNF_ISA_LEVEL == 2
+  // Whether untranspose<N> exists: the staged network, n a power of two (n =
+  // 1: the block is one vector, its own transpose).
+  template <int N>
+  static constexpr bool kUntransposable = (N & (N - 1)) == 0;
+  // rows[v] for v < N from columns[j] (the inverse of transpose<N>): the
+  // stages undone in reverse order, log2(n) permutes per vector. A column
+  // kernel that keeps its per-element results in the column layout stores
+  // them this way instead of computing them again in memory order.
+  template <int N>
+  void untranspose(const VecF* columns, VecF* rows) const {
+    constexpr int n = N;
+    static_assert(kUntransposable<N>, "the staged network needs a power of two");
+    VecF a[n], b[n];
+    for (int j = 0; j < n; ++j) a[j] = columns[j];
+    int stages = 0;
+    for (int bit = n / 2; bit >= 1; bit /= 2) ++stages;
+#pragma GCC unroll 4
+    for (int s = stages - 1, bit = 1; s >= 0; --s, bit *= 2) {
+#pragma GCC unroll 16
+      for (int u = 0; u < n; ++u) {
+        b[u] = _mm512_permutex2var_ps(a[std::min(u, u ^ bit)].v, _mm512_load_si512(unstage_index[s][u]),
+                                      a[std::max(u, u ^ bit)].v);
+      }
+      for (int u = 0; u < n; ++u) a[u] = b[u];
+    }
+    for (int v = 0; v < n; ++v) rows[v] = a[v];
+  }
+#endif
 };
 
 // pairwise_over_lanes: the tree of combine_pairs and max_lanes (lane j with
@@ -1084,7 +1118,11 @@ ColumnExits softmax_column_block(const ColumnLayout& lay, const float* x, float*
   ColumnExits exits;
   exits.general = lane_bits((mx == neg_inf) | mask_not(mn - mx >= V(-87.0f)));
   LanesF64 lane[N];
-  for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
+  V term[N];
+  for (int j = 0; j < n; ++j) {
+    term[j] = softmax_term_near(z[j], mx);
+    lane[j] = widen(term[j]);
+  }
   const LanesF64 sum = LanesF64(0.0) + combine_columns<N>(lane);
   exits.redo = lane_bits(is_nan(narrow(sum))) & ~exits.general;
   if (log) {
@@ -1096,6 +1134,18 @@ ColumnExits softmax_column_block(const ColumnLayout& lay, const float* x, float*
     }
   } else {
     const V inv = narrow(LanesF64(1.0) / sum);
+#if NNF_ISA_LEVEL == 2
+    // The outputs in the column layout, then moved to memory order: a
+    // permute per stage instead of each term's exp again (the same values,
+    // so the same bits).
+    if constexpr (ColumnLayout::kUntransposable<N>) {
+      V out[N];
+      for (int j = 0; j < n; ++j) out[j] = softmax_normalize(term[j], inv);
+      lay.untranspose<N>(out, zr);
+      for (int v = 0; v < n; ++v) vstore(y + v * L, zr[v]);
+      return exits;
+    }
+#endif
     for (int v = 0; v < n; ++v) {
       const int32_t* row = lay.row_of[v];
       vstore(y + v * L, softmax_normalize(softmax_term_near(zr[v], vpermute(mx, row)), vpermute(inv, row)));
@@ -1957,7 +2007,11 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   const V mx = pairwise_over_lanes(z, [](V a, V b) { return smx::max_nan(a, b); });
   if (((lane_bits(mask_not(mn - mx >= V(-87.0f))) | lab.invalid) & ~lab.ignored) != 0) return false;
   LanesF64 lane[N];
-  for (int j = 0; j < n; ++j) lane[j] = widen(softmax_term_near(z[j], mx));
+  V term[N];
+  for (int j = 0; j < n; ++j) {
+    term[j] = softmax_term_near(z[j], mx);
+    lane[j] = widen(term[j]);
+  }
   alignas(64) double sum[kGroup], log_sum[kGroup], sum_z[kGroup] = {}, z_t[kGroup];
   const LanesF64 row_sum = combine_columns<N>(lane);
   store_f64(sum, row_sum);
@@ -1974,10 +2028,20 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
   const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   const V a = vload(f.a), b = vload(f.b);
-  for (int v = 0; v < n; ++v) {
-    const int32_t* row = lay.row_of[v];
-    const V t = softmax_term_near(zr[v], vpermute(mx, row));
-    vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
+#if NNF_ISA_LEVEL == 2
+  if constexpr (ColumnLayout::kUntransposable<N>) {  // as softmax_column_block
+    V g[N];
+    for (int j = 0; j < n; ++j) g[j] = cross_entropy_grad_from_exp(term[j], a, b);
+    lay.untranspose<N>(g, zr);
+    for (int v = 0; v < n; ++v) vstore(grad + v * L, zr[v]);
+  } else
+#endif
+  {
+    for (int v = 0; v < n; ++v) {
+      const int32_t* row = lay.row_of[v];
+      const V t = softmax_term_near(zr[v], vpermute(mx, row));
+      vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
+    }
   }
   for (int l = 0; l < L; ++l) f.finish_row(grad + l * n, n, l, lab.ignored, labels[l]);
   return true;
