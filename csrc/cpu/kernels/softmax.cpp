@@ -925,6 +925,10 @@ struct ColumnLayout {
   // slower (1 thread, rows in L1).
   alignas(64) int32_t pair_index[kColumnRow][kColumnRow / 2][kGroup];
   __mmask16 pair_lanes[kColumnRow][kColumnRow / 2];
+  // The inverse the same way: vector v of the rows from the columns 2p and
+  // 2p + 1 of each pair p.
+  alignas(64) int32_t unpair_index[kColumnRow][kColumnRow / 2][kGroup];
+  __mmask16 unpair_lanes[kColumnRow][kColumnRow / 2];
   // n a power of two: log2(n) stages of n vpermt2ps instead (16 columns: 64
   // permutes against 128 and 112 blends). Stage s pairs vectors v and
   // v ^ b (b = n >> (s + 1)) and sends the elements whose column has bit b
@@ -953,6 +957,17 @@ struct ColumnLayout {
         const int element = l * n + j, vec = element / kGroup;
         pair_index[j][vec / 2][l] = (vec % 2) * kGroup + element % kGroup;
         pair_lanes[j][vec / 2] = static_cast<__mmask16>(pair_lanes[j][vec / 2] | (1u << l));
+      }
+    }
+    for (int v = 0; v < n; ++v) {
+      for (int p = 0; p < kColumnRow / 2; ++p) {
+        unpair_lanes[v][p] = 0;
+        for (int l = 0; l < kGroup; ++l) unpair_index[v][p][l] = 0;
+      }
+      for (int l = 0; l < kGroup; ++l) {
+        const int element = v * kGroup + l, column = element % n, row = element / n;
+        unpair_index[v][column / 2][l] = (column % 2) * kGroup + row;
+        unpair_lanes[v][column / 2] = static_cast<__mmask16>(unpair_lanes[v][column / 2] | (1u << l));
       }
     }
     if ((n & (n - 1)) == 0) {
@@ -1016,32 +1031,44 @@ struct ColumnLayout {
 #endif
   }
 #if NNF_ISA_LEVEL == 2
-  // Whether untranspose<N> exists: the staged network, n a power of two (n =
-  // 1: the block is one vector, its own transpose).
-  template <int N>
-  static constexpr bool kUntransposable = (N & (N - 1)) == 0;
-  // rows[v] for v < N from columns[j] (the inverse of transpose<N>): the
-  // stages undone in reverse order, log2(n) permutes per vector. A column
-  // kernel that keeps its per-element results in the column layout stores
-  // them this way instead of computing them again in memory order.
+  // rows[v] for v < N from columns[j] (the inverse of transpose<N>), as
+  // transpose<N> does it: n a power of two, the stages undone in reverse
+  // order (log2(n) permutes per vector); else n / 2 permutes and blends per
+  // vector. A column kernel that keeps its per-element results in the column
+  // layout stores them this way instead of computing them again in memory
+  // order.
   template <int N>
   void untranspose(const VecF* columns, VecF* rows) const {
     constexpr int n = N;
-    static_assert(kUntransposable<N>, "the staged network needs a power of two");
-    VecF a[n], b[n];
-    for (int j = 0; j < n; ++j) a[j] = columns[j];
-    int stages = 0;
-    for (int bit = n / 2; bit >= 1; bit /= 2) ++stages;
-#pragma GCC unroll 4
-    for (int s = stages - 1, bit = 1; s >= 0; --s, bit *= 2) {
-#pragma GCC unroll 16
-      for (int u = 0; u < n; ++u) {
-        b[u] = _mm512_permutex2var_ps(a[std::min(u, u ^ bit)].v, _mm512_load_si512(unstage_index[s][u]),
-                                      a[std::max(u, u ^ bit)].v);
+    if constexpr (n == 1) {
+      rows[0] = columns[0];
+    } else if constexpr ((n & (n - 1)) != 0) {
+      constexpr int pairs = (n + 1) / 2;
+      for (int v = 0; v < n; ++v) {
+        __m512 row = _mm512_permutex2var_ps(columns[0].v, _mm512_load_si512(unpair_index[v][0]), columns[1].v);
+        for (int p = 1; p < pairs; ++p) {
+          const __m512 part = _mm512_permutex2var_ps(columns[2 * p].v, _mm512_load_si512(unpair_index[v][p]),
+                                                     columns[std::min(2 * p + 1, n - 1)].v);
+          row = _mm512_mask_blend_ps(unpair_lanes[v][p], row, part);
+        }
+        rows[v] = row;
       }
-      for (int u = 0; u < n; ++u) a[u] = b[u];
+    } else {
+      VecF a[n], b[n];
+      for (int j = 0; j < n; ++j) a[j] = columns[j];
+      int stages = 0;
+      for (int bit = n / 2; bit >= 1; bit /= 2) ++stages;
+#pragma GCC unroll 4
+      for (int s = stages - 1, bit = 1; s >= 0; --s, bit *= 2) {
+#pragma GCC unroll 16
+        for (int u = 0; u < n; ++u) {
+          b[u] = _mm512_permutex2var_ps(a[std::min(u, u ^ bit)].v, _mm512_load_si512(unstage_index[s][u]),
+                                        a[std::max(u, u ^ bit)].v);
+        }
+        for (int u = 0; u < n; ++u) a[u] = b[u];
+      }
+      for (int v = 0; v < n; ++v) rows[v] = a[v];
     }
-    for (int v = 0; v < n; ++v) rows[v] = a[v];
   }
 #endif
 };
@@ -1135,21 +1162,19 @@ ColumnExits softmax_column_block(const ColumnLayout& lay, const float* x, float*
   } else {
     const V inv = narrow(LanesF64(1.0) / sum);
 #if NNF_ISA_LEVEL == 2
-    // The outputs in the column layout, then moved to memory order: a
-    // permute per stage instead of each term's exp again (the same values,
-    // so the same bits).
-    if constexpr (ColumnLayout::kUntransposable<N>) {
-      V out[N];
-      for (int j = 0; j < n; ++j) out[j] = softmax_normalize(term[j], inv);
-      lay.untranspose<N>(out, zr);
-      for (int v = 0; v < n; ++v) vstore(y + v * L, zr[v]);
-      return exits;
-    }
-#endif
+    // The outputs in the column layout, then moved to memory order by
+    // permutes instead of each term's exp again (the same values, so the
+    // same bits).
+    V out[N];
+    for (int j = 0; j < n; ++j) out[j] = softmax_normalize(term[j], inv);
+    lay.untranspose<N>(out, zr);
+    for (int v = 0; v < n; ++v) vstore(y + v * L, zr[v]);
+#else
     for (int v = 0; v < n; ++v) {
       const int32_t* row = lay.row_of[v];
       vstore(y + v * L, softmax_normalize(softmax_term_near(zr[v], vpermute(mx, row)), vpermute(inv, row)));
     }
+#endif
   }
   return exits;
 }
@@ -2029,20 +2054,17 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   const V a = vload(f.a), b = vload(f.b);
 #if NNF_ISA_LEVEL == 2
-  if constexpr (ColumnLayout::kUntransposable<N>) {  // as softmax_column_block
-    V g[N];
-    for (int j = 0; j < n; ++j) g[j] = cross_entropy_grad_from_exp(term[j], a, b);
-    lay.untranspose<N>(g, zr);
-    for (int v = 0; v < n; ++v) vstore(grad + v * L, zr[v]);
-  } else
-#endif
-  {
-    for (int v = 0; v < n; ++v) {
-      const int32_t* row = lay.row_of[v];
-      const V t = softmax_term_near(zr[v], vpermute(mx, row));
-      vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
-    }
+  V g[N];  // as softmax_column_block
+  for (int j = 0; j < n; ++j) g[j] = cross_entropy_grad_from_exp(term[j], a, b);
+  lay.untranspose<N>(g, zr);
+  for (int v = 0; v < n; ++v) vstore(grad + v * L, zr[v]);
+#else
+  for (int v = 0; v < n; ++v) {
+    const int32_t* row = lay.row_of[v];
+    const V t = softmax_term_near(zr[v], vpermute(mx, row));
+    vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
   }
+#endif
   for (int l = 0; l < L; ++l) f.finish_row(grad + l * n, n, l, lab.ignored, labels[l]);
   return true;
 }

@@ -96,7 +96,7 @@ NNF_HD VecAvx512 pow2_rounded(VecAvx512 t, VecAvx512 e) {
 }
 // vscalefps: v 2^floor(k) rounded once, the product v * pow2i(k) in one
 // instruction instead of four (k integral here).
-NNF_HD VecAvx512 scale_pow2(VecAvx512 v, VecAvx512 k) { return _mm512_scalef_ps(v.v, k.v); }
+NNF_HD VecAvx512 scale_pow2(VecAvx512 v, VecAvx512 k) { return _mm512_maskz_scalef_ps(0xffff, v.v, k.v); }
 NNF_HD VecAvx512 exponent_of(VecAvx512 a) {
   __m512i bits = _mm512_maskz_srli_epi32(0xffff, _mm512_castps_si512(a.v), 23);
   bits = _mm512_and_si512(bits, _mm512_set1_epi32(0xff));
