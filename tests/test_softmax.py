@@ -894,6 +894,25 @@ def test_cross_entropy_in_place_and_deterministic():
         np.testing.assert_array_equal(_bits(g3), _bits(grad))
 
 
+def test_cross_entropy_total_takes_the_documented_order():
+    # "sum" adds the per-row float64 losses with row i in partial sum i % 8,
+    # then the eight pairwise: float64 logits, so that "none" returns those
+    # very losses, at row counts with and without a remainder of 8.
+    rng = np.random.default_rng(23)
+    for rows in (1, 7, 8, 13, 1003):
+        x = rng.standard_normal((rows, 5)) * 30
+        labels = rng.integers(0, 5, rows)
+        losses, _ = nf.softmax_cross_entropy(x, labels, reduction="none")
+        partial = [0.0] * 8
+        for i, v in enumerate(losses.tolist()):
+            partial[i % 8] += v
+        for width in (4, 2, 1):
+            for j in range(width):
+                partial[j] += partial[j + width]
+        total, _ = nf.softmax_cross_entropy(x, labels, reduction="sum")
+        assert total.item() == partial[0], rows
+
+
 def test_cross_entropy_all_ignored_and_empty():
     x = np.zeros((3, 4), np.float32)
     loss, grad = nf.softmax_cross_entropy(x, np.full(3, -100))

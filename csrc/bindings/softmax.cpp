@@ -1,6 +1,8 @@
 // Bindings of the softmax kernels: contiguous arrays in (the Python layer has
 // validated them and moved the softmax axis last), pointers and sizes to the
 // dispatched kernels, GIL released while they run.
+#include <cstdint>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -65,7 +67,7 @@ bool softmax_backward_direct(bool log, int dtype, const py::array& grad, const p
   return true;
 }
 
-// Returns (per-row losses as float64, their sum in row order).
+// Returns (per-row losses as float64, their sum as run_cross_entropy adds them).
 py::tuple cross_entropy(int dtype, const py::array& logits, const py::array& labels, py::array& grad,
                         int64_t rows, int64_t cols, int64_t ignore_index, double smoothing, double z_loss,
                         double weight) {
@@ -100,13 +102,17 @@ py::object cross_entropy_direct(int dtype, const py::array& logits, const py::ar
       !labels.dtype().equal(py::dtype::of<int64_t>())) {
     return py::none();
   }
+  // Without a branch per label (a bad one is the rare case; the general path
+  // then finds the first): 2^20 labels took ~0.8 ms with the early exit.
   const int64_t* label = static_cast<const int64_t*>(labels.data());
   int64_t counted = 0;
+  bool bad = false;
   for (int64_t i = 0; i < rows; ++i) {
-    if (label[i] == ignore_index) continue;
-    if (label[i] < 0 || label[i] >= cols) return py::none();
-    ++counted;
+    const bool ignored = label[i] == ignore_index;
+    bad |= !ignored & (static_cast<uint64_t>(label[i]) >= static_cast<uint64_t>(cols));
+    counted += !ignored;
   }
+  if (bad) return py::none();
   const double weight = mean && counted ? 1.0 / static_cast<double>(counted) : 1.0;
   py::tuple result = cross_entropy(dtype, logits, labels, grad, rows, cols, ignore_index, smoothing, z_loss, weight);
   return py::make_tuple(result[0], result[1], counted);

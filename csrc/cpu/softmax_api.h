@@ -150,8 +150,8 @@ struct SoftmaxKernelTable {
 // Threaded entry points (softmax_dispatch.cpp).
 void run_softmax_forward(const SoftmaxRange& r, int64_t rows);
 void run_softmax_backward(const SoftmaxBackwardRange& r, int64_t rows);
-// Returns the sum of the per-row losses, added in row order (the same bits for
-// every thread count).
+// Returns the sum of the per-row losses, added in an order fixed by the row
+// count (the same bits for every thread count).
 double run_cross_entropy(const CrossEntropyRange& r, int64_t rows);
 
 }  // namespace nnfuse

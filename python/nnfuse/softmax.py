@@ -233,7 +233,8 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     reduction: "mean" (over the rows that are not ignored; NaN if all are),
     "sum", or "none" (per-row losses, shape of labels). grad_logits is the
     gradient of the returned loss; for "none", of the sum of the per-row losses.
-    The loss is accumulated in float64 in row order: the same bits for every
+    The loss is accumulated in float64 in an order fixed by the row count (row i
+    into partial sum i % 8, then the eight pairwise): the same bits for every
     thread count. The loss has the logits' dtype (a 0-d array unless "none").
     inplace=True writes grad_logits into the logits' own buffer (which must
     then be a writeable C-contiguous ndarray) and returns it. out: optional
@@ -276,7 +277,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
 
 def _ce_loss(losses, total, counted, reduction, shape, dtype):
     """The returned loss from the kernel's float64 per-row losses and their
-    sum in row order."""
+    sum (run_cross_entropy's fixed order)."""
     if reduction == "none":
         return losses.reshape(shape).astype(dtype)
     if reduction == "sum":
