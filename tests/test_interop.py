@@ -92,12 +92,12 @@ def test_torch_cpu_out_in_place_and_views():
 
 def test_torch_cpu_requires_grad_and_mixed_with_numpy():
     x = torch.linspace(-2, 2, 33, requires_grad=True)
-    y = nf.relu(x)
-    assert isinstance(y, torch.Tensor) and not y.requires_grad
+    y = nf.relu(x)  # an autograd node (tests/test_autograd.py)
+    assert isinstance(y, torch.Tensor) and y.requires_grad
     np.testing.assert_array_equal(_numpy_of(y), np.maximum(_numpy_of(x), 0))
     # Any torch argument makes the results torch tensors.
     g = np.ones(33, np.float32)
-    dx = nf.relu_backward(g, x)
+    dx = nf.relu_backward(g, x.detach())
     assert isinstance(dx, torch.Tensor)
     np.testing.assert_array_equal(_numpy_of(dx), (_numpy_of(x) > 0).astype(np.float32))
 

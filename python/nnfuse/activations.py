@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _C, _interop
+from . import _C, _autograd, _interop
 from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
@@ -35,6 +35,10 @@ def _forward(code, x, out, p0, p1, func):
             if _C.activation_direct(code, _FORWARD, dtype, x, None, target, p0, p1):
                 return target
     if not _host(x) or (out is not None and not _host(out)):
+        if _autograd.grad_needed(x, out):
+            return _autograd.run(func, _autograd.Rule(
+                lambda xt: _forward(code, xt, None, p0, p1, func),
+                lambda g, xt: _backward(code, g, xt, None, None, p0, p1, func + "_backward")), (x,), out)
         return _interop.dispatch(func, (("x", x), ("out", out)),
                                  lambda v: _forward_host(code, v["x"], v.get("out"), p0, p1, func),
                                  lambda call: _forward_cuda(call, code, p0, p1))
@@ -69,6 +73,7 @@ def _backward(code, grad, x, y, out, p0, p1, func):
             if _C.activation_direct(code, direction, dtype, source, grad, target, p0, p1):
                 return target
     if not _host(grad) or not _host(source) or (out is not None and not _host(out)):
+        _autograd.refuse_backward_input(func, grad, source, out)
         return _interop.dispatch(
             func, (("grad", grad), (name, source), ("out", out)),
             lambda v: _backward_host(code, direction, v["grad"], name, v[name], v.get("out"), p0, p1, func),
@@ -180,6 +185,8 @@ def prelu(x, weight, *, out=None):
     axis 1 (as torch.nn.functional.prelu). ``weight`` has 1 element or
     x.shape[1]; inputs with fewer than 2 dimensions have one channel."""
     if not _host(x) or not _host(weight) or (out is not None and not _host(out)):
+        if _autograd.grad_needed(x, weight, out):
+            return _autograd.run("prelu", _autograd.Rule(prelu, prelu_backward), (x, weight), out)
         return _interop.dispatch("prelu", (("x", x), ("weight", weight), ("out", out)),
                                  lambda v: _prelu_host(v["x"], v["weight"], v.get("out")), _prelu_cuda)
     return _prelu_host(x, weight, out)
@@ -212,6 +219,7 @@ def prelu_backward(grad, x, weight, *, out=None):
     accumulated in float64 in an order fixed by the shape (the same bits for
     every thread count; on a GPU, for every run), then rounded to weight's dtype."""
     if not _host(grad) or not _host(x) or not _host(weight) or (out is not None and not _host(out)):
+        _autograd.refuse_backward_input("prelu_backward", grad, x, weight, out)
         return _interop.dispatch("prelu_backward", (("grad", grad), ("x", x), ("weight", weight), ("out", out)),
                                  lambda v: _prelu_backward_host(v["grad"], v["x"], v["weight"], v.get("out")),
                                  _prelu_backward_cuda)
@@ -268,6 +276,10 @@ def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=Fals
         return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
     if not _host(x) or (out is not None and not _host(out)):
+        if _autograd.grad_needed(x, out):
+            return _autograd.run(func, _autograd.Rule(
+                lambda xt: rrelu(xt, lower, upper, True, seed=seed, offset=offset),
+                lambda g, xt: rrelu_backward(g, xt, lower, upper, True, seed=seed, offset=offset)), (x,), out)
         return _interop.dispatch(func, (("x", x), ("out", out)),
                                  lambda v: _rrelu_host(v["x"], None, v.get("out"), lower, upper, seed, offset, func),
                                  lambda call: _rrelu_cuda(call, False, lower, upper, seed, offset))
@@ -284,6 +296,7 @@ def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER
         return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
     if not _host(grad) or not _host(x) or (out is not None and not _host(out)):
+        _autograd.refuse_backward_input(func, grad, x, out)
         return _interop.dispatch(
             func, (("grad", grad), ("x", x), ("out", out)),
             lambda v: _rrelu_host(v["x"], v["grad"], v.get("out"), lower, upper, seed, offset, func),

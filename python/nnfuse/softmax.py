@@ -22,7 +22,7 @@ import operator
 
 import numpy as np
 
-from . import _C, _interop
+from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
 from ._array import DTYPE_CODES, as_input, check_same, prepare_out
 
@@ -121,6 +121,11 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
             if _C.softmax_forward_direct(log, code, x, target, float(scale), masked_rows == "nan"):
                 return target
     if not _host(x) or not _host(out) or not (mask is None or isinstance(mask, np.ndarray)):
+        if _autograd.grad_needed(x, out):
+            return _autograd.run(func, _autograd.Rule(
+                lambda xt: _forward(log, xt, axis, scale, mask, masked_rows, None, func),
+                lambda g, yt: _backward(log, g, yt, axis, scale, None, func + "_backward"), save_output=True),
+                (x,), out)
         arrays = (("x", x), ("out", out))
         _check_aux(func, arrays, "mask", mask)
         return _interop.dispatch(
@@ -157,6 +162,7 @@ def _backward(log, grad, y, axis, scale, out, func):
         if _C.softmax_backward_direct(log, code, grad, y, target, float(scale)):
             return target
     if not _host(grad) or not _host(y) or not _host(out):
+        _autograd.refuse_backward_input(func, grad, y, out)
         return _interop.dispatch(
             func, (("grad", grad), ("y", y), ("out", out)),
             lambda v: _backward_host(log, v["grad"], v["y"], axis, scale, v.get("out"), func),
@@ -264,6 +270,11 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
             if done is not None:
                 return _ce_loss(*done, reduction, labels.shape, logits.dtype), grad
     if not _host(logits) or not _host(out) or not (labels is None or isinstance(labels, np.ndarray)):
+        if _autograd.grad_needed(logits, out):
+            return _autograd.run(func, _autograd.CrossEntropyRule(
+                lambda lt: softmax_cross_entropy(lt, labels, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                                 z_loss=z_loss, reduction=reduction),
+                reduction == "none"), (logits,), out, inplace)
         arrays = (("logits", logits), ("out", out))
         _check_aux(func, arrays, "labels", labels)
         return _interop.dispatch(
