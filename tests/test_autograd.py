@@ -149,3 +149,23 @@ def test_without_autograd_tensors_pass_straight_through():
     assert nf.gelu(plain).grad_fn is None
     out = torch.empty_like(plain)
     assert nf.gelu(plain, out=out) is out
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_record_the_same_node(torch):
+    """On a GPU the node runs the CUDA kernels: gelu, softmax and the
+    cross-entropy's gradients are those of the backward functions there."""
+    x = (torch.randn(8, 50, dtype=torch.float32, device="cuda") * 3).requires_grad_()
+    labels = torch.randint(0, 50, (8,), device="cuda")
+    y = nf.softmax(nf.gelu(x), axis=1)
+    loss, _ = nf.softmax_cross_entropy(x, labels, reduction="sum")
+    gx_softmax, = torch.autograd.grad(y[:, 0].sum(), x)
+    gx_loss, = torch.autograd.grad(loss, x)
+    with torch.no_grad():
+        h = nf.gelu(x)
+        s = nf.softmax(h, axis=1)
+        g = torch.zeros_like(s)
+        g[:, 0] = 1
+        expected = nf.gelu_backward(nf.softmax_backward(g, s, axis=1), x)
+        _, grad = nf.softmax_cross_entropy(x, labels, reduction="sum")
+    assert torch.equal(gx_softmax, expected) and torch.equal(gx_loss, grad)
