@@ -94,6 +94,20 @@ def test_parameter_checks():
         nf.rrelu(x, lower=0.5, upper=0.1)
     with pytest.raises(ValueError, match="seed"):
         nf.rrelu(x, training=True, seed=-1)
+    # Real numbers only: float() would take the string "2" and give a
+    # message that names no argument for None.
+    for call, message in ((lambda: nf.elu(x, alpha="2"), r"elu\(\): 'alpha' must be a real number, got str"),
+                          (lambda: nf.leaky_relu_backward(x, x, negative_slope=None), "'negative_slope'.*NoneType"),
+                          (lambda: nf.hardtanh(x, max_val=b"1"), "'max_val'.*bytes"),
+                          (lambda: nf.softplus(x, threshold=[20.0]), "'threshold'.*list"),
+                          (lambda: nf.rrelu(x, lower="0.1"), r"rrelu\(\): 'lower'"),
+                          (lambda: nf.rrelu_backward(x, x, upper=None, training=True), "'upper'"),
+                          (lambda: nf.softmax(x, scale="2"), "'scale'.*str")):
+        with pytest.raises(TypeError, match=message):
+            call()
+    np.testing.assert_array_equal(nf.elu(x - 1, alpha=np.float32(2)), nf.elu(x - 1, alpha=2.0))
+    with pytest.raises(ValueError, match="'ignore_index' must fit in int64"):
+        nf.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.zeros(2, np.int64), ignore_index=2**70)
 
 
 def test_lists_and_scalars_are_accepted_as_arrays():

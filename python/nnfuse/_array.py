@@ -23,6 +23,17 @@ SUPPORTED_DTYPES = tuple(DTYPE_CODES)
 _SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
 
 
+def real_option(func: str, name: str, value) -> float:
+    """``value`` as a float, or a TypeError naming the option. Strings are
+    refused although ``float("2")`` would take them."""
+    if not isinstance(value, (str, bytes)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
+
+
 def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:
     try:
         return DTYPE_CODES[dtype]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Tuple
 
+from ._array import real_option
+
 # Kernel op codes: the order of ActOp in csrc/cpu/cpu_api.h.
 OP_CODES = {
     name: code
@@ -51,17 +53,18 @@ def _relu6():
 
 
 def _leaky(negative_slope=0.01):
-    return OP_CODES["leaky_relu"], float(negative_slope), 0.0
+    return OP_CODES["leaky_relu"], real_option("leaky_relu", "negative_slope", negative_slope), 0.0
 
 
 def _elu(alpha=1.0):
-    return OP_CODES["elu"], float(alpha), 0.0
+    return OP_CODES["elu"], real_option("elu", "alpha", alpha), 0.0
 
 
 def _celu(alpha=1.0):
+    alpha = real_option("celu", "alpha", alpha)
     if alpha == 0:
         raise ValueError("celu(): 'alpha' must not be zero (the formula divides by it)")
-    return OP_CODES["celu"], float(alpha), 0.0
+    return OP_CODES["celu"], alpha, 0.0
 
 
 def _gelu(approximate="none"):
@@ -71,15 +74,18 @@ def _gelu(approximate="none"):
 
 
 def _hardtanh(min_val=-1.0, max_val=1.0):
+    min_val = real_option("hardtanh", "min_val", min_val)
+    max_val = real_option("hardtanh", "max_val", max_val)
     if min_val > max_val:
         raise ValueError(f"hardtanh(): 'min_val' ({min_val}) must not be greater than 'max_val' ({max_val})")
-    return OP_CODES["hardtanh"], float(min_val), float(max_val)
+    return OP_CODES["hardtanh"], min_val, max_val
 
 
 def _softplus(beta=1.0, threshold=20.0):
+    beta = real_option("softplus", "beta", beta)
     if beta == 0:
         raise ValueError("softplus(): 'beta' must not be zero (the formula divides by it)")
-    return OP_CODES["softplus"], float(beta), float(threshold)
+    return OP_CODES["softplus"], beta, real_option("softplus", "threshold", threshold)
 
 
 SELU_ALPHA = 1.6732632423543772848170429916717

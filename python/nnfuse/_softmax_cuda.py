@@ -88,11 +88,12 @@ def _keep(call, mask, shape, axis, func):
 
 
 def forward(call, log, axis, scale, mask, masked_rows, func):
-    from .softmax import _MASKED_ROWS, _axis, _real_option
+    from ._array import real_option
+    from .softmax import _MASKED_ROWS, _axis
 
     x = call.input("x")
     ax = _axis(axis, x.ndim, func)
-    scale = _real_option(func, "scale", scale)
+    scale = real_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = call.output("out", x.shape, x.dtype, ("x",))
@@ -116,13 +117,14 @@ def forward(call, log, axis, scale, mask, masked_rows, func):
 
 
 def backward(call, log, axis, scale, func):
-    from .softmax import _axis, _real_option
+    from ._array import real_option
+    from .softmax import _axis
 
     call.check_same("grad", "y")
     g = call.input("grad")
     y = call.input("y")
     ax = _axis(axis, g.ndim, func)
-    scale = _real_option(func, "scale", scale)
+    scale = real_option(func, "scale", scale)
     target = call.output("out", g.shape, g.dtype, ("grad", "y"))
     if g.size == 0:
         return target.finish()

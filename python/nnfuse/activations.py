@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import DTYPE_CODES, as_input, check_same, prepare_out
+from ._array import DTYPE_CODES, as_input, check_same, prepare_out, real_option
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -256,8 +256,11 @@ def _prelu_backward_cuda(call):
 # ---- RReLU: randomized leaky ReLU ---------------------------------------------
 
 def _check_rrelu(lower, upper, func):
+    """(lower, upper) as floats, lower <= upper."""
+    lower, upper = real_option(func, "lower", lower), real_option(func, "upper", upper)
     if lower > upper:
         raise ValueError(f"{func}(): 'lower' ({lower}) must not be greater than 'upper' ({upper})")
+    return lower, upper
 
 
 def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *, seed=0, offset=0, out=None):
@@ -271,7 +274,7 @@ def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=Fals
     ``seed``) every step to draw new slopes. CPU and GPU draw the same slopes.
     """
     func = "rrelu"
-    _check_rrelu(lower, upper, func)
+    lower, upper = _check_rrelu(lower, upper, func)
     if not training:
         return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
@@ -291,7 +294,7 @@ def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER
     """Gradient of rrelu: grad if x > 0 else slope * grad, with the slopes of
     rrelu(x, lower, upper, training, seed=seed, offset=offset)."""
     func = "rrelu_backward"
-    _check_rrelu(lower, upper, func)
+    lower, upper = _check_rrelu(lower, upper, func)
     if not training:
         return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
@@ -313,7 +316,7 @@ def _rrelu_host(x, grad, out, lower, upper, seed, offset, func):
         check_same(ga, "grad", xa, "x", func)
         inputs = (("grad", grad), ("x", x))
     target = prepare_out(out, xa.shape, xa.dtype, inputs, func)
-    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, ga, target.buffer, float(lower), float(upper), seed, offset)
+    _C.rrelu_training(DTYPE_CODES[xa.dtype], xa, ga, target.buffer, lower, upper, seed, offset)
     return target.finish()
 
 
@@ -326,7 +329,7 @@ def _rrelu_cuda(call, backward, lower, upper, seed, offset):
         g = call.input("grad")
         inputs = ("grad", "x")
     target = call.output("out", x.shape, x.dtype, inputs)
-    call.cuda.rrelu_training(x.code, x.ptr, g.ptr if g is not None else 0, target.ptr, x.size, float(lower), float(upper), seed, offset,
+    call.cuda.rrelu_training(x.code, x.ptr, g.ptr if g is not None else 0, target.ptr, x.size, lower, upper, seed, offset,
                              call.stream, call.device)
     return target.finish()
 

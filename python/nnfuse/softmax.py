@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
-from ._array import DTYPE_CODES, as_input, check_same, prepare_out
+from ._array import DTYPE_CODES, as_input, check_same, prepare_out, real_option
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -40,14 +40,6 @@ def _axis(axis, ndim, func):
     if not -size <= axis < size:
         raise ValueError(f"{func}(): 'axis' {axis} is out of range for an array of {ndim} dimension(s)")
     return axis % size
-
-
-def _real_option(func, name, value):
-    """value as a float, or a TypeError naming the option."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}") from None
 
 
 def _rows_view(a, axis):
@@ -139,7 +131,7 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
 def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
     xa = as_input(x, "x", func)
     ax = _axis(axis, xa.ndim, func)
-    scale = _real_option(func, "scale", scale)
+    scale = real_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
@@ -175,7 +167,7 @@ def _backward_host(log, grad, y, axis, scale, out, func):
     ya = as_input(y, "y", func)
     check_same(ga, "grad", ya, "y", func)
     ax = _axis(axis, ga.ndim, func)
-    scale = _real_option(func, "scale", scale)
+    scale = real_option(func, "scale", scale)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("y", y)), func)
     if ga.size == 0:
         return target.finish()
@@ -260,8 +252,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     if inplace and out is not None:
         raise ValueError(f"{func}(): pass either inplace=True or 'out', not both")
     ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)
-    if (type(logits) is np.ndarray and type(labels) is np.ndarray and (out is None or type(out) is np.ndarray)
-            and _INT64_MIN <= ignore_index <= _INT64_MAX):
+    if type(logits) is np.ndarray and type(labels) is np.ndarray and (out is None or type(out) is np.ndarray):
         code = DTYPE_CODES.get(logits.dtype)
         if code is not None:  # the common case: checked and run in one call (None: nothing ran)
             grad = logits if inplace else np.empty_like(logits) if out is None else out
@@ -300,10 +291,10 @@ def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
     """The options checked, as (int, float, float); every path takes them from here."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{func}(): 'reduction' must be 'mean', 'sum' or 'none', got {reduction!r}")
-    label_smoothing = _real_option(func, "label_smoothing", label_smoothing)
+    label_smoothing = real_option(func, "label_smoothing", label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{func}(): 'label_smoothing' must be in [0, 1], got {label_smoothing}")
-    z_loss = _real_option(func, "z_loss", z_loss)
+    z_loss = real_option(func, "z_loss", z_loss)
     # A NaN, infinite or negative weight would make every loss NaN or inf, or
     # reward large logits: never what a training loop means.
     if not 0.0 <= z_loss < math.inf:
@@ -312,6 +303,8 @@ def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"{func}(): 'ignore_index' must be an integer") from None
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:  # the kernels compare it with int64 labels
+        raise ValueError(f"{func}(): 'ignore_index' must fit in int64, got {ignore_index}")
     return ignore_index, label_smoothing, z_loss
 
 
