@@ -29,12 +29,15 @@ def test_bad_arguments_exit_2_without_traceback(args):
 def test_bench_writes_json_markdown_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     files = {k: tmp_path / f"bench.{k}" for k in ("json", "md", "png")}
-    result = run("bench", "--ops", "relu,gelu", "--sizes", "2^12", "--threads", "1", "--min-time", "0.001",
+    result = run("bench", "--ops", "relu,tanh", "--sizes", "2^12", "--threads", "1", "--min-time", "0.001",
                  "--json", str(files["json"]), "--markdown", str(files["md"]), "--plot", str(files["png"]))
     assert result.returncode == 0, result.stderr
     rows = json.loads(files["json"].read_text())["rows"]
     assert {(r["op"], r["direction"]) for r in rows} == {("relu", "forward"), ("relu", "backward"),
-                                                          ("gelu", "forward"), ("gelu", "backward")}
+                                                          ("tanh", "forward"), ("tanh", "backward"),
+                                                          ("tanh", "backward_from_y")}
+    # The progress count includes tanh's third row (PyTorch's backward from y).
+    assert "] 5/5 " in result.stderr and "/4 " not in result.stderr
     assert all(r["time_s"] > 0 and r["floor_ratio"] > 0 for r in rows)
     assert "| relu |" in files["md"].read_text()
     assert files["png"].stat().st_size > 10_000

@@ -395,6 +395,12 @@ def _directions(name, directions):
     return out
 
 
+def count_rows(ops, sizes, dtypes, thread_counts, directions=("forward", "backward")):
+    """How many rows (and progress calls) run() makes for these arguments."""
+    per_op = sum(len(_directions(name, directions)) for name in ops)
+    return per_op * len(sizes) * len(dtypes) * len(thread_counts)
+
+
 def _peer_calls(name, params, direction, x, g, y, scratch):
     """The NumPy formula ("numpy") and PyTorch ("torch") calls that compute
     this op and direction, and whether PyTorch writes into a preallocated

@@ -217,7 +217,7 @@ def cmd_bench(args) -> int:
         print(f"nnfuse bench: unknown dtype(s): {', '.join(bad)}", file=sys.stderr)
         return 2
     thread_counts = threads or sorted({1, nf._C.default_num_threads()})
-    total = len(ops) * len(sizes) * len(dtypes) * len(thread_counts) * 2
+    total = bench.count_rows(ops, sizes, dtypes, thread_counts)
     rows = bench.run(ops, sizes=sizes, dtypes=dtypes, thread_counts=thread_counts, min_time=args.min_time,
                      progress=_Progress(total))
     bench.add_ratios(rows)
