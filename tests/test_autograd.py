@@ -109,6 +109,16 @@ def test_prelu_grads_for_input_and_weight():
     assert torch.equal(gx2, ex)
 
 
+def test_numpy_inputs_beside_a_tensor_that_requires_grad():
+    # The NumPy input takes no gradient; the weight's is prelu_backward's.
+    x = np.random.default_rng(14).standard_normal((4, 3))
+    w = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
+    y = nf.prelu(x, w)
+    assert isinstance(y, torch.Tensor) and y.requires_grad
+    y.sum().backward()
+    assert torch.equal(w.grad, torch.from_numpy(nf.prelu_backward(np.ones_like(x), x, w.detach().numpy())[1]))
+
+
 def test_rrelu_training_regenerates_the_slopes():
     x = _leaf((1000,), 11)
     y = nf.rrelu(x, 0.1, 0.3, True, seed=5, offset=2)

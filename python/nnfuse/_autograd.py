@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 
 def grad_needed(*values) -> bool:
     """True when autograd records and one of ``values`` is a tensor that
@@ -49,7 +51,20 @@ def run(func, rule, inputs, out=None, inplace=False):
         raise ValueError(
             f"{func}(): {what} cannot be used while autograd records (an input requires grad); call it without "
             f"{what}, or under torch.no_grad()")
-    return _node_class().apply(rule, *inputs)
+    return _node_class().apply(rule, *(_as_tensor(v) for v in inputs))
+
+
+def _as_tensor(value):
+    """Array inputs beside the tensor that requires grad (a NumPy weight, a
+    list) as torch tensors, which the node can save; NumPy arrays without a
+    copy. The results are torch tensors either way (see _interop)."""
+    import torch
+
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    from ._interop import _numpy_to_torch
+
+    return _numpy_to_torch(np.asarray(value))
 
 
 _NODE = None
