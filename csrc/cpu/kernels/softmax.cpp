@@ -1959,6 +1959,19 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
 struct BlockLabels {
   uint32_t ignored = 0, invalid = 0;
   BlockLabels(const CrossEntropyRange& r, const int64_t* labels, int rows, int64_t n) {
+#if NNF_ISA_LEVEL == 2
+    if (rows == kGroup) {  // two vectors of 8 labels (the unsigned compare takes the negative ones too)
+      const __m512i ignore = _mm512_set1_epi64(r.ignore_index), classes = _mm512_set1_epi64(n);
+      for (int half = 0; half < 2; ++half) {
+        const __m512i label = _mm512_loadu_si512(labels + 8 * half);
+        const uint32_t is_ignored = _mm512_cmpeq_epi64_mask(label, ignore);
+        const uint32_t outside = _mm512_cmpge_epu64_mask(label, classes);
+        ignored |= is_ignored << (8 * half);
+        invalid |= (outside & ~is_ignored & 0xFFu) << (8 * half);
+      }
+      return;
+    }
+#endif
     for (int l = 0; l < rows; ++l) {
       if (labels[l] == r.ignore_index) {
         ignored |= 1u << l;
@@ -2009,6 +2022,18 @@ struct BlockGradFactors {
   }
 };
 
+#if NNF_ISA_LEVEL == 2
+// l n + labels[l] for the 16 rows of a column block of n (<= 16) columns, as
+// int32 (below 256 + 16): the elements of the labels' logits and gradients.
+inline __m512i label_offsets(const int64_t* labels, int64_t n) {
+  const __m512i row_start = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(static_cast<int32_t>(n)));
+  const __m256i lo = _mm512_cvtepi64_epi32(_mm512_loadu_si512(labels));
+  const __m256i hi = _mm512_cvtepi64_epi32(_mm512_loadu_si512(labels + 8));
+  return _mm512_add_epi32(row_start, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+}
+#endif
+
 // Cross-entropy rows of at most kColumnRow elements, a block of kLanes rows
 // at a time with one row per lane (as softmax_column_rows_f32): the
 // maximum by max_lanes' tree of max_nan over the virtual lanes (element j
@@ -2050,7 +2075,17 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
   }
   alignas(64) float max_f[kGroup];
   vstore(max_f, mx);
+#if NNF_ISA_LEVEL == 2
+  // Each row's label logit by one gather (0 for ignored rows), and below its
+  // label gradient by one scatter: the values of the scalar loops, without a
+  // load or store and a branch per row (16 rows of 2 classes: ~10 ns per row).
+  const __m512i label_index = label_offsets(labels, n);
+  const __mmask16 kept = static_cast<__mmask16>(~lab.ignored);
+  const VecF z_label(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), kept, label_index, x, 4));
+  store_f64(z_t, widen(z_label));
+#else
   for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
+#endif
   const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
   const V a = vload(f.a), b = vload(f.b);
 #if NNF_ISA_LEVEL == 2
@@ -2065,7 +2100,12 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
     vstore(grad + v * L, cross_entropy_grad_from_exp(t, vpermute(a, row), vpermute(b, row)));
   }
 #endif
+#if NNF_ISA_LEVEL == 2
+  _mm512_mask_i32scatter_ps(grad, kept, label_index, narrow(load_f64(f.label_grad)).v, 4);
+  for (uint32_t rest = lab.ignored; rest != 0; rest &= rest - 1) fill_row(grad + __builtin_ctz(rest) * n, n, 0.0f);
+#else
   for (int l = 0; l < L; ++l) f.finish_row(grad + l * n, n, l, lab.ignored, labels[l]);
+#endif
   return true;
 }
 
