@@ -42,8 +42,9 @@ def refuse_backward_input(func, *values):
 
 
 def run(func, rule, inputs, out=None, inplace=False):
-    """The forward of ``rule`` on ``inputs`` (tensors, None where absent) as
-    one autograd node. rule.forward(*inputs) returns (result, tensors to save,
+    """The forward of ``rule`` on ``inputs`` (the tensor that requires grad,
+    and any other array inputs: tensors, NumPy arrays, lists) as one autograd
+    node. rule.forward(*inputs) returns (result, tensors to save,
     outputs that have no gradient); rule.backward(saved, output_grads) returns
     one gradient (or None) per input."""
     if out is not None or inplace:

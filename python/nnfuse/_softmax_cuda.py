@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import real_option
+
 _REDUCTION_CODES = {"mean": 0, "sum": 1, "none": 2}
 
 
@@ -88,7 +90,6 @@ def _keep(call, mask, shape, axis, func):
 
 
 def forward(call, log, axis, scale, mask, masked_rows, func):
-    from ._array import real_option
     from .softmax import _MASKED_ROWS, _axis
 
     x = call.input("x")
@@ -117,7 +118,6 @@ def forward(call, log, axis, scale, mask, masked_rows, func):
 
 
 def backward(call, log, axis, scale, func):
-    from ._array import real_option
     from .softmax import _axis
 
     call.check_same("grad", "y")
