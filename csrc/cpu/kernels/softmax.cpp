@@ -1001,17 +1001,10 @@ struct ColumnLayout {
     constexpr int n = N;
 #if NNF_ISA_LEVEL == 2
     if constexpr (n > 1 && (n & (n - 1)) == 0) {
-      VecF a[n], b[n];
+      VecF a[n];
       for (int v = 0; v < n; ++v) a[v] = rows[v];
 #pragma GCC unroll 4
-      for (int s = 0, bit = n / 2; bit >= 1; ++s, bit /= 2) {
-#pragma GCC unroll 16
-        for (int v = 0; v < n; ++v) {
-          b[v] = _mm512_permutex2var_ps(a[std::min(v, v ^ bit)].v, _mm512_load_si512(stage_index[s][v]),
-                                        a[std::max(v, v ^ bit)].v);
-        }
-        for (int v = 0; v < n; ++v) a[v] = b[v];
-      }
+      for (int s = 0, bit = n / 2; bit >= 1; ++s, bit /= 2) network_stage<N>(a, bit, stage_index[s]);
       for (int j = 0; j < n; ++j) columns[j] = a[j];
       return;
     }
@@ -1056,21 +1049,28 @@ struct ColumnLayout {
         rows[v] = row;
       }
     } else {
-      VecF a[n], b[n];
+      VecF a[n];
       for (int j = 0; j < n; ++j) a[j] = columns[j];
       int stages = 0;
       for (int bit = n / 2; bit >= 1; bit /= 2) ++stages;
 #pragma GCC unroll 4
-      for (int s = stages - 1, bit = 1; s >= 0; --s, bit *= 2) {
-#pragma GCC unroll 16
-        for (int u = 0; u < n; ++u) {
-          b[u] = _mm512_permutex2var_ps(a[std::min(u, u ^ bit)].v, _mm512_load_si512(unstage_index[s][u]),
-                                        a[std::max(u, u ^ bit)].v);
-        }
-        for (int u = 0; u < n; ++u) a[u] = b[u];
-      }
+      for (int s = stages - 1, bit = 1; s >= 0; --s, bit *= 2) network_stage<N>(a, bit, unstage_index[s]);
       for (int v = 0; v < n; ++v) rows[v] = a[v];
     }
+  }
+
+ private:
+  // One stage of the staged network (transpose) or of its inverse
+  // (untranspose) on a[0..N): vectors v and v ^ bit exchange elements, output
+  // v taking index[v] into (the lower, the upper) of the two.
+  template <int N>
+  static void network_stage(VecF (&a)[N], int bit, const int32_t (&index)[kColumnRow][kGroup]) {
+    VecF b[N];
+#pragma GCC unroll 16
+    for (int v = 0; v < N; ++v) {
+      b[v] = _mm512_permutex2var_ps(a[std::min(v, v ^ bit)].v, _mm512_load_si512(index[v]), a[std::max(v, v ^ bit)].v);
+    }
+    for (int v = 0; v < N; ++v) a[v] = b[v];
   }
 #endif
 };
