@@ -9,6 +9,10 @@ inputs are copied to contiguous memory first. ``out=`` may be the input itself
 
 Backward functions return dL/dx given ``grad`` (dL/dy). Values at kinks follow
 PyTorch (e.g. relu'(0) = 0, hardtanh' = 0 at min_val and max_val).
+
+A forward function on a torch tensor that requires grad (while autograd
+records) returns a tensor whose ``grad_fn`` runs the matching backward
+function (see ``nnfuse._autograd``).
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ def _generate(activation, namespace):
     params_doc = "".join(f"\n    {p}: default {d!r}" for p, d in params) or "\n    (none)"
     forward.__doc__ = (
         f"{name}(x): {activation.doc}\n\nParameters (as torch.nn.functional.{name}):{params_doc}\n"
-        f"out: optional destination array (may be x itself)."
+        f"out: optional destination array (may be x itself).\n"
+        f"On a torch tensor that requires grad, the result records {name}_backward for autograd."
     )
     y_doc = " or from the forward output y=" if activation.from_y else ""
     backward.__doc__ = (

@@ -12,7 +12,10 @@ Every function also takes PyTorch tensors, CuPy arrays and other CUDA arrays
 on the CUDA kernels (csrc/cuda/softmax.cu) on the caller's current stream with
 no synchronisation, except softmax_cross_entropy, which validates the labels
 and counts the rows that are not ignored with the caller's library before the
-launch (a device-to-host read, hence a sync of the current stream).
+launch (a device-to-host read, hence a sync of the current stream). On a
+torch tensor that requires grad (while autograd records), softmax and
+log_softmax record their backward functions for autograd, and the
+cross-entropy's loss records the gradient it computed (``nnfuse._autograd``).
 """
 
 from __future__ import annotations
