@@ -78,7 +78,13 @@ struct SoftmaxRowStats {
   // Every z - M >= -87 (exp_near); never for masked rows, NaN or infinite ones.
   bool near(bool masked) const { return !masked && min - max >= -87.0f; }
   // The range of softmax_term_shifted: every |z| <= 256 and z - M >= -86.
-  bool shiftable(bool masked) const { return !masked && min >= -256.0f && max <= 256.0f && min - max >= -86.0f; }
+  // shiftable_range takes floats or vectors of per-row minima and maxima
+  // (the AVX-512 16-row blocks' BatchForms).
+  template <class T>
+  static auto shiftable_range(T min, T max) {
+    return (min >= T(-256.0f)) & (max <= T(256.0f)) & (min - max >= T(-86.0f));
+  }
+  bool shiftable(bool masked) const { return !masked && shiftable_range(min, max); }
 };
 
 // One segment of a float32 row: its maximum m (a zero one as -0) and the sum
@@ -89,6 +95,8 @@ struct SoftmaxSegmentSum {
   double sum;
   RowTerms terms = RowTerms::kGeneral;  // the form its terms were taken in
   float shift = 0.0f;                   // the K of kShifted terms
+  // The m of row_term: K for kShifted terms, else the maximum.
+  float term_base() const { return terms == RowTerms::kShifted ? shift : max; }
   double offset() const {
     constexpr double kLn2 = 0.69314718055994530942;
     return terms == RowTerms::kShifted ? static_cast<double>(shift) * kLn2 : max;

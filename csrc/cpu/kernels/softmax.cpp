@@ -755,9 +755,9 @@ SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64
                                        const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
   const RowTerms terms = row_terms(st, kMasked, softmax_shifted_rows(r));
-  const float shift = terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f;
-  const float m = terms == RowTerms::kShifted ? shift : st.max;
-  return {st.max, 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, m, terms, ahead), terms, shift};
+  SoftmaxSegmentSum seg{st.max, 0.0, terms, terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f};
+  seg.sum = 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, seg.term_base(), terms, ahead);
+  return seg;
 }
 
 template <bool kMasked>
@@ -814,7 +814,7 @@ void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int6
   }
   const V inv(static_cast<float>(c));
   if (!kMasked && softmax_stream_output(r)) {
-    const V scale(static_cast<float>(r.scale)), m(seg.terms == RowTerms::kShifted ? seg.shift : seg_max);
+    const V scale(static_cast<float>(r.scale)), m(seg.term_base());
     return with_row_terms(seg.terms, [&](auto form) {
       map_unary<kHasStreamStores>(x, y, n, [&](V v) NNF_LAMBDA_INLINE {
         return softmax_normalize(row_term<form()>(kUnit ? v : v * scale, m), inv);
@@ -1368,9 +1368,7 @@ struct BatchForms {
   uint32_t shifted, negative, fast;
   VecF m;
   BatchForms(VecF mx, VecF mn, bool shifted_rows)
-      : shifted(shifted_rows
-                    ? lane_bits((mn >= VecF(-256.0f)) & (mx <= VecF(256.0f)) & (mn - mx >= VecF(-86.0f)))
-                    : 0u),
+      : shifted(shifted_rows ? lane_bits(SoftmaxRowStats::shiftable_range(mn, mx)) : 0u),
         negative(lane_bits(mx < VecF(0.0f))),
         fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))),
         m(select(MaskAvx512{static_cast<__mmask16>(shifted)}, softmax_shift(mx), mx)) {}

@@ -83,8 +83,8 @@ NNF_HD VecAvx2 pow2i(VecAvx2 k) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
 }
 NNF_HD VecAvx2 pow2_rounded(VecAvx2 t, VecAvx2 e) {
-  const __m256i bias = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(e.v), _mm256_set1_epi32(127)), 23);
-  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t.v), 23), bias));
+  return _mm256_castsi256_ps(
+      _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t.v), 23), _mm256_castps_si256(pow2i(e).v)));
 }
 NNF_HD VecAvx2 scale_pow2(VecAvx2 v, VecAvx2 k) { return v * pow2i(k); }
 NNF_HD VecAvx2 exponent_of(VecAvx2 a) {

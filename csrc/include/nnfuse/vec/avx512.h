@@ -90,9 +90,8 @@ NNF_HD VecAvx512 pow2i(VecAvx512 k) {
   return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, e, 23));
 }
 NNF_HD VecAvx512 pow2_rounded(VecAvx512 t, VecAvx512 e) {
-  const __m512i bias = _mm512_maskz_slli_epi32(
-      0xffff, _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xffff, e.v), _mm512_set1_epi32(127)), 23);
-  return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_maskz_slli_epi32(0xffff, _mm512_castps_si512(t.v), 23), bias));
+  return _mm512_castsi512_ps(
+      _mm512_add_epi32(_mm512_maskz_slli_epi32(0xffff, _mm512_castps_si512(t.v), 23), _mm512_castps_si512(pow2i(e).v)));
 }
 // vscalefps: v 2^floor(k) rounded once, the product v * pow2i(k) in one
 // instruction instead of four (k integral here).

@@ -21,7 +21,8 @@
 //   pow2_rounded(t, e)         2^(k + e) for a float t = 1.5 2^23 + k (k integral, |k| <
 //                              2^22: the low significand bits of t are k) and integral-valued
 //                              e, k + e in [-126, 127]: t's bits shifted into the exponent
-//                              field (float only)
+//                              field plus pow2i(e)'s bits, as integers (so e alone may lie
+//                              outside pow2i's range: the sum wraps back into it; float only)
 //   scale_pow2(v, k)           v 2^k rounded once, for integral-valued k in [-126, 127]
 //                              (float) / [-1022, 1023] (double): v * pow2i(k), one
 //                              instruction where the ISA has one (AVX-512 vscalefps)
@@ -122,8 +123,7 @@ NNF_HD float mantissa_of(float a) {
   return bit_cast_value<float>((bit_cast_value<uint32_t>(a) & 0x007fffffu) | 0x3f800000u);
 }
 NNF_HD float pow2_rounded(float t, float e) {
-  return bit_cast_value<float>((bit_cast_value<uint32_t>(t) << 23) +
-                               (static_cast<uint32_t>(static_cast<int32_t>(e) + 127) << 23));
+  return bit_cast_value<float>((bit_cast_value<uint32_t>(t) << 23) + bit_cast_value<uint32_t>(pow2i(e)));
 }
 NNF_HD float scale_pow2(float v, float k) { return v * pow2i(k); }
 NNF_HD float quarter_octave_lookup(const float* table, float key) {
