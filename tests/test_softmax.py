@@ -103,6 +103,31 @@ def test_every_row_length(n, isa):
                       SOFTMAX_BOUNDS["float32"]["backward"], {"grad": g, "y": ly}, floor=floor)
 
 
+def test_row_logarithm_on_every_table_piece(isa):
+    """The float32 kernels take log S, S = sum e^(z - M) >= 1, from a
+    16-entry table on the leading significand bits of S: rows whose sums sit
+    just below, on and just above every piece boundary 1 + j/16 of S's binade
+    (binades 2^0 to 2^10), through the column (2, 16 columns), batch (17,
+    100) and row (1000) kernels, match the reference within the bounds."""
+    bounds = SOFTMAX_BOUNDS["float32"]
+    targets = np.array([2.0**k * (1 + j / 16) * (1 + d) for k in range(11) for j in range(16)
+                        for d in (-2e-6, 0.0, 2e-6)])
+    for cols in (2, 16, 17, 100, 1000):
+        # One logit 0 (the maximum), the others equal: S = 1 + (cols - 1) e^z.
+        wanted = targets[(targets > 1) & (targets < cols)]
+        x = np.zeros((wanted.size, cols), np.float32)
+        x[:, 1:] = np.log((wanted - 1) / (cols - 1)).astype(np.float32)[:, None]
+        label = f"{cols} columns {isa}"
+        expected = ref.log_softmax(x.astype(np.float64))
+        assert_within_ulp(label + " log_softmax", nf.log_softmax(x), expected, bounds["log_softmax"], {"x": x},
+                          floor=softmax_floor("log_softmax", x.dtype, expected))
+        labels = np.arange(wanted.size) % cols
+        loss, _ = nf.softmax_cross_entropy(x, labels, reduction="none")
+        rloss, _ = ref.softmax_cross_entropy(x.astype(np.float64), labels, reduction="none")
+        assert_within_ulp(label + " loss", loss, rloss, bounds["cross_entropy_loss"], {"logits": x},
+                          floor=softmax_floor("cross_entropy_loss", x.dtype, rloss))
+
+
 def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
     # Rows of at most 16 float32 elements take their own loops: one row per
     # lane (16 rows a block on AVX-512, 8 on AVX2, one row on the scalar
