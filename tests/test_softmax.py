@@ -107,8 +107,9 @@ def test_row_logarithm_on_every_table_piece(isa):
     """The float32 kernels take log S, S = sum e^(z - M) >= 1, from a
     16-entry table on the leading significand bits of S: rows whose sums sit
     just below, on and just above every piece boundary 1 + j/16 of S's binade
-    (binades 2^0 to 2^10), through the column (2, 16 columns), batch (17,
-    100) and row (1000) kernels, match the reference within the bounds."""
+    (each binade from 2^0 up to the row length, at most 2^10), through the
+    column (2, 16 columns), batch (17, 100) and row (1000) kernels, match the
+    reference within the bounds."""
     bounds = SOFTMAX_BOUNDS["float32"]
     targets = np.array([2.0**k * (1 + j / 16) * (1 + d) for k in range(11) for j in range(16)
                         for d in (-2e-6, 0.0, 2e-6)])
