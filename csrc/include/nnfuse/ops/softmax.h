@@ -104,7 +104,7 @@ NNF_HD V exp_near(V d) {
 // general lanes; exp_near(x) gives its bits where x is in [-87, 0]).
 template <class V>
 NNF_HD V exp_rounded(V x) {
-  return vmath::exp_parts_impl<false, true, false, true>(x, V(0.0f)).value();
+  return vmath::exp_parts_rounded(x).value();
 }
 NNF_HD double exp_rounded(double x) { return exp(x); }
 

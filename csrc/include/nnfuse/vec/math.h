@@ -158,6 +158,10 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
   return {k, fma(k, V(-kScale * L::ln2_lo), r)};
 }
 
+// 1.5 2^23: t + kIntegerShift lies in [2^23, 2^24), where the floats are the
+// integers, for float |t| < 2^22 (rint_small, reduce_ln2_rounded).
+inline constexpr float kIntegerShift = 12582912.0f;
+
 // reduce_ln2 for float |x| <= 256 with k from one fma: t = x log2e + 1.5
 // 2^23 rounded once lies in [2^23, 2^24), where the floats are the
 // integers, so t - 1.5 2^23 = k exactly and t's low significand bits are k
@@ -166,9 +170,6 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
 // first, so k can differ by one at a half: |r| <= ln2 / 2 + 2^-15), and t is
 // nondecreasing in x. Two operations and one conversion fewer than
 // reduce_ln2 and pow2i; |k| <= 370 < 2^9 keeps k ln2_hi exact.
-// 1.5 2^23: t + kIntegerShift lies in [2^23, 2^24), where the floats are the
-// integers, for float |t| < 2^22 (rint_small, reduce_ln2_rounded).
-inline constexpr float kIntegerShift = 12582912.0f;
 template <class V>
 struct Ln2SplitRounded {
   V t, k, r;
@@ -224,8 +225,10 @@ NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
 // error of a product that formed x.
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
-// exp_parts(x, xlo) with the reduction of reduce_ln2_rounded (the softmax
-// family's, whose shorter forms take that reduction).
+// exp_parts(x) and exp_parts(x, xlo) with the reduction of reduce_ln2_rounded
+// (the softmax family's, whose shorter forms take that reduction).
+template <class V>
+NNF_HD ExpParts<V> exp_parts_rounded(V x) { return exp_parts_impl<false, true, false, true>(x, V(0.0f)); }
 template <class V>
 NNF_HD ExpParts<V> exp_parts_rounded(V x, V xlo) { return exp_parts_impl<true, true, false, true>(x, xlo); }
 // exp_parts for x <= 0 or NaN (e^-|z| and the like): the same bits, one clamp
