@@ -471,6 +471,43 @@ def test_hyper_parameter_ranges_are_checked(cls, kwargs, name):
         cls([np.zeros(3, np.float32)], **kwargs)
 
 
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (optim.Adam, {"lr": None}, "lr"), (optim.SGD, {"lr": "0.1"}, "lr"), (optim.Adam, {"clipvalue": "0.5"}, "clipvalue"),
+    (optim.RMSprop, {"momentum": None}, "momentum"), (optim.SGD, {"lr": 0.1, "momentum": "0.9"}, "momentum")])
+def test_hyper_parameters_must_be_numbers(cls, kwargs, name):
+    with pytest.raises(TypeError, match=f"'{name}' must be a real number"):
+        cls([np.zeros(3, np.float32)], **kwargs)
+
+
+def _zeros():
+    return [np.zeros(3, np.float32)]
+
+
+@pytest.mark.parametrize("call,error,message", [
+    # A missing state list would run each step from zero state (no momentum).
+    (lambda p, g: optim.adam_step(p, g, None, _zeros(), step=1), ValueError, "'exp_avgs' is required"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), None, step=1), ValueError, "'exp_avg_sqs' is required"),
+    (lambda p, g: optim.rmsprop_step(p, g, None, step=1), ValueError, "'square_avgs' is required"),
+    (lambda p, g: optim.adagrad_step(p, g, None, step=1), ValueError, "'state_sums' is required"),
+    # The step number is checked before the bias corrections and decays use it.
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=0), ValueError, "'step' must be >= 1"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=-1), ValueError, "'step' must be >= 1"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1.5), TypeError, "'step' must be an integer"),
+    (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=0, lr_decay=1.0), ValueError, "'step' must be >= 1"),
+    (lambda p, g: optim.sgd_step(p, g, step=0, lr=0.1), ValueError, "'step' must be >= 1"),
+    (lambda p, g: optim.rmsprop_step(p, g, _zeros(), step=0), ValueError, "'step' must be >= 1"),
+    # Hyper-parameters as the classes check them.
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1, beta1=1.0), ValueError, "'beta1'.*\\[0, 1\\)"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1, beta2=-0.1), ValueError, "'beta2'"),
+    (lambda p, g: optim.sgd_step(p, g, step=1, lr=None), TypeError, "'lr' must be a real number"),
+    (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=1, lr_decay=-1.0), ValueError, "'lr_decay'")])
+def test_functional_steps_check_their_arguments_first(call, error, message):
+    params, grads = [np.ones(3, np.float32)], [np.ones(3, np.float32)]
+    with pytest.raises(error, match=message):
+        call(params, grads)
+    np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
+
+
 def test_capturable_needs_cuda_arrays():
     with pytest.raises(ValueError, match="capturable=True needs CUDA arrays"):
         optim.Adam([np.zeros(3, np.float32)], capturable=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from typing import Callable, List, Optional, Sequence
 
-import math
 
 import numpy as np
 
@@ -16,22 +15,6 @@ from . import _functional as F
 from .._array import dtype_code
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
-
-
-# Hyper-parameters with the ranges PyTorch's optimizers accept.
-_NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
-                 "initial_accumulator_value")
-
-
-def _check_hyper(name, hyper):
-    for key in _NON_NEGATIVE:
-        value = hyper.get(key)
-        if value is not None and not (float(value) >= 0.0 and math.isfinite(float(value))):
-            raise ValueError(f"{name}(): '{key}' must be a finite number >= 0, got {value}")
-    betas = hyper.get("betas")
-    if betas is not None:
-        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-            raise ValueError(f"{name}(): 'betas' must be two numbers in [0, 1), got {tuple(betas)}")
 
 
 class Optimizer:
@@ -70,7 +53,7 @@ class Optimizer:
         dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
         self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
         self.hyper = dict(hyper)
-        _check_hyper(name, self.hyper)
+        F.check_hyper(name, self.hyper)
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                             nonfinite=nonfinite, semantics=semantics)
         self.master_weights = bool(master_weights)
@@ -238,6 +221,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  maximize=False, **options):
+        F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening))  # before the comparisons below
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD(): nesterov=True needs momentum > 0 and dampening = 0")
         self._momentum = momentum != 0
@@ -261,6 +245,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
                  maximize=False, **options):
+        F.check_hyper("RMSprop", dict(momentum=momentum))  # before the comparison below
         self._names = ("square_avgs",) + (("grad_avgs",) if centered else ()) + \
             (("momentum_buffers",) if momentum > 0 else ())
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=bool(centered),

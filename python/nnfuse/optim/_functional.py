@@ -44,6 +44,8 @@ the parameter receives its round-to-nearest-even value. Anything else is a TypeE
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -74,10 +76,64 @@ class StepRecord(NamedTuple):
     step: int
 
 
+# Hyper-parameters with the ranges PyTorch's optimizers accept; None means the
+# default only for eps.
+_NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
+                 "initial_accumulator_value")
+_UNIT_INTERVAL = ("beta1", "beta2")
+
+
+def _real(value, name, func):
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_hyper(func, hyper):
+    """Refuses what PyTorch's optimizers refuse: a hyper-parameter that is not a
+    number, negative or not finite where >= 0 is required, betas outside [0, 1)."""
+    for key in _NON_NEGATIVE:
+        if key not in hyper or (key == "eps" and hyper[key] is None):
+            continue
+        value = _real(hyper[key], key, func)
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise ValueError(f"{func}(): '{key}' must be a finite number >= 0, got {value}")
+    betas = [(key, hyper[key]) for key in _UNIT_INTERVAL if key in hyper]
+    if "betas" in hyper:
+        if isinstance(hyper["betas"], (str, bytes)) or len(hyper["betas"]) != 2:
+            raise ValueError(f"{func}(): 'betas' must be two numbers in [0, 1), got {hyper['betas']!r}")
+        betas = [("betas", b) for b in hyper["betas"]]
+    for key, value in betas:
+        if not 0.0 <= _real(value, key, func) < 1.0:
+            shown = tuple(hyper["betas"]) if key == "betas" else value
+            raise ValueError(f"{func}(): '{key}' must be {'two numbers' if key == 'betas' else 'a number'} "
+                             f"in [0, 1), got {shown}")
+
+
+def _step_number(step, func):
+    """The 1-based number of this update: an integer >= 1, checked before any
+    formula uses it (the bias corrections, Adagrad's decay)."""
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise TypeError(f"{func}(): 'step' must be an integer >= 1, got {type(step).__name__}") from None
+    if step < 1:
+        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
+    return step
+
+
+def _required_states(func, states):
+    """A step's state lists may not be None: a missing list would run every
+    step from zero state (no momentum), silently."""
+    for name, value in states:
+        if value is None:
+            raise ValueError(f"{func}(): '{name}' is required: a list of state arrays, one per parameter")
+
+
 def _positive(value, name, func):
     if value is None:
         return None
-    value = float(value)
+    value = _real(value, name, func)
     if not value > 0 or math.isinf(value):
         raise ValueError(f"{func}(): '{name}' must be a finite number > 0, got {value}")
     return value
@@ -148,9 +204,7 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
         func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
         clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
         semantics=semantics, global_norm_reduce=global_norm_reduce)
-    step = int(step)
-    if step < 1:
-        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
+    step = _step_number(step, func)
     if not params:
         return StepRecord(0.0, 1.0, False, step)
     first = params[0]
@@ -199,6 +253,7 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
               global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One Adam (AdamW with ``decoupled=True``) step over every array; see the module docstring."""
     func = "adam_step"
+    _required_states(func, (("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)))
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
@@ -209,6 +264,8 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
                             weight_decay=weight_decay, decoupled=decoupled, maximize=maximize, clipvalue=clipvalue,
                             clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
                             semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
+    step = _step_number(step, func)
+    check_hyper(func, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
     bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
     if semantics == "keras":
         step_size, vscale = lr * math.sqrt(bc2) / bc1, 1.0
@@ -241,6 +298,8 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
                             weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
                             clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
                             semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
+    step = _step_number(step, func)
+    check_hyper(func, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay))
     flags = (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0) | (_FIRST if step == 1 else 0)
     hyper = [lr, momentum, 1 - dampening, weight_decay, 1 - lr * weight_decay]
     return _run(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None], ["momentum_buffers"],
@@ -258,6 +317,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
                  global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One RMSprop step (centered, momentum) over every array; see the module docstring."""
     func = "rmsprop_step"
+    _required_states(func, (("square_avgs", square_avgs),))
     if centered and grad_avgs is None:
         raise ValueError(f"{func}(): centered=True needs 'grad_avgs'")
     if momentum > 0 and momentum_buffers is None:
@@ -272,6 +332,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
                             decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
+    check_hyper(func, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
     hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
     return _run(func, "rmsprop", params, grads,
                 [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
@@ -289,6 +350,7 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
                  global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One Adagrad step over every array; see the module docstring."""
     func = "adagrad_step"
+    _required_states(func, (("state_sums", state_sums),))
     eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
     if _D.on_device(params):
         return _device_step(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params,
@@ -296,6 +358,8 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
                             decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
+    step = _step_number(step, func)
+    check_hyper(func, dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay))
     hyper = [lr / (1 + (step - 1) * lr_decay), eps, weight_decay, 1 - lr * weight_decay]
     return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0, step=step,
                 weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
