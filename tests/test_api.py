@@ -34,8 +34,17 @@ def test_backward_argument_checks():
         nf.relu_backward(np.zeros(5, np.float32), x, y=x)
     with pytest.raises(TypeError):
         nf.gelu_backward(np.zeros(5, np.float32), y=x)  # no backward from y for gelu
-    with pytest.raises(ValueError, match="negative_slope"):
+    with pytest.raises(ValueError, match="leaky_relu_backward.*negative 'negative_slope'"):
         nf.leaky_relu_backward(np.ones(5, np.float32), y=x, negative_slope=-0.5)
+    # elu with alpha < 0 maps x <= 0 to y >= 0: from y it would take the x > 0 branch.
+    with pytest.raises(ValueError, match="elu_backward.*negative 'alpha'"):
+        nf.elu_backward(np.ones(5, np.float32), y=x, alpha=-1.0)
+    # celu keeps the sign of x for either sign of alpha, so y is enough (float64:
+    # the two forms differ by the roundings of y and of y / alpha + 1).
+    xs = np.linspace(-5, 3, 33)
+    for alpha in (-1.0, -0.5, 2.0):
+        np.testing.assert_allclose(nf.celu_backward(np.ones(33), y=nf.celu(xs, alpha=alpha), alpha=alpha),
+                                   nf.celu_backward(np.ones(33), xs, alpha=alpha), rtol=1e-14, atol=0)
 
 
 def test_out_checks():

@@ -104,12 +104,16 @@ def _backward_cuda(call, code, direction, name, p0, p1):
     return target.finish()
 
 
-def _leaky_from_y_args(negative_slope=0.01):
-    if negative_slope < 0:
-        raise ValueError(
-            "leaky_relu_backward(): with a negative 'negative_slope' the sign of y does not tell the "
-            "sign of x; pass x instead of y"
-        )
+# The parameter whose negative values leave the sign of x out of y (leaky_relu:
+# negative_slope * x > 0 for x < 0; elu: alpha (e^x - 1) >= 0 for x <= 0, while
+# y = x > 0 above), so that the derivative cannot be taken from y.
+_FROM_Y_SIGN_PARAM = {"leaky_relu": "negative_slope", "elu": "alpha"}
+
+
+def _check_from_y(func, param, value):
+    if value < 0:
+        raise ValueError(f"{func}(): with a negative {param!r} the sign of y does not tell the sign of x; "
+                         "pass x instead of y")
 
 
 def _generate(activation, namespace):
@@ -125,7 +129,9 @@ def _generate(activation, namespace):
         f"    return _forward(code, x, out, p0, p1, {name!r})\n"
     )
     if activation.from_y:
-        check_y = "    if y is not None: _leaky_from_y_args(negative_slope)\n" if name == "leaky_relu" else ""
+        sign_param = _FROM_Y_SIGN_PARAM.get(name)
+        check_y = (f"    if y is not None: _check_from_y({name + '_backward'!r}, {sign_param!r}, p0)\n"
+                   if sign_param else "")
         backward_src = (
             f"def {name}_backward(grad, x=None{param_list}, *, y=None, out=None):\n"
             f"    code, p0, p1 = _args_{name}({param_names})\n"
