@@ -119,6 +119,20 @@ def test_parameter_checks():
         nf.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.zeros(2, np.int64), ignore_index=2**70)
 
 
+def test_none_for_an_array_is_a_type_error_naming_it():
+    x = np.ones((2, 3), np.float32)
+    for call, message in ((lambda: nf.relu(None), r"relu\(\): 'x' must be an array, got None"),
+                          (lambda: nf.gelu_backward(None, x), "'grad' must be an array"),
+                          (lambda: nf.prelu(x, None), "'weight' must be an array"),
+                          (lambda: nf.prelu_backward(x, None, np.ones(1, np.float32)), "'x' must be an array"),
+                          (lambda: nf.softmax(None), "'x' must be an array"),
+                          (lambda: nf.softmax_backward(x, None), "'y' must be an array"),
+                          (lambda: nf.softmax_cross_entropy(None, np.zeros(2, np.int64)), "'logits' must be an array"),
+                          (lambda: nf.softmax_cross_entropy(x, None), "'labels'")):
+        with pytest.raises(TypeError, match=message):
+            call()
+
+
 def test_lists_and_scalars_are_accepted_as_arrays():
     np.testing.assert_array_equal(nf.relu([-1.0, 2.0]), np.array([0.0, 2.0]))
     assert nf.relu(np.float32(-3.0)).shape == ()

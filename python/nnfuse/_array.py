@@ -47,6 +47,8 @@ def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:
 def as_input(value, argname: str, func: str) -> np.ndarray:
     """A C-contiguous ndarray of a supported dtype (copied only if it was not)."""
     if not isinstance(value, np.ndarray):
+        if value is None:
+            raise TypeError(f"{func}(): '{argname}' must be an array, got None")
         if hasattr(value, "__cuda_array_interface__"):
             raise TypeError(
                 f"{func}(): argument '{argname}' is a CUDA array; this build's CPU API takes NumPy arrays"

@@ -83,8 +83,8 @@ def dispatch(func, arrays, host_impl, device_impl):
     """Runs one public function on the right device.
 
     arrays: sequence of (argument name, value) for every array argument,
-    ``out`` included (None values are skipped). host_impl(values) gets a dict of
-    the values with torch CPU tensors replaced by NumPy views and returns NumPy
+    ``out`` included (None values take no part in the device check).
+    host_impl(values) gets a dict of the values (None included) with torch CPU tensors replaced by NumPy views and returns NumPy
     results; device_impl(call) gets a :class:`DeviceCall`.
     """
     present = [(name, value) for name, value in arrays if value is not None]
@@ -97,7 +97,7 @@ def dispatch(func, arrays, host_impl, device_impl):
         )
     if device:
         return device_impl(DeviceCall(func, present))
-    return _run_host(present, host_impl)
+    return _run_host(arrays, host_impl)
 
 
 def _names(names):
@@ -124,12 +124,12 @@ def _numpy_to_torch(array):
     return torch.from_numpy(array)
 
 
-def _run_host(present, host_impl):
-    values = {}
+def _run_host(arrays, host_impl):
+    values = {}  # None stays None: host_impl refuses it where the argument is required
     originals = {}  # id(NumPy view) -> the tensor it views (returned as is when it comes back)
     any_torch = False
-    for name, value in present:
-        if _torch_tensor(value):
+    for name, value in arrays:
+        if value is not None and _torch_tensor(value):
             any_torch = True
             view = _torch_to_numpy(value)
             originals[id(view)] = value
