@@ -887,6 +887,33 @@ def test_cross_entropy_matches_reference(dtype, reduction, isa):
                               floor=floor)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+def test_cross_entropy_smoothing_with_minus_inf_logits(dtype, isa):
+    """A -inf logit (a class masked out) under label smoothing: the uniform
+    target's term eps (lse - mean z) is +inf, so the loss is +inf (as the
+    reference and PyTorch), not NaN, and the gradient stays finite. Row
+    lengths reach the column (2, 16), batch (17, 100) and row (300) kernels."""
+    rng = np.random.default_rng(21)
+    bounds = SOFTMAX_BOUNDS[_key(dtype)]
+    for cols in (2, 16, 17, 100, 300):
+        x = (rng.standard_normal((40, cols)) * 2).astype(dtype)
+        x[::3, 0] = -np.inf
+        labels = rng.integers(1, cols, 40)
+        label = f"{_key(dtype)} {isa} {cols} columns"
+        for reduction in ("none", "mean"):
+            loss, grad = nf.softmax_cross_entropy(x, labels, label_smoothing=0.1, reduction=reduction)
+            rloss, rgrad = ref.softmax_cross_entropy(x.astype(np.float64), labels, label_smoothing=0.1,
+                                                     reduction=reduction)
+            assert np.isposinf(rloss).any(), label
+            assert np.array_equal(np.isposinf(loss), np.isposinf(rloss)), f"{label} {reduction}: {loss}"
+            assert_within_ulp(f"{label} {reduction} loss", loss, rloss, bounds["cross_entropy_loss"], {"logits": x},
+                              floor=softmax_floor("cross_entropy_loss", dtype, rloss))
+            floor = softmax_floor("cross_entropy_grad", dtype, rgrad, logits=x, reduction=reduction,
+                                  labels=labels, label_smoothing=0.1)
+            assert_within_ulp(f"{label} {reduction} grad", grad, rgrad, bounds["cross_entropy_grad"], {"logits": x},
+                              floor=floor)
+
+
 def test_cross_entropy_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(12)

@@ -1886,7 +1886,10 @@ CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D 
                                                   D scaled_logit_sum, double logit_scale, D z_t) {
   const double n = static_cast<double>(r.cols), w = r.weight;
   const D k = D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
-  const D mean_z = (scaled_logit_sum / D(n)) / D(logit_scale);
+  // The compensated logit sum is NaN where a logit is -inf (its correction
+  // meets -inf - -inf); a NaN or +inf logit makes m or log_sum NaN as well.
+  // The mean is then -inf and the smoothing term +inf, as in the reference.
+  const D mean_z = where_nan(scaled_logit_sum, D(smx::neg_inf_d()), (scaled_logit_sum / D(n)) / D(logit_scale));
   return {cross_entropy_loss(z_t, m, log_sum, mean_z, r.smoothing, r.z_loss), D(w) * k / sum, k};
 }
 inline double cross_entropy_b(const CrossEntropyRange& r) {
