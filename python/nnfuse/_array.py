@@ -71,8 +71,17 @@ def check_same(reference: np.ndarray, refname: str, other: np.ndarray, othername
         )
 
 
-def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
-    return np.may_share_memory(a, b) and np.shares_memory(a, b, max_work=10_000)
+# NumPy >= 1.25 keeps it in numpy.exceptions, older versions at the top level.
+_TooHardError = getattr(getattr(np, "exceptions", np), "TooHardError")
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray):
+    """True or False, or None where NumPy's exact test gives up (strides too
+    intricate to solve within its work limit)."""
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except _TooHardError:
+        return None
 
 
 class Output:
@@ -96,7 +105,9 @@ class Output:
 def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> Output:
     """Validate ``out=``: an ndarray of the result's shape and dtype, writeable,
     that is either exactly one of ``inputs`` (in place) or shares no memory with
-    any of them. ``inputs`` is a sequence of (name, original array) pairs."""
+    any of them. ``inputs`` is a sequence of (name, original array) pairs. Where
+    the overlap cannot be decided, the kernel writes a temporary that is copied
+    into ``out`` afterwards: right whether or not they overlap."""
     if out is None:
         return Output(None, np.empty(shape, dtype))
     if not isinstance(out, np.ndarray):
@@ -107,6 +118,7 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> O
         raise TypeError(f"{func}(): '{argname}' has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{func}(): '{argname}' is read-only")
+    undecided = False
     for name, arr in inputs:
         if arr is None or not isinstance(arr, np.ndarray) or not np.may_share_memory(out, arr):
             continue
@@ -116,11 +128,15 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> O
             and out.shape == arr.shape
             and out.dtype == arr.dtype
         )
-        if not same_view and _overlaps(out, arr):
+        if same_view:
+            continue
+        overlap = _overlaps(out, arr)
+        if overlap:
             raise ValueError(
                 f"{func}(): '{argname}' partially overlaps '{name}'; pass the same array for an "
                 f"in-place update or a non-overlapping one"
             )
-    if out.flags.c_contiguous:
+        undecided = undecided or overlap is None
+    if out.flags.c_contiguous and not undecided:
         return Output(out, out)
     return Output(out, np.empty(shape, dtype))
