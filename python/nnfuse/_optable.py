@@ -117,7 +117,7 @@ ACTIVATIONS: Tuple[Activation, ...] = (
     Activation("hardsigmoid", (), _fixed("hardsigmoid"), False, (-3.0, 3.0),
                doc="clamp(x / 6 + 1/2, 0, 1); derivative 0 at the kinks"),
     Activation("hardswish", (), _fixed("hardswish"), False, (-3.0, 3.0),
-               doc="x * clamp(x + 3, 0, 6) / 6; derivative at -3: -1/2, at 3: 3/2 (PyTorch)"),
+               doc="x * clamp(x + 3, 0, 6) / 6; derivative at -3: 0, at 3: 1 (PyTorch)"),
     Activation("softplus", (("beta", 1.0), ("threshold", 20.0)), _softplus, True, (0.0, 20.0, -103.0),
                ({"beta": 2.0, "threshold": 10.0},),
                doc="log(1 + exp(beta * x)) / beta, or x where beta * x > threshold"),
