@@ -183,6 +183,11 @@ def test_environment_variable_overrides_and_bad_values_are_clear():
     out = subprocess.run([sys.executable, "-c", "import nnfuse, numpy; nnfuse.relu(numpy.ones(3))"],
                          capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "unknown CPU ISA 'sse9'" in out.stderr
+    # set_cpu_isa replaces the bad value in the process.
+    out = subprocess.run([sys.executable, "-c", "import nnfuse, numpy; nnfuse.set_cpu_isa('scalar'); "
+                          "print(nnfuse.get_cpu_isa(), nnfuse.relu(numpy.array([-1.0, 2.0])))"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.split() == ["scalar", "[0.", "2.]"], out.stderr
 
 
 def test_set_cpu_isa_and_context_manager():

@@ -103,7 +103,13 @@ std::string current_isa() { return kIsaNames[active_level()]; }
 void set_cpu_isa(const std::string& name) {
   int level = level_of(name);
   check_runnable(name, level, "set_cpu_isa");
-  active_level();  // resolve the environment first so it cannot override this call later
+  // Resolve the environment first so that it cannot override this call later.
+  // A bad NNFUSE_CPU_ISA is exactly what this call replaces: its error (which
+  // every kernel call reports until a level is set) does not stop it.
+  try {
+    active_level();
+  } catch (const std::invalid_argument&) {
+  }
   g_level.store(level, std::memory_order_release);
 }
 
