@@ -84,8 +84,9 @@ def dispatch(func, arrays, host_impl, device_impl):
 
     arrays: sequence of (argument name, value) for every array argument,
     ``out`` included (None values take no part in the device check).
-    host_impl(values) gets a dict of the values (None included) with torch CPU tensors replaced by NumPy views and returns NumPy
-    results; device_impl(call) gets a :class:`DeviceCall`.
+    host_impl(values) gets a dict of the values, None included, with torch CPU
+    tensors replaced by NumPy views, and returns NumPy results;
+    device_impl(call) gets a :class:`DeviceCall`.
     """
     present = [(name, value) for name, value in arrays if value is not None]
     device = [name for name, value in present if is_device(value)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from typing import Callable, List, Optional, Sequence
 
-
 import numpy as np
 
 from . import _device as D
