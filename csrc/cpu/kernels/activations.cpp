@@ -104,9 +104,9 @@ void prelu_forward_typed(const PreluRange& r, int64_t total, int64_t row_begin, 
   }
 }
 
-// Sums the lanes of v in lane order, in double.
+// s plus the lanes of v, added one at a time in lane order, in double.
 template <class V>
-double sum_lanes(V v) {
+double add_lanes(double s, V v) {
   using S = scalar_t<V>;
   S lanes[kLanes<V>];
   if constexpr (kLanes<V> == 1) {
@@ -114,41 +114,52 @@ double sum_lanes(V v) {
   } else {
     vstore(lanes, v);
   }
-  double sum = 0.0;
-  for (int i = 0; i < kLanes<V>; ++i) sum += static_cast<double>(lanes[i]);
-  return sum;
+  for (int i = 0; i < kLanes<V>; ++i) s += static_cast<double>(lanes[i]);
+  return s;
 }
 
 // Sum of prelu_weight_grad(g, x) over n elements with slope w; gx written.
-// Accumulates in a vector of the compute type over blocks of 64 elements (at
-// most 64 additions per lane, 4 with AVX-512), then adds the lanes into a
-// double: the error stays within ~66 * 2^-24 of the sum of magnitudes in
-// float32, and the order depends only on n, never on the thread count.
+// Blocks of 64 elements are summed in 16 virtual lanes of the compute type
+// (element i of a block into lane i % 16: one AVX-512 vector, two AVX2
+// vectors, sixteen scalars; 4 additions per lane), whose values are then
+// added into a double in lane order. Every ISA performs the same additions in
+// the same order, and the blocks depend only on n, so the sum has the same
+// bits on every ISA and thread count; its error stays within ~4 * 2^-24 of
+// the sum of magnitudes in float32.
 template <class T>
 double prelu_backward_segment(const T* g, const T* x, T* gx, int64_t n, scalar_t<vec_for_t<T>> w) {
   using V = vec_for_t<T>;
   constexpr int L = kLanes<V>;
+  constexpr int kVirtualLanes = 16;
+  constexpr int kVectors = kVirtualLanes / L;
   constexpr int64_t kBlock = 64;
   const ActArgs<V> args{V(w), V(w)};
   double total = 0.0;
   for (int64_t start = 0; start < n; start += kBlock) {
     int64_t stop = start + kBlock < n ? start + kBlock : n;
-    V acc(0);
+    V acc[kVectors];
+    for (V& a : acc) a = V(0);
     int64_t i = start;
     for (; i + L <= stop; i += L) {
       V gv = vload(g + i), xv = vload(x + i);
       vstore(gx + i, LeakyRelu::bwd(gv, xv, args));
-      acc = acc + LeakyRelu::prelu_weight_grad(gv, xv);
+      V& a = acc[((i - start) / L) % kVectors];
+      a = a + LeakyRelu::prelu_weight_grad(gv, xv);
     }
     if constexpr (L > 1) {
       if (i < stop) {
         int rest = static_cast<int>(stop - i);
         V gv = vload_partial(g + i, rest), xv = vload_partial(x + i, rest);
         vstore_partial(gx + i, LeakyRelu::bwd(gv, xv, args), rest);
-        acc = acc + LeakyRelu::prelu_weight_grad(gv, xv);  // padded lanes contribute 0*0
+        // Padded lanes add +0, which leaves a lane as it was (a lane that
+        // starts at +0 never becomes -0).
+        V& a = acc[((i - start) / L) % kVectors];
+        a = a + LeakyRelu::prelu_weight_grad(gv, xv);
       }
     }
-    total += sum_lanes(acc);
+    double block = 0.0;
+    for (const V& a : acc) block = add_lanes(block, a);
+    total += block;
   }
   return total;
 }
