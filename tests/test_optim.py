@@ -268,6 +268,28 @@ def test_same_bits_for_every_thread_count(clip):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, BFLOAT16, np.float64])
+@pytest.mark.parametrize("clip", ["clipnorm", "global_clipnorm"])
+def test_same_bits_on_every_isa(clip, dtype):
+    """The squares of each gradient block are summed in 16 virtual lanes on
+    every ISA, so the norm, the clip factor and the update have the same bits
+    on scalar, AVX2 and AVX-512, also for sizes that are no multiple of 8 or 16."""
+    rng = np.random.default_rng(6)
+    sizes = [3, 13, 100, 5000, 70001]
+    grads = [(rng.standard_normal(n) * 7).astype(dtype) for n in sizes]
+    results = []
+    for isa in nf._C.supported_isas():
+        with nf.cpu_isa(isa):
+            params = [np.linspace(-1, 1, n).astype(dtype) for n in sizes]
+            opt = optim.Adam(params, lr=0.1, master_weights=np.dtype(dtype).itemsize == 2, **CLIPS[clip])
+            record = opt.step(grads)
+            results.append((isa, record, [p.tobytes() for p in params]))
+    for isa, record, params in results[1:]:
+        assert record.grad_norm == results[0][1].grad_norm, f"{isa} vs {results[0][0]}: {record} {results[0][1]}"
+        assert record.clip_factor == results[0][1].clip_factor
+        assert params == results[0][2], f"{isa} updates differ from {results[0][0]}"
+
+
 def test_float64_norm_does_not_overflow(isa):
     g = [np.full(10, 1e200), np.array([3e-300])]
     params = [np.zeros(10), np.zeros(1)]

@@ -18,11 +18,13 @@ NNF_NS_BEGIN
 
 namespace {
 
-// Double accumulator of squares of the float lanes of VecF, summed in a fixed
-// lane order at the end.
+// Double accumulator of the squares of a block's float elements in 16 virtual
+// lanes (element i into lane i % 16, with one fma each), summed at the end as
+// (lane j + lane j + 8) for j = 0..7 in order. Every ISA performs the same
+// operations in the same order, so the norm has the same bits on each.
 #if NNF_ISA_LEVEL == 2
 struct SquareSum {
-  __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+  __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();  // lanes 0-7, 8-15
   void add(VecF x) {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x.v));
     __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x.v), 1)));
@@ -40,27 +42,36 @@ struct SquareSum {
 };
 #elif NNF_ISA_LEVEL == 1
 struct SquareSum {
-  __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+  __m256d lanes[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  int half = 0;  // vectors alternate between lanes 0-7 (half 0) and 8-15 (half 1)
   void add(VecF x) {
     __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x.v));
     __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x.v, 1));
-    a = _mm256_fmadd_pd(lo, lo, a);
-    b = _mm256_fmadd_pd(hi, hi, b);
+    lanes[2 * half] = _mm256_fmadd_pd(lo, lo, lanes[2 * half]);
+    lanes[2 * half + 1] = _mm256_fmadd_pd(hi, hi, lanes[2 * half + 1]);
+    half ^= 1;
   }
   double total() const {
-    alignas(32) double la[4], lb[4];
-    _mm256_store_pd(la, a);
-    _mm256_store_pd(lb, b);
+    alignas(32) double l[16];
+    for (int k = 0; k < 4; ++k) _mm256_store_pd(l + 4 * k, lanes[k]);
     double s = 0.0;
-    for (int i = 0; i < 4; ++i) s += la[i] + lb[i];
+    for (int i = 0; i < 8; ++i) s += l[i] + l[i + 8];
     return s;
   }
 };
 #else
 struct SquareSum {
-  double a = 0.0;
-  void add(float x) { a = fma(static_cast<double>(x), static_cast<double>(x), a); }
-  double total() const { return a; }
+  double lanes[16] = {};
+  int next = 0;
+  void add(float x) {
+    lanes[next] = fma(static_cast<double>(x), static_cast<double>(x), lanes[next]);
+    next = (next + 1) & 15;
+  }
+  double total() const {
+    double s = 0.0;
+    for (int i = 0; i < 8; ++i) s += lanes[i] + lanes[i + 8];
+    return s;
+  }
 };
 #endif
 
