@@ -118,6 +118,17 @@ def test_parameter_checks():
         nf.rrelu(x, lower=0.5, upper=0.1)
     with pytest.raises(ValueError, match="seed"):
         nf.rrelu(x, training=True, seed=-1)
+    # The seed and offset are integers: no parsing of strings, no truncation of 1.7.
+    for kw, message in ((dict(seed="abc"), "'seed' must be an integer, got str"),
+                        (dict(seed=None), "'seed' must be an integer, got NoneType"),
+                        (dict(seed=1.7), "'seed' must be an integer, got float"),
+                        (dict(offset=2.0), "'offset' must be an integer, got float")):
+        with pytest.raises(TypeError, match=message):
+            nf.rrelu(x, training=True, **kw)
+    with pytest.raises(TypeError, match=r"rrelu_backward\(\): 'seed' must be an integer"):
+        nf.rrelu_backward(x, x, training=True, seed="1")
+    np.testing.assert_array_equal(nf.rrelu(x - 0.5, training=True, seed=np.uint64(7)),
+                                  nf.rrelu(x - 0.5, training=True, seed=7))
     # Real numbers only: float() would take the string "2" and give a
     # message that names no argument for None.
     for call, message in ((lambda: nf.elu(x, alpha="2"), r"elu\(\): 'alpha' must be a real number, got str"),

@@ -17,6 +17,8 @@ function (see ``nnfuse._autograd``).
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from . import _C, _autograd, _interop
@@ -346,7 +348,11 @@ def _rrelu_cuda(call, backward, lower, upper, seed, offset):
 
 
 def _u64(value, argname, func):
-    value = int(value)
+    # An integer only: int() would parse strings and truncate 1.7 to 1.
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{func}(): '{argname}' must be an integer, got {type(value).__name__}") from None
     if not 0 <= value < 2**64:
         raise ValueError(f"{func}(): '{argname}' must be in [0, 2**64), got {value}")
     return value
