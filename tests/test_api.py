@@ -141,6 +141,13 @@ def test_parameter_checks():
         with pytest.raises(TypeError, match=message):
             call()
     np.testing.assert_array_equal(nf.elu(x - 1, alpha=np.float32(2)), nf.elu(x - 1, alpha=2.0))
+    # A NaN option would silently drop a clamp (hardtanh's min_val) or poison every output.
+    for call, message in ((lambda: nf.hardtanh(x, min_val=float("nan")), r"hardtanh\(\): 'min_val' must not be NaN"),
+                          (lambda: nf.rrelu(x, lower=np.nan), "'lower' must not be NaN"),
+                          (lambda: nf.softmax(x, scale=np.float32("nan")), "'scale' must not be NaN"),
+                          (lambda: nf.softplus_backward(x, x, beta=float("nan")), "'beta' must not be NaN")):
+        with pytest.raises(ValueError, match=message):
+            call()
     with pytest.raises(ValueError, match="'ignore_index' must fit in int64"):
         nf.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.zeros(2, np.int64), ignore_index=2**70)
 

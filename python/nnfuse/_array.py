@@ -25,12 +25,17 @@ _SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
 
 def real_option(func: str, name: str, value) -> float:
     """``value`` as a float, or a TypeError naming the option. Strings are
-    refused although ``float("2")`` would take them."""
+    refused although ``float("2")`` would take them; NaN is a ValueError (no
+    option means anything at NaN, and a NaN bound would silently drop a clamp)."""
     if not isinstance(value, (str, bytes)):
         try:
-            return float(value)
+            result = float(value)
         except (TypeError, ValueError):
             pass
+        else:
+            if result != result:
+                raise ValueError(f"{func}(): '{name}' must not be NaN")
+            return result
     raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
 
 
