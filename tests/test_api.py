@@ -145,6 +145,8 @@ def test_parameter_checks():
     for call, message in ((lambda: nf.hardtanh(x, min_val=float("nan")), r"hardtanh\(\): 'min_val' must not be NaN"),
                           (lambda: nf.rrelu(x, lower=np.nan), "'lower' must not be NaN"),
                           (lambda: nf.softmax(x, scale=np.float32("nan")), "'scale' must not be NaN"),
+                          (lambda: nf.softmax(x, scale=float("nan")), "'scale' must not be NaN"),
+                          (lambda: nf.log_softmax_backward(x, x, scale=float("nan")), "'scale' must not be NaN"),
                           (lambda: nf.softplus_backward(x, x, beta=float("nan")), "'beta' must not be NaN")):
         with pytest.raises(ValueError, match=message):
             call()

@@ -101,9 +101,11 @@ def _check_aux(func, arrays, aux_name, aux):
 
 def _direct_args(x, axis, scale, out):
     """x's dtype code when a call on x along ``axis`` may take the direct
-    binding (NumPy arrays, the last axis, a plain scale), else None."""
+    binding (NumPy arrays, the last axis, a plain scale that is not NaN), else
+    None."""
     if (type(x) is np.ndarray and (out is None or type(out) is np.ndarray) and type(axis) is int
-            and (axis == -1 or axis == x.ndim - 1) and (type(scale) is float or type(scale) is int)):
+            and (axis == -1 or axis == x.ndim - 1) and (type(scale) is float or type(scale) is int)
+            and scale == scale):
         return DTYPE_CODES.get(x.dtype)
     return None
 
