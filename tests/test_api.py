@@ -114,6 +114,10 @@ def test_parameter_checks():
         nf.hardtanh(x, min_val=2.0, max_val=1.0)
     with pytest.raises(ValueError, match="alpha"):
         nf.celu(x, alpha=0.0)
+    with pytest.raises(ValueError, match=r"softplus_backward\(\): 'beta' must not be zero"):
+        nf.softplus_backward(x, x, beta=0.0)
+    with pytest.raises(ValueError, match=r"gelu_backward\(\): 'approximate'"):
+        nf.gelu_backward(x, x, approximate="fast")
     with pytest.raises(ValueError, match="lower"):
         nf.rrelu(x, lower=0.5, upper=0.1)
     with pytest.raises(ValueError, match="seed"):
@@ -132,7 +136,10 @@ def test_parameter_checks():
     # Real numbers only: float() would take the string "2" and give a
     # message that names no argument for None.
     for call, message in ((lambda: nf.elu(x, alpha="2"), r"elu\(\): 'alpha' must be a real number, got str"),
-                          (lambda: nf.leaky_relu_backward(x, x, negative_slope=None), "'negative_slope'.*NoneType"),
+                          # a backward's errors carry its own name
+                          (lambda: nf.leaky_relu_backward(x, x, negative_slope=None),
+                           r"leaky_relu_backward\(\): 'negative_slope'.*NoneType"),
+                          (lambda: nf.hardtanh_backward(x, y=x, min_val="0"), r"hardtanh_backward\(\): 'min_val'"),
                           (lambda: nf.hardtanh(x, max_val=b"1"), "'max_val'.*bytes"),
                           (lambda: nf.softplus(x, threshold=[20.0]), "'threshold'.*list"),
                           (lambda: nf.rrelu(x, lower="0.1"), r"rrelu\(\): 'lower'"),

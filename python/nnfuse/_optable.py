@@ -28,7 +28,8 @@ class Activation:
 
     name: the public function (``nnfuse.<name>`` and ``nnfuse.<name>_backward``).
     params: parameter names with torch.nn.functional's defaults, in order.
-    kernel_args: maps the parameters to (kernel op code, p0, p1), validating them.
+    kernel_args: maps (the calling function's name, for messages; the parameters)
+        to (kernel op code, p0, p1), validating them.
     from_y: the backward also accepts the forward output ``y``.
     special_points: inputs where the function has a kink, threshold or
         saturation; tests and the accuracy script sample densely around them.
@@ -44,48 +45,48 @@ class Activation:
 
 
 def _fixed(op: str):
-    return lambda: (OP_CODES[op], 0.0, 0.0)
+    return lambda func: (OP_CODES[op], 0.0, 0.0)
 
 
-def _relu6():
+def _relu6(func):
     # relu6 is hardtanh(x, 0, 6): the same kernel, fixed bounds.
     return OP_CODES["hardtanh"], 0.0, 6.0
 
 
-def _leaky(negative_slope=0.01):
-    return OP_CODES["leaky_relu"], real_option("leaky_relu", "negative_slope", negative_slope), 0.0
+def _leaky(func, negative_slope=0.01):
+    return OP_CODES["leaky_relu"], real_option(func, "negative_slope", negative_slope), 0.0
 
 
-def _elu(alpha=1.0):
-    return OP_CODES["elu"], real_option("elu", "alpha", alpha), 0.0
+def _elu(func, alpha=1.0):
+    return OP_CODES["elu"], real_option(func, "alpha", alpha), 0.0
 
 
-def _celu(alpha=1.0):
-    alpha = real_option("celu", "alpha", alpha)
+def _celu(func, alpha=1.0):
+    alpha = real_option(func, "alpha", alpha)
     if alpha == 0:
-        raise ValueError("celu(): 'alpha' must not be zero (the formula divides by it)")
+        raise ValueError(f"{func}(): 'alpha' must not be zero (the formula divides by it)")
     return OP_CODES["celu"], alpha, 0.0
 
 
-def _gelu(approximate="none"):
+def _gelu(func, approximate="none"):
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu(): 'approximate' must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(f"{func}(): 'approximate' must be 'none' or 'tanh', got {approximate!r}")
     return OP_CODES["gelu" if approximate == "none" else "gelu_tanh"], 0.0, 0.0
 
 
-def _hardtanh(min_val=-1.0, max_val=1.0):
-    min_val = real_option("hardtanh", "min_val", min_val)
-    max_val = real_option("hardtanh", "max_val", max_val)
+def _hardtanh(func, min_val=-1.0, max_val=1.0):
+    min_val = real_option(func, "min_val", min_val)
+    max_val = real_option(func, "max_val", max_val)
     if min_val > max_val:
-        raise ValueError(f"hardtanh(): 'min_val' ({min_val}) must not be greater than 'max_val' ({max_val})")
+        raise ValueError(f"{func}(): 'min_val' ({min_val}) must not be greater than 'max_val' ({max_val})")
     return OP_CODES["hardtanh"], min_val, max_val
 
 
-def _softplus(beta=1.0, threshold=20.0):
-    beta = real_option("softplus", "beta", beta)
+def _softplus(func, beta=1.0, threshold=20.0):
+    beta = real_option(func, "beta", beta)
     if beta == 0:
-        raise ValueError("softplus(): 'beta' must not be zero (the formula divides by it)")
-    return OP_CODES["softplus"], beta, real_option("softplus", "threshold", threshold)
+        raise ValueError(f"{func}(): 'beta' must not be zero (the formula divides by it)")
+    return OP_CODES["softplus"], beta, real_option(func, "threshold", threshold)
 
 
 SELU_ALPHA = 1.6732632423543772848170429916717

@@ -127,7 +127,7 @@ def _generate(activation, namespace):
     namespace[f"_args_{name}"] = activation.kernel_args
     forward_src = (
         f"def {name}(x{param_list}, *, out=None):\n"
-        f"    code, p0, p1 = _args_{name}({param_names})\n"
+        f"    code, p0, p1 = _args_{name}({name!r}, {param_names})\n"
         f"    return _forward(code, x, out, p0, p1, {name!r})\n"
     )
     if activation.from_y:
@@ -136,14 +136,14 @@ def _generate(activation, namespace):
                    if sign_param else "")
         backward_src = (
             f"def {name}_backward(grad, x=None{param_list}, *, y=None, out=None):\n"
-            f"    code, p0, p1 = _args_{name}({param_names})\n"
+            f"    code, p0, p1 = _args_{name}({name + '_backward'!r}, {param_names})\n"
             f"{check_y}"
             f"    return _backward(code, grad, x, y, out, p0, p1, {name + '_backward'!r})\n"
         )
     else:
         backward_src = (
             f"def {name}_backward(grad, x{param_list}, *, out=None):\n"
-            f"    code, p0, p1 = _args_{name}({param_names})\n"
+            f"    code, p0, p1 = _args_{name}({name + '_backward'!r}, {param_names})\n"
             f"    return _backward(code, grad, x, None, out, p0, p1, {name + '_backward'!r})\n"
         )
     exec(forward_src, namespace)  # generated from the op table: real signatures, no per-call parsing
