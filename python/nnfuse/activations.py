@@ -228,9 +228,11 @@ def _prelu_cuda(call):
 def prelu_backward(grad, x, weight, *, out=None):
     """Gradients of prelu: returns ``(grad_x, grad_weight)``. grad_x is
     grad if x > 0 else weight[c] * grad (at 0: the weight, as PyTorch);
-    grad_weight[c] sums grad * x over the elements of channel c with x <= 0,
-    accumulated in float64 in an order fixed by the shape (the same bits for
-    every thread count; on a GPU, for every run), then rounded to weight's dtype."""
+    grad_weight[c] sums grad * x over the elements of channel c with x <= 0:
+    blocks of 64 elements in 16 lanes of the compute type (4 additions each),
+    the lanes and blocks accumulated in float64, in an order fixed by the shape
+    (the same bits for every thread count and CPU ISA; on a GPU, for every run),
+    then rounded to weight's dtype."""
     if not _host(grad) or not _host(x) or not _host(weight) or (out is not None and not _host(out)):
         _autograd.refuse_backward_input("prelu_backward", grad, x, weight, out)
         return _interop.dispatch("prelu_backward", (("grad", grad), ("x", x), ("weight", weight), ("out", out)),
