@@ -522,12 +522,35 @@ def _zeros():
     (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1, beta1=1.0), ValueError, "'beta1'.*\\[0, 1\\)"),
     (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1, beta2=-0.1), ValueError, "'beta2'"),
     (lambda p, g: optim.sgd_step(p, g, step=1, lr=None), TypeError, "'lr' must be a real number"),
-    (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=1, lr_decay=-1.0), ValueError, "'lr_decay'")])
+    (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=1, lr_decay=-1.0), ValueError, "'lr_decay'"),
+    (lambda p, g: optim.rmsprop_step(p, g, _zeros(), step=1, momentum=None), TypeError, "'momentum' must be a real"),
+    (lambda p, g: optim.sgd_step(p, g, step=1, lr=0.1, momentum="0.9", nesterov=True), TypeError, "'momentum'"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1, eps="1e-8"), TypeError, "'eps' must be a real")])
 def test_functional_steps_check_their_arguments_first(call, error, message):
     params, grads = [np.ones(3, np.float32)], [np.ones(3, np.float32)]
     with pytest.raises(error, match=message):
         call(params, grads)
     np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("returned,error,message", [
+    (-4.0, ValueError, "'global_norm_reduce' returned -4.0, but a sum of squares is >= 0"),
+    ("9", TypeError, "'global_norm_reduce' must return a number.*got str"),
+    (None, TypeError, "'global_norm_reduce' must return a number.*got NoneType")])
+def test_global_norm_reduce_result_is_checked(returned, error, message):
+    """A reducer's result that is no sum of squares is refused before any array
+    changes: a negative sum gave a NaN norm that 'skip' let through into the
+    parameters."""
+    params, grads = [np.ones(3, np.float32)], [np.ones(3, np.float32)]
+    opt = optim.Adam(params, lr=0.1, global_clipnorm=1.0, global_norm_reduce=lambda local: returned)
+    with pytest.raises(error, match=message):
+        opt.step(grads)
+    np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
+    assert opt.step_count == 0
+    # NumPy scalars and other numbers float() takes are sums too.
+    record = optim.sgd_step(params, grads, step=1, lr=0.1, global_clipnorm=1.0,
+                            global_norm_reduce=lambda local: np.float64(local) * 4)
+    assert record.grad_norm == pytest.approx(math.sqrt(12.0))
 
 
 def test_capturable_needs_cuda_arrays():

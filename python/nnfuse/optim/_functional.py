@@ -180,6 +180,31 @@ def state_dtype_for(param_dtype, master: bool, func: str):
                     "(float32, float64, float16, bfloat16)")
 
 
+def _checked_reduce(func, reduce):
+    """The caller's global_norm_reduce on the host path, with its result checked
+    (the CUDA path's reducer takes and returns device scalars): a number (what
+    float() takes, a 0-d tensor included), and a sum of squares is >= 0 (+inf
+    or NaN carry a non-finite gradient). A negative sum would give a NaN norm
+    that "skip" does not catch; the error comes before any array is written."""
+    if reduce is None:
+        return None
+
+    def run(local):
+        total = reduce(local)
+        try:
+            if isinstance(total, (str, bytes)):
+                raise TypeError
+            total = float(total)
+        except (TypeError, ValueError):
+            raise TypeError(f"{func}(): 'global_norm_reduce' must return a number (the summed squares), "
+                            f"got {type(total).__name__}") from None
+        if total < 0:
+            raise ValueError(f"{func}(): 'global_norm_reduce' returned {total}, but a sum of squares is >= 0")
+        return total
+
+    return run
+
+
 def _step_flags(func, flags, params, grads, *, weight_decay, decoupled, maximize, clipvalue, clipnorm,
                 global_clipnorm, nonfinite, semantics, global_norm_reduce):
     """The checks and kernel flags shared by the CPU and CUDA steps: returns (clip_mode, clip,
@@ -219,7 +244,7 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     norm, factor, skipped = _C.optim_step(func, _KINDS[kind], code, first.dtype, sdtype, params, grads, names,
                                           states, masters, [float(h) for h in hyper], flags, clip_value,
                                           clip_mode, clip, _NONFINITE[nonfinite], semantics == "keras",
-                                          global_norm_reduce)
+                                          _checked_reduce(func, global_norm_reduce))
     return StepRecord(norm, factor, skipped, step - 1 if skipped else step)
 
 
@@ -254,6 +279,7 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
     """One Adam (AdamW with ``decoupled=True``) step over every array; see the module docstring."""
     func = "adam_step"
     _required_states(func, (("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)))
+    check_hyper(func, dict(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
@@ -265,7 +291,7 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
                             clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
                             semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
     step = _step_number(step, func)
-    check_hyper(func, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
+    check_hyper(func, dict(lr=lr))  # here: on the CUDA path lr may be a device scalar
     bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
     if semantics == "keras":
         step_size, vscale = lr * math.sqrt(bc2) / bc1, 1.0
@@ -287,6 +313,7 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
              global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One SGD step (momentum, dampening, Nesterov) over every array; see the module docstring."""
     func = "sgd_step"
+    check_hyper(func, dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay))
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
     if momentum != 0 and momentum_buffers is None:
@@ -299,7 +326,7 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
                             clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
                             semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
     step = _step_number(step, func)
-    check_hyper(func, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay))
+    check_hyper(func, dict(lr=lr))
     flags = (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0) | (_FIRST if step == 1 else 0)
     hyper = [lr, momentum, 1 - dampening, weight_decay, 1 - lr * weight_decay]
     return _run(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None], ["momentum_buffers"],
@@ -318,6 +345,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
     """One RMSprop step (centered, momentum) over every array; see the module docstring."""
     func = "rmsprop_step"
     _required_states(func, (("square_avgs", square_avgs),))
+    check_hyper(func, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
     if centered and grad_avgs is None:
         raise ValueError(f"{func}(): centered=True needs 'grad_avgs'")
     if momentum > 0 and momentum_buffers is None:
@@ -332,7 +360,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
                             decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
-    check_hyper(func, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
+    check_hyper(func, dict(lr=lr))
     hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
     return _run(func, "rmsprop", params, grads,
                 [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
@@ -351,6 +379,7 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
     """One Adagrad step over every array; see the module docstring."""
     func = "adagrad_step"
     _required_states(func, (("state_sums", state_sums),))
+    check_hyper(func, dict(lr_decay=lr_decay, eps=eps, weight_decay=weight_decay))
     eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
     if _D.on_device(params):
         return _device_step(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params,
@@ -359,7 +388,7 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
     step = _step_number(step, func)
-    check_hyper(func, dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay))
+    check_hyper(func, dict(lr=lr))
     hyper = [lr / (1 + (step - 1) * lr_decay), eps, weight_decay, 1 - lr * weight_decay]
     return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0, step=step,
                 weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
