@@ -553,6 +553,20 @@ def test_global_norm_reduce_result_is_checked(returned, error, message):
     assert record.grad_norm == pytest.approx(math.sqrt(12.0))
 
 
+def test_parameters_must_not_share_memory():
+    """The same array twice, or overlapping views of one buffer, would be updated
+    twice a step with two states (PyTorch only warns)."""
+    a = np.zeros(10, np.float32)
+    b = np.ones(4, np.float32)
+    for params, pair in (([a, b, a], "'params\\[0\\]' and 'params\\[2\\]'"),
+                         ([b, a[:5], a[3:]], "'params\\[1\\]' and 'params\\[2\\]'")):
+        with pytest.raises(ValueError, match=pair + " share memory"):
+            optim.SGD(params, lr=0.1)
+    opt = optim.SGD([a[:5], a[5:], b, np.zeros(0, np.float32)], lr=0.5)  # disjoint views are fine
+    opt.step([np.ones(5, np.float32), np.ones(5, np.float32), np.ones(4, np.float32), np.zeros(0, np.float32)])
+    np.testing.assert_array_equal(a, np.full(10, -0.5, np.float32))
+
+
 def test_capturable_needs_cuda_arrays():
     with pytest.raises(ValueError, match="capturable=True needs CUDA arrays"):
         optim.Adam([np.zeros(3, np.float32)], capturable=True)

@@ -16,6 +16,19 @@ from .._array import dtype_code
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 
 
+def _check_disjoint(name, params):
+    """Refuses parameters that share memory (the same array twice, or views of
+    one buffer that overlap): each step would update those elements twice, with
+    two states. The arrays are C-contiguous, so each is one byte range; sorted
+    by start, any overlap is one between neighbours."""
+    ranges = sorted((p.__array_interface__["data"][0], p.nbytes, i) for i, p in enumerate(params) if p.nbytes)
+    for (start, size, i), (next_start, _, j) in zip(ranges, ranges[1:]):
+        if next_start < start + size:
+            first, second = sorted((i, j))
+            raise ValueError(f"{name}(): 'params[{first}]' and 'params[{second}]' share memory; "
+                             "each parameter must be a separate array")
+
+
 class Optimizer:
     """Base class. Subclasses name their state arrays (``_state_names``) and
     call one functional step."""
@@ -49,6 +62,7 @@ class Optimizer:
                 raise ValueError(f"{name}(): 'params[{i}]' must be C-contiguous")
             if not p.flags.writeable:
                 raise ValueError(f"{name}(): 'params[{i}]' is read-only")
+        _check_disjoint(name, self.params)
         dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
         self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
         self.hyper = dict(hyper)
