@@ -108,8 +108,8 @@ def test_every_isa_gives_the_same_bits(case, dtype):
 
 # Signed zeros at x = +-0: a zero forward result, and a zero backward result
 # for g = +-1, has the reference's sign, which is PyTorch's (relu(-0) =
-# tanh(-0) = elu(-0) = mish(-0) = -0, relu'(-0) g = g * 0), on every ISA and
-# dtype. For g = +-0 the backward result is a zero of either sign.
+# tanh(-0) = elu(-0) = mish(-0) = -0, relu'(-0) g = +0 for either sign of g),
+# on every ISA and dtype. For g = +-0 the backward result is a zero of either sign.
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_zero_results_have_the_references_sign(case, dtype, isa):
@@ -128,6 +128,32 @@ def test_zero_results_have_the_references_sign(case, dtype, isa):
         zero = (got == 0) & signed
         np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(expected[zero]),
                                       err_msg=f"{label} at x = {x[zero]}, g = {g[zero]}")
+
+
+@pytest.mark.parametrize("name,params", [("relu", {}), ("relu6", {}), ("hardtanh", {}),
+                                         ("hardtanh", {"min_val": -2.0, "max_val": 3.0}), ("hardsigmoid", {}),
+                                         ("hardswish", {})])
+def test_flat_pieces_give_pytorchs_zero(name, params, isa):
+    """Where a piecewise-constant derivative is 0, g f'(x) is +0 for either sign
+    of g, as PyTorch's where(..., 0, g): g * 0 would give -0 for g < 0. An
+    infinite or NaN g still gives NaN there (the README's NaN contract)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([-5.0, -3.0, -2.0, -1.0, -0.0, 0.0, 3.0, 6.0, 7.0], np.float32)
+    g = np.full(x.shape, -1.5, np.float32)
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    getattr(torch.nn.functional, name)(tx, **params).backward(torch.from_numpy(g))
+    expected = tx.grad.numpy()
+    flat = expected == 0
+    assert flat.sum() >= 2
+    # The values elsewhere are the reference tests' business (PyTorch's hardswish
+    # slope x/3 + 1/2 is rounded twice where ours is exact).
+    got = getattr(nf, name + "_backward")(g, x, **params)
+    np.testing.assert_array_equal(got == 0, flat, err_msg=f"{name}{params}: which gradients are zero")
+    np.testing.assert_array_equal(np.signbit(got[flat]), np.signbit(expected[flat]), err_msg=f"{name}{params}")
+    reference = getattr(ref, name + "_backward")(g.astype(np.float64), x.astype(np.float64), **params)
+    np.testing.assert_array_equal(np.signbit(reference[flat]), np.signbit(expected[flat]))
+    for bad in (np.inf, -np.inf, np.nan):
+        assert np.isnan(getattr(nf, name + "_backward")(np.full(x.shape, bad, np.float32), x, **params)[flat]).all()
 
 
 def _bits_with_canonical_nan(a):

@@ -120,6 +120,16 @@ def _backward(grad, x, dfdx):
         return np.asarray(g * d, dtype=np.float64)
 
 
+def _backward_flat(grad, x, dfdx, flat):
+    """_backward where f' is 0 on the pieces flat(x) selects: there the result is
+    grad - grad, +0 for finite grad as PyTorch's where(..., 0, grad) (grad * 0
+    would be -0 for grad < 0), NaN for an infinite or NaN grad."""
+    g, x = np.broadcast_arrays(_f64(grad), _f64(x))
+    with np.errstate(all="ignore"):
+        d = np.where(np.isnan(x), np.nan, np.asarray(dfdx(x), dtype=np.float64))
+        return np.asarray(np.where(flat(x) & ~np.isnan(x), g - g, g * d), dtype=np.float64)
+
+
 def _scale(x, s):
     """x * s with the limit 0 (not NaN) for inf * 0."""
     with np.errstate(all="ignore"):
@@ -280,7 +290,7 @@ def relu(x):
 
 def relu_backward(grad, x):
     """relu'(x) = 1 if x > 0 else 0 (relu'(0) = 0)."""
-    return _backward(grad, x, lambda v: np.where(v > 0, 1.0, 0.0))
+    return _backward_flat(grad, x, lambda v: np.where(v > 0, 1.0, 0.0), lambda v: ~(v > 0))
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -394,7 +404,10 @@ def hardtanh(x, min_val=-1.0, max_val=1.0):
 
 def hardtanh_backward(grad, x, min_val=-1.0, max_val=1.0):
     """hardtanh'(x) = 1 if min_val < x < max_val else 0 (0 at both kinks)."""
-    return _backward(grad, x, lambda v: np.where((v > min_val) & (v < max_val), 1.0, 0.0))
+    def inside(v):
+        return (v > min_val) & (v < max_val)
+
+    return _backward_flat(grad, x, lambda v: np.where(inside(v), 1.0, 0.0), lambda v: ~inside(v))
 
 
 def hardsigmoid(x):
@@ -406,7 +419,10 @@ def hardsigmoid(x):
 
 def hardsigmoid_backward(grad, x):
     """hardsigmoid'(x) = 1/6 on the open interval (-3, 3), else 0."""
-    return _backward(grad, x, lambda v: np.where((v > -3.0) & (v < 3.0), 1.0 / 6.0, 0.0))
+    def inside(v):
+        return (v > -3.0) & (v < 3.0)
+
+    return _backward_flat(grad, x, lambda v: np.where(inside(v), 1.0 / 6.0, 0.0), lambda v: ~inside(v))
 
 
 def hardswish(x):
@@ -431,7 +447,7 @@ def hardswish_backward(grad, x):
         # (x + 3/2) / 3 rather than x / 3 + 1/2: exact sum near the root x = -3/2 (Sterbenz).
         return np.where(v <= -3.0, 0.0, np.where(v < 3.0, (v + 1.5) / 3.0, 1.0))
 
-    return _backward(grad, x, d)
+    return _backward_flat(grad, x, d, lambda v: v <= -3.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -84,10 +84,18 @@ template <class V>
 NNF_HD V nan_from(V x, V v) {
   return select(is_nan(x), x, v);
 }
-// g where the mask holds, g * 0 elsewhere; NaN where x is NaN.
+// The zero of a piecewise-constant derivative's flat pieces times g: g - g,
+// which is +0 for every finite g, as PyTorch's where(..., 0, g) (g * 0 would
+// be -0 for g < 0), and NaN for an infinite or NaN g (the README's NaN
+// contract, where PyTorch gives 0).
+template <class V>
+NNF_HD V flat_zero(V g) {
+  return g - g;
+}
+// g where the mask holds, flat_zero(g) elsewhere; NaN where x is NaN.
 template <class V, class M>
 NNF_HD V pass_where(M m, V g, V x) {
-  return nan_from(x, select(m, g, g * V(0.0f)));
+  return nan_from(x, select(m, g, flat_zero(g)));
 }
 // g d/dx [x sigmoid(w(x))] = g s (1 + x w' (1 - s)), s = sigmoid(w), for an
 // odd w (SiLU: w = x; gelu-tanh: w = 2u(x)) and 16-bit outputs, from
@@ -794,7 +802,7 @@ struct Hardswish {
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     V mid = g * ((fma(V(2.0f), x, V(3.0f))) / V(6.0f));
-    V r = select(x <= V(-3.0f), g * V(0.0f), select(x < V(3.0f), mid, g));
+    V r = select(x <= V(-3.0f), act_detail::flat_zero(g), select(x < V(3.0f), mid, g));
     return act_detail::nan_from(x, r);
   }
 };
