@@ -1610,7 +1610,7 @@ void softmax_forward(const SoftmaxRange& r, int64_t row_begin, int64_t row_end) 
   });
 }
 
-// Every lane in [-87, 0] (NaN: no), where exp_near is exp_rounded.
+// Every lane in [-87, 0] (NaN: no), where exp_near is exp.
 template <class V>
 NNF_HD bool all_in_near_range(V y) {
   if constexpr (kLanes<V> == 1) {

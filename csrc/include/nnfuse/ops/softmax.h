@@ -62,14 +62,14 @@ NNF_HD void exact_diff(double z, double m, double& d, double& dlo) {
 }
 
 // e^(d + dlo) and k * e^(d + dlo) (k folded in before any rounding into the
-// denormal range), with the reduction of reduce_ln2_rounded, as exp_near.
+// denormal range), with the reduction of every float exp, as exp_near.
 template <class V>
 NNF_HD V exp_lo(V d, V dlo) {
-  return vmath::exp_parts_rounded(d, dlo).value();
+  return vmath::exp_parts(d, dlo).value();
 }
 template <class V>
 NNF_HD V exp_lo_times(V d, V dlo, V k) {
-  return vmath::exp_parts_rounded(d, dlo).times(k);
+  return vmath::exp_parts(d, dlo).times(k);
 }
 NNF_HD double exp_lo(double d, double dlo) { return exp(d); }
 NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); }
@@ -84,7 +84,7 @@ NNF_HD double exp_lo_times(double d, double dlo, double k) { return k * exp(d); 
 // one scale factor). Callers guarantee the range for every lane they keep
 // (NaN and infinite rows or lanes never get here): k is then in [-126, 0].
 // Without dlo, r + 0 is left out (it only turns a -0 into +0, and e^r - 1 =
-// +-0 gives the same fma): the same bits as exp_rounded(d).
+// +-0 gives the same fma): the same bits as exp(d).
 template <bool kHasLo, class V>
 NNF_HD V exp_near_impl(V d, V dlo) {
   auto [t, k, r] = vmath::reduce_ln2_rounded(d);
@@ -100,13 +100,6 @@ template <class V>
 NNF_HD V exp_near(V d) {
   return exp_near_impl<false>(d, V(0.0f));
 }
-// e^x for any x, with the family's reduction (the log-softmax backward's
-// general lanes; exp_near(x) gives its bits where x is in [-87, 0]).
-template <class V>
-NNF_HD V exp_rounded(V x) {
-  return vmath::exp_parts_rounded(x).value();
-}
-NNF_HD double exp_rounded(double x) { return exp(x); }
 
 // Max that keeps a NaN of either operand (vmax alone keeps only its second's).
 template <class V>
@@ -281,11 +274,11 @@ NNF_HD V softmax_bwd_out(V g, V y, V dot, V scale) {
 // log_softmax: pass 1 sums g; pass 2 writes scale * (g - e^y sum_g).
 template <class V>
 NNF_HD V log_softmax_bwd_out(V g, V y, V sum_g, V scale) {
-  return (g - smx::exp_rounded(y) * sum_g) * scale;
+  return (g - exp(y) * sum_g) * scale;
 }
 
 // The same for float lanes that all lie in [-87, 0] (the caller checks the
-// vector): exp_near(y) equals exp_rounded(y) to the bit there (same reduction,
+// vector): exp_near(y) equals exp(y) to the bit there (same reduction,
 // polynomial and single rounding), so which lanes take which path does not
 // change a result, and ISAs of different widths still agree.
 template <class V>

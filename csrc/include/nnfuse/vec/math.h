@@ -146,52 +146,54 @@ NNF_HD V expm1_reduced(V r) {
 }
 // float64: the C library on the reduced argument (< 1 ulp).
 
-// Cody-Waite reduction x = k ln2 + r, k = rint(x / ln2), |r| <= ln2 / 2 (+ the
-// rounding of k ln2_lo): ln2_hi has 15 significant bits and |k| < 2^9 here, so
-// k ln2_hi and fma(k, -ln2_hi, x) are exact and only k ln2_lo is rounded.
-// ln2_lo > 0 keeps the sign of a zero x. The reduction of every float exp
-// below (exp_parts, mul_sigmoid, expm1, tanh; GELU's exp_neg_half_square)
-// but the softmax family's, which take reduce_ln2_rounded. kDoubled:
-// the reduction of x / 2 with r returned doubled, x / 2 = k ln2 + r / 2
-// (2 ln2_hi has the same 15 bits, so the same exactness), for a caller that
-// holds 2x and would otherwise spend a product on the halving.
+// 1.5 2^23: t + kIntegerShift lies in [2^23, 2^24), where the floats are the
+// integers, for float |t| < 2^22 (rint_small, reduce_ln2_rounded).
+inline constexpr float kIntegerShift = 12582912.0f;
+
+// Cody-Waite reduction x = k ln2 + r for float |x| <= 256, the reduction of
+// every float exp (exp_parts, mul_sigmoid, expm1, tanh, the softmax family,
+// GELU's exp_neg_half_square). k comes from one fma: t = x log2e + 1.5 2^23
+// rounded once lies in [2^23, 2^24), where the floats are the integers, so t
+// - 1.5 2^23 = k exactly and t's low significand bits are k (pow2_rounded
+// takes 2^k from them: no conversion). k is x log2e rounded to nearest with
+// the product unrounded, so |r| <= ln2 / 2 + 2^-15 (+ the rounding of k
+// ln2_lo), within expm1_reduced's range, and t is nondecreasing in x. ln2_hi
+// has 15 significant bits and |k| <= 370 < 2^9, so k ln2_hi and fma(k,
+// -ln2_hi, x) are exact and only k ln2_lo is rounded; ln2_lo > 0 keeps the
+// sign of a zero x. kDoubled: the reduction of x / 2 with r returned doubled,
+// x / 2 = k ln2 + r / 2 (2 ln2_hi has the same 15 bits, so the same
+// exactness), for a caller that holds 2x and would otherwise spend a product
+// on the halving. Against k = vrint(x log2e) (a product and a two-uop
+// rounding, 12 cycles to k against 8), float32, 1 thread, AVX-512, 2^16
+// elements, ns per element, two alternating runs: tanh 0.482/0.709 ->
+// 0.432/0.673, gelu 0.736/0.709 -> 0.662/0.660, sigmoid 0.634/0.465 ->
+// 0.592/0.424, silu 0.468/0.530 -> 0.443/0.458, elu 0.441/0.559 ->
+// 0.426/0.543; mish even. Over every float (docs/exhaustive.md) no worst
+// case moved.
+template <class V>
+struct Ln2SplitRounded {
+  V t, k, r;
+};
+template <bool kDoubled = false, class V>
+NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
+  static_assert(std::is_same_v<scalar_t<V>, float>, "the shift rounds to integers in float only");
+  using L = Limits<scalar_t<V>>;
+  constexpr float kScale = kDoubled ? 2.0f : 1.0f;
+  const V shift(kIntegerShift);
+  V t = fma(x, V(L::log2e / kScale), shift);
+  V k = t - shift;
+  V r = fma(k, V(-kScale * L::ln2_hi), x);
+  return {t, k, fma(k, V(-kScale * L::ln2_lo), r)};
+}
+// The same, for callers that need only k and r.
 template <class V>
 struct Ln2Split {
   V k, r;
 };
 template <bool kDoubled = false, class V>
 NNF_HD Ln2Split<V> reduce_ln2(V x) {
-  using L = Limits<scalar_t<V>>;
-  constexpr float kScale = kDoubled ? 2.0f : 1.0f;
-  V k = vrint(x * V(L::log2e / kScale));
-  V r = fma(k, V(-kScale * L::ln2_hi), x);
-  return {k, fma(k, V(-kScale * L::ln2_lo), r)};
-}
-
-// 1.5 2^23: t + kIntegerShift lies in [2^23, 2^24), where the floats are the
-// integers, for float |t| < 2^22 (rint_small, reduce_ln2_rounded).
-inline constexpr float kIntegerShift = 12582912.0f;
-
-// reduce_ln2 for float |x| <= 256 with k from one fma: t = x log2e + 1.5
-// 2^23 rounded once lies in [2^23, 2^24), where the floats are the
-// integers, so t - 1.5 2^23 = k exactly and t's low significand bits are k
-// (pow2_rounded takes 2^k from them: no conversion). k is x log2e rounded
-// to nearest with the product unrounded (reduce_ln2 rounds the product
-// first, so k can differ by one at a half: |r| <= ln2 / 2 + 2^-15), and t is
-// nondecreasing in x. Two operations and one conversion fewer than
-// reduce_ln2 and pow2i; |k| <= 370 < 2^9 keeps k ln2_hi exact.
-template <class V>
-struct Ln2SplitRounded {
-  V t, k, r;
-};
-template <class V>
-NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
-  using L = Limits<scalar_t<V>>;
-  const V shift(kIntegerShift);
-  V t = fma(x, V(L::log2e), shift);
-  V k = t - shift;
-  V r = fma(k, V(-L::ln2_hi), x);
-  return {t, k, fma(k, V(-L::ln2_lo), r)};
+  const Ln2SplitRounded<V> s = reduce_ln2_rounded<kDoubled>(x);
+  return {s.k, s.r};
 }
 
 // e^(x + xlo): x + xlo = k ln2 + r by reduce_ln2 on x, with xlo added to r.
@@ -201,22 +203,13 @@ NNF_HD Ln2SplitRounded<V> reduce_ln2_rounded(V x) {
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
 // kNonPositive: the caller guarantees x <= 0 or NaN, so k <= 0 needs no test
 // and a clamp only from below (vmin(exp_hi, x) is x there, NaN included).
-// kRounded: k from reduce_ln2_rounded (|xc| <= 200 < 256 after the clamps).
-template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, bool kRounded = false, class V>
+// |xc| <= 200 < 256 after the clamps, as reduce_ln2 needs.
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
   V xc = x;
   if (kClamp) xc = vmax(V(L::exp_lo), kNonPositive ? x : vmin(V(L::exp_hi), x));
-  V k, r;
-  if constexpr (kRounded) {
-    const Ln2SplitRounded<V> s = reduce_ln2_rounded(xc);
-    k = s.k;
-    r = s.r;
-  } else {
-    const Ln2Split<V> s = reduce_ln2(xc);
-    k = s.k;
-    r = s.r;
-  }
+  auto [k, r] = reduce_ln2(xc);
   // xlo is clamped (NaN -> bound): it only matters where x is in range, and a
   // huge or NaN correction from an out-of-range product must not leak in.
   if (kHasLo) r = r + (kClamp ? vmax(vmin(xlo, V(1.0e-4f)), V(-1.0e-4f)) : xlo);
@@ -225,7 +218,7 @@ NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   return {em1, k, all_lanes((k >= V(L::emin)) & (k <= V(127.0f)))};
 }
 // float64: e^(x + xlo) = e^x (1 + xlo), as the reference.
-template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, bool kRounded = false>
+template <bool kHasLo, bool kClamp = true, bool kNonPositive = false>
 NNF_HD ExpParts<double> exp_parts_impl(double x, double xlo) {
   return {kHasLo ? ::exp(x) * (1.0 + vmax(vmin(xlo, 1.0e-4), -1.0e-4)) : ::exp(x)};
 }
@@ -235,12 +228,6 @@ NNF_HD ExpParts<V> exp_parts(V x) { return exp_parts_impl<false>(x, V(0.0f)); }
 // error of a product that formed x.
 template <class V>
 NNF_HD ExpParts<V> exp_parts(V x, V xlo) { return exp_parts_impl<true>(x, xlo); }
-// exp_parts(x) and exp_parts(x, xlo) with the reduction of reduce_ln2_rounded
-// (the softmax family's, whose shorter forms take that reduction).
-template <class V>
-NNF_HD ExpParts<V> exp_parts_rounded(V x) { return exp_parts_impl<false, true, false, true>(x, V(0.0f)); }
-template <class V>
-NNF_HD ExpParts<V> exp_parts_rounded(V x, V xlo) { return exp_parts_impl<true, true, false, true>(x, xlo); }
 // exp_parts for x <= 0 or NaN (e^-|z| and the like): the same bits, one clamp
 // and one test fewer.
 template <class V>
