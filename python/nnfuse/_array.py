@@ -23,20 +23,28 @@ SUPPORTED_DTYPES = tuple(DTYPE_CODES)
 _SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
 
 
+def as_real(value):
+    """``value`` as a float where float() takes it (Python and NumPy numbers,
+    0-d arrays and tensors), else None. Strings are refused although
+    ``float("2")`` would take them."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def real_option(func: str, name: str, value) -> float:
-    """``value`` as a float, or a TypeError naming the option. Strings are
-    refused although ``float("2")`` would take them; NaN is a ValueError (no
-    option means anything at NaN, and a NaN bound would silently drop a clamp)."""
-    if not isinstance(value, (str, bytes)):
-        try:
-            result = float(value)
-        except (TypeError, ValueError):
-            pass
-        else:
-            if result != result:
-                raise ValueError(f"{func}(): '{name}' must not be NaN")
-            return result
-    raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
+    """``value`` as a float, or a TypeError naming the option; NaN is a
+    ValueError (no option means anything at NaN, and a NaN bound would silently
+    drop a clamp)."""
+    result = as_real(value)
+    if result is None:
+        raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
+    if result != result:
+        raise ValueError(f"{func}(): '{name}' must not be NaN")
+    return result
 
 
 def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:

@@ -44,7 +44,6 @@ the parameter receives its round-to-nearest-even value. Anything else is a TypeE
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
@@ -52,7 +51,7 @@ import numpy as np
 
 from .. import _C
 from . import _device as _D
-from .._array import BFLOAT16, dtype_code
+from .._array import BFLOAT16, as_real, dtype_code, real_option
 
 __all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
 
@@ -83,19 +82,13 @@ _NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", 
 _UNIT_INTERVAL = ("beta1", "beta2")
 
 
-def _real(value, name, func):
-    if not isinstance(value, numbers.Real):
-        raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
 def check_hyper(func, hyper):
     """Refuses what PyTorch's optimizers refuse: a hyper-parameter that is not a
     number, negative or not finite where >= 0 is required, betas outside [0, 1)."""
     for key in _NON_NEGATIVE:
         if key not in hyper or (key == "eps" and hyper[key] is None):
             continue
-        value = _real(hyper[key], key, func)
+        value = real_option(func, key, hyper[key])
         if not (value >= 0.0 and math.isfinite(value)):
             raise ValueError(f"{func}(): '{key}' must be a finite number >= 0, got {value}")
     betas = [(key, hyper[key]) for key in _UNIT_INTERVAL if key in hyper]
@@ -104,7 +97,7 @@ def check_hyper(func, hyper):
             raise ValueError(f"{func}(): 'betas' must be two numbers in [0, 1), got {hyper['betas']!r}")
         betas = [("betas", b) for b in hyper["betas"]]
     for key, value in betas:
-        if not 0.0 <= _real(value, key, func) < 1.0:
+        if not 0.0 <= real_option(func, key, value) < 1.0:
             shown = tuple(hyper["betas"]) if key == "betas" else value
             raise ValueError(f"{func}(): '{key}' must be {'two numbers' if key == 'betas' else 'a number'} "
                              f"in [0, 1), got {shown}")
@@ -133,7 +126,7 @@ def _required_states(func, states):
 def _positive(value, name, func):
     if value is None:
         return None
-    value = _real(value, name, func)
+    value = real_option(func, name, value)
     if not value > 0 or math.isinf(value):
         raise ValueError(f"{func}(): '{name}' must be a finite number > 0, got {value}")
     return value
@@ -190,14 +183,11 @@ def _checked_reduce(func, reduce):
         return None
 
     def run(local):
-        total = reduce(local)
-        try:
-            if isinstance(total, (str, bytes)):
-                raise TypeError
-            total = float(total)
-        except (TypeError, ValueError):
+        result = reduce(local)
+        total = as_real(result)  # NaN allowed: it carries a non-finite gradient
+        if total is None:
             raise TypeError(f"{func}(): 'global_norm_reduce' must return a number (the summed squares), "
-                            f"got {type(total).__name__}") from None
+                            f"got {type(result).__name__}")
         if total < 0:
             raise ValueError(f"{func}(): 'global_norm_reduce' returned {total}, but a sum of squares is >= 0")
         return total
@@ -229,7 +219,6 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
         func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
         clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
         semantics=semantics, global_norm_reduce=global_norm_reduce)
-    step = _step_number(step, func)
     if not params:
         return StepRecord(0.0, 1.0, False, step)
     first = params[0]
@@ -360,6 +349,7 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
                             decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
+    step = _step_number(step, func)
     check_hyper(func, dict(lr=lr))
     hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
     return _run(func, "rmsprop", params, grads,
