@@ -2,6 +2,9 @@
 table: op x parameters x dtype x ISA, tails, threads, in-place, strides."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -199,6 +202,52 @@ def test_streamed_output_matches_plain_stores(name, dtype, isa):
             call(*args, out=out)
             np.testing.assert_array_equal(_bits_with_canonical_nan(out), _bits_with_canonical_nan(plain),
                                           err_msg=f"{call.__name__}, output in {kind}")
+
+
+# Outputs from one L2 per thread up to 16 MiB stream where the first such call
+# measured streaming faster (csrc/cpu/cpu_api.h, stream_mid_size), or where
+# NNFUSE_STREAM_MID_SIZE=1 says so: a child process with it set computes
+# calls of two L2s on one thread into outputs written before (one element off
+# alignment), which must give the bits of the same elements computed in
+# slices too small to stream.
+_MID_SIZE_CHILD = """
+import sys, numpy as np, nnfuse as nf
+from nnfuse._array import BFLOAT16
+nf.set_num_threads(1)
+assert nf.build_info()["stream_mid_size"] is True
+folder, name, dtype = sys.argv[1], sys.argv[2], np.dtype(sys.argv[3]) if sys.argv[3] != "bfloat16" else BFLOAT16
+x, g = (np.load(f"{folder}/{a}.npy").view(dtype) for a in ("x", "g"))
+for label, call, args in (("fwd", getattr(nf, name), (x,)), ("bwd", getattr(nf, name + "_backward"), (g, x))):
+    out = np.empty(x.size + 1, dtype)
+    out.fill(0)
+    out = out[1:]
+    call(*args, out=out)
+    np.save(f"{folder}/{label}.npy", out.view(np.uint16 if dtype.itemsize == 2 else np.uint32))
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), BFLOAT16], ids=str)
+@pytest.mark.parametrize("name", ["gelu", "relu"])
+def test_mid_size_streamed_output_matches_plain_stores(name, dtype, isa, tmp_path):
+    l2 = os.sysconf("SC_LEVEL2_CACHE_SIZE") if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names else 0
+    n = 2 * (l2 if l2 > 0 else 1 << 20) // dtype.itemsize + 37
+    assert n * dtype.itemsize < STREAM_BYTES
+    x = sample(dtype, (), n=n, seed=17)
+    g = grad_sample(dtype, n=n, seed=18)
+    bits = np.uint16 if dtype.itemsize == 2 else np.uint32
+    np.save(tmp_path / "x.npy", x.view(bits))
+    np.save(tmp_path / "g.npy", g.view(bits))
+    env = dict(os.environ, NNFUSE_STREAM_MID_SIZE="1", NNFUSE_CPU_ISA=isa)
+    child = subprocess.run([sys.executable, "-c", _MID_SIZE_CHILD, str(tmp_path), name, str(dtype)],
+                           capture_output=True, text=True, env=env)
+    assert child.returncode == 0, child.stderr
+    fwd, bwd = getattr(nf, name), getattr(nf, name + "_backward")
+    slice_len = 4096
+    for label, call, args in (("fwd", fwd, (x,)), ("bwd", bwd, (g, x))):
+        plain = np.concatenate([call(*(a[i:i + slice_len] for a in args)) for i in range(0, n, slice_len)])
+        streamed = np.load(tmp_path / f"{label}.npy").view(dtype)
+        np.testing.assert_array_equal(_bits_with_canonical_nan(streamed), _bits_with_canonical_nan(plain),
+                                      err_msg=f"{call.__name__}, mid-size output")
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float16), BFLOAT16], ids=str)

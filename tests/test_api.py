@@ -217,6 +217,20 @@ def test_environment_variable_overrides_and_bad_values_are_clear():
     assert out.returncode == 0 and out.stdout.split() == ["scalar", "[0.", "2.]"], out.stderr
 
 
+def test_mid_size_streaming_is_measured_or_set_by_the_environment():
+    # Whether outputs from one L2 per thread up to 16 MiB take streaming
+    # stores: measured on first use, or NNFUSE_STREAM_MID_SIZE=1 / 0.
+    assert isinstance(nf.build_info()["stream_mid_size"], bool)
+    script = "import nnfuse; print(nnfuse.build_info()['stream_mid_size'])"
+    for setting, expected in (("1", "True"), ("0", "False")):
+        env = dict(os.environ, NNFUSE_STREAM_MID_SIZE=setting)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip() == expected
+    env = dict(os.environ, NNFUSE_STREAM_MID_SIZE="yes")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "NNFUSE_STREAM_MID_SIZE: expected 1 or 0, got 'yes'" in out.stderr
+
+
 def test_set_cpu_isa_and_context_manager():
     before = nf.get_cpu_isa()
     with nf.cpu_isa("scalar"):

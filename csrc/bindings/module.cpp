@@ -24,6 +24,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &nnfuse::set_num_threads, py::arg("n"));
   m.def("default_num_threads", &nnfuse::default_num_threads);
   m.attr("max_threads") = nnfuse::kMaxThreads;
+  m.def("stream_mid_size", &nnfuse::stream_mid_size, py::call_guard<py::gil_scoped_release>());
 
   nnfuse::register_activations(m);
   nnfuse::register_optim(m);

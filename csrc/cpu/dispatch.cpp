@@ -4,10 +4,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -129,9 +132,12 @@ size_t dtype_size(DType dtype) {
   return 0;
 }
 
+namespace {
+
+// Whether the pages under [out, out + bytes) are backed by memory (Linux:
+// mincore of the first, middle and last page; assumed elsewhere).
 bool output_resident(const void* out, int64_t bytes) {
 #ifdef __linux__
-  if (bytes < kStreamBytes) return true;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t first = reinterpret_cast<uintptr_t>(out);
   const uintptr_t samples[3] = {first, first + static_cast<uintptr_t>(bytes / 2),
@@ -148,6 +154,75 @@ bool output_resident(const void* out, int64_t bytes) {
   return true;
 }
 
+// A core's L2 in bytes (1 MiB where the system does not say).
+int64_t l2_bytes() {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (bytes > 0) return bytes;
+#endif
+  return int64_t(1) << 20;
+}
+
+const CpuKernelTable& table_at_level(int level) {
+  switch (level) {
+    case kAvx512: return isa_avx512::cpu_kernel_table();
+    case kAvx2: return isa_avx2::cpu_kernel_table();
+    default: return isa_scalar::cpu_kernel_table();
+  }
+}
+
+// The measurement of stream_mid_size (cpu_api.h), with the best kernels this
+// CPU runs (the scalar ones never stream, so streaming does not win there).
+bool measure_mid_size_streaming() {
+  const int64_t n = 2 * l2_bytes() / static_cast<int64_t>(sizeof(float));
+  std::vector<float> x(static_cast<size_t>(n), 1.0f), y(static_cast<size_t>(n), 0.0f);
+  ActRange r{ActOp::relu, ActDirection::forward, DType::float32, x.data(), nullptr, y.data(), 0.0, 0.0};
+  r.total = n;
+  const CpuKernelTable& table = table_at_level(supported_level());
+  auto seconds = [&](bool stream) {
+    r.stream = stream;
+    const auto start = std::chrono::steady_clock::now();
+    table.activation(r, 0, n);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  constexpr int kRounds = 7;
+  std::vector<double> plain, streamed;
+  seconds(false);
+  seconds(true);
+  for (int round = 0; round < kRounds; ++round) {
+    plain.push_back(seconds(false));
+    streamed.push_back(seconds(true));
+  }
+  std::nth_element(plain.begin(), plain.begin() + kRounds / 2, plain.end());
+  std::nth_element(streamed.begin(), streamed.begin() + kRounds / 2, streamed.end());
+  return streamed[kRounds / 2] < 0.9 * plain[kRounds / 2];
+}
+
+}  // namespace
+
+bool stream_mid_size() {
+  static const bool value = [] {
+    if (const char* env = std::getenv("NNFUSE_STREAM_MID_SIZE"); env && *env) {
+      const std::string setting(env);
+      if (setting == "1") return true;
+      if (setting == "0") return false;
+      throw std::invalid_argument("NNFUSE_STREAM_MID_SIZE: expected 1 or 0, got '" + setting + "'");
+    }
+    return measure_mid_size_streaming();
+  }();
+  return value;
+}
+
+bool stream_large_output(const void* out, int64_t bytes) {
+  return bytes >= kStreamBytes && output_resident(out, bytes);
+}
+
+bool stream_output(const void* out, int64_t bytes) {
+  if (bytes >= kStreamBytes) return output_resident(out, bytes);
+  const int64_t threads = std::max(1, get_num_threads());
+  return bytes / threads >= l2_bytes() && stream_mid_size() && output_resident(out, bytes);
+}
+
 // Every activation is split from kMinElementsPerThread (2^15) elements per
 // thread, the cheap piecewise-linear ones too: relu at 2^16 float32 on two
 // threads took ~5 us split against ~6.5 us on one thread (PyTorch ~4.8 us),
@@ -156,7 +231,7 @@ void run_activation(const ActRange& range, int64_t n) {
   const CpuKernelTable& table = kernels();
   ActRange r = range;
   r.total = n;
-  r.out_resident = output_resident(r.out, n * static_cast<int64_t>(dtype_size(r.dtype)));
+  r.stream = stream_output(r.out, n * static_cast<int64_t>(dtype_size(r.dtype)));
   parallel_for(n, kMinElementsPerThread, kChunkAlign,
                [&](int64_t begin, int64_t end) { table.activation(r, begin, end); });
 }

@@ -19,8 +19,8 @@ struct SoftmaxRange {
   int64_t cols;
   double scale;             // rounded to the compute type by the kernel
   bool masked_rows_nan;     // rows with no finite maximum: NaN (else 0 / -inf)
-  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
-  bool out_resident = true; // output_resident (set by the dispatch)
+  int64_t total = 0;        // elements of the whole call (the dispatch sets stream from it)
+  bool stream = false;      // streaming stores allowed (stream_large_output, set by the dispatch)
 };
 
 struct SoftmaxBackwardRange {
@@ -31,8 +31,8 @@ struct SoftmaxBackwardRange {
   void* out;
   int64_t cols;
   double scale;
-  int64_t total = 0;        // elements of the whole call: streaming stores (use_stream)
-  bool out_resident = true; // output_resident (set by the dispatch)
+  int64_t total = 0;        // elements of the whole call (the dispatch sets stream from it)
+  bool stream = false;      // streaming stores allowed (stream_large_output, set by the dispatch)
 };
 
 // Fused softmax cross-entropy: loss[row] (double) and grad (logits' dtype;

@@ -59,7 +59,7 @@ void softmax_forward_split_rows(const SoftmaxKernelTable& table, const SoftmaxRa
 void run_softmax_forward(const SoftmaxRange& range, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
   SoftmaxRange r = range;
-  r.out_resident = output_resident(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
+  r.stream = stream_large_output(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
   if (r.dtype == DType::float32 && r.cols > kSoftmaxSegment && rows < get_num_threads()) {
     softmax_forward_split_rows(table, r, rows);
     return;
@@ -71,7 +71,7 @@ void run_softmax_forward(const SoftmaxRange& range, int64_t rows) {
 void run_softmax_backward(const SoftmaxBackwardRange& range, int64_t rows) {
   const SoftmaxKernelTable& table = softmax_kernels();
   SoftmaxBackwardRange r = range;
-  r.out_resident = output_resident(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
+  r.stream = stream_large_output(r.out, r.total * static_cast<int64_t>(dtype_size(r.dtype)));
   parallel_for(rows, min_rows_per_thread(r.cols), 1,
                [&](int64_t begin, int64_t end) { table.backward(r, begin, end); });
 }

@@ -43,6 +43,7 @@ def build_info() -> dict:
         "cuda_architectures": _cuda.architectures.split(",") if _cuda is not None else [],
         "cuda_devices": _cuda.device_count() if _cuda is not None else 0,
         "num_threads": _C.get_num_threads(),
+        "stream_mid_size": _C.stream_mid_size(),
     }
 
 

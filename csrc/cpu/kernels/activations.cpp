@@ -51,15 +51,15 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   const T* in = static_cast<const T*>(r.in) + begin;
   T* out = static_cast<T*>(r.out) + begin;
   if (r.direction == ActDirection::forward) {
-    map_unary_any(in, out, n, r.total, r.out_resident, [&](V x) NNF_LAMBDA_INLINE { return forward_for<Op, T>(x, args); });
+    map_unary_any(in, out, n, r.total, r.stream, [&](V x) NNF_LAMBDA_INLINE { return forward_for<Op, T>(x, args); });
     return;
   }
   const T* grad = static_cast<const T*>(r.grad) + begin;
   if (r.direction == ActDirection::backward_from_x) {
-    map_binary_any(grad, in, out, n, r.total, r.out_resident,
+    map_binary_any(grad, in, out, n, r.total, r.stream,
                    [&](V g, V x) NNF_LAMBDA_INLINE { return backward_for<Op, T>(g, x, args); });
   } else if constexpr (Op::has_bwd_from_y) {
-    map_binary_any(grad, in, out, n, r.total, r.out_resident, [&](V g, V y) NNF_LAMBDA_INLINE { return Op::bwd_from_y(g, y, args); });
+    map_binary_any(grad, in, out, n, r.total, r.stream, [&](V g, V y) NNF_LAMBDA_INLINE { return Op::bwd_from_y(g, y, args); });
   }
 }
 

@@ -132,27 +132,27 @@ NNF_HD void prefetch_ahead(const T* p) {
 // polynomial constants from memory instead of keeping them in registers.
 #define NNF_LAMBDA_INLINE __attribute__((always_inline))
 
-// Large outputs (kStreamBytes, cpu_api.h) already backed by memory are written
-// with non-temporal stores: 2^26 float32 forward ~0.65 -> ~0.9 of np.copyto,
-// which streams too; 2^26 bfloat16, 1 thread: relu backward 15.8 -> 12.8 ms,
-// hardsigmoid backward 21.5 -> 15.6 ms. float16 and bfloat16 outputs stream
-// too, float64 (scalar code) does not. Fresh outputs (output_resident false)
-// take plain stores. Either way the loops prefetch their inputs. Results are
-// the bits of plain stores (tested). The softmax rows stream by the same rule.
+// Outputs the dispatch chose to stream (cpu_api.h, stream_output: large ones
+// already backed by memory, and mid-size ones on machines measured to gain)
+// are written with non-temporal stores: 2^26 float32 forward ~0.65 -> ~0.9 of
+// np.copyto, which streams too; 2^26 bfloat16, 1 thread: relu backward 15.8
+// -> 12.8 ms, hardsigmoid backward 21.5 -> 15.6 ms. float16 and bfloat16
+// outputs stream too, float64 (scalar code) does not. Large fresh outputs
+// take plain stores. Streamed loops and large ones prefetch their inputs.
+// Results are the bits of plain stores (tested). The softmax rows stream by
+// the same rule, from kStreamBytes only.
 
 template <class T>
 inline bool large_output(int64_t total) {
   return total * int64_t(sizeof(T)) >= kStreamBytes;
 }
 template <class T>
-inline bool use_stream(const T* out, int64_t total, bool out_resident) {
+inline bool use_stream(const T* out, bool stream) {
 #if NNF_ISA_LEVEL >= 1
-  return !std::is_same<T, double>::value && out_resident && large_output<T>(total) &&
-         reinterpret_cast<uintptr_t>(out) % sizeof(T) == 0;
+  return !std::is_same<T, double>::value && stream && reinterpret_cast<uintptr_t>(out) % sizeof(T) == 0;
 #else
   (void)out;
-  (void)total;
-  (void)out_resident;
+  (void)stream;
   return false;
 #endif
 }
@@ -248,20 +248,20 @@ NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
 // map_unary / map_binary with streaming stores where use_stream says so, and
 // prefetched inputs for any large output.
 template <class T, class F>
-void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool out_resident, F&& f) {
+void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool stream, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(y, total, out_resident)) return map_unary<true>(x, y, n, f);
+    if (use_stream(y, stream)) return map_unary<true>(x, y, n, f);
     if (large_output<T>(total)) return map_unary<false, true>(x, y, n, f);
   }
 #endif
   map_unary(x, y, n, f);
 }
 template <class T, class F>
-void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, bool out_resident, F&& f) {
+void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, bool stream, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(out, total, out_resident)) return map_binary<true>(a, b, out, n, f);
+    if (use_stream(out, stream)) return map_binary<true>(a, b, out, n, f);
     if (large_output<T>(total)) return map_binary<false, true, true>(a, b, out, n, f);
   }
 #endif

@@ -704,7 +704,7 @@ inline bool softmax_unit_scale(const SoftmaxRange& r) { return static_cast<float
 inline bool softmax_stream_output(const SoftmaxRange& r) {
   const bool long_row = r.log ? r.cols >= kSoftmaxSegment : r.cols > kSoftmaxSegment;
   return r.keep == nullptr && r.x != r.out && long_row &&
-         use_stream(static_cast<const float*>(r.out), r.total, r.out_resident);
+         use_stream(static_cast<const float*>(r.out), r.stream);
 }
 
 template <bool kMasked>
@@ -1783,7 +1783,7 @@ void softmax_backward_tiny_rows_f32(const SoftmaxBackwardRange& r, int64_t row_b
 // 0.35).
 constexpr int64_t kStreamRow = 4096;
 inline bool stream_backward_rows(const SoftmaxBackwardRange& r) {
-  return r.cols >= kStreamRow && use_stream(static_cast<const float*>(r.out), r.total, r.out_resident);
+  return r.cols >= kStreamRow && use_stream(static_cast<const float*>(r.out), r.stream);
 }
 
 template <bool kLog, bool kUnit>
