@@ -567,6 +567,45 @@ def test_parameters_must_not_share_memory():
     np.testing.assert_array_equal(a, np.full(10, -0.5, np.float32))
 
 
+def test_a_step_refuses_written_arrays_that_overlap_a_gradient_or_each_other():
+    """A gradient that is, or overlaps, a parameter (its own or another's), or
+    a state that overlaps a parameter, would let the update of one element read
+    what the update of another wrote: a ValueError naming both arrays, raised
+    before any array is written. Gradients may overlap each other."""
+    buf = np.arange(1, 13, dtype=np.float32)
+    other = np.ones(4, np.float32)
+    cases = (
+        (lambda: optim.sgd_step([buf[:8]], [buf[2:10]], step=1, lr=0.1), r"'params\[0\]' and 'grads\[0\]'"),
+        (lambda: optim.sgd_step([buf[:8]], [buf[:8]], step=1, lr=0.1), r"'params\[0\]' and 'grads\[0\]'"),
+        (lambda: optim.sgd_step([buf[:4], other], [np.ones(4, np.float32), buf[3:7]], step=1, lr=0.1),
+         r"'params\[0\]' and 'grads\[1\]'"),
+        (lambda: optim.adam_step([buf[:4]], [np.ones(4, np.float32)], [buf[2:6]], [np.zeros(4, np.float32)],
+                                 step=1), r"'params\[0\]' and 'exp_avgs\[0\]'"),
+        (lambda: optim.adam_step([buf[:4], other], [np.ones(4, np.float32)] * 2, [buf[4:8], buf[6:10]],
+                                 [np.zeros(4, np.float32), np.zeros(4, np.float32)], step=1),
+         r"'exp_avgs\[0\]' and 'exp_avgs\[1\]'"),
+    )
+    before = buf.copy()
+    for call, pair in cases:
+        with pytest.raises(ValueError, match=pair + " share memory; the arrays a step writes"):
+            call()
+        np.testing.assert_array_equal(buf, before)
+        np.testing.assert_array_equal(other, np.ones(4, np.float32))
+    opt = optim.Adam([buf[:6]], lr=0.1)
+    with pytest.raises(ValueError, match=r"'params\[0\]' and 'grads\[0\]' share memory"):
+        opt.step([buf[1:7]])
+    assert opt.step_count == 0
+    np.testing.assert_array_equal(buf, before)
+    # One gradient array for two parameters is fine, and the same as two copies.
+    g = np.full(4, 0.5, np.float32)
+    shared = [np.zeros(4, np.float32), np.ones(4, np.float32)]
+    separate = [a.copy() for a in shared]
+    optim.sgd_step(shared, [g, g], step=1, lr=0.1)
+    optim.sgd_step(separate, [g.copy(), g.copy()], step=1, lr=0.1)
+    for a, b in zip(shared, separate):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_capturable_needs_cuda_arrays():
     with pytest.raises(ValueError, match="capturable=True needs CUDA arrays"):
         optim.Adam([np.zeros(3, np.float32)], capturable=True)

@@ -174,5 +174,5 @@ def test_functional_int_step_and_errors():
         optim.adam_step(p, [np.zeros(3, np.float32)], m, [torch.zeros(3)], step=1)
     with pytest.raises(TypeError, match=r"'exp_avg_sqs\[0\]' has dtype float64"):
         optim.adam_step(p, [torch.zeros(3)], m, [torch.zeros(3, dtype=torch.float64)], step=1)
-    with pytest.raises(ValueError, match=r"'grads\[0\]' is the same memory"):
+    with pytest.raises(ValueError, match=r"'params\[0\]' and 'grads\[0\]' share memory"):
         optim.sgd_step(p, p, m, step=1, lr=0.1, momentum=0.9)

@@ -8,7 +8,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/register.h"
@@ -19,6 +22,10 @@ namespace py = pybind11;
 using namespace nnfuse;
 
 namespace {
+
+// The end of every overlap error, here and in the CUDA arrays' checks.
+const char* const kOverlapRule =
+    "; the arrays a step writes (parameters, states, master weights) must not overlap each other or a gradient";
 
 std::string shape_text(const py::array& a) {
   std::string s = "(";
@@ -62,6 +69,52 @@ struct Checker {
   }
 };
 
+// The byte range of one of a step's arrays. Written ones (parameters, states,
+// master weights) must not overlap any other array; read ones (gradients) may
+// overlap each other. Otherwise the update of one element would read what the
+// update of another wrote, on another thread in any order.
+struct ByteRange {
+  uintptr_t begin, end;
+  bool written;
+  size_t id;
+};
+
+// A pair of ids of ranges that break that rule, or none. Sorted by start, a
+// range overlapping an earlier one overlaps the earlier one that ends last
+// (the last-ending written one, for a read range), so one pass finds a pair
+// whenever one exists. O(n log n): a step may take thousands of arrays.
+std::optional<std::pair<size_t, size_t>> overlapping_pair(std::vector<ByteRange> ranges) {
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(), [](const ByteRange& r) { return r.begin == r.end; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.begin < b.begin; });
+  const ByteRange* last_any = nullptr;
+  const ByteRange* last_written = nullptr;
+  for (const ByteRange& r : ranges) {
+    const ByteRange* other = r.written ? last_any : last_written;
+    if (other && other->end > r.begin) return std::make_pair(other->id, r.id);
+    if (!last_any || r.end > last_any->end) last_any = &r;
+    if (r.written && (!last_written || r.end > last_written->end)) last_written = &r;
+  }
+  return std::nullopt;
+}
+
+// overlapping_pair for Python (the CUDA arrays' checks): ranges as arrays of
+// begins, sizes in bytes and written flags; the pair as indices, or None.
+py::object overlapping_pair_of(const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& begins,
+                               const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& sizes,
+                               const py::array_t<bool, py::array::c_style | py::array::forcecast>& written) {
+  const py::ssize_t n = begins.size();
+  if (sizes.size() != n || written.size() != n)
+    throw py::value_error("overlapping_pair(): 'begins', 'sizes' and 'written' differ in length");
+  std::vector<ByteRange> ranges;
+  ranges.reserve(static_cast<size_t>(n));
+  for (py::ssize_t i = 0; i < n; ++i)
+    ranges.push_back({begins.data()[i], begins.data()[i] + sizes.data()[i], written.data()[i], static_cast<size_t>(i)});
+  std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(std::move(ranges));
+  if (!pair) return py::none();
+  return py::make_tuple(std::min(pair->first, pair->second), std::max(pair->first, pair->second));
+}
+
 py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dtype& param_dtype,
                      const py::dtype& state_dtype, const py::list& params, const py::list& grads,
                      const std::vector<std::string>& state_names, const std::vector<py::object>& states,
@@ -96,6 +149,15 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     check.length(master_list, n, "master_params");
   }
 
+  // Ranges for overlapping_pair; id = array index * kRoles + role (0 params,
+  // 1 grads, 2-4 the states, 5 master_params), named only for an error.
+  constexpr size_t kRoles = 6;
+  std::vector<ByteRange> ranges;
+  ranges.reserve(n * kRoles);
+  auto add_range = [&ranges](const py::array& a, bool written, size_t i, size_t role) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(a.data());
+    ranges.push_back({begin, begin + static_cast<uintptr_t>(a.nbytes()), written, i * kRoles + role});
+  };
   std::vector<OptimTensor> tensors(n);
   for (size_t i = 0; i < n; ++i) {
     py::array p = check.array(params[i], "params", i);
@@ -105,8 +167,8 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     check.shape(g, p, "grads", i);
     check.dtype(g, param_dtype, "grads", i, "gradients have their parameter's dtype");
     check.layout(g, "grads", i, false);
-    if (g.data() == p.data() && p.size() > 0)
-      throw py::value_error(check.where("grads", i) + " is the same memory as 'params[" + std::to_string(i) + "]'");
+    add_range(p, true, i, 0);
+    add_range(g, false, i, 1);
     OptimTensor& t = tensors[i];
     t.param = p.mutable_data();
     t.grad = g.data();
@@ -118,6 +180,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       check.shape(s, p, state_names[k], i);
       check.dtype(s, state_dtype, state_names[k], i, "optimizer state is float64 for float64 parameters, float32 otherwise");
       check.layout(s, state_names[k], i, true);
+      add_range(s, true, i, 2 + k);
       t.state[k] = s.mutable_data();
     }
     t.master = nullptr;
@@ -126,8 +189,18 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       check.shape(m, p, "master_params", i);
       check.dtype(m, state_dtype, "master_params", i, "master weights are float32");
       check.layout(m, "master_params", i, true);
+      add_range(m, true, i, 5);
       t.master = m.mutable_data();
     }
+  }
+  if (std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(std::move(ranges))) {
+    auto label = [&](size_t id) {
+      const size_t role = id % kRoles;
+      const std::string name = role == 0 ? "params" : role == 1 ? "grads" : role == 5 ? "master_params" : state_names[role - 2];
+      return "'" + name + "[" + std::to_string(id / kRoles) + "]'";
+    };
+    const size_t first = std::min(pair->first, pair->second), second = std::max(pair->first, pair->second);
+    throw py::value_error(func + "(): " + label(first) + " and " + label(second) + " share memory" + kOverlapRule);
   }
 
   OptimStepOptions options;
@@ -154,4 +227,6 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
 
 void nnfuse::register_optim(py::module_& m) {
   m.def("optim_step", &optim_step);
+  m.def("overlapping_pair", &overlapping_pair_of, py::arg("begins"), py::arg("sizes"), py::arg("written"));
+  m.attr("overlap_rule") = kOverlapRule;
 }

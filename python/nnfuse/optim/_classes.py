@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _device as D
 from . import _functional as F
+from .. import _C
 from .._array import dtype_code
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
@@ -19,14 +20,13 @@ __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 def _check_disjoint(name, params):
     """Refuses parameters that share memory (the same array twice, or views of
     one buffer that overlap): each step would update those elements twice, with
-    two states. The arrays are C-contiguous, so each is one byte range; sorted
-    by start, any overlap is one between neighbours."""
-    ranges = sorted((p.__array_interface__["data"][0], p.nbytes, i) for i, p in enumerate(params) if p.nbytes)
-    for (start, size, i), (next_start, _, j) in zip(ranges, ranges[1:]):
-        if next_start < start + size:
-            first, second = sorted((i, j))
-            raise ValueError(f"{name}(): 'params[{first}]' and 'params[{second}]' share memory; "
-                             "each parameter must be a separate array")
+    two states. The arrays are C-contiguous, so each is one byte range."""
+    begins = np.array([p.__array_interface__["data"][0] for p in params], dtype=np.uint64)
+    sizes = np.array([p.nbytes for p in params], dtype=np.uint64)
+    pair = _C.overlapping_pair(begins, sizes, np.ones(len(params), dtype=bool))
+    if pair is not None:
+        raise ValueError(f"{name}(): 'params[{pair[0]}]' and 'params[{pair[1]}]' share memory; "
+                         "each parameter must be a separate array")
 
 
 class Optimizer:

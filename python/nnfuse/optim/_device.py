@@ -176,10 +176,25 @@ def check_like(values, name, params, dtype, func, why):
                              f"cuda:{p.device}")
         if not info.contiguous:
             raise ValueError(f"{func}(): '{name}[{i}]' must be C-contiguous")
-        if info.ptr == p.ptr and int(np.prod(p.shape, dtype=np.int64)) > 0:
-            raise ValueError(f"{func}(): '{name}[{i}]' is the same memory as 'params[{i}]'")
         ptrs.append(info.ptr)
     return ptrs
+
+
+def check_overlap(func, table, infos, sdtype, state_names):
+    """Refuses a step whose written arrays (parameters, states, master weights:
+    the columns of the pointer table but 1) overlap each other or a gradient
+    (column 1), as the CPU step does."""
+    from .. import _C
+
+    counts = np.array([int(np.prod(i.shape, dtype=np.int64)) for i in infos], dtype=np.uint64)
+    itemsizes = np.array([np.dtype(infos[0].dtype).itemsize] * 2 + [np.dtype(sdtype).itemsize] * 4, dtype=np.uint64)
+    sizes = np.where(table != 0, counts[:, None] * itemsizes[None, :], 0)
+    written = np.broadcast_to(np.arange(6) != 1, table.shape)
+    pair = _C.overlapping_pair(table.astype(np.uint64).ravel(), sizes.ravel(), written.ravel())
+    if pair is not None:
+        names = ["params", "grads", *state_names, "", "", ""][:5] + ["master_params"]
+        first, second = (f"'{names[k % 6]}[{k // 6}]'" for k in pair)
+        raise ValueError(f"{func}(): {first} and {second} share memory{_C.overlap_rule}")
 
 
 def _scalar_ptr(value, name, first: Info, func):
@@ -220,6 +235,7 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     infos, sdtype, table, ws = prepared
     first = infos[0]
     table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
+    check_overlap(func, table, infos, sdtype, state_names)
 
     if isinstance(step, (int, np.integer)):
         if step < 1:

@@ -39,6 +39,10 @@ single-pass step.
 dtypes: float32 params -> float32 state; float64 -> float64 state; float16/bfloat16 params and grads
 -> float32 state, and with ``master_params`` (float32 copies) the update runs on the master copy and
 the parameter receives its round-to-nearest-even value. Anything else is a TypeError.
+
+Memory: the arrays a step writes (params, states, master_params) must not overlap each other or any
+gradient, else the update of one element would read what another's wrote (ValueError naming both,
+before anything is written); gradients may share memory with each other.
 """
 
 from __future__ import annotations
