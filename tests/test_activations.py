@@ -320,6 +320,47 @@ def test_non_contiguous_inputs_and_outputs():
     np.testing.assert_array_equal(view, expected)
 
 
+def _axis_order(a):
+    """The axes of `a` from largest stride to smallest: its storage order."""
+    return tuple(sorted(range(a.ndim), key=lambda k: a.strides[k], reverse=True))
+
+
+def test_dense_inputs_of_any_axis_order_keep_their_layout():
+    """A Fortran-ordered, transposed or permuted (channels_last-like) dense
+    input runs in its storage order without a copy: the result has the input's
+    layout, as NumPy's ufuncs and PyTorch give, and the bits of the C-ordered
+    call. Backward passes take grad's order when the other input shares it."""
+    base = sample(np.float32, (), n=2 * 3 * 5 * 7, seed=21)
+    g_base = grad_sample(np.float32, n=base.size, seed=22)
+    layouts = {
+        "fortran": lambda a: np.asfortranarray(a.reshape(6, 35)),
+        "transposed": lambda a: a.reshape(35, 6).T,
+        "channels_last": lambda a: a.reshape(2, 5, 7, 3).transpose(0, 3, 1, 2),
+    }
+    for label, make in layouts.items():
+        x, g = make(base), make(g_base)
+        assert not x.flags.c_contiguous
+        for result, expected in ((nf.gelu(x), nf.gelu(np.ascontiguousarray(x))),
+                                 (nf.tanh_backward(g, x), nf.tanh_backward(np.ascontiguousarray(g), np.ascontiguousarray(x))),
+                                 (nf.sigmoid_backward(g, y=x), nf.sigmoid_backward(np.ascontiguousarray(g), y=np.ascontiguousarray(x)))):
+            assert _axis_order(result) == _axis_order(x) and not result.flags.c_contiguous, label
+            np.testing.assert_array_equal(result, expected, err_msg=label)
+        # out= of the same layout is written directly, in place too.
+        out = np.empty_like(x)
+        assert nf.silu(x, out=out) is out
+        np.testing.assert_array_equal(out, nf.silu(np.ascontiguousarray(x)), err_msg=label)
+        inplace = x.copy(order="K")
+        assert nf.elu(inplace, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace, nf.elu(np.ascontiguousarray(x)), err_msg=label)
+        # An out= of another layout, and grad and x of different layouts, stay right.
+        c_out = np.empty(x.shape, np.float32)
+        assert nf.silu(x, out=c_out) is c_out
+        np.testing.assert_array_equal(c_out, out, err_msg=label)
+        mixed = nf.tanh_backward(np.ascontiguousarray(g), x)
+        assert mixed.flags.c_contiguous
+        np.testing.assert_array_equal(mixed, nf.tanh_backward(g, x), err_msg=label)
+
+
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (2, 3, 4)])
 def test_shapes_zero_d_and_empty(shape):
     x = np.full(shape, -0.5, np.float32)

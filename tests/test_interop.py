@@ -90,6 +90,16 @@ def test_torch_cpu_out_in_place_and_views():
     np.testing.assert_array_equal(_numpy_of(strided_out), nf.tanh(np.ascontiguousarray(_numpy_of(base[:, ::2]))))
 
 
+def test_torch_cpu_channels_last_stays_channels_last():
+    # As torch.nn.functional's elementwise ops: the result keeps the input's
+    # memory format, with the bits of the contiguous call.
+    x = torch.from_numpy(np.linspace(-4, 4, 2 * 3 * 5 * 7, dtype=np.float32).reshape(2, 3, 5, 7))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for result, expected in ((nf.gelu(cl), nf.gelu(x)), (nf.gelu_backward(cl, cl), nf.gelu_backward(x, x))):
+        assert result.is_contiguous(memory_format=torch.channels_last) and not result.is_contiguous()
+        assert torch.equal(result, expected)
+
+
 def test_torch_cpu_requires_grad_and_mixed_with_numpy():
     x = torch.linspace(-2, 2, 33, requires_grad=True)
     y = nf.relu(x)  # an autograd node (tests/test_autograd.py)

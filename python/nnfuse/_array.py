@@ -1,11 +1,14 @@
 """Array handling shared by every public function: dtype codes, validation of
-inputs and of ``out=``, and the copies that non-contiguous inputs need.
+inputs and of ``out=``, and the copies that non-contiguous inputs need
+(elementwise functions take dense arrays of any axis order as they are).
 
 Every check raises a Python exception that names the offending argument; the
 compiled kernels only ever see C-contiguous arrays of one supported dtype.
 """
 
 from __future__ import annotations
+
+from typing import Optional, Tuple
 
 import numpy as np
 import ml_dtypes
@@ -57,8 +60,32 @@ def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:
         ) from None
 
 
-def as_input(value, argname: str, func: str) -> np.ndarray:
-    """A C-contiguous ndarray of a supported dtype (copied only if it was not)."""
+def storage_order(a: np.ndarray) -> Optional[Tuple[int, ...]]:
+    """The axis order in which ``a`` is C-contiguous, for a dense array stored
+    in another order (Fortran order, a transpose, PyTorch's channels_last), or
+    None for a C-contiguous array or one that is not dense (gaps, repeated or
+    reversed elements)."""
+    if a.flags.c_contiguous:
+        return None
+    order = tuple(sorted(range(a.ndim), key=lambda k: a.strides[k], reverse=True))
+    return order if a.transpose(order).flags.c_contiguous else None
+
+
+def in_order(a: np.ndarray, order: Optional[Tuple[int, ...]]) -> np.ndarray:
+    """``a`` with its axes in ``order`` (a view; ``a`` itself for None)."""
+    return a if order is None else a.transpose(order)
+
+
+def empty_in_order(shape, dtype, order: Optional[Tuple[int, ...]]) -> np.ndarray:
+    """An uninitialised array of ``shape`` stored in ``order`` (storage_order's)."""
+    if order is None:
+        return np.empty(shape, dtype)
+    return np.empty([shape[k] for k in order], dtype).transpose(np.argsort(order))
+
+
+def as_input(value, argname: str, func: str, keep_dense: bool = False) -> np.ndarray:
+    """An ndarray of a supported dtype, C-contiguous (copied only if it was
+    not) or, with ``keep_dense``, dense in any axis order (storage_order)."""
     if not isinstance(value, np.ndarray):
         if value is None:
             raise TypeError(f"{func}(): '{argname}' must be an array, got None")
@@ -68,7 +95,7 @@ def as_input(value, argname: str, func: str) -> np.ndarray:
             )
         value = np.asarray(value)
     dtype_code(value.dtype, argname, func)
-    if not value.flags.c_contiguous:
+    if not value.flags.c_contiguous and not (keep_dense and storage_order(value) is not None):
         value = np.ascontiguousarray(value)
     return value
 
@@ -98,8 +125,9 @@ def _overlaps(a: np.ndarray, b: np.ndarray):
 
 
 class Output:
-    """Where a kernel writes: ``out`` itself when it is C-contiguous, else a
-    temporary that ``finish()`` copies into ``out``."""
+    """Where a kernel writes: ``out`` itself when it is stored in the kernel's
+    order (C-contiguous, or the inputs' storage_order), else a temporary that
+    ``finish()`` copies into ``out``."""
 
     __slots__ = ("target", "buffer")
 
@@ -115,14 +143,15 @@ class Output:
         return self.target
 
 
-def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> Output:
+def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out", order=None) -> Output:
     """Validate ``out=``: an ndarray of the result's shape and dtype, writeable,
     that is either exactly one of ``inputs`` (in place) or shares no memory with
     any of them. ``inputs`` is a sequence of (name, original array) pairs. Where
     the overlap cannot be decided, the kernel writes a temporary that is copied
-    into ``out`` afterwards: right whether or not they overlap."""
+    into ``out`` afterwards: right whether or not they overlap. ``order``: the
+    storage order the kernel runs in (None: C order); a new result is stored so."""
     if out is None:
-        return Output(None, np.empty(shape, dtype))
+        return Output(None, empty_in_order(shape, dtype, order))
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}(): '{argname}' must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
@@ -150,6 +179,6 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out") -> O
                 f"in-place update or a non-overlapping one"
             )
         undecided = undecided or overlap is None
-    if out.flags.c_contiguous and not undecided:
+    if in_order(out, order).flags.c_contiguous and not undecided:
         return Output(out, out)
-    return Output(out, np.empty(shape, dtype))
+    return Output(out, empty_in_order(shape, dtype, order))

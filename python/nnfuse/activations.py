@@ -3,9 +3,11 @@
 Every function takes NumPy arrays of float32, float64, float16 or bfloat16
 (``ml_dtypes.bfloat16``), of any shape, and returns an array of the same shape
 and dtype. 16-bit inputs are computed in float32 and rounded to nearest even
-once; float64 is computed in float64. A NaN input gives NaN. Non-contiguous
-inputs are copied to contiguous memory first. ``out=`` may be the input itself
-(in place) but must not partially overlap any input.
+once; float64 is computed in float64. A NaN input gives NaN. Dense inputs in
+any axis order (Fortran order, a transpose, channels_last) run in their storage
+order and a new result keeps their layout; other non-contiguous inputs are
+copied to contiguous memory first (prelu and rrelu: C order). ``out=`` may be
+the input itself (in place) but must not partially overlap any input.
 
 Backward functions return dL/dx given ``grad`` (dL/dy). Values at kinks follow
 PyTorch (e.g. relu'(0) = 0, hardtanh' = 0 at min_val and max_val).
@@ -22,7 +24,7 @@ import operator
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import DTYPE_CODES, as_input, check_same, prepare_out, real_option
+from ._array import DTYPE_CODES, as_input, check_same, in_order, prepare_out, real_option, storage_order
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -51,10 +53,15 @@ def _forward(code, x, out, p0, p1, func):
     return _forward_host(code, x, out, p0, p1, func)
 
 
+# The elementwise host paths run dense inputs in their storage order, without
+# a copy, and store a new result in that order, as PyTorch and NumPy's ufuncs
+# keep a Fortran-ordered, transposed or channels_last layout.
 def _forward_host(code, x, out, p0, p1, func):
-    xa = as_input(x, "x", func)
-    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
-    _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], xa, None, target.buffer, p0, p1)
+    xa = as_input(x, "x", func, keep_dense=True)
+    order = storage_order(xa)
+    target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func, order=order)
+    _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], in_order(xa, order), None, in_order(target.buffer, order),
+                  p0, p1)
     return target.finish()
 
 
@@ -88,11 +95,16 @@ def _backward(code, grad, x, y, out, p0, p1, func):
 
 
 def _backward_host(code, direction, grad, name, source, out, p0, p1, func):
-    ga = as_input(grad, "grad", func)
-    sa = as_input(source, name, func)
+    ga = as_input(grad, "grad", func, keep_dense=True)
+    sa = as_input(source, name, func, keep_dense=True)
     check_same(ga, "grad", sa, name, func)
-    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), (name, source)), func)
-    _C.activation(code, direction, DTYPE_CODES[ga.dtype], sa, ga, target.buffer, p0, p1)
+    # Both in grad's storage order when the source is stored so too, else C order.
+    order = storage_order(ga)
+    if not in_order(sa, order).flags.c_contiguous:
+        order, ga, sa = None, np.ascontiguousarray(ga), np.ascontiguousarray(sa)
+    target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), (name, source)), func, order=order)
+    _C.activation(code, direction, DTYPE_CODES[ga.dtype], in_order(sa, order), in_order(ga, order),
+                  in_order(target.buffer, order), p0, p1)
     return target.finish()
 
 
