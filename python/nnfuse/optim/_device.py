@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _interop
+from .. import _C, _interop
 from .._array import DTYPE_CODES
 
 _KINDS = {"adam": 0, "sgd": 1, "rmsprop": 2, "adagrad": 3}
@@ -180,15 +180,12 @@ def check_like(values, name, params, dtype, func, why):
     return ptrs
 
 
-def check_overlap(func, table, infos, sdtype, state_names):
+def check_overlap(func, table, counts, dtype, sdtype, state_names):
     """Refuses a step whose written arrays (parameters, states, master weights:
     the columns of the pointer table but 1) overlap each other or a gradient
-    (column 1), as the CPU step does."""
-    from .. import _C
-
-    counts = np.array([int(np.prod(i.shape, dtype=np.int64)) for i in infos], dtype=np.uint64)
-    itemsizes = np.array([np.dtype(infos[0].dtype).itemsize] * 2 + [np.dtype(sdtype).itemsize] * 4, dtype=np.uint64)
-    sizes = np.where(table != 0, counts[:, None] * itemsizes[None, :], 0)
+    (column 1), as the CPU step does. ``counts``: elements per parameter."""
+    itemsizes = np.array([np.dtype(dtype).itemsize] * 2 + [np.dtype(sdtype).itemsize] * 4, dtype=np.uint64)
+    sizes = np.where(table != 0, counts.astype(np.uint64)[:, None] * itemsizes[None, :], 0)
     written = np.broadcast_to(np.arange(6) != 1, table.shape)
     pair = _C.overlapping_pair(table.astype(np.uint64).ravel(), sizes.ravel(), written.ravel())
     if pair is not None:
@@ -235,7 +232,7 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     infos, sdtype, table, ws = prepared
     first = infos[0]
     table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
-    check_overlap(func, table, infos, sdtype, state_names)
+    check_overlap(func, table, ws.sizes, first.dtype, sdtype, state_names)
 
     if isinstance(step, (int, np.integer)):
         if step < 1:
