@@ -19,10 +19,10 @@
 //   float32 fwd: Sigmoid 1.53, Tanh 1.59, Gelu 1.27, GeluTanh 1.73, Silu 1.64,
 //         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 1.41.
 //   float32 bwd: Sigmoid 2.59, Tanh 2.83, Silu 3.00 (floor), Gelu 2.42 (floor),
-//         Mish 2.69 (floor), Softplus 2.34, GeluTanh 1.56 (floor), Softsign 1.46.
+//         Mish 2.69 (floor), Softplus 2.34, GeluTanh 2.96 (floor), Softsign 1.46.
 //   Every float32 input with |x| in [2^-24, 16 .. 128] (csrc/tools/exhaustive_ulp.cpp,
-//   docs/exhaustive.md): forward at most 1.94 (GeluTanh), backward at most 3.21
-//   (Silu, floor).
+//   docs/exhaustive.md): forward at most 1.94 (GeluTanh), backward at most 3.26
+//   (GeluTanh, floor).
 //   float64: <= 4 forward, <= 8 backward for every op.
 //   float16 / bfloat16: every op within 0.51 ulp of all 65536 inputs (gelu,
 //   gelu-tanh, sigmoid, tanh, silu, mish, softplus, logsigmoid and the elu
@@ -106,6 +106,26 @@ template <class V>
 NNF_HD V gated_bwd_narrow(V g, mask_t<V> neg, const vmath::NarrowProduct<V>& s, V xw) {
   V n = s.times(select(neg, g * fma(xw, s.q, V(1.0f)), V(1.0f)));
   return select(neg, n, g * (s.q * fma(xw, n, V(1.0f))));
+}
+// The same derivative in full precision, g (sigmoid(w) + xw sigmoid(w)
+// sigmoid(-w)) with xw = x w'(x) as xwh + xwl (kHasXwl) and z = |w| as z + zlo
+// (kHasZlo). With p = sigmoid(-z) = q 2^j (vmath::sigmoid_parts, one
+// division) and p (1 - p) from it:
+//   x < 0:  y' = p + xw p (1 - p) = (q + xw q (1 - p)) 2^j   (2^j applied last)
+//   x >= 0: y' = (1 - p) + xw p (1 - p)
+// each one fma of its terms (xwl's term added first). (The form t s (1 + x
+// s), s = 1 / (1 + t), t = e^-z, squares the rounding of s: 4.14 floor ulp
+// for SiLU at x = -6.53 over all floats, over the bound.)
+template <bool kHasZlo, bool kHasXwl, class V>
+NNF_HD V gated_bwd(V g, mask_t<V> neg, V z, V zlo, V xwh, V xwl) {
+  vmath::SigmoidParts<V> sp = vmath::sigmoid_parts<kHasZlo>(V(1.0f), z, zlo);
+  V p = sp.w * sp.q;
+  V head = select(neg, sp.q, p);
+  V slope = g * fma(-head, p, head);  // g q (1 - p) or g p (1 - p)
+  V base = g * select(neg, sp.q, V(1.0f) - p);
+  if constexpr (kHasXwl) base = fma(xwl, slope, base);
+  V y = fma(xwh, slope, base);
+  return select(neg, sp.scaled(y), y);
 }
 // m e^x for x <= 0 with e^x = p 2^k from vmath::exp_narrow, 2^k applied last
 // with one rounding (x clamped to [exp_lo, 0]; the elu family's x > 0 side
@@ -483,8 +503,8 @@ NNF_HD double reference_gelu_tanh_bwd(double g, double x) {
 
 // GeluTanh: y = x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3)
 // = x sigmoid(2u) = x / (1 + e^-2u);  with t = e^-|2u|, s = 1 / (1 + t):
-// y = x<0 ? x t s : x s;  y' = sigmoid(2u) + x w' t s^2, w' = c1 + 3 c2 x^2, i.e.
-// y' = x<0 ? t s (1 + x w' s) : s (1 + x w' t s). Interior zero near x = -0.7518.
+// y = x<0 ? x t s : x s;  y' = sigmoid(2u) + x w' sigmoid(2u) sigmoid(-2u),
+// w' = c1 + 3 c2 x^2. Interior zero near x = -0.7518.
 struct GeluTanh {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
@@ -521,23 +541,18 @@ struct GeluTanh {
   }
   // float64: the reference's formula (see act_detail::reference_gelu_tanh_bwd).
   NNF_HD static double bwd_impl(double g, double x) { return act_detail::reference_gelu_tanh_bwd(g, x); }
-  // With z = 1 + t, xw = x w' and s = 1 / z: y' = s^2 (z + xw) t (x < 0; the
-  // factor t applied last with one rounding) or s^2 (z + xw t) (x >= 0). Every
-  // part is carried as a double-float (z by Fast2Sum with t's exact residual,
-  // w' = c1 + 3 c2 x^2 by TwoSum, the sum by TwoSum, 1 / z^2 with its exact
-  // residual), so the result is rounded about once, also near the interior zero.
+  // y' = sigmoid(w) + x w' sigmoid(w) sigmoid(-w) by act_detail::gated_bwd,
+  // w = 2u(|x|) as w + wl (tanh_gelu_arg) and x w' as xwh + xwl: w' = c1 +
+  // 3 c2 x^2 rounded once (the rounding of x^2 moves it by at most 2^-24
+  // relative), times x exactly. One exp and one division, against a form
+  // carrying every factor of t s^2 (1 + x w' t s), s = 1 / (1 + t), as a
+  // double-float.
   template <class V>
   NNF_HD static V bwd_impl(V g, V x) {
     using C = act_detail::GeluTanhConsts<scalar_t<V>>;
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
     act_detail::TanhGeluArg<V> w = act_detail::tanh_gelu_arg(a);
-    vmath::ExpParts<V> e = vmath::exp_parts_nonpositive(-w.w, -w.wl);
-    // t = e^-w rounded once from 2^k (1 + em1); tlo its exact residual.
-    V sc = e.scale();
-    V t = fma(sc, e.em1, sc);
-    V tlo = fma(sc, e.em1, sc - t);
-    mask_t<V> neg = x < V(0.0f);
-    // w' = c1 + 3 c2 x^2 as dh + dl.
+    // w' = c1 + 3 c2 x^2 as dh + dl (the exact square, TwoSum).
     V x2e = fma(a, a, -w.x2);
     V q = V(C::c2x3) * w.x2;
     V dh = V(C::c1h) + q;
@@ -546,33 +561,12 @@ struct GeluTanh {
     V xs = copysign(a, x);
     V xwh = xs * dh;
     V xwl = fma(xs, dh, -xwh) + xs * dl;
-    // m = 1 (x < 0) or t (x >= 0).
-    V m = select(neg, V(1.0f), t);
-    V mlo = select(neg, V(0.0f), tlo);
-    V xt = xwh * m;
-    V xtl = fma(xwh, m, -xt) + fma(xwl, m, xwh * mlo);
-    V z = V(1.0f) + t;
-    V zl = ((V(1.0f) - z) + t) + tlo;
-    V nh = z + xt;
-    V bb = nh - z;
-    V nl = ((z - (nh - bb)) + (xt - bb)) + (zl + xtl);
-    V zz = z * z;
-    V zzl = fma(z, z, -zz) + V(2.0f) * z * zl;
-    V iq = V(1.0f) / zz;
-    V riq = fma(-iq, zz, V(1.0f)) - iq * zzl;
-    V bh = nh * iq;
-    V bl = fma(nh, iq, -bh) + fma(bh, riq, nl * iq);
-    return select(neg, vmath::ScaledTail<V>{e, bh, bl}.times(g), fma(g, bh, g * bl));
+    return act_detail::gated_bwd<true, true>(g, x < V(0.0f), w.w, w.wl, xwh, xwl);
   }
 };
 
-// Silu: y = x sigmoid(x);  y' = sigmoid(x) + x sigmoid(x) sigmoid(-x). With
-// p = sigmoid(-|x|) = q 2^j (sigmoid_parts) and pp = p (1 - p):
-//   x < 0:  y' = p + x pp = (q + x q (1 - p)) 2^j   (2^j applied last)
-//   x >= 0: y' = (1 - p) + x pp
-// each a single fma of its terms. Interior zero at x = -1.2785. (The form
-// t s (1 + x s), s = 1 / (1 + t), t = e^-|x|, squares the rounding of s:
-// 4.14 floor ulp at x = -6.53 over all floats, over the bound.)
+// Silu: y = x sigmoid(x);  y' = sigmoid(x) + x sigmoid(x) sigmoid(-x), by
+// act_detail::gated_bwd with w = x. Interior zero at x = -1.2785.
 struct Silu {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
@@ -583,15 +577,7 @@ struct Silu {
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     const V big(vmath::Limits<scalar_t<V>>::tail);
     V xc = vmax(-big, vmin(big, x));
-    vmath::SigmoidParts<V> sp = vmath::sigmoid_parts<false>(V(1.0f), vabs(x), V(0.0f));
-    V p = sp.w * sp.q;
-    // x < 0: (q + x q (1 - p)) 2^j; x >= 0: (1 - p) + x p (1 - p), 2^0.
-    mask_t<V> neg = x < V(0.0f);
-    V head = select(neg, sp.q, p);
-    V slope = fma(-head, p, head);  // q (1 - p) or p (1 - p)
-    V base = select(neg, sp.q, V(1.0f) - p);
-    V y = fma(xc, g * slope, g * base);
-    return select(neg, sp.scaled(y), y);
+    return act_detail::gated_bwd<false, false>(g, x < V(0.0f), vabs(x), V(0.0f), xc, V(0.0f));
   }
   // float16 / bfloat16 outputs: y = x sigmoid(x) (vmath::mul_sigmoid_narrow),
   // y' from act_detail::gated_bwd_narrow with w = x.
