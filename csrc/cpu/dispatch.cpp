@@ -174,7 +174,8 @@ const CpuKernelTable& table_at_level(int level) {
 // The measurement of stream_mid_size (cpu_api.h), with the best kernels this
 // CPU runs (the scalar ones never stream, so streaming does not win there).
 bool measure_mid_size_streaming() {
-  const int64_t n = 2 * l2_bytes() / static_cast<int64_t>(sizeof(float));
+  // Two L2s of output (at most kStreamBytes, above which large outputs stream anyway).
+  const int64_t n = std::min(2 * l2_bytes(), kStreamBytes) / static_cast<int64_t>(sizeof(float));
   std::vector<float> x(static_cast<size_t>(n), 1.0f), y(static_cast<size_t>(n), 0.0f);
   ActRange r{ActOp::relu, ActDirection::forward, DType::float32, x.data(), nullptr, y.data(), 0.0, 0.0};
   r.total = n;
