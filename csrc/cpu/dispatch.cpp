@@ -219,7 +219,7 @@ bool stream_large_output(const void* out, int64_t bytes) {
 }
 
 bool stream_output(const void* out, int64_t bytes) {
-  if (bytes >= kStreamBytes) return output_resident(out, bytes);
+  if (bytes >= kStreamBytes) return stream_large_output(out, bytes);
   const int64_t threads = std::max(1, get_num_threads());
   return bytes / threads >= l2_bytes() && stream_mid_size() && output_resident(out, bytes);
 }
