@@ -604,6 +604,14 @@ def test_a_step_refuses_written_arrays_that_overlap_a_gradient_or_each_other():
     optim.sgd_step(separate, [g.copy(), g.copy()], step=1, lr=0.1)
     for a, b in zip(shared, separate):
         np.testing.assert_array_equal(a, b)
+    # A step that passed is remembered by its ranges; the next one with an
+    # overlap among the same number of arrays is still refused.
+    params = [np.zeros(8, np.float32), np.zeros(8, np.float32)]
+    grads = [np.ones(8, np.float32), np.ones(8, np.float32)]
+    optim.sgd_step(params, grads, step=1, lr=0.1)
+    optim.sgd_step(params, grads, step=2, lr=0.1)
+    with pytest.raises(ValueError, match=r"'params\[1\]' and 'grads\[1\]' share memory"):
+        optim.sgd_step(params, [grads[0], params[1]], step=3, lr=0.1)
 
 
 def test_capturable_needs_cuda_arrays():

@@ -79,14 +79,43 @@ struct ByteRange {
   size_t id;
 };
 
+// Sorts ranges by start: a least-significant-digit radix sort over the bytes
+// of the start addresses that differ between ranges (4 or 5 of 8 in one
+// process), each pass stable. A step may take thousands of arrays, and
+// std::sort's comparisons of unrelated addresses mispredict: 4000 ranges
+// (Adam over 1000 arrays) took about 230 us that way, as long as the step
+// itself for arrays of ten elements.
+void sort_by_begin(std::vector<ByteRange>& ranges) {
+  constexpr size_t kFewRanges = 64;
+  if (ranges.size() < kFewRanges) {
+    std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.begin < b.begin; });
+    return;
+  }
+  uintptr_t any_bit = 0, every_bit = ~uintptr_t(0);
+  for (const ByteRange& r : ranges) {
+    any_bit |= r.begin;
+    every_bit &= r.begin;
+  }
+  const uintptr_t varying = any_bit ^ every_bit;
+  std::vector<ByteRange> sorted(ranges.size());
+  for (unsigned shift = 0; shift < 8 * sizeof(uintptr_t); shift += 8) {
+    if (((varying >> shift) & 0xff) == 0) continue;
+    size_t start[257] = {};
+    for (const ByteRange& r : ranges) ++start[((r.begin >> shift) & 0xff) + 1];
+    for (size_t digit = 0; digit < 256; ++digit) start[digit + 1] += start[digit];
+    for (const ByteRange& r : ranges) sorted[start[(r.begin >> shift) & 0xff]++] = r;
+    ranges.swap(sorted);
+  }
+}
+
 // A pair of ids of ranges that break that rule, or none. Sorted by start, a
 // range overlapping an earlier one overlaps the earlier one that ends last
 // (the last-ending written one, for a read range), so one pass finds a pair
-// whenever one exists. O(n log n): a step may take thousands of arrays.
-std::optional<std::pair<size_t, size_t>> overlapping_pair(std::vector<ByteRange> ranges) {
+// whenever one exists. Sorts `ranges` in place.
+std::optional<std::pair<size_t, size_t>> overlapping_pair(std::vector<ByteRange>& ranges) {
   ranges.erase(std::remove_if(ranges.begin(), ranges.end(), [](const ByteRange& r) { return r.begin == r.end; }),
                ranges.end());
-  std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.begin < b.begin; });
+  sort_by_begin(ranges);
   const ByteRange* last_any = nullptr;
   const ByteRange* last_written = nullptr;
   for (const ByteRange& r : ranges) {
@@ -96,6 +125,30 @@ std::optional<std::pair<size_t, size_t>> overlapping_pair(std::vector<ByteRange>
     if (r.written && (!last_written || r.end > last_written->end)) last_written = &r;
   }
   return std::nullopt;
+}
+
+// overlapping_pair, skipped when the ranges are those of the last step of
+// this thread that passed (by a 64-bit hash of the set of ranges: the sum of
+// a scrambled (start, end, written) per range, which the CPU computes for
+// many ranges at once): a training loop hands over the same arrays, or
+// reallocated ones at the same addresses, step after step. Adam over 1000
+// arrays of ten elements, 1 thread: the step took about 210 us before this
+// check, about 430 sorting every step, about 250 with the hash.
+std::optional<std::pair<size_t, size_t>> overlapping_pair_unless_seen(std::vector<ByteRange>& ranges) {
+  thread_local uint64_t last_passed = 0;
+  auto scramble = [](uint64_t v) {  // splitmix64's finalizer
+    v ^= v >> 30;
+    v *= 0xbf58476d1ce4e5b9ull;
+    v ^= v >> 27;
+    v *= 0x94d049bb133111ebull;
+    return v ^ (v >> 31);
+  };
+  uint64_t hash = scramble(ranges.size());
+  for (const ByteRange& r : ranges) hash += scramble(scramble(r.begin ^ uint64_t(r.written)) + r.end);
+  if (hash == last_passed) return std::nullopt;
+  std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(ranges);
+  if (!pair) last_passed = hash;
+  return pair;
 }
 
 // overlapping_pair for Python (the CUDA arrays' checks): ranges as arrays of
@@ -110,7 +163,7 @@ py::object overlapping_pair_of(const py::array_t<uint64_t, py::array::c_style | 
   ranges.reserve(static_cast<size_t>(n));
   for (py::ssize_t i = 0; i < n; ++i)
     ranges.push_back({begins.data()[i], begins.data()[i] + sizes.data()[i], written.data()[i], static_cast<size_t>(i)});
-  std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(std::move(ranges));
+  std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(ranges);
   if (!pair) return py::none();
   return py::make_tuple(std::min(pair->first, pair->second), std::max(pair->first, pair->second));
 }
@@ -151,12 +204,18 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
 
   // Ranges for overlapping_pair; id = array index * kRoles + role (0 params,
   // 1 grads, 2-4 the states, 5 master_params), named only for an error.
+  // The vector is kept between steps: a step of a thousand arrays would
+  // otherwise allocate (and fault in) about 200 KiB each time.
   constexpr size_t kRoles = 6;
-  std::vector<ByteRange> ranges;
-  ranges.reserve(n * kRoles);
-  auto add_range = [&ranges](const py::array& a, bool written, size_t i, size_t role) {
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(a.data());
-    ranges.push_back({begin, begin + static_cast<uintptr_t>(a.nbytes()), written, i * kRoles + role});
+  thread_local std::vector<ByteRange> ranges;
+  ranges.clear();
+  // Every array of index i has params[i]'s shape: bytes = elements x the
+  // dtype's size, taken once per dtype.
+  const uintptr_t param_bytes = static_cast<uintptr_t>(param_dtype.itemsize());
+  const uintptr_t state_bytes = static_cast<uintptr_t>(state_dtype.itemsize());
+  auto add_range = [](const void* data, uintptr_t bytes, bool written, size_t i, size_t role) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+    ranges.push_back({begin, begin + bytes, written, i * kRoles + role});
   };
   std::vector<OptimTensor> tensors(n);
   for (size_t i = 0; i < n; ++i) {
@@ -167,12 +226,13 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     check.shape(g, p, "grads", i);
     check.dtype(g, param_dtype, "grads", i, "gradients have their parameter's dtype");
     check.layout(g, "grads", i, false);
-    add_range(p, true, i, 0);
-    add_range(g, false, i, 1);
     OptimTensor& t = tensors[i];
     t.param = p.mutable_data();
     t.grad = g.data();
     t.n = static_cast<int64_t>(p.size());
+    const uintptr_t elements = static_cast<uintptr_t>(t.n);
+    add_range(t.param, elements * param_bytes, true, i, 0);
+    add_range(t.grad, elements * param_bytes, false, i, 1);
     for (size_t k = 0; k < 3; ++k) {
       t.state[k] = nullptr;
       if (k >= state_lists.size() || states[k].is_none()) continue;
@@ -180,8 +240,8 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       check.shape(s, p, state_names[k], i);
       check.dtype(s, state_dtype, state_names[k], i, "optimizer state is float64 for float64 parameters, float32 otherwise");
       check.layout(s, state_names[k], i, true);
-      add_range(s, true, i, 2 + k);
       t.state[k] = s.mutable_data();
+      add_range(t.state[k], elements * state_bytes, true, i, 2 + k);
     }
     t.master = nullptr;
     if (has_master) {
@@ -189,11 +249,11 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       check.shape(m, p, "master_params", i);
       check.dtype(m, state_dtype, "master_params", i, "master weights are float32");
       check.layout(m, "master_params", i, true);
-      add_range(m, true, i, 5);
       t.master = m.mutable_data();
+      add_range(t.master, elements * state_bytes, true, i, 5);
     }
   }
-  if (std::optional<std::pair<size_t, size_t>> pair = overlapping_pair(std::move(ranges))) {
+  if (std::optional<std::pair<size_t, size_t>> pair = overlapping_pair_unless_seen(ranges)) {
     auto label = [&](size_t id) {
       const size_t role = id % kRoles;
       const std::string name = role == 0 ? "params" : role == 1 ? "grads" : role == 5 ? "master_params" : state_names[role - 2];
