@@ -32,7 +32,13 @@ def cuda_available() -> bool:
 
 
 def build_info() -> dict:
-    """What this build contains and what it uses now."""
+    """What this build contains and what it uses now.
+
+    ``stream_mid_size``: whether elementwise outputs from one L2 per thread up
+    to 16 MiB are written with streaming stores, as measured once per process
+    on first use (environment variable NNFUSE_STREAM_MID_SIZE=1 or 0 sets it);
+    larger ones stream when already backed by memory, smaller ones never.
+    Either way the results are the same bits."""
     return {
         "version": __version__,
         "compiler": _C.compiler,
