@@ -23,10 +23,6 @@ using namespace nnfuse;
 
 namespace {
 
-// The end of every overlap error, here and in the CUDA arrays' checks.
-const char* const kOverlapRule =
-    "; the arrays a step writes (parameters, states, master weights) must not overlap each other or a gradient";
-
 std::string shape_text(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t k = 0; k < a.ndim(); ++k) s += (k ? ", " : "") + std::to_string(a.shape(k));
@@ -151,6 +147,56 @@ std::optional<std::pair<size_t, size_t>> overlapping_pair_unless_seen(std::vecto
   return pair;
 }
 
+// A step's arrays as ranges: id = array index * kRoles + role, the columns of
+// the CUDA steps' pointer table (0 params, 1 grads, 2-4 the states, 5
+// master_params), named only for an error. The buffer is kept between steps
+// of a thread: a step of a thousand arrays would otherwise allocate (and
+// fault in) about 200 KiB each time.
+constexpr size_t kRoles = 6;
+std::vector<ByteRange>& step_ranges() {
+  thread_local std::vector<ByteRange> ranges;
+  ranges.clear();
+  return ranges;
+}
+
+// Raises the ValueError naming both arrays if `ranges` (step_ranges' layout)
+// break the rule.
+void check_step_overlap(const std::string& func, std::vector<ByteRange>& ranges,
+                        const std::vector<std::string>& state_names) {
+  std::optional<std::pair<size_t, size_t>> pair = overlapping_pair_unless_seen(ranges);
+  if (!pair) return;
+  auto label = [&](size_t id) {
+    const size_t role = id % kRoles;
+    const std::string name = role == 0 ? "params" : role == 1 ? "grads" : role == 5 ? "master_params" : state_names[role - 2];
+    return "'" + name + "[" + std::to_string(id / kRoles) + "]'";
+  };
+  throw py::value_error(func + "(): " + label(std::min(pair->first, pair->second)) + " and " +
+                        label(std::max(pair->first, pair->second)) +
+                        " share memory; the arrays a step writes (parameters, states, master weights) must "
+                        "not overlap each other or a gradient");
+}
+
+// check_step_overlap for the CUDA steps: their pointer table (n rows of the
+// kRoles columns, 0 where absent) and each row's element count.
+void check_table_overlap(const std::string& func,
+                         const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& table,
+                         const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& counts,
+                         size_t param_itemsize, size_t state_itemsize, const std::vector<std::string>& state_names) {
+  const size_t n = static_cast<size_t>(counts.size());
+  if (table.ndim() != 2 || static_cast<size_t>(table.shape(0)) != n || static_cast<size_t>(table.shape(1)) != kRoles)
+    throw py::value_error("check_table_overlap(): 'table' must have one row of 6 pointers per count");
+  std::vector<ByteRange>& ranges = step_ranges();
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t role = 0; role < kRoles; ++role) {
+      const uintptr_t begin = table.data()[i * kRoles + role];
+      if (begin == 0) continue;
+      const uintptr_t bytes = static_cast<uintptr_t>(counts.data()[i]) * (role < 2 ? param_itemsize : state_itemsize);
+      ranges.push_back({begin, begin + bytes, role != 1, i * kRoles + role});
+    }
+  }
+  check_step_overlap(func, ranges, state_names);
+}
+
 // overlapping_pair for Python (the CUDA arrays' checks): ranges as arrays of
 // begins, sizes in bytes and written flags; the pair as indices, or None.
 py::object overlapping_pair_of(const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& begins,
@@ -202,18 +248,12 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     check.length(master_list, n, "master_params");
   }
 
-  // Ranges for overlapping_pair; id = array index * kRoles + role (0 params,
-  // 1 grads, 2-4 the states, 5 master_params), named only for an error.
-  // The vector is kept between steps: a step of a thousand arrays would
-  // otherwise allocate (and fault in) about 200 KiB each time.
-  constexpr size_t kRoles = 6;
-  thread_local std::vector<ByteRange> ranges;
-  ranges.clear();
+  std::vector<ByteRange>& ranges = step_ranges();
   // Every array of index i has params[i]'s shape: bytes = elements x the
   // dtype's size, taken once per dtype.
   const uintptr_t param_bytes = static_cast<uintptr_t>(param_dtype.itemsize());
   const uintptr_t state_bytes = static_cast<uintptr_t>(state_dtype.itemsize());
-  auto add_range = [](const void* data, uintptr_t bytes, bool written, size_t i, size_t role) {
+  auto add_range = [&ranges](const void* data, uintptr_t bytes, bool written, size_t i, size_t role) {
     const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
     ranges.push_back({begin, begin + bytes, written, i * kRoles + role});
   };
@@ -253,15 +293,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       add_range(t.master, elements * state_bytes, true, i, 5);
     }
   }
-  if (std::optional<std::pair<size_t, size_t>> pair = overlapping_pair_unless_seen(ranges)) {
-    auto label = [&](size_t id) {
-      const size_t role = id % kRoles;
-      const std::string name = role == 0 ? "params" : role == 1 ? "grads" : role == 5 ? "master_params" : state_names[role - 2];
-      return "'" + name + "[" + std::to_string(id / kRoles) + "]'";
-    };
-    const size_t first = std::min(pair->first, pair->second), second = std::max(pair->first, pair->second);
-    throw py::value_error(func + "(): " + label(first) + " and " + label(second) + " share memory" + kOverlapRule);
-  }
+  check_step_overlap(func, ranges, state_names);
 
   OptimStepOptions options;
   options.clip_mode = static_cast<ClipMode>(clip_mode);
@@ -288,5 +320,6 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
 void nnfuse::register_optim(py::module_& m) {
   m.def("optim_step", &optim_step);
   m.def("overlapping_pair", &overlapping_pair_of, py::arg("begins"), py::arg("sizes"), py::arg("written"));
-  m.attr("overlap_rule") = kOverlapRule;
+  m.def("check_table_overlap", &check_table_overlap, py::arg("func"), py::arg("table"), py::arg("counts"),
+        py::arg("param_itemsize"), py::arg("state_itemsize"), py::arg("state_names"));
 }

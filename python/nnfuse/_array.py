@@ -83,9 +83,8 @@ def empty_in_order(shape, dtype, order: Optional[Tuple[int, ...]]) -> np.ndarray
     return np.empty([shape[k] for k in order], dtype).transpose(np.argsort(order))
 
 
-def as_input(value, argname: str, func: str, keep_dense: bool = False) -> np.ndarray:
-    """An ndarray of a supported dtype, C-contiguous (copied only if it was
-    not) or, with ``keep_dense``, dense in any axis order (storage_order)."""
+def _as_array(value, argname: str, func: str) -> np.ndarray:
+    """An ndarray of a supported dtype, as given where it already is one."""
     if not isinstance(value, np.ndarray):
         if value is None:
             raise TypeError(f"{func}(): '{argname}' must be an array, got None")
@@ -95,9 +94,24 @@ def as_input(value, argname: str, func: str, keep_dense: bool = False) -> np.nda
             )
         value = np.asarray(value)
     dtype_code(value.dtype, argname, func)
-    if not value.flags.c_contiguous and not (keep_dense and storage_order(value) is not None):
-        value = np.ascontiguousarray(value)
     return value
+
+
+def as_input(value, argname: str, func: str) -> np.ndarray:
+    """A C-contiguous ndarray of a supported dtype (copied only if it was not)."""
+    value = _as_array(value, argname, func)
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+
+
+def as_dense_input(value, argname: str, func: str) -> Tuple[np.ndarray, Optional[Tuple[int, ...]]]:
+    """(array, order) for an elementwise kernel: a dense array of a supported
+    dtype as given, with its storage_order (None: C order), or a C-contiguous
+    copy of any other array."""
+    value = _as_array(value, argname, func)
+    order = storage_order(value)
+    if order is None and not value.flags.c_contiguous:
+        value = np.ascontiguousarray(value)
+    return value, order
 
 
 def check_same(reference: np.ndarray, refname: str, other: np.ndarray, othername: str, func: str) -> None:

@@ -24,7 +24,7 @@ import operator
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import DTYPE_CODES, as_input, check_same, in_order, prepare_out, real_option, storage_order
+from ._array import DTYPE_CODES, as_dense_input, as_input, check_same, in_order, prepare_out, real_option
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -57,8 +57,7 @@ def _forward(code, x, out, p0, p1, func):
 # a copy, and store a new result in that order, as PyTorch and NumPy's ufuncs
 # keep a Fortran-ordered, transposed or channels_last layout.
 def _forward_host(code, x, out, p0, p1, func):
-    xa = as_input(x, "x", func, keep_dense=True)
-    order = storage_order(xa)
+    xa, order = as_dense_input(x, "x", func)
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func, order=order)
     _C.activation(code, _FORWARD, DTYPE_CODES[xa.dtype], in_order(xa, order), None, in_order(target.buffer, order),
                   p0, p1)
@@ -95,11 +94,10 @@ def _backward(code, grad, x, y, out, p0, p1, func):
 
 
 def _backward_host(code, direction, grad, name, source, out, p0, p1, func):
-    ga = as_input(grad, "grad", func, keep_dense=True)
-    sa = as_input(source, name, func, keep_dense=True)
+    ga, order = as_dense_input(grad, "grad", func)
+    sa, _ = as_dense_input(source, name, func)
     check_same(ga, "grad", sa, name, func)
     # Both in grad's storage order when the source is stored so too, else C order.
-    order = storage_order(ga)
     if not in_order(sa, order).flags.c_contiguous:
         order, ga, sa = None, np.ascontiguousarray(ga), np.ascontiguousarray(sa)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), (name, source)), func, order=order)

@@ -180,20 +180,6 @@ def check_like(values, name, params, dtype, func, why):
     return ptrs
 
 
-def check_overlap(func, table, counts, dtype, sdtype, state_names):
-    """Refuses a step whose written arrays (parameters, states, master weights:
-    the columns of the pointer table but 1) overlap each other or a gradient
-    (column 1), as the CPU step does. ``counts``: elements per parameter."""
-    itemsizes = np.array([np.dtype(dtype).itemsize] * 2 + [np.dtype(sdtype).itemsize] * 4, dtype=np.uint64)
-    sizes = np.where(table != 0, counts.astype(np.uint64)[:, None] * itemsizes[None, :], 0)
-    written = np.broadcast_to(np.arange(6) != 1, table.shape)
-    pair = _C.overlapping_pair(table.astype(np.uint64).ravel(), sizes.ravel(), written.ravel())
-    if pair is not None:
-        names = ["params", "grads", *state_names, "", "", ""][:5] + ["master_params"]
-        first, second = (f"'{names[k % 6]}[{k // 6}]'" for k in pair)
-        raise ValueError(f"{func}(): {first} and {second} share memory{_C.overlap_rule}")
-
-
 def _scalar_ptr(value, name, first: Info, func):
     info = describe(value, name, func)
     if info.dtype != np.float64 or int(np.prod(info.shape, dtype=np.int64)) != 1:
@@ -232,7 +218,10 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     infos, sdtype, table, ws = prepared
     first = infos[0]
     table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
-    check_overlap(func, table, ws.sizes, first.dtype, sdtype, state_names)
+    # The CPU step's overlap rule and message (written arrays must not overlap
+    # each other or a gradient), on the pointer table.
+    _C.check_table_overlap(func, table, ws.sizes, np.dtype(first.dtype).itemsize, np.dtype(sdtype).itemsize,
+                           list(state_names))
 
     if isinstance(step, (int, np.integer)):
         if step < 1:
