@@ -20,14 +20,21 @@ inline bool same_form(const pybind11::array& a, const pybind11::array& like) {
          std::equal(a.shape(), a.shape() + a.ndim(), like.shape());
 }
 
+// Whether two contiguous arrays share any byte (an array of another kind
+// that a kernel reads while it writes `b`: cross-entropy labels in the
+// gradient's memory must be copied first).
+inline bool shares_bytes(const pybind11::array& a, const pybind11::array& b) {
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
+  pybind11::ssize_t an = a.nbytes(), bn = b.nbytes();
+  return an > 0 && bn > 0 && a0 < b0 + bn && b0 < a0 + an;
+}
+
 // Whether `a` and `out` share memory other than as the very same buffer (an
 // in-place call), which the direct bindings leave to the general path.
 inline bool overlaps_out(const pybind11::array& a, const pybind11::array& out) {
-  const char* a0 = static_cast<const char*>(a.data());
-  const char* o0 = static_cast<const char*>(out.data());
-  pybind11::ssize_t an = a.nbytes(), on = out.nbytes();
-  if (a0 == o0 && an == on) return false;
-  return an > 0 && on > 0 && a0 < o0 + on && o0 < a0 + an;
+  if (a.data() == out.data() && a.nbytes() == out.nbytes()) return false;
+  return shares_bytes(a, out);
 }
 
 // `a` as rows along its last axis (false, for the general path, when it is

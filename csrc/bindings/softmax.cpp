@@ -86,7 +86,9 @@ py::tuple cross_entropy(int dtype, const py::array& logits, const py::array& lab
 // The common cross-entropy call made cheap, as softmax_forward_direct: logits
 // of at least one dimension with at least one row, int64 labels of the
 // logits' shape less its last axis, every array in the kernels' form, grad
-// writeable and the logits' very memory (in place) or disjoint from them.
+// writeable and the logits' very memory (in place) or disjoint from them,
+// and the labels disjoint from grad (the kernels read a row's label again
+// after writing gradient rows; the general path copies such labels first).
 // The labels are checked here (the rows counted for "mean" on the way);
 // a label outside [0, C) that is not ignore_index also returns None, having
 // written nothing, and the general path names it. Returns (per-row losses,
@@ -99,7 +101,7 @@ py::object cross_entropy_direct(int dtype, const py::array& logits, const py::ar
   if (!same_form(logits, logits) || !direct_output(grad, logits) || overlaps_out(logits, grad)) return py::none();
   if (!(labels.flags() & py::array::c_style) || labels.ndim() != logits.ndim() - 1 ||
       !std::equal(labels.shape(), labels.shape() + labels.ndim(), logits.shape()) ||
-      !labels.dtype().equal(py::dtype::of<int64_t>())) {
+      !labels.dtype().equal(py::dtype::of<int64_t>()) || shares_bytes(labels, grad)) {
     return py::none();
   }
   // Without a branch per label (a bad one is the rare case; the general path

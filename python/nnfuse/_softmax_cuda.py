@@ -42,6 +42,18 @@ def _copy_back(call, target_obj, rows_obj, axis):
         call._on_device(lambda: cupy.copyto(target_obj, cupy.moveaxis(rows_obj, -1, axis)))
 
 
+def _apart_from(call, obj, written):
+    """``obj`` (a C-contiguous read-only operand of the call's library: a mask,
+    labels), or a copy of it where it shares bytes with ``written`` (the
+    kernel's output, a DeviceArg): the kernels read it while they write."""
+    span = written.span()
+    ptr = _ptr(call.lib, obj)
+    nbytes = obj.numel() * obj.element_size() if call.lib == "torch" else obj.nbytes
+    if span is None or nbytes == 0 or ptr + nbytes <= span[0] or span[1] <= ptr:
+        return obj
+    return obj.clone() if call.lib == "torch" else call._on_device(obj.copy)
+
+
 def _workspace(call, doubles):
     """(holder, pointer) of device scratch of `doubles` float64 (0: none)."""
     if doubles <= 0:
@@ -52,7 +64,7 @@ def _workspace(call, doubles):
 
 def _keep(call, mask, shape, axis, func):
     """The mask as a C-contiguous device array of one byte per element (axis
-    last); returns (holder, pointer)."""
+    last)."""
     _need_library(call, "'mask'")
     last = len(shape) == 0 or axis == len(shape) - 1
     if call.lib == "torch":
@@ -68,8 +80,7 @@ def _keep(call, mask, shape, axis, func):
         except RuntimeError:
             raise ValueError(f"{func}(): 'mask' of shape {tuple(m.shape)} does not broadcast to the shape of 'x' "
                              f"{tuple(shape)}") from None
-        m = (m if last else m.movedim(axis, -1)).contiguous()
-        return m, m.data_ptr()
+        return (m if last else m.movedim(axis, -1)).contiguous()
     import cupy
 
     def build():
@@ -85,8 +96,7 @@ def _keep(call, mask, shape, axis, func):
                              f"{tuple(shape)}") from None
         return cupy.ascontiguousarray(m if last else cupy.moveaxis(m, axis, -1))
 
-    m = call._on_device(build)
-    return m, m.data.ptr
+    return call._on_device(build)
 
 
 def forward(call, log, axis, scale, mask, masked_rows, func):
@@ -100,7 +110,8 @@ def forward(call, log, axis, scale, mask, masked_rows, func):
     target = call.output("out", x.shape, x.dtype, ("x",))
     if x.size == 0:
         return target.finish()
-    keep_holder, keep = _keep(call, mask, x.shape, ax, func) if mask is not None else (None, 0)
+    keep_holder = _apart_from(call, _keep(call, mask, x.shape, ax, func), target.buffer) if mask is not None else None
+    keep = _ptr(call.lib, keep_holder) if keep_holder is not None else 0
     cols = x.shape[ax] if x.ndim else 1
     rows = x.size // cols
     ws, ws_ptr = _workspace(call, call.cuda.softmax_workspace_size(rows, cols))
@@ -212,6 +223,7 @@ def cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction
     weight = 1.0 / counted if reduction == "mean" and counted else 1.0
     target = None if inplace else call.output("out", la.shape, la.dtype, ("logits",))
     grad = la if inplace else target.buffer
+    lab64 = _apart_from(call, lab64, grad)
     loss = call.empty(lab_shape if reduction == "none" else (), la.dtype)
     ws, ws_ptr = _workspace(call, call.cuda.cross_entropy_workspace_size(rows, classes) if rows else 0)
     call.cuda.softmax_cross_entropy(la.code, la.ptr, _ptr(call.lib, lab64), grad.ptr, loss.ptr,

@@ -141,6 +141,8 @@ def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
     keep = _keep_bytes(mask, xa.shape, ax, func) if mask is not None else None
+    if keep is not None and np.may_share_memory(keep, target.buffer):
+        keep = keep.copy()  # a mask in the output's memory, read while the output is written
     if xa.size == 0:
         return target.finish()
     rows_x = _rows_view(xa.reshape(-1) if xa.ndim == 0 else xa, ax)
@@ -351,6 +353,10 @@ def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, r
     else:
         target = prepare_out(out, la.shape, la.dtype, (("logits", logits),), func)
         grad = target.buffer
+    if np.may_share_memory(lab64, grad):
+        # Labels stored in the gradient's memory: the kernels read a row's
+        # label again after writing gradient rows, so they take a copy.
+        lab64 = lab64.copy()
     rows = lab64.size
     if rows:
         losses, total = _C.softmax_cross_entropy(DTYPE_CODES[la.dtype], la, lab64, grad, rows, classes,

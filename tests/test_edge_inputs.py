@@ -1,0 +1,86 @@
+"""Inputs at the edges of the contract: arrays sharing memory with what a
+kernel writes, outputs whose elements share memory, masked arrays, infinite
+and near-overflow gradients, parameters that change a formula's branch, and
+the messages for malformed arguments."""
+
+import numpy as np
+import pytest
+
+import nnfuse as nf
+import nnfuse.reference as ref
+from nnfuse import optim
+from nnfuse._array import BFLOAT16
+from nnfuse._optable import ACTIVATIONS, call_params
+from nnfuse.accuracy import BOUNDS, backward_floor
+
+from conftest import SUPPORTED_ISAS, assert_within_ulp
+
+
+# ---- read-only operands in the memory a kernel writes --------------------------
+
+@pytest.mark.parametrize("classes", [3, 8, 16, 17, 40, 200])
+@pytest.mark.parametrize("where", ["out", "inplace"])
+def test_cross_entropy_labels_in_the_gradient_memory(classes, where, isa):
+    """int64 labels stored inside the array the gradient is written to: the
+    result is that of the labels as passed (they used to be read again after
+    the gradient rows overwrote them: garbage indices, a crash)."""
+    rng = np.random.default_rng(classes)
+    logits = rng.standard_normal((128, classes)).astype(np.float32)
+    buffer = np.zeros_like(logits) if where == "out" else logits
+    labels = buffer.reshape(-1).view(np.int64)[:128]
+    labels[:] = rng.integers(0, classes, 128)
+    expected_loss, expected_grad = ref.softmax_cross_entropy(logits.copy(), labels.copy())
+    if where == "out":
+        loss, grad = nf.softmax_cross_entropy(logits, labels, out=buffer)
+    else:
+        loss, grad = nf.softmax_cross_entropy(logits, labels, inplace=True)
+    assert grad is buffer
+    assert_within_ulp(f"loss {where}", np.asarray(loss), expected_loss, 4, {"classes": classes})
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_int32_labels_in_the_gradient_memory():
+    """Labels of another integer type are converted, then also kept apart."""
+    logits = np.random.default_rng(5).standard_normal((64, 12)).astype(np.float32)
+    labels = logits.reshape(-1).view(np.int32)[:64]
+    labels[:] = np.arange(64) % 12
+    expected = ref.softmax_cross_entropy(logits.copy(), labels.copy())
+    loss, grad = nf.softmax_cross_entropy(logits, labels, inplace=True)
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_mask_in_the_output_memory(log, isa):
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    buffer = np.zeros(128, np.uint8)
+    mask = buffer[:32].view(bool).reshape(4, 8)
+    mask[:] = True
+    mask[1, 3] = False
+    keep = mask.copy()
+    out = buffer.view(np.float32).reshape(4, 8)
+    fn = nf.log_softmax if log else nf.softmax
+    result = fn(x, mask=mask, out=out)
+    assert result is out
+    expected = (ref.log_softmax if log else ref.softmax)(x.astype(np.float64), mask=keep)
+    assert_within_ulp("masked softmax into the mask's memory", result, expected, 3, {"x": x})
+
+
+def test_device_glue_copies_an_operand_that_shares_the_output_memory():
+    """The CUDA path's check, run on CPU tensors (it only compares pointers):
+    labels or a mask inside the output's bytes are copied, others are not."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from nnfuse._interop import DeviceArg
+    from nnfuse._softmax_cuda import _apart_from
+
+    call = SimpleNamespace(lib="torch")
+    storage = torch.zeros(64, dtype=torch.float32)
+    written = DeviceArg("out", storage, storage, "torch")
+    written.ptr, written.shape, written.dtype = storage.data_ptr(), (8, 8), np.dtype(np.float32)
+    inside = storage.view(torch.int64)[4:12]
+    apart = torch.arange(8, dtype=torch.int64)
+    copied = _apart_from(call, inside, written)
+    assert copied.data_ptr() != inside.data_ptr() and torch.equal(copied, inside)
+    assert _apart_from(call, apart, written) is apart
