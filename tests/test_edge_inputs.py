@@ -66,6 +66,51 @@ def test_softmax_mask_in_the_output_memory(log, isa):
     assert_within_ulp("masked softmax into the mask's memory", result, expected, 3, {"x": x})
 
 
+# ---- outputs whose elements share memory ----------------------------------------
+
+def _writeable_broadcast(shape, dtype=np.float32):
+    return np.lib.stride_tricks.as_strided(np.zeros(shape[-1], dtype), shape, (0, np.dtype(dtype).itemsize),
+                                           writeable=True)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, out: nf.relu(x, out=out),
+    lambda x, out: nf.gelu_backward(x, x, out=out),
+    lambda x, out: nf.softmax(x, out=out),
+    lambda x, out: nf.log_softmax_backward(x, x, out=out),
+    lambda x, out: nf.softmax_cross_entropy(x, np.zeros(4, np.int64), out=out),
+], ids=["relu", "gelu_backward", "softmax", "log_softmax_backward", "cross_entropy"])
+def test_out_with_elements_that_share_memory_is_refused(call):
+    x = np.ones((4, 5), np.float32)
+    out = _writeable_broadcast((4, 5))
+    with pytest.raises(ValueError, match="'out' has elements that share memory"):
+        call(x, out)
+
+
+def test_out_with_partly_overlapping_elements_is_refused():
+    """Strides of 2 bytes for 4-byte elements: distinct addresses, shared bytes."""
+    base = np.zeros(64, np.float32)
+    out = np.lib.stride_tricks.as_strided(base, (3, 2), (8, 10), writeable=True)
+    with pytest.raises(ValueError, match="share memory"):
+        nf.tanh(np.ones((3, 2), np.float32), out=out)
+
+
+def test_out_with_interleaved_distinct_elements_is_accepted():
+    """Strides that fail the quick test but never meet: decided exactly."""
+    base = np.zeros(64, np.float32)
+    out = np.lib.stride_tricks.as_strided(base, (3, 2), (8, 12), writeable=True)
+    x = np.arange(-3, 3, dtype=np.float32).reshape(3, 2)
+    assert nf.relu(x, out=out) is out
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+def test_torch_expanded_out_is_refused():
+    torch = pytest.importorskip("torch")
+    out = torch.zeros(5).expand(4, 5)
+    with pytest.raises(ValueError, match="'out' has elements that share memory"):
+        nf.relu(torch.randn(4, 5), out=out)
+
+
 def test_device_glue_copies_an_operand_that_shares_the_output_memory():
     """The CUDA path's check, run on CPU tensors (it only compares pointers):
     labels or a mask inside the output's bytes are copied, others are not."""

@@ -138,6 +138,39 @@ def _overlaps(a: np.ndarray, b: np.ndarray):
         return None
 
 
+def _elements_overlap(shape, strides, itemsize: int) -> bool:
+    """Whether two elements of this layout share a byte: a stride of 0 on an
+    axis of two or more elements (a writeable broadcast view), or strides
+    that make elements meet. Sufficient test first: with the axes of more
+    than one element sorted by |stride|, each stride steps over everything
+    the smaller axes span. Layouts that interleave their axes fail it without
+    overlapping, and are decided exactly from their sorted element offsets."""
+    axes = sorted((abs(s), n) for n, s in zip(shape, strides) if n > 1)
+    span = itemsize
+    for stride, n in axes:
+        if stride == 0:
+            return True
+        if stride < span:
+            break
+        span += stride * (n - 1)
+    else:
+        return False
+    offsets = np.zeros(1, np.int64)
+    for stride, n in axes:
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).reshape(-1)
+    offsets.sort()
+    return bool(np.any(np.diff(offsets) < itemsize))
+
+
+def check_output_layout(shape, strides, itemsize: int, func: str, argname: str) -> None:
+    """ValueError where an output's elements share memory: a kernel would
+    write some of them twice, and what they hold would depend on the order."""
+    if any(n == 0 for n in shape) or not _elements_overlap(shape, strides, itemsize):
+        return
+    raise ValueError(f"{func}(): '{argname}' has elements that share memory (shape {tuple(shape)}, strides "
+                     f"{tuple(strides)}); pass an array whose elements are distinct")
+
+
 class Output:
     """Where a kernel writes: ``out`` itself when it is stored in the kernel's
     order (C-contiguous, or the inputs' storage_order), else a temporary that
@@ -174,6 +207,8 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out", orde
         raise TypeError(f"{func}(): '{argname}' has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{func}(): '{argname}' is read-only")
+    if not out.flags.c_contiguous:
+        check_output_layout(out.shape, out.strides, out.itemsize, func, argname)
     undecided = False
     for name, arr in inputs:
         if arr is None or not isinstance(arr, np.ndarray) or not np.may_share_memory(out, arr):

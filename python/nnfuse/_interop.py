@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from ._array import BFLOAT16, DTYPE_CODES, dtype_code
+from ._array import BFLOAT16, DTYPE_CODES, check_output_layout, dtype_code
 
 try:
     from . import _cuda
@@ -485,6 +485,8 @@ class DeviceCall:
             raise TypeError(f"{self.func}(): '{name}' has dtype {out.dtype}, expected {dtype}")
         if out.readonly:
             raise ValueError(f"{self.func}(): '{name}' is read-only")
+        if not out.contiguous:
+            check_output_layout(out.shape, out.strides, out.dtype.itemsize, self.func, name)
         out_span = out.span()
         for other in inputs:
             arg = self.args.get(other)
