@@ -111,6 +111,29 @@ def test_torch_expanded_out_is_refused():
         nf.relu(torch.randn(4, 5), out=out)
 
 
+# ---- parameters -------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])
+def test_celu_with_a_negative_alpha(dtype, isa):
+    """x / alpha >= 0 for x <= 0: the 16-bit formulas (which assumed x / alpha
+    <= 0) gave -0 and a derivative of 1."""
+    x = np.array([-0.1, -1.0, -3.0, -20.0, 0.0, 0.5, 7.0], dtype)
+    g = np.linspace(-2, 2, x.size).astype(dtype)
+    key = "bfloat16" if dtype == BFLOAT16 else np.dtype(dtype).name
+    x64 = x.astype(np.float64)
+    assert_within_ulp("celu alpha=-2", nf.celu(x, alpha=-2.0), ref.celu(x64, alpha=-2.0), BOUNDS[key]["forward"],
+                      {"x": x})
+    assert_within_ulp("celu_backward alpha=-2", nf.celu_backward(g, x, alpha=-2.0),
+                      ref.celu_backward(g.astype(np.float64), x64, alpha=-2.0), BOUNDS[key]["backward"], {"x": x})
+
+
+def test_celu_overflowing_with_a_negative_alpha_is_minus_inf():
+    for dtype in (np.float32, np.float64):
+        x = np.array([-1600.0, -1e30, -np.inf], dtype)
+        np.testing.assert_array_equal(nf.celu(x, alpha=-2.0), [-np.inf] * 3)
+        np.testing.assert_array_equal(nf.celu_backward(np.ones_like(x), x, alpha=-2.0), [np.inf] * 3)
+
+
 def test_device_glue_copies_an_operand_that_shares_the_output_memory():
     """The CUDA path's check, run on CPU tensors (it only compares pointers):
     labels or a mask inside the output's bytes are copied, others are not."""
@@ -129,3 +152,11 @@ def test_device_glue_copies_an_operand_that_shares_the_output_memory():
     copied = _apart_from(call, inside, written)
     assert copied.data_ptr() != inside.data_ptr() and torch.equal(copied, inside)
     assert _apart_from(call, apart, written) is apart
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-310, 1e-39, float("inf"), -float("inf")])
+def test_celu_alpha_whose_reciprocal_overflows_is_refused(alpha):
+    """1 / alpha is taken in float32: a subnormal alpha gave NaN at x = 0,
+    an infinite one inf where the reference gives NaN."""
+    with pytest.raises(ValueError, match="'alpha' must be finite with"):
+        nf.celu(np.zeros(3, np.float32), alpha=alpha)

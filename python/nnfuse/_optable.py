@@ -7,6 +7,7 @@ from these rows, so adding an activation means: its functor in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Tuple
 
@@ -61,10 +62,16 @@ def _elu(func, alpha=1.0):
     return OP_CODES["elu"], real_option(func, "alpha", alpha), 0.0
 
 
+_SMALLEST_NORMAL_F32 = 2.0 ** -126
+
+
 def _celu(func, alpha=1.0):
     alpha = real_option(func, "alpha", alpha)
-    if alpha == 0:
-        raise ValueError(f"{func}(): 'alpha' must not be zero (the formula divides by it)")
+    # The kernels take 1 / alpha, in float32 for float32 and 16-bit inputs:
+    # a finite alpha of at least the smallest normal float keeps it finite.
+    if not _SMALLEST_NORMAL_F32 <= abs(alpha) < math.inf:
+        raise ValueError(f"{func}(): 'alpha' must be finite with |alpha| >= 2**-126 (the formula divides by it), "
+                         f"got {alpha}")
     return OP_CODES["celu"], alpha, 0.0
 
 

@@ -352,13 +352,17 @@ struct Celu {
   }
   // float16 / bfloat16 outputs: as Elu's in q = x / alpha (rounded twice:
   // e^q moves by about |q| 2^-23 relative, below 2^-16 wherever it is not 0
-  // in 16 bits).
+  // in 16 bits). The narrow exponentials take q <= 0 only (x <= 0 and alpha >
+  // 0); a negative alpha (q >= 0, e^q up to overflow) takes the float32
+  // formulas, whose results round to 16 bits within the same bound.
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>& a) {
+    if (!all_lanes(a.p0 > V(0.0f))) return fwd(x, a);
     return select(x > V(0.0f), x, a.p0 * vmath::expm1_narrow(x * (V(1.0f) / a.p0)));
   }
   template <class V>
   NNF_HD static V bwd_narrow(V g, V x, const ActArgs<V>& a) {
+    if (!all_lanes(a.p0 > V(0.0f))) return bwd(g, x, a);
     return select(x > V(0.0f), g, act_detail::times_exp_narrow(g, x * (V(1.0f) / a.p0)));
   }
 };

@@ -342,6 +342,8 @@ NNF_HD V expm1_lo(V x, V xlo) { return expm1_impl<true>(x, xlo); }
 // with the sign of x as the float form (a -0 stays -0: 0 (em + 1) + -0 is +0).
 NNF_HD double expm1_lo(double x, double xlo) {
   double em = ::expm1(x);
+  // An overflowed e^x stays +inf (the correction's inf * 0 would be NaN).
+  if (em > 0x1.fffffffffffffp+1023) return em;
   return copysign(fma(vmax(vmin(xlo, 1.0e-4), -1.0e-4), em + 1.0, em), x);
 }
 
