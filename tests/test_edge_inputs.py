@@ -111,6 +111,56 @@ def test_torch_expanded_out_is_refused():
         nf.relu(torch.randn(4, 5), out=out)
 
 
+# ---- infinite and near-overflow gradients --------------------------------------
+
+_SMOOTH_CASES = [(a, p) for a in ACTIVATIONS for p in ({},) + tuple(a.test_params)
+                 if a.name not in ("relu", "leaky_relu", "hardtanh", "relu6", "hardsigmoid", "hardswish")]
+_SMOOTH_IDS = [a.name + "".join(f"-{k}={v}" for k, v in p.items()) for a, p in _SMOOTH_CASES]
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64), BFLOAT16],
+                         ids=["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("case", _SMOOTH_CASES, ids=_SMOOTH_IDS)
+def test_backward_with_huge_and_infinite_gradients(case, dtype, isa):
+    """grad * f'(x) as the reference's IEEE product: +-inf for an infinite
+    grad (where f'(x) is not 0), and the finite product within the published
+    bound for a grad within a few binades of overflow (the formulas fold
+    grad into intermediate products, which used to overflow: tanh_backward of
+    1e38 at 0 gave inf, silu_backward of inf gave NaN)."""
+    activation, params = case
+    big = float(np.finfo(np.float64 if dtype == np.float64 else np.float32).max)
+    x = np.linspace(-8, 8, 161).astype(dtype)
+    values = np.array([np.inf, -np.inf, big, -big, big / 1.5, -big / 3, big / 4])
+    g = np.repeat(values, x.size).astype(dtype)
+    xs = np.tile(x, values.size)
+    fn = getattr(nf, activation.name + "_backward")
+    got = fn(g, xs, **params)
+    full = call_params(activation, params)
+    g64, x64 = g.astype(np.float64), xs.astype(np.float64)
+    with np.errstate(all="ignore"):
+        expected = getattr(ref, activation.name + "_backward")(g64, x64, **full)
+        floor = backward_floor(activation.name, params, x64, g64)
+    key = "bfloat16" if dtype == BFLOAT16 else dtype.name
+    assert_within_ulp(f"{activation.name}{params} {key} {isa}", got, expected, BOUNDS[key]["backward"],
+                      {"x": xs, "grad": g}, floor=floor)
+    assert np.isinf(got[: 2 * x.size]).sum() >= np.count_nonzero(expected[: 2 * x.size] != 0) - 2
+
+
+@pytest.mark.parametrize("case", _SMOOTH_CASES[:6], ids=_SMOOTH_IDS[:6])
+def test_rescued_gradients_are_the_same_bits_on_every_isa(case):
+    activation, params = case
+    x = np.linspace(-8, 8, 5000).astype(np.float32)
+    g = np.where(np.arange(x.size) % 7 == 0, np.float32(np.inf), np.float32(3e38)).astype(np.float32)
+    g[::11] = 0.5
+    fn = getattr(nf, activation.name + "_backward")
+    results = []
+    for isa in SUPPORTED_ISAS:
+        with nf.cpu_isa(isa):
+            results.append(fn(g, x, **params).view(np.uint32))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
 # ---- parameters -------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])

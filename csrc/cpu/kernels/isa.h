@@ -257,11 +257,13 @@ void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool stream, F&& 
 #endif
   map_unary(x, y, n, f);
 }
-template <class T, class F>
+// kFence = false leaves the store fence after streamed stores to the caller
+// (one fence after several calls).
+template <bool kFence = true, class T, class F>
 void map_binary_any(const T* a, const T* b, T* out, int64_t n, int64_t total, bool stream, F&& f) {
 #if NNF_ISA_LEVEL >= 1
   if constexpr (!std::is_same<T, double>::value) {
-    if (use_stream(out, stream)) return map_binary<true>(a, b, out, n, f);
+    if (use_stream(out, stream)) return map_binary<true, kFence>(a, b, out, n, f);
     if (large_output<T>(total)) return map_binary<false, true, true>(a, b, out, n, f);
   }
 #endif

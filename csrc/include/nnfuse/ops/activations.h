@@ -69,13 +69,50 @@ NNF_HD V forward_for(V x, const ActArgs<V>& a) {
     return Op::fwd(x, a);
   }
 }
+// Ops whose derivative times g is one IEEE operation on g (g / 6, g times a
+// factor, g or its flat zero) declare bwd_is_one_product: their results are
+// already the reference's for every g, and backward_for takes them as they are.
+template <class Op, class = void>
+struct BwdIsOneProduct : std::false_type {};
+template <class Op>
+struct BwdIsOneProduct<Op, std::void_t<decltype(Op::bwd_is_one_product)>>
+    : std::integral_constant<bool, Op::bwd_is_one_product> {};
+template <class Op>
+inline constexpr bool kBwdRescaled = !BwdIsOneProduct<Op>::value;
 template <class Op, class T, class V>
-NNF_HD V backward_for(V g, V x, const ActArgs<V>& a) {
+NNF_HD V backward_formula(V g, V x, const ActArgs<V>& a) {
   if constexpr (kNarrowBwd<Op, T>) {
     return Op::bwd_narrow(g, x, a);
   } else {
     return Op::bwd(g, x, a);
   }
+}
+// The formulas fold g into their products (4 g in tanh's, g alpha in elu's,
+// compensated products), so an infinite g, or one within a few binades of
+// overflow, can overflow an intermediate, or meet inf - inf, where the
+// reference's IEEE product g f'(x) is finite or +-inf. A vector with a
+// result that is not finite takes such lanes again from g 2^-64 (exact; the formulas' relative errors do not
+// depend on g's scale) and scales the result back by 2^64, which overflows
+// only where g f'(x) does; an infinite g takes 2^64 sign(g) f'(x) times inf:
+// +-inf where f'(x) is at least 2^-64 of the smallest denormal, else NaN
+// (the reference's inf * 0 where f'(x) = 0; a float32 f'(x) below ~1e-64
+// is 0 here but not in the float64 reference). Lanes with a finite result
+// keep it, and NaN inputs still give NaN. (The CPU kernels check blocks of
+// formula results first and call this only for a block that needs it.)
+template <class Op, class T, class V>
+NNF_HD V backward_for(V g, V x, const ActArgs<V>& a) {
+  using L = vmath::Limits<scalar_t<V>>;
+  const V r = backward_formula<Op, T>(g, x, a);
+  if constexpr (!kBwdRescaled<Op>) return r;
+  const mask_t<V> redo = is_inf_or_nan(r);
+  if (!any_lane(redo)) return r;
+  const V inf = V(L::max) + V(L::max);
+  const mask_t<V> infinite_g = vabs(g) == inf;
+  const V unit(static_cast<scalar_t<V>>(0x1p-64));
+  const V scale(static_cast<scalar_t<V>>(0x1p64));
+  const V g_scaled = select(infinite_g, copysign(scale, g), g * unit);
+  const V back = select(infinite_g, inf, scale);
+  return select(redo, backward_formula<Op, T>(g_scaled, x, a) * back, r);
 }
 
 namespace act_detail {
@@ -213,6 +250,7 @@ struct Tanh {
 
 // Relu: y = max(x, 0);  y' = x > 0 ? 1 : 0 (relu'(0) = 0).
 struct Relu {
+  static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
@@ -233,6 +271,7 @@ struct Relu {
 // y' = x > 0 ? 1 : p0 (leaky_relu'(0) = slope). bwd_from_y needs p0 >= 0 (as
 // torch's in-place rule), so that y > 0 <=> x > 0.
 struct LeakyRelu {
+  static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
@@ -736,6 +775,7 @@ struct Mish {
 // Hardtanh(min_val = p0, max_val = p1): y = min(max(x, p0), p1);
 // y' = p0 < x < p1 ? 1 : 0. Also relu6 (p0 = 0, p1 = 6).
 struct Hardtanh {
+  static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
@@ -753,6 +793,7 @@ struct Hardtanh {
 
 // Hardsigmoid: y = min(max(x + 3, 0), 6) / 6;  y' = -3 < x < 3 ? 1/6 : 0.
 struct Hardsigmoid {
+  static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
@@ -782,6 +823,7 @@ struct Hardsigmoid {
 // y'(3) = 1; torch writes x/3 + 0.5; fma(2, x, 3) = 2 (x + 1.5) rounded once is
 // exact near the zero at -1.5, so the result is (x + 1.5) / 3 as the reference).
 struct Hardswish {
+  static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {

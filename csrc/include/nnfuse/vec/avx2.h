@@ -78,6 +78,10 @@ NNF_HD VecAvx2 copysign(VecAvx2 mag, VecAvx2 sgn) {
   return _mm256_or_ps(_mm256_andnot_ps(sign_bit, mag.v), _mm256_and_ps(sign_bit, sgn.v));
 }
 NNF_HD MaskAvx2 is_nan(VecAvx2 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
+// |a| not below inf (unordered: NaN too).
+NNF_HD MaskAvx2 is_inf_or_nan(VecAvx2 a) {
+  return {_mm256_cmp_ps(vabs(a).v, _mm256_set1_ps(__builtin_inff()), _CMP_NLT_UQ)};
+}
 NNF_HD VecAvx2 pow2i(VecAvx2 k) {
   __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(k.v), _mm256_set1_epi32(127));
   return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));

@@ -85,6 +85,8 @@ NNF_HD VecAvx512 copysign(VecAvx512 mag, VecAvx512 sgn) {
                                                        _mm512_castps_si512(sgn.v), 0xca));
 }
 NNF_HD MaskAvx512 is_nan(VecAvx512 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
+// vfpclassps: quiet and signalling NaN, +inf, -inf (0x01 | 0x80 | 0x08 | 0x10).
+NNF_HD MaskAvx512 is_inf_or_nan(VecAvx512 a) { return {_mm512_fpclass_ps_mask(a.v, 0x99)}; }
 NNF_HD VecAvx512 pow2i(VecAvx512 k) {
   __m512i e = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xffff, k.v), _mm512_set1_epi32(127));
   return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, e, 23));

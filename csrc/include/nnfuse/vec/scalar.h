@@ -15,6 +15,7 @@
 //   vabs, vsqrt, vrint         |a|, correctly rounded sqrt, round to nearest even
 //   copysign(mag, sgn)         |mag| with the sign bit of sgn
 //   is_nan(a)                  mask of NaN lanes
+//   is_inf_or_nan(a)           mask of the lanes that are not finite
 //   pow2i(k)                   2^k for integral-valued k in [-126, 127] (float) /
 //                              [-1022, 1023] (double), built from exponent bits;
 //                              k = -127 (float) / -1023 (double) gives +0
@@ -113,6 +114,7 @@ NNF_HD float copysign(float mag, float sgn) {
   return bit_cast_value<float>(m | s);
 }
 NNF_HD bool is_nan(float a) { return a != a; }
+NNF_HD bool is_inf_or_nan(float a) { return !(vabs(a) <= 3.402823466e+38f); }
 NNF_HD float pow2i(float k) {
   return bit_cast_value<float>(static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
 }
@@ -171,6 +173,7 @@ NNF_HD double copysign(double mag, double sgn) {
   return bit_cast_value<double>(m | s);
 }
 NNF_HD bool is_nan(double a) { return a != a; }
+NNF_HD bool is_inf_or_nan(double a) { return !(vabs(a) <= 1.7976931348623157e+308); }
 NNF_HD double pow2i(double k) {
   return bit_cast_value<double>(static_cast<uint64_t>(static_cast<int64_t>(k) + 1023) << 52);
 }
