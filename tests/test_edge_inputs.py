@@ -161,6 +161,28 @@ def test_rescued_gradients_are_the_same_bits_on_every_isa(case):
         np.testing.assert_array_equal(results[0], other)
 
 
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("classes", [2, 5, 8, 16, 17, 64, 1000])
+def test_softmax_backward_with_an_infinite_gradient(log, dtype, classes, isa):
+    """The row's dot product is -inf, not NaN: the other positions get +-inf
+    as in the reference (a compensated sum's correction used to turn the
+    whole row NaN)."""
+    rng = np.random.default_rng(classes)
+    x = rng.standard_normal((7, classes))
+    y = (ref.log_softmax(x) if log else ref.softmax(x)).astype(dtype)
+    g = rng.standard_normal((7, classes)).astype(dtype)
+    g[:, classes // 2] = -np.inf
+    got = (nf.log_softmax_backward if log else nf.softmax_backward)(g, y)
+    with np.errstate(all="ignore"):
+        expected = (ref.log_softmax_backward if log else ref.softmax_backward)(g.astype(np.float64),
+                                                                               y.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    assert np.isinf(got).any()
+
+
 # ---- parameters -------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])

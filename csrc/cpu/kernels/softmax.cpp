@@ -202,6 +202,10 @@ NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
 // Sum of the 16 lanes of compensated accumulators (s + c per lane), in
 // double, pairwise. kBias is what the accumulators started at: 0 for
 // CompensatedSum, 1 for BiasedSum (whose lane sums are (s - 1) + c).
+// An infinite lane sum (an infinite term: an upstream gradient of +-inf)
+// leaves its compensation NaN (TwoSum's inf - inf); the total is then the
+// plain sum of the lanes, +-inf as in the reference's float64 sum, or NaN
+// where infinities of both signs meet.
 template <int kBias, class V, template <class> class Acc>
 NNF_HD double combine_accumulators(const Acc<V> (&acc)[kVecs<V>]) {
   V s[kVecs<V>], c[kVecs<V>];
@@ -209,6 +213,9 @@ NNF_HD double combine_accumulators(const Acc<V> (&acc)[kVecs<V>]) {
     s[k] = acc[k].s;
     c[k] = acc[k].c;
   }
+  const double total = combine_pairs<V, kBias>(s, c);
+  if (total == total) return total;
+  for (auto& ck : c) ck = V(0.0f);
   return combine_pairs<V, kBias>(s, c);
 }
 template <class V>
@@ -1121,7 +1128,8 @@ T pairwise_over_lanes(const T (&lane)[N], Op op) {
 // For BiasedSum: (fl(1 + t) - 1) + (t - (fl(1 + t) - 1)), t in [0, 1] or
 // NaN, is t. For CompensatedSum: (0 + x) + e is x + 0 for finite x (-0
 // becomes +0) and NaN for x = +-inf (inf - inf in TwoSum), which is what
-// (x - x) + x gives. No lane sum is -0, so adding the +0 lanes changes no
+// (x - x) + x gives (a NaN total is then taken again from the plain sums,
+// as combine_accumulators does). No lane sum is -0, so adding the +0 lanes changes no
 // bit and is left out.
 static_assert(kColumnRow <= kGroup, "rows of one term per virtual lane");
 template <int N>
@@ -1682,7 +1690,13 @@ void softmax_backward_column_block(const ColumnLayout& lay, const float* g, cons
   lay.transpose<N>(terms, t);
   LanesF64 lane[N];
   for (int j = 0; j < n; ++j) lane[j] = widen((t[j] - t[j]) + t[j]);
-  const V total = narrow(combine_columns<N>(lane));
+  V total = narrow(combine_columns<N>(lane));
+  if (any_lane(is_nan(total))) {
+    // As combine_accumulators: a row with an infinite term takes the plain
+    // sum of its lanes, 0 + t (the same as above for the other rows).
+    for (int j = 0; j < n; ++j) lane[j] = widen(t[j] + V(0.0f));
+    total = narrow(combine_columns<N>(lane));
+  }
   for (int v = 0; v < n; ++v)
     vstore(dx + v * L, softmax_backward_out_f32<kLog, kUnit>(gr[v], yr[v], vpermute(total, lay.row_of[v]), scale));
 }
