@@ -206,6 +206,27 @@ def test_celu_overflowing_with_a_negative_alpha_is_minus_inf():
         np.testing.assert_array_equal(nf.celu_backward(np.ones_like(x), x, alpha=-2.0), [np.inf] * 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])
+def test_zero_slope_at_minus_inf_is_zero_as_in_the_reference(dtype, isa):
+    x = np.array([-np.inf, -1.0, np.nan, 2.0, np.inf], dtype)
+    expected = ref.leaky_relu(x.astype(np.float64), 0.0)
+    for got in (nf.leaky_relu(x, 0.0), nf.rrelu(x, 0.0, 0.0), nf.rrelu(x, 0.0, 0.0, True, seed=3),
+                nf.prelu(x, np.zeros(1, dtype))):
+        np.testing.assert_array_equal(got.astype(np.float64), expected)
+
+
+def test_cross_entropy_terms_of_weight_zero_add_nothing():
+    """A -inf logit: its term is infinite, but with weight 0 adds 0 (the
+    reference used to give NaN without smoothing, the kernels with eps = 1)."""
+    logits = np.array([[1.0, -np.inf, 2.0]])
+    for eps, label, finite in ((0.0, 0, True), (0.1, 0, False), (1.0, 1, False)):
+        expected_loss, expected_grad = ref.softmax_cross_entropy(logits, np.array([label]), label_smoothing=eps)
+        loss, grad = nf.softmax_cross_entropy(logits, np.array([label]), label_smoothing=eps)
+        assert np.isfinite(expected_loss) == finite
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-15)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-15, atol=1e-17)
+
+
 def test_device_glue_copies_an_operand_that_shares_the_output_memory():
     """The CUDA path's check, run on CPU tensors (it only compares pointers):
     labels or a mask inside the output's bytes are copied, others are not."""

@@ -273,9 +273,12 @@ struct Relu {
 struct LeakyRelu {
   static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = true;
+  // A slope of 0 is relu: -inf * 0 is taken at its limit +0 (the
+  // reference's), not IEEE's NaN; a NaN x stays NaN.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
-    return select(x > V(0.0f), x, x * a.p0);
+    V t = x * a.p0;
+    return select(x > V(0.0f), x, select(is_nan(t) & (x == x), V(0.0f), t));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
