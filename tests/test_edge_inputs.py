@@ -111,6 +111,18 @@ def test_torch_expanded_out_is_refused():
         nf.relu(torch.randn(4, 5), out=out)
 
 
+# ---- masked arrays -----------------------------------------------------------
+
+def test_masked_arrays_are_refused():
+    x = np.ma.array([1.0, 2.0, 100.0], mask=[0, 0, 1], dtype=np.float32)
+    with pytest.raises(TypeError, match="'x' is a numpy.ma.MaskedArray"):
+        nf.softmax(x)
+    with pytest.raises(TypeError, match="'x' is a numpy.ma.MaskedArray"):
+        nf.gelu(x)
+    with pytest.raises(TypeError, match="'out' is a numpy.ma.MaskedArray"):
+        nf.relu(np.ones(3, np.float32), out=np.ma.zeros(3, np.float32))
+
+
 # ---- infinite and near-overflow gradients --------------------------------------
 
 _SMOOTH_CASES = [(a, p) for a in ACTIVATIONS for p in ({},) + tuple(a.test_params)
@@ -225,6 +237,51 @@ def test_cross_entropy_terms_of_weight_zero_add_nothing():
         assert np.isfinite(expected_loss) == finite
         np.testing.assert_allclose(loss, expected_loss, rtol=1e-15)
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-15, atol=1e-17)
+
+
+def test_integers_beyond_the_float_range_are_infinite():
+    x = np.array([-2.0, 0.5], np.float32)
+    np.testing.assert_array_equal(nf.leaky_relu(x, -10**400), nf.leaky_relu(x, -np.inf))
+
+
+# ---- messages that name the argument ------------------------------------------------
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: optim.Adam([np.zeros(3, np.float32)], betas=5), ValueError, "'betas' must be two numbers"),
+    (lambda: optim.Adagrad([np.zeros(3, np.float32)], initial_accumulator_value="x"), TypeError,
+     "'initial_accumulator_value' must be a real number"),
+    (lambda: nf.set_num_threads("a"), TypeError, "'n' must be an integer, got str"),
+    (lambda: nf.set_num_threads(True), TypeError, "'n' must be an integer, got bool"),
+    (lambda: nf.rrelu(np.ones(3, np.float32), training="no"), TypeError, "'training' must be a bool"),
+    (lambda: nf.rrelu_backward(np.ones(3, np.float32), np.ones(3, np.float32), training=1), TypeError,
+     "'training' must be a bool"),
+    (lambda: nf.softmax(np.ones(3, np.float32), axis=True), TypeError, "'axis' must be an integer, got bool"),
+    (lambda: optim.adam_step([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)],
+                             [np.zeros(2, np.float32)], step=True), TypeError, "'step' must be an integer"),
+], ids=["betas", "adagrad-initial", "threads-str", "threads-bool", "rrelu-training", "rrelu-backward-training",
+        "axis-bool", "step-bool"])
+def test_malformed_arguments_are_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_torch_tensor_on_another_device_is_named():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="'x' is a torch tensor on device 'meta'"):
+        nf.relu(torch.zeros(3, device="meta"))
+
+
+def test_state_dict_step_must_be_whole():
+    params = [np.zeros(3, np.float32)]
+    opt = optim.Adam(params)
+    opt.step([np.ones(3, np.float32)])
+    before = opt.state_dict()
+    for step in (2.7, -1, float("nan"), "2"):
+        broken = dict(before, step=step)
+        with pytest.raises(ValueError, match="'step' must be a whole number"):
+            opt.load_state_dict(broken)
+    opt.load_state_dict(dict(before, step=np.int64(4)))
+    assert opt.state_dict()["step"] == 4
 
 
 def test_device_glue_copies_an_operand_that_shares_the_output_memory():

@@ -88,7 +88,12 @@ def set_num_threads(n: int) -> None:
     """Use ``n`` threads for large arrays (1 <= n <= 1024: each is an OS
     thread, started on first use); results are bit-identical for every
     thread count."""
-    n = operator.index(n)
+    if isinstance(n, bool):
+        raise TypeError("set_num_threads(): 'n' must be an integer, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads(): 'n' must be an integer, got {type(n).__name__}") from None
     if not 1 <= n <= _C.max_threads:
         raise ValueError(f"set_num_threads(): 'n' must be between 1 and {_C.max_threads}, got {n}")
     _C.set_num_threads(n)

@@ -8,6 +8,7 @@ compiled kernels only ever see C-contiguous arrays of one supported dtype.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -34,6 +35,8 @@ def as_real(value):
         return None
     try:
         return float(value)
+    except OverflowError:  # an integer beyond the float range: +-inf, as the literal 1e400 is
+        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         return None
 
@@ -83,8 +86,17 @@ def empty_in_order(shape, dtype, order: Optional[Tuple[int, ...]]) -> np.ndarray
     return np.empty([shape[k] for k in order], dtype).transpose(np.argsort(order))
 
 
+def refuse_masked(value, argname: str, func: str) -> None:
+    """TypeError for a numpy.ma.MaskedArray: the kernels would compute the
+    masked entries too and return no mask, silently."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{func}(): '{argname}' is a numpy.ma.MaskedArray, whose mask nnfuse would ignore; pass "
+                        f"np.ma.getdata({argname}) or {argname}.filled(value) (softmax: the 'mask' argument)")
+
+
 def _as_array(value, argname: str, func: str) -> np.ndarray:
     """An ndarray of a supported dtype, as given where it already is one."""
+    refuse_masked(value, argname, func)
     if not isinstance(value, np.ndarray):
         if value is None:
             raise TypeError(f"{func}(): '{argname}' must be an array, got None")
@@ -201,6 +213,7 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out", orde
         return Output(None, empty_in_order(shape, dtype, order))
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}(): '{argname}' must be a numpy.ndarray, got {type(out).__name__}")
+    refuse_masked(out, argname, func)
     if out.shape != tuple(shape):
         raise ValueError(f"{func}(): '{argname}' has shape {out.shape}, expected {tuple(shape)}")
     if out.dtype != dtype:

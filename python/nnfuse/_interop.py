@@ -98,7 +98,7 @@ def dispatch(func, arrays, host_impl, device_impl):
         )
     if device:
         return device_impl(DeviceCall(func, present))
-    return _run_host(arrays, host_impl)
+    return _run_host(func, arrays, host_impl)
 
 
 def _names(names):
@@ -125,13 +125,16 @@ def _numpy_to_torch(array):
     return torch.from_numpy(array)
 
 
-def _run_host(arrays, host_impl):
+def _run_host(func, arrays, host_impl):
     values = {}  # None stays None: host_impl refuses it where the argument is required
     originals = {}  # id(NumPy view) -> the tensor it views (returned as is when it comes back)
     any_torch = False
     for name, value in arrays:
         if value is not None and _torch_tensor(value):
             any_torch = True
+            if value.device.type != "cpu":  # meta, mps, xla, ...: no memory nnfuse can read
+                raise TypeError(f"{func}(): '{name}' is a torch tensor on device '{value.device.type}'; "
+                                f"nnfuse runs on CPU and CUDA tensors")
             view = _torch_to_numpy(value)
             originals[id(view)] = value
             values[name] = view

@@ -288,6 +288,12 @@ def _check_rrelu(lower, upper, func):
     return lower, upper
 
 
+def _check_training(training, func):
+    """A bool (a string such as 'no' would otherwise count as True)."""
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{func}(): 'training' must be a bool, got {type(training).__name__}")
+
+
 def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *, seed=0, offset=0, out=None):
     """rrelu(x): x if x > 0 else slope * x.
 
@@ -300,6 +306,7 @@ def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=Fals
     """
     func = "rrelu"
     lower, upper = _check_rrelu(lower, upper, func)
+    _check_training(training, func)
     if not training:
         return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
@@ -320,6 +327,7 @@ def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER
     rrelu(x, lower, upper, training, seed=seed, offset=offset)."""
     func = "rrelu_backward"
     lower, upper = _check_rrelu(lower, upper, func)
+    _check_training(training, func)
     if not training:
         return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)

@@ -35,6 +35,8 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _axis(axis, ndim, func):
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{func}(): 'axis' must be an integer, got bool")
     try:
         axis = operator.index(axis)
     except TypeError:

@@ -5,6 +5,7 @@ defaults). ``state_dict()`` / ``load_state_dict()`` round-trip bit-exactly."""
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from . import _device as D
 from . import _functional as F
 from .. import _C
-from .._array import dtype_code
+from .._array import as_real, dtype_code, real_option
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 
@@ -150,6 +151,10 @@ class Optimizer:
         if set(state) != set(self.state):
             raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
                              f"{sorted(self.state)}")
+        step = None if self.device else as_real(state_dict["step"])
+        if not self.device and (step is None or not math.isfinite(step) or step < 0 or step != int(step)):
+            raise ValueError(f"{name}.load_state_dict(): 'step' must be a whole number >= 0, "
+                             f"got {state_dict['step']!r}")
         if self.device:
             self._load_device(name, state_dict)
             return
@@ -202,7 +207,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=None, weight_decay=0.0, amsgrad=False,
                  maximize=False, **options):
         self._amsgrad = bool(amsgrad)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if hasattr(betas, "__len__") else betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=bool(amsgrad), maximize=bool(maximize)), **options)
 
     def _active_states(self):
@@ -283,7 +288,8 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, initial_accumulator_value=0.0, eps=None, weight_decay=0.0,
                  maximize=False, **options):
-        self._initial_value = float(initial_accumulator_value)
+        self._initial_value = real_option(type(self).__name__, "initial_accumulator_value",
+                                          initial_accumulator_value)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, weight_decay=weight_decay, maximize=bool(maximize)), **options)
 

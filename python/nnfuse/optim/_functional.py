@@ -97,7 +97,8 @@ def check_hyper(func, hyper):
             raise ValueError(f"{func}(): '{key}' must be a finite number >= 0, got {value}")
     betas = [(key, hyper[key]) for key in _UNIT_INTERVAL if key in hyper]
     if "betas" in hyper:
-        if isinstance(hyper["betas"], (str, bytes)) or len(hyper["betas"]) != 2:
+        if isinstance(hyper["betas"], (str, bytes)) or not hasattr(hyper["betas"], "__len__") \
+                or len(hyper["betas"]) != 2:
             raise ValueError(f"{func}(): 'betas' must be two numbers in [0, 1), got {hyper['betas']!r}")
         betas = [("betas", b) for b in hyper["betas"]]
     for key, value in betas:
@@ -111,6 +112,8 @@ def _step_number(step, func):
     """The 1-based number of this update: an integer >= 1, checked before any
     formula uses it (the bias corrections, Adagrad's decay)."""
     try:
+        if isinstance(step, (bool, np.bool_)):
+            raise TypeError
         step = operator.index(step)
     except TypeError:
         raise TypeError(f"{func}(): 'step' must be an integer >= 1, got {type(step).__name__}") from None
