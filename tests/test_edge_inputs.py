@@ -104,6 +104,15 @@ def test_out_with_interleaved_distinct_elements_is_accepted():
     np.testing.assert_array_equal(out, np.maximum(x, 0))
 
 
+def test_out_with_too_many_interleaved_elements_to_check_is_refused():
+    """The exact check sorts every element's offset and declines beyond 2^22
+    elements (the view is never written: it reaches past its base)."""
+    base = np.zeros(16, np.float32)
+    out = np.lib.stride_tricks.as_strided(base, (3, 1 << 21), (8, 12), writeable=True)
+    with pytest.raises(ValueError, match="too many to check"):
+        nf.relu(np.zeros((3, 1 << 21), np.float32), out=out)
+
+
 def test_torch_expanded_out_is_refused():
     torch = pytest.importorskip("torch")
     out = torch.zeros(5).expand(4, 5)

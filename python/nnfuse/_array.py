@@ -150,13 +150,18 @@ def _overlaps(a: np.ndarray, b: np.ndarray):
         return None
 
 
-def _elements_overlap(shape, strides, itemsize: int) -> bool:
+# The most elements whose offsets _elements_overlap sorts (32 MiB of int64).
+_MAX_OFFSETS_CHECKED = 1 << 22
+
+
+def _elements_overlap(shape, strides, itemsize: int) -> Optional[bool]:
     """Whether two elements of this layout share a byte: a stride of 0 on an
     axis of two or more elements (a writeable broadcast view), or strides
     that make elements meet. Sufficient test first: with the axes of more
     than one element sorted by |stride|, each stride steps over everything
     the smaller axes span. Layouts that interleave their axes fail it without
-    overlapping, and are decided exactly from their sorted element offsets."""
+    overlapping, and are decided exactly from their sorted element offsets
+    (None: more than _MAX_OFFSETS_CHECKED of them, undecided)."""
     axes = sorted((abs(s), n) for n, s in zip(shape, strides) if n > 1)
     span = itemsize
     for stride, n in axes:
@@ -167,6 +172,8 @@ def _elements_overlap(shape, strides, itemsize: int) -> bool:
         span += stride * (n - 1)
     else:
         return False
+    if np.prod([n for _, n in axes], dtype=np.int64) > _MAX_OFFSETS_CHECKED:
+        return None
     offsets = np.zeros(1, np.int64)
     for stride, n in axes:
         offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).reshape(-1)
@@ -177,7 +184,12 @@ def _elements_overlap(shape, strides, itemsize: int) -> bool:
 def check_output_layout(shape, strides, itemsize: int, func: str, argname: str) -> None:
     """ValueError where an output's elements share memory: a kernel would
     write some of them twice, and what they hold would depend on the order."""
-    if any(n == 0 for n in shape) or not _elements_overlap(shape, strides, itemsize):
+    overlap = False if any(n == 0 for n in shape) else _elements_overlap(shape, strides, itemsize)
+    if overlap is None:
+        raise ValueError(f"{func}(): '{argname}' interleaves its axes (shape {tuple(shape)}, strides "
+                         f"{tuple(strides)}) over more than {_MAX_OFFSETS_CHECKED} elements, too many to check "
+                         f"that none share memory; pass a contiguous array")
+    if not overlap:
         return
     raise ValueError(f"{func}(): '{argname}' has elements that share memory (shape {tuple(shape)}, strides "
                      f"{tuple(strides)}); pass an array whose elements are distinct")

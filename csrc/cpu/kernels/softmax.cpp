@@ -1129,8 +1129,8 @@ T pairwise_over_lanes(const T (&lane)[N], Op op) {
 // NaN, is t. For CompensatedSum: (0 + x) + e is x + 0 for finite x (-0
 // becomes +0) and NaN for x = +-inf (inf - inf in TwoSum), which is what
 // (x - x) + x gives (a NaN total is then taken again from the plain sums,
-// as combine_accumulators does). No lane sum is -0, so adding the +0 lanes changes no
-// bit and is left out.
+// as combine_accumulators does). No lane sum is -0, so adding the +0 lanes
+// changes no bit and is left out.
 static_assert(kColumnRow <= kGroup, "rows of one term per virtual lane");
 template <int N>
 LanesF64 combine_columns(const LanesF64 (&lane)[N]) {
