@@ -319,3 +319,26 @@ def test_celu_alpha_whose_reciprocal_overflows_is_refused(alpha):
     an infinite one inf where the reference gives NaN."""
     with pytest.raises(ValueError, match="'alpha' must be finite with"):
         nf.celu(np.zeros(3, np.float32), alpha=alpha)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda x: nf.leaky_relu(x, 1e39), "negative_slope"),
+    (lambda x: nf.elu(x, alpha=-4e38), "alpha"),
+    (lambda x: nf.hardtanh(x, -1.0, 1e300), "max_val"),
+    (lambda x: nf.softplus(x, threshold=10**40), "threshold"),
+    (lambda x: nf.rrelu(x, 0.1, 1e39), "upper"),
+    (lambda x: nf.softmax(x, scale=1e300), "scale"),
+    (lambda x: nf.log_softmax_backward(x, x, scale=-1e39), "scale"),
+], ids=["leaky_relu", "elu", "hardtanh", "softplus", "rrelu", "softmax", "log_softmax_backward"])
+def test_parameters_beyond_the_float32_range_are_refused(call, name):
+    """They would round to inf in the float32 compute type (leaky_relu(0,
+    1e39) was NaN, softmax with scale=1e300 a NaN row), for every dtype alike."""
+    for dtype in (np.float32, np.float64):
+        with pytest.raises(ValueError, match=f"'{name}' = .* is beyond the float32 range"):
+            call(np.zeros((2, 3), dtype))
+
+
+def test_infinite_parameters_are_kept():
+    x = np.array([-2.0, 0.5, 3.0], np.float32)
+    np.testing.assert_array_equal(nf.hardtanh(x, -1.0, np.inf), [-1.0, 0.5, 3.0])
+    np.testing.assert_array_equal(nf.leaky_relu(x, -np.inf), [np.inf, 0.5, 3.0])

@@ -53,6 +53,24 @@ def real_option(func: str, name: str, value) -> float:
     return result
 
 
+# The largest finite float32. The kernels take their parameters (slopes,
+# bounds, softmax's scale) in the compute type, float32 for float32 and 16-bit
+# inputs, where a larger finite value would round to inf: a NaN result where
+# the float64 reference is finite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def kernel_option(func: str, name: str, value) -> float:
+    """real_option for a parameter the kernels take in the compute type: a
+    finite value beyond the float32 range is a ValueError, for every dtype
+    alike (infinities are kept: they are infinities in every type)."""
+    result = real_option(func, name, value)
+    if math.isfinite(result) and abs(result) > FLOAT32_MAX:
+        raise ValueError(f"{func}(): '{name}' = {result} is beyond the float32 range (+-3.4e38) in which float32 "
+                         f"and 16-bit inputs are computed")
+    return result
+
+
 def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:
     try:
         return DTYPE_CODES[dtype]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Tuple
 
-from ._array import real_option
+from ._array import kernel_option
 
 # Kernel op codes: the order of ActOp in csrc/cpu/cpu_api.h.
 OP_CODES = {
@@ -55,18 +55,18 @@ def _relu6(func):
 
 
 def _leaky(func, negative_slope=0.01):
-    return OP_CODES["leaky_relu"], real_option(func, "negative_slope", negative_slope), 0.0
+    return OP_CODES["leaky_relu"], kernel_option(func, "negative_slope", negative_slope), 0.0
 
 
 def _elu(func, alpha=1.0):
-    return OP_CODES["elu"], real_option(func, "alpha", alpha), 0.0
+    return OP_CODES["elu"], kernel_option(func, "alpha", alpha), 0.0
 
 
 _SMALLEST_NORMAL_F32 = 2.0 ** -126
 
 
 def _celu(func, alpha=1.0):
-    alpha = real_option(func, "alpha", alpha)
+    alpha = kernel_option(func, "alpha", alpha)
     # The kernels take 1 / alpha, in float32 for float32 and 16-bit inputs:
     # a finite alpha of at least the smallest normal float keeps it finite.
     if not _SMALLEST_NORMAL_F32 <= abs(alpha) < math.inf:
@@ -82,18 +82,18 @@ def _gelu(func, approximate="none"):
 
 
 def _hardtanh(func, min_val=-1.0, max_val=1.0):
-    min_val = real_option(func, "min_val", min_val)
-    max_val = real_option(func, "max_val", max_val)
+    min_val = kernel_option(func, "min_val", min_val)
+    max_val = kernel_option(func, "max_val", max_val)
     if min_val > max_val:
         raise ValueError(f"{func}(): 'min_val' ({min_val}) must not be greater than 'max_val' ({max_val})")
     return OP_CODES["hardtanh"], min_val, max_val
 
 
 def _softplus(func, beta=1.0, threshold=20.0):
-    beta = real_option(func, "beta", beta)
+    beta = kernel_option(func, "beta", beta)
     if beta == 0:
         raise ValueError(f"{func}(): 'beta' must not be zero (the formula divides by it)")
-    return OP_CODES["softplus"], beta, real_option(func, "threshold", threshold)
+    return OP_CODES["softplus"], beta, kernel_option(func, "threshold", threshold)
 
 
 SELU_ALPHA = 1.6732632423543772848170429916717

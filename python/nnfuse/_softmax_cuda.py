@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._array import real_option
+from ._array import kernel_option
 
 _REDUCTION_CODES = {"mean": 0, "sum": 1, "none": 2}
 
@@ -104,7 +104,7 @@ def forward(call, log, axis, scale, mask, masked_rows, func):
 
     x = call.input("x")
     ax = _axis(axis, x.ndim, func)
-    scale = real_option(func, "scale", scale)
+    scale = kernel_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = call.output("out", x.shape, x.dtype, ("x",))
@@ -135,7 +135,7 @@ def backward(call, log, axis, scale, func):
     g = call.input("grad")
     y = call.input("y")
     ax = _axis(axis, g.ndim, func)
-    scale = real_option(func, "scale", scale)
+    scale = kernel_option(func, "scale", scale)
     target = call.output("out", g.shape, g.dtype, ("grad", "y"))
     if g.size == 0:
         return target.finish()

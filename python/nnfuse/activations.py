@@ -24,7 +24,7 @@ import operator
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import DTYPE_CODES, as_dense_input, as_input, check_same, in_order, prepare_out, real_option
+from ._array import DTYPE_CODES, as_dense_input, as_input, check_same, in_order, kernel_option, prepare_out
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -282,7 +282,7 @@ def _prelu_backward_cuda(call):
 
 def _check_rrelu(lower, upper, func):
     """(lower, upper) as floats, lower <= upper."""
-    lower, upper = real_option(func, "lower", lower), real_option(func, "upper", upper)
+    lower, upper = kernel_option(func, "lower", lower), kernel_option(func, "upper", upper)
     if lower > upper:
         raise ValueError(f"{func}(): 'lower' ({lower}) must not be greater than 'upper' ({upper})")
     return lower, upper

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
-from ._array import DTYPE_CODES, as_input, check_same, prepare_out, real_option
+from ._array import DTYPE_CODES, FLOAT32_MAX, as_input, check_same, kernel_option, prepare_out, real_option
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -103,11 +103,11 @@ def _check_aux(func, arrays, aux_name, aux):
 
 def _direct_args(x, axis, scale, out):
     """x's dtype code when a call on x along ``axis`` may take the direct
-    binding (NumPy arrays, the last axis, a plain scale that is not NaN), else
-    None."""
+    binding (NumPy arrays, the last axis, a plain scale within the float32
+    range: not NaN, inf or one that kernel_option refuses), else None."""
     if (type(x) is np.ndarray and (out is None or type(out) is np.ndarray) and type(axis) is int
             and (axis == -1 or axis == x.ndim - 1) and (type(scale) is float or type(scale) is int)
-            and scale == scale):
+            and -FLOAT32_MAX <= scale <= FLOAT32_MAX):
         return DTYPE_CODES.get(x.dtype)
     return None
 
@@ -138,7 +138,7 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
 def _forward_host(log, x, axis, scale, mask, masked_rows, out, func):
     xa = as_input(x, "x", func)
     ax = _axis(axis, xa.ndim, func)
-    scale = real_option(func, "scale", scale)
+    scale = kernel_option(func, "scale", scale)
     if masked_rows not in _MASKED_ROWS:
         raise ValueError(f"{func}(): 'masked_rows' must be 'zero' or 'nan', got {masked_rows!r}")
     target = prepare_out(out, xa.shape, xa.dtype, (("x", x),), func)
@@ -176,7 +176,7 @@ def _backward_host(log, grad, y, axis, scale, out, func):
     ya = as_input(y, "y", func)
     check_same(ga, "grad", ya, "y", func)
     ax = _axis(axis, ga.ndim, func)
-    scale = real_option(func, "scale", scale)
+    scale = kernel_option(func, "scale", scale)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("y", y)), func)
     if ga.size == 0:
         return target.finish()
