@@ -229,23 +229,35 @@ def test_celu_overflowing_with_a_negative_alpha_is_minus_inf():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])
 def test_zero_slope_at_minus_inf_is_zero_as_in_the_reference(dtype, isa):
-    x = np.array([-np.inf, -1.0, np.nan, 2.0, np.inf], dtype)
+    x = np.array([-np.inf, -1.0, np.nan, 2.0, np.inf, 0.0, -0.0], dtype)
     expected = ref.leaky_relu(x.astype(np.float64), 0.0)
     for got in (nf.leaky_relu(x, 0.0), nf.rrelu(x, 0.0, 0.0), nf.rrelu(x, 0.0, 0.0, True, seed=3),
                 nf.prelu(x, np.zeros(1, dtype))):
         np.testing.assert_array_equal(got.astype(np.float64), expected)
+    # A NaN or infinite prelu weight is data: the IEEE product stays (NaN, not 0).
+    for w in (np.nan, np.inf, -np.inf):
+        weight = np.array([w], dtype)
+        with np.errstate(invalid="ignore"):
+            want = ref.prelu(x.astype(np.float64), weight.astype(np.float64))
+        np.testing.assert_array_equal(nf.prelu(x, weight).astype(np.float64), want)
 
 
-def test_cross_entropy_terms_of_weight_zero_add_nothing():
-    """A -inf logit: its term is infinite, but with weight 0 adds 0 (the
-    reference used to give NaN without smoothing, the kernels with eps = 1)."""
+def test_cross_entropy_with_a_minus_inf_logit_matches_the_reference():
+    """Without smoothing the smoothing term is left out (the reference used to
+    give NaN, 0 * inf, where the kernels gave the loss); with eps = 1 and a
+    -inf label logit both give NaN (0 * inf in the label term), as PyTorch's
+    (1 - eps) * nll does; an all -inf row is NaN for every eps."""
     logits = np.array([[1.0, -np.inf, 2.0]])
-    for eps, label, finite in ((0.0, 0, True), (0.1, 0, False), (1.0, 1, False)):
+    for eps, label, finite in ((0.0, 0, True), (0.1, 0, False), (1.0, 1, False), (1.0, 0, False)):
         expected_loss, expected_grad = ref.softmax_cross_entropy(logits, np.array([label]), label_smoothing=eps)
         loss, grad = nf.softmax_cross_entropy(logits, np.array([label]), label_smoothing=eps)
         assert np.isfinite(expected_loss) == finite
         np.testing.assert_allclose(loss, expected_loss, rtol=1e-15)
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-15, atol=1e-17)
+    for eps in (0.0, 0.5, 1.0):
+        loss, _ = nf.softmax_cross_entropy(np.full((1, 3), -np.inf, np.float32), np.array([0]), label_smoothing=eps)
+        assert np.isnan(loss)
+        assert np.isnan(ref.softmax_cross_entropy(np.full((1, 3), -np.inf), np.array([0]), label_smoothing=eps)[0])
 
 
 def test_integers_beyond_the_float_range_are_infinite():

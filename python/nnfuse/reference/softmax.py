@@ -90,11 +90,11 @@ def softmax_cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0
     # The mean through an exact power-of-two scaling: the sum of logits near
     # the float64 maximum would overflow.
     mean_z = np.mean(z * 2.0**-80, axis=-1, keepdims=True) * 2.0**80
-    # A term of weight 0 adds 0, also where it is infinite (a -inf logit).
+    # Without smoothing its term is left out, as the kernels do: 0 * inf
+    # would make a row with a -inf logit NaN.
     with np.errstate(over="ignore", invalid="ignore"):
-        label_term = (1 - eps) * ((m - z_t) + log_s) if eps < 1 else 0.0
         smooth_term = eps * ((m - mean_z) + log_s) if eps > 0 else 0.0
-        loss = label_term + smooth_term
+        loss = (1 - eps) * ((m - z_t) + log_s) + smooth_term
     loss = loss + z_loss * lse * lse
     loss = np.where(valid[..., None], loss, 0.0)[..., 0]
     p = e / s

@@ -274,11 +274,12 @@ struct LeakyRelu {
   static constexpr bool bwd_is_one_product = true;
   static constexpr bool has_bwd_from_y = true;
   // A slope of 0 is relu: -inf * 0 is taken at its limit +0 (the
-  // reference's), not IEEE's NaN; a NaN x stays NaN.
+  // reference's), not IEEE's NaN; a NaN x or a NaN or infinite slope (prelu's
+  // weights are data) still gives the IEEE product.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
     V t = x * a.p0;
-    return select(x > V(0.0f), x, select(is_nan(t) & (x == x), V(0.0f), t));
+    return select(x > V(0.0f), x, select(is_nan(t) & (x == x) & (a.p0 == V(0.0f)), V(0.0f), t));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {

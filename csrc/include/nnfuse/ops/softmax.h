@@ -320,10 +320,8 @@ NNF_HD D cross_entropy_label_grad_from_exp(D e_t, D sum, double w, D k, double e
 
 template <class D>
 NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double z_loss) {
-  // A term of weight 0 is left out: it adds 0 also where it is infinite (the
-  // label's or another logit -inf), which 0 * inf would make NaN.
-  D loss = D(0.0);
-  if (eps != 1.0) loss = D(1.0 - eps) * ((m - z_t) + log_sum);
+  const D nll = (m - z_t) + log_sum;
+  D loss = D(1.0 - eps) * nll;
   if (eps != 0.0) loss = loss + D(eps) * ((m - mean_z) + log_sum);
   if (z_loss != 0.0) {
     const D lse = m + log_sum;
