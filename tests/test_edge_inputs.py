@@ -257,7 +257,8 @@ def test_cross_entropy_with_a_minus_inf_logit_matches_the_reference():
     for eps in (0.0, 0.5, 1.0):
         loss, _ = nf.softmax_cross_entropy(np.full((1, 3), -np.inf, np.float32), np.array([0]), label_smoothing=eps)
         assert np.isnan(loss)
-        assert np.isnan(ref.softmax_cross_entropy(np.full((1, 3), -np.inf), np.array([0]), label_smoothing=eps)[0])
+        with np.errstate(invalid="ignore"):  # the reference's NaN arithmetic on a row with nothing left
+            assert np.isnan(ref.softmax_cross_entropy(np.full((1, 3), -np.inf), np.array([0]), label_smoothing=eps)[0])
 
 
 def test_integers_beyond_the_float_range_are_infinite():
