@@ -278,10 +278,14 @@ def test_integers_beyond_the_float_range_are_infinite():
     (lambda: nf.rrelu_backward(np.ones(3, np.float32), np.ones(3, np.float32), training=1), TypeError,
      "'training' must be a bool"),
     (lambda: nf.softmax(np.ones(3, np.float32), axis=True), TypeError, "'axis' must be an integer, got bool"),
+    (lambda: nf.rrelu(np.ones(3, np.float32), training=True, seed=True), TypeError,
+     "'seed' must be an integer, got bool"),
+    (lambda: nf.softmax_cross_entropy(np.ones((2, 3), np.float32), np.zeros(2, np.int64), ignore_index=False),
+     TypeError, "'ignore_index' must be an integer, got bool"),
     (lambda: optim.adam_step([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)],
                              [np.zeros(2, np.float32)], step=True), TypeError, "'step' must be an integer"),
 ], ids=["betas", "adagrad-initial", "threads-str", "threads-bool", "rrelu-training", "rrelu-backward-training",
-        "axis-bool", "step-bool"])
+        "axis-bool", "seed-bool", "ignore-index-bool", "step-bool"])
 def test_malformed_arguments_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()

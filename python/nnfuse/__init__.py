@@ -9,10 +9,10 @@ in :mod:`nnfuse.reference` within the ULP bounds published in
 from __future__ import annotations
 
 import contextlib
-import operator
 
 from . import _C
 from . import optim
+from ._array import integer_option as _integer_option
 from .activations import *  # noqa: F401,F403 - the generated public API
 from .activations import __all__ as _activation_names
 from .softmax import *  # noqa: F401,F403
@@ -88,12 +88,7 @@ def set_num_threads(n: int) -> None:
     """Use ``n`` threads for large arrays (1 <= n <= 1024: each is an OS
     thread, started on first use); results are bit-identical for every
     thread count."""
-    if isinstance(n, bool):
-        raise TypeError("set_num_threads(): 'n' must be an integer, got bool")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"set_num_threads(): 'n' must be an integer, got {type(n).__name__}") from None
+    n = _integer_option("set_num_threads", "n", n)
     if not 1 <= n <= _C.max_threads:
         raise ValueError(f"set_num_threads(): 'n' must be between 1 and {_C.max_threads}, got {n}")
     _C.set_num_threads(n)

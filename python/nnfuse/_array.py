@@ -9,6 +9,7 @@ compiled kernels only ever see C-contiguous arrays of one supported dtype.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Optional, Tuple
 
 import numpy as np
@@ -69,6 +70,19 @@ def kernel_option(func: str, name: str, value) -> float:
         raise ValueError(f"{func}(): '{name}' = {result} is beyond the float32 range (+-3.4e38) in which float32 "
                          f"and 16-bit inputs are computed")
     return result
+
+
+def integer_option(func: str, name: str, value) -> int:
+    """``value`` as a Python int (what operator.index takes: ints, NumPy
+    integers), or a TypeError naming the argument. Bools are refused, though
+    they are ints (rrelu(training='no')-like mistakes: step=True, axis=True);
+    int() is not used, as it parses strings and truncates 1.7 to 1."""
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{func}(): '{name}' must be an integer, got {type(value).__name__}")
 
 
 def dtype_code(dtype: np.dtype, argname: str, func: str) -> int:

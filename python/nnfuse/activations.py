@@ -19,12 +19,12 @@ function (see ``nnfuse._autograd``).
 
 from __future__ import annotations
 
-import operator
 
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import DTYPE_CODES, as_dense_input, as_input, check_same, in_order, kernel_option, prepare_out
+from ._array import (DTYPE_CODES, as_dense_input, as_input, check_same, in_order, integer_option, kernel_option,
+                     prepare_out)
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -368,11 +368,7 @@ def _rrelu_cuda(call, backward, lower, upper, seed, offset):
 
 
 def _u64(value, argname, func):
-    # An integer only: int() would parse strings and truncate 1.7 to 1.
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{func}(): '{argname}' must be an integer, got {type(value).__name__}") from None
+    value = integer_option(func, argname, value)
     if not 0 <= value < 2**64:
         raise ValueError(f"{func}(): '{argname}' must be in [0, 2**64), got {value}")
     return value

@@ -21,13 +21,12 @@ cross-entropy's loss records the gradient it computed (``nnfuse._autograd``).
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
-from ._array import DTYPE_CODES, FLOAT32_MAX, as_input, check_same, kernel_option, prepare_out, real_option
+from ._array import DTYPE_CODES, FLOAT32_MAX, as_input, check_same, integer_option, kernel_option, prepare_out, real_option
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -35,12 +34,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _axis(axis, ndim, func):
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"{func}(): 'axis' must be an integer, got bool")
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{func}(): 'axis' must be an integer, got {type(axis).__name__}") from None
+    axis = integer_option(func, "axis", axis)
     size = max(ndim, 1)
     if not -size <= axis < size:
         raise ValueError(f"{func}(): 'axis' {axis} is out of range for an array of {ndim} dimension(s)")
@@ -308,10 +302,7 @@ def _ce_options(ignore_index, label_smoothing, z_loss, reduction, func):
     # reward large logits: never what a training loop means.
     if not 0.0 <= z_loss < math.inf:
         raise ValueError(f"{func}(): 'z_loss' must be a finite number >= 0, got {z_loss}")
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"{func}(): 'ignore_index' must be an integer") from None
+    ignore_index = integer_option(func, "ignore_index", ignore_index)
     if not _INT64_MIN <= ignore_index <= _INT64_MAX:  # the kernels compare it with int64 labels
         raise ValueError(f"{func}(): 'ignore_index' must fit in int64, got {ignore_index}")
     return ignore_index, label_smoothing, z_loss

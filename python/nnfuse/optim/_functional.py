@@ -48,14 +48,13 @@ before anything is written); gradients may share memory with each other.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from .. import _C
 from . import _device as _D
-from .._array import BFLOAT16, as_real, dtype_code, real_option
+from .._array import BFLOAT16, as_real, dtype_code, integer_option, real_option
 
 __all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
 
@@ -111,12 +110,7 @@ def check_hyper(func, hyper):
 def _step_number(step, func):
     """The 1-based number of this update: an integer >= 1, checked before any
     formula uses it (the bias corrections, Adagrad's decay)."""
-    try:
-        if isinstance(step, (bool, np.bool_)):
-            raise TypeError
-        step = operator.index(step)
-    except TypeError:
-        raise TypeError(f"{func}(): 'step' must be an integer >= 1, got {type(step).__name__}") from None
+    step = integer_option(func, "step", step)
     if step < 1:
         raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
     return step
