@@ -10,14 +10,15 @@ import argparse
 import sys
 
 from nnfuse import bench
+from nnfuse.cli import output_path, positive_float
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", help="comma-separated op names (default: all)")
-    parser.add_argument("--json")
-    parser.add_argument("--markdown")
-    parser.add_argument("--min-time", type=float, default=0.3, help="seconds of repeats per measurement")
+    parser.add_argument("--json", type=output_path)
+    parser.add_argument("--markdown", type=output_path)
+    parser.add_argument("--min-time", type=positive_float, default=0.3, help="seconds of repeats per measurement")
     args = parser.parse_args(argv)
     ops = args.ops.split(",") if args.ops else None
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731

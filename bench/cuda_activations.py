@@ -27,6 +27,7 @@ import sys
 
 import nnfuse as nf
 from nnfuse import bench
+from nnfuse.cli import dtype_list, output_path, positive_int, size_exponent
 from nnfuse._optable import ACTIVATIONS, call_params
 
 try:
@@ -173,17 +174,17 @@ def markdown(rows, gpu):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", required=True, help="where to write the rows and machine info")
-    parser.add_argument("--markdown", required=True, help="where to write the table")
-    parser.add_argument("--log2n", type=int, default=26)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--json", type=output_path, required=True, help="where to write the rows and machine info")
+    parser.add_argument("--markdown", type=output_path, required=True, help="where to write the table")
+    parser.add_argument("--log2n", type=size_exponent, default=26)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--dtypes", type=dtype_list, default=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     if not nf.cuda_available() or not torch.cuda.is_available():
         sys.exit("no GPU: nnfuse.cuda_available() and torch.cuda.is_available() must both be True")
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
-    rows = run(1 << args.log2n, args.dtypes.split(","), args.repeats, progress)
+    rows = run(1 << args.log2n, args.dtypes, args.repeats, progress)
     bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown,
                         {"gpu": gpu, "cupy": cupy.__version__ if cupy is not None else None})
 

@@ -29,6 +29,7 @@ import sys
 import nnfuse as nf
 from nnfuse import bench
 from nnfuse import optim
+from nnfuse.cli import output_path, positive_int
 
 try:
     import torch
@@ -127,9 +128,9 @@ def markdown(rows, device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json")
-    parser.add_argument("--markdown")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--json", type=output_path)
+    parser.add_argument("--markdown", type=output_path)
+    parser.add_argument("--repeats", type=positive_int, default=50)
     parser.add_argument("--cases", default="100x16M,100x256M,1000x1K")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() or not nf.cuda_available():

@@ -31,6 +31,7 @@ import sys
 
 import nnfuse as nf
 from nnfuse import bench
+from nnfuse.cli import dtype_list, output_path, positive_int, shape_list
 
 try:
     import torch
@@ -113,19 +114,18 @@ def markdown(rows, gpu):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", required=True, help="where to write the rows and machine info")
-    parser.add_argument("--markdown", required=True, help="where to write the table")
-    parser.add_argument("--shapes", help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--json", type=output_path, required=True, help="where to write the rows and machine info")
+    parser.add_argument("--markdown", type=output_path, required=True, help="where to write the table")
+    parser.add_argument("--shapes", type=shape_list, help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--dtypes", type=dtype_list, default=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     if not nf.cuda_available() or not torch.cuda.is_available():
         sys.exit("no GPU: nnfuse.cuda_available() and torch.cuda.is_available() must both be True")
-    shapes = (tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
-              if args.shapes else bench.SOFTMAX_SHAPES)
+    shapes = args.shapes or bench.SOFTMAX_SHAPES
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
-    rows = run(shapes, args.dtypes.split(","), args.repeats, progress)
+    rows = run(shapes, args.dtypes, args.repeats, progress)
     bench.write_outputs(rows, markdown(rows, gpu), args.json, args.markdown, {"gpu": gpu})
 
 

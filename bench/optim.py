@@ -10,16 +10,17 @@ import argparse
 import sys
 
 from nnfuse import bench
+from nnfuse.cli import output_path, positive_float, thread_list
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json")
-    parser.add_argument("--markdown")
-    parser.add_argument("--min-time", type=float, default=0.3, help="seconds of repeats per measurement")
-    parser.add_argument("--threads", help="comma-separated thread counts (default: 1 and all)")
+    parser.add_argument("--json", type=output_path)
+    parser.add_argument("--markdown", type=output_path)
+    parser.add_argument("--min-time", type=positive_float, default=0.3, help="seconds of repeats per measurement")
+    parser.add_argument("--threads", type=thread_list, help="comma-separated thread counts (default: 1 and all)")
     args = parser.parse_args(argv)
-    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    threads = args.threads
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = bench.run_optim(thread_counts=threads, min_time=args.min_time, progress=progress)
     text = bench.markdown_optim(rows)

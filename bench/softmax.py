@@ -10,19 +10,19 @@ import argparse
 import sys
 
 from nnfuse import bench
+from nnfuse.cli import output_path, positive_float, shape_list, thread_list
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
-    parser.add_argument("--threads", help="comma-separated thread counts (default: 1 and all)")
-    parser.add_argument("--json")
-    parser.add_argument("--markdown")
-    parser.add_argument("--min-time", type=float, default=0.3, help="seconds of repeats per measurement")
+    parser.add_argument("--shapes", type=shape_list, help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
+    parser.add_argument("--threads", type=thread_list, help="comma-separated thread counts (default: 1 and all)")
+    parser.add_argument("--json", type=output_path)
+    parser.add_argument("--markdown", type=output_path)
+    parser.add_argument("--min-time", type=positive_float, default=0.3, help="seconds of repeats per measurement")
     args = parser.parse_args(argv)
-    shapes = (tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
-              if args.shapes else bench.SOFTMAX_SHAPES)
-    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    shapes = args.shapes or bench.SOFTMAX_SHAPES
+    threads = args.threads
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = bench.run_softmax(shapes, threads, min_time=args.min_time, progress=progress)
     text = bench.softmax_markdown(rows)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,13 +18,35 @@ def test_info():
     assert "CPU ISA in use:" in result.stdout and "peers:" in result.stdout
 
 
-@pytest.mark.parametrize("args", [[], ["bogus"], ["bench", "--ops", "nope"], ["bench", "--sizes", "2^x"],
-                                  ["bench", "--dtypes", "int8"], ["check", "--points", "many"]])
+@pytest.mark.parametrize("args", [
+    [], ["bogus"], ["bench", "--ops", "nope"], ["bench", "--sizes", "2^x"], ["bench", "--sizes", "-5"],
+    ["bench", "--sizes", "2^400"], ["bench", "--sizes", "0"], ["bench", "--dtypes", "int8"],
+    ["bench", "--threads", "0"], ["bench", "--threads", "99999"], ["bench", "--threads", "1,,2"],
+    ["bench", "--min-time", "-1"], ["bench", "--min-time", "nan"], ["bench", "--json", "/nonexistent/rows.json"],
+    ["bench", "--markdown", "."], ["check", "--points", "many"], ["check", "--points", "0"],
+    ["accuracy", "--points", "-3"], ["accuracy", "--dtypes", "int8"], ["accuracy", "--ops", "nope"],
+])
 def test_bad_arguments_exit_2_without_traceback(args):
     result = run(*args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "usage" in result.stderr or "nnfuse bench:" in result.stderr
+    assert "usage" in result.stderr or f"nnfuse {args[0]}:" in result.stderr
+
+
+@pytest.mark.parametrize("script, args", [
+    ("activations", ["--min-time", "0"]), ("optim", ["--threads", "0"]), ("softmax", ["--shapes", "4x"]),
+    ("softmax", ["--markdown", "/nonexistent/table.md"]),
+    ("cuda_activations", ["--json", "a.json", "--markdown", "a.md", "--log2n", "-1"]),
+    ("cuda_softmax", ["--json", "a.json", "--markdown", "a.md", "--dtypes", "int8"]),
+    ("cuda_optim", ["--repeats", "0"]),
+])
+def test_benchmark_scripts_refuse_bad_arguments_before_running(script, args, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{script}.py"
+    result = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "error: argument" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_bench_writes_json_markdown_and_plot(tmp_path):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
+import os
 import sys
 import time
 
@@ -183,15 +185,117 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _parse_sizes(text: str):
-    sizes = []
-    for item in text.split(","):
-        item = item.strip()
-        if item.startswith("2^"):
-            sizes.append(1 << int(item[2:]))
-        else:
-            sizes.append(int(item))
-    return sizes
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _comma_list(text: str, item_type):
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in the list {text!r}")
+    return [item_type(item) for item in items]
+
+
+# 2^40 float32 elements are 4 TiB: beyond any machine this runs on, and the
+# cap keeps a typo such as 2^400 from reaching the allocator.
+_MAX_SIZE_EXPONENT = 40
+
+
+def size_exponent(text: str) -> int:
+    """An argparse type: k of a size 2^k, 0 <= k <= 40."""
+    if not text.isdigit() or int(text) > _MAX_SIZE_EXPONENT:
+        raise argparse.ArgumentTypeError(f"expected an exponent k with 0 <= k <= {_MAX_SIZE_EXPONENT}, got {text!r}")
+    return int(text)
+
+
+def _size(item: str) -> int:
+    if item.startswith("2^"):
+        return 1 << size_exponent(item[2:])
+    value = positive_int(item)
+    if value > 1 << _MAX_SIZE_EXPONENT:
+        raise argparse.ArgumentTypeError(f"size {value} is above 2^{_MAX_SIZE_EXPONENT}")
+    return value
+
+
+def size_list(text: str) -> list:
+    """An argparse type: element counts such as ``2^16,1000``, each >= 1."""
+    return _comma_list(text, _size)
+
+
+def _shape(item: str) -> tuple:
+    parts = item.split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected a shape ROWSxCOLUMNS, got {item!r}")
+    return tuple(positive_int(part) for part in parts)
+
+
+def shape_list(text: str) -> list:
+    """An argparse type: row x column shapes such as ``4096x1024,65536x128``."""
+    return _comma_list(text, _shape)
+
+
+def thread_list(text: str) -> list:
+    """An argparse type: thread counts, each between 1 and the build's maximum."""
+    from . import _C
+
+    counts = _comma_list(text, positive_int)
+    too_many = [n for n in counts if n > _C.max_threads]
+    if too_many:
+        raise argparse.ArgumentTypeError(f"thread counts above the maximum {_C.max_threads}: {too_many}")
+    return counts
+
+
+def dtype_list(text: str) -> list:
+    """An argparse type: names from float32, float64, float16, bfloat16."""
+    names = _comma_list(text, str)
+    unknown = [name for name in names if name not in DTYPE_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown dtype(s) {', '.join(unknown)} "
+                                         f"(supported: {', '.join(DTYPE_NAMES)})")
+    return names
+
+
+def output_path(text: str) -> str:
+    """An argparse type: a file to write at the end of a run, checked before it
+    starts (a benchmark should not run for minutes and then fail to save)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} is not writeable")
+    return text
+
+
+def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``nnfuse accuracy`` (also ``python -m nnfuse.accuracy``)."""
+    parser.add_argument("--ops", type=lambda text: _comma_list(text, str),
+                        help="comma-separated op names (default: all)")
+    parser.add_argument("--dtypes", type=dtype_list, default=list(DTYPE_NAMES))
+    parser.add_argument("--points", type=positive_int, default=1_000_000)
+    parser.add_argument("--markdown", type=output_path, help="write the table to this file")
 
 
 def cmd_bench(args) -> int:
@@ -205,18 +309,11 @@ def cmd_bench(args) -> int:
     if unknown:
         print(f"nnfuse bench: unknown op(s): {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
         return 2
-    try:
-        sizes = _parse_sizes(args.sizes)
-        threads = [int(t) for t in args.threads.split(",")] if args.threads else None
-    except ValueError as exc:
-        print(f"nnfuse bench: bad --sizes or --threads: {exc}", file=sys.stderr)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("nnfuse bench: --plot needs matplotlib, which is not installed", file=sys.stderr)
         return 2
-    dtypes = args.dtypes.split(",")
-    bad = [d for d in dtypes if d not in ("float32", "float64", "float16", "bfloat16")]
-    if bad:
-        print(f"nnfuse bench: unknown dtype(s): {', '.join(bad)}", file=sys.stderr)
-        return 2
-    thread_counts = threads or sorted({1, nf._C.default_num_threads()})
+    sizes, dtypes = args.sizes, args.dtypes
+    thread_counts = args.threads or sorted({1, nf._C.default_num_threads()})
     total = bench.count_rows(ops, sizes, dtypes, thread_counts)
     rows = bench.run(ops, sizes=sizes, dtypes=dtypes, thread_counts=thread_counts, min_time=args.min_time,
                      progress=_Progress(total))
@@ -282,13 +379,7 @@ def plot(rows, path):
 def cmd_accuracy(args) -> int:
     from . import accuracy
 
-    argv = []
-    if args.ops:
-        argv += ["--ops", args.ops]
-    argv += ["--dtypes", args.dtypes, "--points", str(args.points)]
-    if args.markdown:
-        argv += ["--markdown", args.markdown]
-    return accuracy.main(argv)
+    return accuracy.run(args)
 
 
 def build_parser():
@@ -298,23 +389,22 @@ def build_parser():
     p = sub.add_parser("info", help="version, build, ISAs, threads, GPU, peers")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("check", help="self-test every op on every ISA against the reference")
-    p.add_argument("--points", type=int, default=200_000, help="float32/float64 sample points per op")
+    p.add_argument("--points", type=positive_int, default=200_000, help="float32/float64 sample points per op")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("bench", help="microbenchmarks against the memory floor and installed peers")
     p.add_argument("--ops", help="comma-separated op names (default: all activations)")
-    p.add_argument("--sizes", default="2^20,2^24", help="comma-separated element counts, e.g. 2^16,2^20,2^26")
-    p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16,float16,float64")
-    p.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
-    p.add_argument("--min-time", type=float, default=0.1, help="seconds of repeats per measurement")
-    p.add_argument("--json", help="write the rows and machine info as JSON")
-    p.add_argument("--markdown", help="write the table as markdown")
-    p.add_argument("--plot", help="write a PNG chart of GB/s per op against the floor and peers")
+    p.add_argument("--sizes", type=size_list, default=[1 << 20, 1 << 24],
+                   help="comma-separated element counts, e.g. 2^16,2^20,2^26 (default: 2^20,2^24)")
+    p.add_argument("--dtypes", type=dtype_list, default=["float32"],
+                   help="comma-separated: float32,bfloat16,float16,float64")
+    p.add_argument("--threads", type=thread_list, help="comma-separated thread counts (default: 1 and all cores)")
+    p.add_argument("--min-time", type=positive_float, default=0.1, help="seconds of repeats per measurement")
+    p.add_argument("--json", type=output_path, help="write the rows and machine info as JSON")
+    p.add_argument("--markdown", type=output_path, help="write the table as markdown")
+    p.add_argument("--plot", type=output_path, help="write a PNG chart of GB/s per op against the floor and peers")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("accuracy", help="ULP error tables (what docs/accuracy.md shows)")
-    p.add_argument("--ops", help="comma-separated op names (default: all)")
-    p.add_argument("--dtypes", default="float32,bfloat16,float16,float64")
-    p.add_argument("--points", type=int, default=1_000_000)
-    p.add_argument("--markdown", help="write the table to this file")
+    add_accuracy_arguments(p)
     p.set_defaults(func=cmd_accuracy)
     return parser
 
