@@ -32,8 +32,8 @@ from nnfuse._optable import ACTIVATIONS, call_params
 
 try:
     import torch
-except ImportError:
-    sys.exit("bench/cuda_activations.py needs PyTorch with CUDA")
+except ImportError:  # main() says so after checking the arguments
+    torch = None
 
 try:
     import cupy
@@ -180,8 +180,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--dtypes", type=dtype_list, default=["float32", "bfloat16"])
     args = parser.parse_args(argv)
-    if not nf.cuda_available() or not torch.cuda.is_available():
-        sys.exit("no GPU: nnfuse.cuda_available() and torch.cuda.is_available() must both be True")
+    if torch is None or not torch.cuda.is_available() or not nf.cuda_available():
+        sys.exit("bench/cuda_activations.py needs a GPU: PyTorch with CUDA (torch.cuda.is_available()) and "
+                 "nnfuse built with CUDA (nnfuse.cuda_available())")
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
     rows = run(1 << args.log2n, args.dtypes, args.repeats, progress)

@@ -33,8 +33,8 @@ from nnfuse.cli import output_path, positive_int
 
 try:
     import torch
-except ImportError:
-    sys.exit("bench/cuda_optim.py needs PyTorch with CUDA")
+except ImportError:  # main() says so after checking the arguments
+    torch = None
 
 
 
@@ -133,8 +133,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=positive_int, default=50)
     parser.add_argument("--cases", default="100x16M,100x256M,1000x1K")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available() or not nf.cuda_available():
-        sys.exit("bench/cuda_optim.py needs a CUDA GPU (torch.cuda and nnfuse.cuda_available())")
+    if torch is None or not torch.cuda.is_available() or not nf.cuda_available():
+        sys.exit("bench/cuda_optim.py needs a GPU: PyTorch with CUDA (torch.cuda.is_available()) and "
+                 "nnfuse built with CUDA (nnfuse.cuda_available())")
     device = torch.cuda.get_device_name()
     rows = []
     for case in args.cases.split(","):

@@ -35,8 +35,8 @@ from nnfuse.cli import dtype_list, output_path, positive_int, shape_list
 
 try:
     import torch
-except ImportError:
-    sys.exit("bench/cuda_softmax.py needs PyTorch with CUDA")
+except ImportError:  # main() says so after checking the arguments
+    torch = None
 
 
 def _torch_peers(x, g, y, ly, labels, out):
@@ -120,8 +120,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--dtypes", type=dtype_list, default=["float32", "bfloat16"])
     args = parser.parse_args(argv)
-    if not nf.cuda_available() or not torch.cuda.is_available():
-        sys.exit("no GPU: nnfuse.cuda_available() and torch.cuda.is_available() must both be True")
+    if torch is None or not torch.cuda.is_available() or not nf.cuda_available():
+        sys.exit("bench/cuda_softmax.py needs a GPU: PyTorch with CUDA (torch.cuda.is_available()) and "
+                 "nnfuse built with CUDA (nnfuse.cuda_available())")
     shapes = args.shapes or bench.SOFTMAX_SHAPES
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     gpu = torch.cuda.get_device_name()
