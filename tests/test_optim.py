@@ -533,6 +533,75 @@ def test_functional_steps_check_their_arguments_first(call, error, message):
     np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, BFLOAT16])
+@pytest.mark.parametrize("call,name,problem", [
+    (lambda p, g, z: optim.adam_step(p, g, z(), z(), step=1, eps=1e-50), "eps", "rounds to 0 in float32"),
+    (lambda p, g, z: optim.adam_step(p, g, z(), z(), step=1, lr=1e39), "lr", "beyond the float32 range"),
+    (lambda p, g, z: optim.adam_step(p, g, z(), z(), step=1, clipvalue=1e-60), "clipvalue", "rounds to 0"),
+    (lambda p, g, z: optim.rmsprop_step(p, g, z(), step=1, weight_decay=1e39), "weight_decay", "beyond"),
+    (lambda p, g, z: optim.adagrad_step(p, g, z(), step=1, eps=1e-46), "eps", "rounds to 0"),
+])
+def test_hyper_parameters_outside_the_float32_compute_range_are_refused(call, name, problem, dtype):
+    """float32 and 16-bit parameters are updated in float32, where eps = 1e-50
+    was 0 (0 / 0 = NaN where a moment is 0; the reference divides by 1e-50)
+    and lr = 1e39 was inf. float64 parameters take the same values."""
+    params, grads = [np.full(3, 0.5, dtype)], [np.array([0.0, 1e-3, -2.0], dtype)]
+    with pytest.raises(ValueError, match=f"'{name}' = .*{problem}"):
+        call(params, grads, lambda: [np.zeros(3, np.float32)])
+    np.testing.assert_array_equal(params[0], np.full(3, 0.5, dtype))
+    wide = [np.full(3, 0.5)]
+    call(wide, [np.array([0.0, 1e-3, -2.0])], lambda: [np.zeros(3)])
+    assert np.isfinite(wide[0]).all()
+
+
+def test_step_constants_beyond_float32_are_refused():
+    """Each hyper-parameter in range, but lr / (1 - beta1) or 1 - lr * weight_decay
+    overflows float32."""
+    params = [np.ones(3, np.float32)]
+    with pytest.raises(ValueError, match="a constant of this step .* is 3e\\+39"):
+        optim.adam_step(params, [np.ones(3, np.float32)], _zeros(), _zeros(), step=1, lr=3e38)
+    with pytest.raises(ValueError, match="is -1e\\+40"):
+        optim.sgd_step(params, [np.ones(3, np.float32)], step=1, lr=1e30, weight_decay=1e10)
+    np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (optim.Adam, {"eps": 1e-50}, "eps"), (optim.SGD, {"lr": 1e39}, "lr"),
+    (optim.Adagrad, {"initial_accumulator_value": 1e39}, "initial_accumulator_value"),
+    (optim.RMSprop, {"clipvalue": 1e-50}, "clipvalue")])
+def test_optimizers_check_the_compute_range_when_built(cls, kwargs, name):
+    with pytest.raises(ValueError, match=f"{cls.__name__}\\(\\): '{name}' = "):
+        cls([np.zeros(3, np.float32)], **kwargs)
+    cls([np.zeros(3, np.float64)], **kwargs)
+
+
+@pytest.mark.parametrize("change,error,message", [
+    (lambda sd: sd["hyper"].update(lr="0.1"), TypeError, "'lr' must be a real number"),
+    (lambda sd: sd["hyper"].update(eps=-1.0), ValueError, "'eps' must be a finite number >= 0"),
+    (lambda sd: sd["hyper"].update(eps=1e-50), ValueError, "'eps' = 1e-50 rounds to 0"),
+    (lambda sd: sd["hyper"].update(betas=(0.9, 1.5)), ValueError, "'betas' must be two numbers"),
+    (lambda sd: sd["hyper"].pop("weight_decay"), ValueError, "'hyper' holds .* expected the keys"),
+    (lambda sd: sd["options"].update(nonfinite="ignore"), ValueError, "'nonfinite' must be"),
+    (lambda sd: sd["options"].update(clipnorm=1.0, clipvalue=1.0), ValueError, "at most one clipping option"),
+    (lambda sd: sd.update(options=None), ValueError, "'options' holds None"),
+])
+def test_load_state_dict_checks_hyper_parameters_and_options(change, error, message):
+    """A state dict is checked as the constructor checks its arguments, before
+    anything is copied (before, a bad value surfaced at the next step, or never:
+    a negative eps was used as given)."""
+    params = [np.ones(3, np.float32)]
+    opt = optim.Adam(params, lr=0.1)
+    opt.step([np.ones(3, np.float32)])
+    broken = opt.state_dict()
+    broken["state"]["exp_avgs"][0][:] = 7.0
+    broken["step"] = 9
+    change(broken)
+    with pytest.raises(error, match=f"Adam.load_state_dict\\(\\): {message}"):
+        opt.load_state_dict(broken)
+    assert opt.step_count == 1 and opt.hyper["lr"] == 0.1 and opt.hyper["eps"] is None
+    assert not (opt.state["exp_avgs"][0] == 7.0).any()
+
+
 @pytest.mark.parametrize("returned,error,message", [
     (-4.0, ValueError, "'global_norm_reduce' returned -4.0, but a sum of squares is >= 0"),
     ("9", TypeError, "'global_norm_reduce' must return a number.*got str"),

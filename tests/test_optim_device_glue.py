@@ -176,3 +176,22 @@ def test_functional_int_step_and_errors():
         optim.adam_step(p, [torch.zeros(3)], m, [torch.zeros(3, dtype=torch.float64)], step=1)
     with pytest.raises(ValueError, match=r"'params\[0\]' and 'grads\[0\]' share memory"):
         optim.sgd_step(p, p, m, step=1, lr=0.1, momentum=0.9)
+
+
+def test_device_optimizers_check_hyper_parameters_as_the_host_does():
+    """The device constructor checked none of its hyper-parameters (the functional
+    device step leaves lr to the kernel, as it may be a device scalar)."""
+    params = [_dev(np.ones(3, np.float32))]
+    with pytest.raises(ValueError, match="Adam\\(\\): 'lr' must be a finite number >= 0"):
+        optim.Adam(params, lr=-1.0)
+    with pytest.raises(ValueError, match="Adam\\(\\): 'eps' = 1e-50 rounds to 0 in float32"):
+        optim.Adam(params, eps=1e-50)
+    with pytest.raises(ValueError, match="adam_step\\(\\): 'lr' = 1e\\+39 is beyond the float32 range"):
+        optim.adam_step(params, [_dev(np.ones(3, np.float32))], [torch.zeros(3)], [torch.zeros(3)], step=1, lr=1e39)
+    opt = optim.Adam(params, lr=0.1, capturable=True)
+    broken = opt.state_dict()
+    broken["hyper"]["weight_decay"] = -1.0
+    with pytest.raises(ValueError, match="Adam.load_state_dict\\(\\): 'weight_decay'"):
+        opt.load_state_dict(broken)
+    good = opt.state_dict()
+    opt.load_state_dict(good)  # the device lr of a capturable optimizer passes

@@ -72,6 +72,27 @@ def kernel_option(func: str, name: str, value) -> float:
     return result
 
 
+def check_compute_range(func: str, compute_dtype, values: dict) -> None:
+    """Options the kernels round to their compute type, checked against it for
+    float32 (the compute type of float32, float16 and bfloat16 parameters): a
+    finite value beyond its range would become inf, and a nonzero value below
+    its smallest subnormal 0 (an Adam eps of 1e-50 made 0 / 0 = NaN where a
+    moment is 0; the float64 reference divides by 1e-50). ValueErrors naming the
+    option; None and device scalars (a capturable lr) are passed over."""
+    if np.dtype(compute_dtype) != np.float32:
+        return
+    for name, value in values.items():
+        if not isinstance(value, (int, float, np.integer, np.floating)):
+            continue
+        value = float(value)
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{func}(): '{name}' = {value} is beyond the float32 range (+-3.4e38) in which "
+                             f"float32 and 16-bit parameters are updated")
+        if value != 0 and np.float32(value) == 0:
+            raise ValueError(f"{func}(): '{name}' = {value} rounds to 0 in float32, in which float32 and 16-bit "
+                             f"parameters are updated (its smallest positive value is 1.4e-45)")
+
+
 def integer_option(func: str, name: str, value) -> int:
     """``value`` as a Python int (what operator.index takes: ints, NumPy
     integers), or a TypeError naming the argument. Bools are refused, though

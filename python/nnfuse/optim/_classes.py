@@ -13,7 +13,7 @@ import numpy as np
 from . import _device as D
 from . import _functional as F
 from .. import _C
-from .._array import as_real, dtype_code, real_option
+from .._array import as_real, check_compute_range, dtype_code, real_option
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 
@@ -67,9 +67,9 @@ class Optimizer:
         dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
         self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
         self.hyper = dict(hyper)
-        F.check_hyper(name, self.hyper)
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                             nonfinite=nonfinite, semantics=semantics)
+        self._check_settings(name, self.hyper, self.options)
         self.master_weights = bool(master_weights)
         self.global_norm_reduce = global_norm_reduce
         self.step_count = 0
@@ -86,10 +86,11 @@ class Optimizer:
         infos, self._state_dtype = D.check_params(params, name, F.state_dtype_for, master_weights)
         first = infos[0]
         self.hyper = dict(hyper)
-        if capturable:
-            self.hyper["lr"] = D.full(first, (), np.float64, float(hyper["lr"]))
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                             nonfinite=nonfinite, semantics=semantics)
+        self._check_settings(name, self.hyper, self.options)
+        if capturable:
+            self.hyper["lr"] = D.full(first, (), np.float64, float(hyper["lr"]))
         self.master_weights = bool(master_weights)
         self.global_norm_reduce = global_norm_reduce
         self.capturable = bool(capturable)
@@ -103,6 +104,17 @@ class Optimizer:
         states = [self.state.get(n) for n in names]
         self._prepared = D.prepare(params, states + [None] * (3 - len(states)), names + [""] * (3 - len(names)),
                                    self.state.get("master_params"), name, F.state_dtype_for)
+
+    def _check_settings(self, func, hyper, options):
+        """The hyper-parameters and options, as the functional step will check
+        them, and against the range of the compute type (self._state_dtype).
+        A device lr (capturable) is passed over: it was checked as a number."""
+        plain = {k: v for k, v in hyper.items()
+                 if not (k == "lr" and self.device and not isinstance(v, (int, float)))}
+        F.check_hyper(func, plain, self._state_dtype)
+        F.check_options(func, options["clipvalue"], options["clipnorm"], options["global_clipnorm"],
+                        options["nonfinite"], options["semantics"])
+        check_compute_range(func, self._state_dtype, {"clipvalue": options["clipvalue"]})
 
     def _functional_state_names(self):
         """The functional step's state arguments in order (the device pointer table's columns)."""
@@ -147,7 +159,14 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restores a :meth:`state_dict` (copied into this optimizer's arrays, bit for bit)."""
         name = type(self).__name__
+        func = f"{name}.load_state_dict"
         state = state_dict["state"]
+        hyper, options = state_dict["hyper"], state_dict.get("options", self.options)
+        for key, given, expected in (("hyper", hyper, self.hyper), ("options", options, self.options)):
+            if not isinstance(given, dict) or set(given) != set(expected):
+                shown = sorted(given) if isinstance(given, dict) else repr(given)
+                raise ValueError(f"{func}(): '{key}' holds {shown}, expected the keys {sorted(expected)}")
+        self._check_settings(func, hyper, options)
         if set(state) != set(self.state):
             raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
                              f"{sorted(self.state)}")
@@ -171,8 +190,8 @@ class Optimizer:
             for dst, src in zip(self.state[k], arrays):
                 np.copyto(dst, src)
         self.step_count = int(state_dict["step"])
-        self.hyper = copy.deepcopy(state_dict["hyper"])
-        self.options = dict(state_dict.get("options", self.options))
+        self.hyper = copy.deepcopy(hyper)
+        self.options = dict(options)
 
     def _load_device(self, name, state_dict):
         state = state_dict["state"]
@@ -207,8 +226,9 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=None, weight_decay=0.0, amsgrad=False,
                  maximize=False, **options):
         self._amsgrad = bool(amsgrad)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas) if hasattr(betas, "__len__") else betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=bool(amsgrad), maximize=bool(maximize)), **options)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if hasattr(betas, "__len__") else betas, eps=eps,
+                                      weight_decay=weight_decay, amsgrad=bool(amsgrad), maximize=bool(maximize)),
+                         **options)
 
     def _active_states(self):
         return ("exp_avgs", "exp_avg_sqs") + (("max_exp_avg_sqs",) if self._amsgrad else ())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C, _interop
-from .._array import DTYPE_CODES
+from .._array import DTYPE_CODES, check_compute_range
 
 _KINDS = {"adam": 0, "sgd": 1, "rmsprop": 2, "adagrad": 3}
 _NONFINITE = {"skip": 0, "zero": 1, "propagate": 2}
@@ -208,14 +208,16 @@ class Workspace:
 
 
 def run(func, kind, params, grads, states, state_names, masters, *, base, lr, flags, step, clip_mode, clip,
-        clipvalue, nonfinite, keras, reduce, state_dtype_for, prepared=None):
+        clipvalue, nonfinite, keras, reduce, state_dtype_for, prepared=None, named=None):
     """One step on the device. `prepared` (from the classes): (infos, state dtype, pointer table,
-    Workspace) of arrays already checked; only the gradients are then looked at."""
+    Workspace) of arrays already checked; only the gradients are then looked at. `named`: the
+    hyper-parameters by name, checked against the compute type's range."""
     from .. import _cuda
 
     if prepared is None:
         prepared = prepare(params, states, state_names, masters, func, state_dtype_for)
     infos, sdtype, table, ws = prepared
+    check_compute_range(func, sdtype, named or {})
     first = infos[0]
     table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
     # The CPU step's overlap rule and message (written arrays must not overlap

@@ -38,7 +38,10 @@ single-pass step.
 
 dtypes: float32 params -> float32 state; float64 -> float64 state; float16/bfloat16 params and grads
 -> float32 state, and with ``master_params`` (float32 copies) the update runs on the master copy and
-the parameter receives its round-to-nearest-even value. Anything else is a TypeError.
+the parameter receives its round-to-nearest-even value. Anything else is a TypeError. The
+hyper-parameters and the step's constants (lr over the bias correction, 1 - lr * weight_decay) are
+taken in the state's type: with float32 state, a finite value beyond the float32 range or a nonzero
+one that rounds to 0 there (eps = 1e-50) is a ValueError naming it.
 
 Memory: the arrays a step writes (params, states, master_params) must not overlap each other or any
 gradient, else the update of one element would read what another's wrote (ValueError naming both,
@@ -54,7 +57,7 @@ import numpy as np
 
 from .. import _C
 from . import _device as _D
-from .._array import BFLOAT16, as_real, dtype_code, integer_option, real_option
+from .._array import BFLOAT16, FLOAT32_MAX, as_real, check_compute_range, dtype_code, integer_option, real_option
 
 __all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
 
@@ -85,9 +88,10 @@ _NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", 
 _UNIT_INTERVAL = ("beta1", "beta2")
 
 
-def check_hyper(func, hyper):
+def check_hyper(func, hyper, compute_dtype=None):
     """Refuses what PyTorch's optimizers refuse: a hyper-parameter that is not a
-    number, negative or not finite where >= 0 is required, betas outside [0, 1)."""
+    number, negative or not finite where >= 0 is required, betas outside [0, 1);
+    with the compute dtype, also a value it cannot hold (check_compute_range)."""
     for key in _NON_NEGATIVE:
         if key not in hyper or (key == "eps" and hyper[key] is None):
             continue
@@ -105,6 +109,8 @@ def check_hyper(func, hyper):
             shown = tuple(hyper["betas"]) if key == "betas" else value
             raise ValueError(f"{func}(): '{key}' must be {'two numbers' if key == 'betas' else 'a number'} "
                              f"in [0, 1), got {shown}")
+    if compute_dtype is not None:
+        check_compute_range(func, compute_dtype, {key: hyper[key] for key in _NON_NEGATIVE if key in hyper})
 
 
 def _step_number(step, func):
@@ -212,8 +218,11 @@ def _step_flags(func, flags, params, grads, *, weight_decay, decoupled, maximize
     return clip_mode, clip, clip_value, flags
 
 
-def _run(func, kind, params, grads, states, state_names, master_params, hyper, flags, *, step, weight_decay,
+def _run(func, kind, params, grads, states, state_names, master_params, hyper, flags, *, named, step, weight_decay,
          decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics, global_norm_reduce):
+    """The CPU path of every functional step: `hyper` the kernel's float64
+    constants, `named` the hyper-parameters they come from (for the range
+    check in the compute type)."""
     params = _as_list(params, "params", func)
     grads = _as_list(grads, "grads", func)
     clip_mode, clip, clip_value, flags = _step_flags(
@@ -228,6 +237,13 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     code = dtype_code(first.dtype, "params[0]", func)
     masters = None if master_params is None else _as_list(master_params, "master_params", func)
     sdtype = state_dtype_for(first.dtype, masters is not None, func)
+    check_compute_range(func, sdtype, dict(named, clipvalue=clipvalue))
+    if sdtype == np.float32:
+        beyond = [h for h in hyper if math.isfinite(h) and abs(h) > FLOAT32_MAX]
+        if beyond:
+            raise ValueError(f"{func}(): a constant of this step (the learning rate over its bias correction, or "
+                             f"1 - lr * weight_decay) is {beyond[0]:.4g}, beyond the float32 range in which float32 "
+                             f"and 16-bit parameters are updated")
     states = [None if s is None else _as_list(s, n, func) for s, n in zip(states, state_names)]
     states += [None] * (3 - len(states))
     names = list(state_names) + [""] * (3 - len(state_names))
@@ -238,7 +254,7 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     return StepRecord(norm, factor, skipped, step - 1 if skipped else step)
 
 
-def _device_step(func, kind, params, grads, states, state_names, master_params, base, lr, flags, *, step,
+def _device_step(func, kind, params, grads, states, state_names, master_params, base, lr, flags, *, named, step,
                  weight_decay, decoupled, maximize, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics,
                  global_norm_reduce, prepared=None):
     """The CUDA path of every functional step (see nnfuse.optim._device): `step` is an int (the
@@ -256,7 +272,7 @@ def _device_step(func, kind, params, grads, states, state_names, master_params, 
     return _D.run(func, kind, params, grads, states, names, master_params, base=base, lr=lr, flags=flags, step=step,
                   clip_mode=clip_mode, clip=clip, clipvalue=clip_value, nonfinite=nonfinite,
                   keras=semantics == "keras", reduce=global_norm_reduce, state_dtype_for=state_dtype_for,
-                  prepared=prepared)
+                  prepared=prepared, named=dict(named, clipvalue=clipvalue))
 
 
 def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: List[np.ndarray],
@@ -273,10 +289,11 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
+    named = dict(lr=lr, eps=eps, weight_decay=weight_decay)
     if _D.on_device(params):
         return _device_step(func, "adam", params, grads, [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
                             ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"], master_params,
-                            [beta1, beta2, eps, weight_decay], lr, _AMSGRAD if amsgrad else 0, step=step,
+                            [beta1, beta2, eps, weight_decay], lr, _AMSGRAD if amsgrad else 0, named=named, step=step,
                             weight_decay=weight_decay, decoupled=decoupled, maximize=maximize, clipvalue=clipvalue,
                             clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
                             semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
@@ -290,7 +307,7 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
     hyper = [beta1, beta2, 1 - beta1, 1 - beta2, step_size, vscale, eps, weight_decay, 1 - lr * weight_decay]
     return _run(func, "adam", params, grads, [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
                 ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"], master_params, hyper,
-                _AMSGRAD if amsgrad else 0, step=step, weight_decay=weight_decay, decoupled=decoupled,
+                _AMSGRAD if amsgrad else 0, named=named, step=step, weight_decay=weight_decay, decoupled=decoupled,
                 maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                 nonfinite=nonfinite, semantics=semantics, global_norm_reduce=global_norm_reduce)
 
@@ -308,19 +325,21 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
         raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
     if momentum != 0 and momentum_buffers is None:
         raise ValueError(f"{func}(): momentum != 0 needs 'momentum_buffers'")
+    named = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if _D.on_device(params):
         return _device_step(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None],
                             ["momentum_buffers"], master_params, [momentum, dampening, weight_decay], lr,
-                            (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0), step=step,
-                            weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
-                            clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
-                            semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
+                            (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0), named=named,
+                            step=step, weight_decay=weight_decay, decoupled=False, maximize=maximize,
+                            clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                            nonfinite=nonfinite, semantics=semantics, global_norm_reduce=global_norm_reduce,
+                            prepared=_prepared)
     step = _step_number(step, func)
     check_hyper(func, dict(lr=lr))
     flags = (_MOMENTUM if momentum != 0 else 0) | (_NESTEROV if nesterov else 0) | (_FIRST if step == 1 else 0)
     hyper = [lr, momentum, 1 - dampening, weight_decay, 1 - lr * weight_decay]
     return _run(func, "sgd", params, grads, [momentum_buffers if momentum != 0 else None], ["momentum_buffers"],
-                master_params, hyper, flags, step=step, weight_decay=weight_decay, decoupled=False,
+                master_params, hyper, flags, named=named, step=step, weight_decay=weight_decay, decoupled=False,
                 maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                 nonfinite=nonfinite, semantics=semantics, global_norm_reduce=global_norm_reduce)
 
@@ -342,20 +361,21 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
         raise ValueError(f"{func}(): momentum > 0 needs 'momentum_buffers'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
     flags = (_CENTERED if centered else 0) | (_MOMENTUM if momentum > 0 else 0)
+    named = dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
     if _D.on_device(params):
         return _device_step(func, "rmsprop", params, grads,
                             [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
                             ["square_avgs", "grad_avgs", "momentum_buffers"], master_params,
-                            [alpha, eps, momentum, weight_decay], lr, flags, step=step, weight_decay=weight_decay,
-                            decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
-                            global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
-                            global_norm_reduce=global_norm_reduce, prepared=_prepared)
+                            [alpha, eps, momentum, weight_decay], lr, flags, named=named, step=step,
+                            weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
+                            clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+                            semantics=semantics, global_norm_reduce=global_norm_reduce, prepared=_prepared)
     step = _step_number(step, func)
     check_hyper(func, dict(lr=lr))
     hyper = [alpha, 1 - alpha, lr, eps, momentum, weight_decay, 1 - lr * weight_decay]
     return _run(func, "rmsprop", params, grads,
                 [square_avgs, grad_avgs if centered else None, momentum_buffers if momentum > 0 else None],
-                ["square_avgs", "grad_avgs", "momentum_buffers"], master_params, hyper, flags, step=step,
+                ["square_avgs", "grad_avgs", "momentum_buffers"], master_params, hyper, flags, named=named, step=step,
                 weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
                 clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                 global_norm_reduce=global_norm_reduce)
@@ -372,16 +392,17 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
     _required_states(func, (("state_sums", state_sums),))
     check_hyper(func, dict(lr_decay=lr_decay, eps=eps, weight_decay=weight_decay))
     eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
+    named = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay)
     if _D.on_device(params):
         return _device_step(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params,
-                            [lr_decay, eps, weight_decay], lr, 0, step=step, weight_decay=weight_decay,
+                            [lr_decay, eps, weight_decay], lr, 0, named=named, step=step, weight_decay=weight_decay,
                             decoupled=False, maximize=maximize, clipvalue=clipvalue, clipnorm=clipnorm,
                             global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
                             global_norm_reduce=global_norm_reduce, prepared=_prepared)
     step = _step_number(step, func)
     check_hyper(func, dict(lr=lr))
     hyper = [lr / (1 + (step - 1) * lr_decay), eps, weight_decay, 1 - lr * weight_decay]
-    return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0, step=step,
-                weight_decay=weight_decay, decoupled=False, maximize=maximize, clipvalue=clipvalue,
-                clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite, semantics=semantics,
-                global_norm_reduce=global_norm_reduce)
+    return _run(func, "adagrad", params, grads, [state_sums], ["state_sums"], master_params, hyper, 0,
+                named=named, step=step, weight_decay=weight_decay, decoupled=False, maximize=maximize,
+                clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
+                semantics=semantics, global_norm_reduce=global_norm_reduce)
