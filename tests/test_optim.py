@@ -533,6 +533,28 @@ def test_functional_steps_check_their_arguments_first(call, error, message):
     np.testing.assert_array_equal(params[0], np.ones(3, np.float32))
 
 
+@pytest.mark.parametrize("opts", [dict(global_clipnorm=1.0), dict(clipnorm=1.0), dict(global_clipnorm=1.0,
+                                  semantics="keras"), dict(nonfinite="zero", clipnorm=2.0), {},
+                                  dict(global_clipnorm=1.0, global_norm_reduce=lambda total: total)])
+def test_float64_gradients_whose_squares_overflow(opts):
+    """float64 gradients of 1e200: the kernels keep the sum of squares scaled,
+    so the norm is finite and the step is not skipped; the reference does the
+    same (it skipped: its plain sum was inf). Under "zero" an infinite element
+    is taken as 0 and the rest still summed scaled (the kernels returned the
+    overflowed sum there). The reducer gets the plain sum, +inf, and both skip."""
+    def grads():
+        return [np.full(5, 1e200), np.array([1e-300, -3e199, np.inf if opts.get("nonfinite") == "zero" else 0.0])]
+
+    params, want = [np.ones(5), np.ones(3)], [np.ones(5), np.ones(3)]
+    record = optim.sgd_step(params, grads(), step=1, lr=0.1, **opts)
+    expected = R.sgd_step(want, grads(), step=1, lr=0.1, **opts)
+    assert (record.grad_norm, record.clip_factor, record.skipped) == expected
+    assert record.skipped == ("global_norm_reduce" in opts)
+    assert record.skipped or 2.25e200 < record.grad_norm < 2.26e200  # sqrt(5 + 0.09) 1e200
+    for got, ref in zip(params, want):
+        np.testing.assert_array_equal(got, ref)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, BFLOAT16])
 @pytest.mark.parametrize("call,name,problem", [
     (lambda p, g, z: optim.adam_step(p, g, z(), z(), step=1, eps=1e-50), "eps", "rounds to 0 in float32"),

@@ -181,10 +181,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- 2. per-array sums and the local total ----------------------------------------
 // An array's block is "scaled" (as on the CPU) when its plain sum overflowed
-// although every element was finite: only float64 gradients can do that. Such
-// an array is summed in the 2^-1200 domain, its plain partials divided down.
+// although every element was finite, or taken as 0 (nonfinite="zero"): only
+// float64 gradients can do that. Such an array is summed in the 2^-1200
+// domain, its plain partials divided down.
 
-__global__ void __launch_bounds__(kThreads) tensor_sums_kernel(double* ws, Layout layout) {
+__global__ void __launch_bounds__(kThreads) tensor_sums_kernel(double* ws, Layout layout, bool zero_nonfinite) {
   __shared__ double shared[kThreads];
   const double* plain = ws + layout.chunk_plain();
   const double* scaled = ws + layout.chunk_scaled();
@@ -197,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) tensor_sums_kernel(double* ws, Layou
     bool t_scaled = false;
     for (int64_t c = first; c < first + count; ++c) {
       nonfinite |= flag[c] != 0.0;
-      t_scaled |= flag[c] == 0.0 && plain[c] == HUGE_VAL;
+      t_scaled |= (flag[c] == 0.0 || zero_nonfinite) && plain[c] == HUGE_VAL;
     }
     double s = 0.0;
     for (int64_t c = first; c < first + count; ++c) s += t_scaled ? (plain[c] == HUGE_VAL ? scaled[c] : ldexp(plain[c], kScaledSumExponent)) : plain[c];
@@ -498,7 +499,7 @@ cudaError_t optim_grad_pass(DType dtype, const std::vector<CudaOptimTensor>& ten
     });
   });
   if (status != cudaSuccess) return status;
-  tensor_sums_kernel<<<1, kThreads, 0, stream>>>(ws, layout);
+  tensor_sums_kernel<<<1, kThreads, 0, stream>>>(ws, layout, zero_nonfinite);
   return cudaGetLastError();
 }
 

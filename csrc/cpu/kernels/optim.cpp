@@ -102,15 +102,18 @@ GradBlockStats grad_stats_double(const double* g, int64_t n, bool zero_nonfinite
     if (!(zero_nonfinite && diff != 0.0)) sum = fma(g[i], g[i], sum);
   }
   bool nonfinite = probe != 0.0;
-  if (nonfinite || sum <= 1.7976931348623157e308) return {sum, nonfinite ? 1 : 0, 0};
-  // Finite elements whose squares overflow: sum (x * 2^-600)^2 instead.
+  bool summed_nonfinite = nonfinite && !zero_nonfinite;  // an inf or NaN is part of the sum
+  if (summed_nonfinite || sum <= 1.7976931348623157e308) return {sum, nonfinite ? 1 : 0, 0};
+  // Finite elements whose squares overflow (the non-finite ones, if any, are
+  // taken as 0): sum (x * 2^-600)^2 instead.
   const double down = pow2i(-600.0);
   sum = 0.0;
   for (int64_t i = 0; i < n; ++i) {
+    if (g[i] - g[i] != 0.0) continue;  // only here under "zero": NaN or inf
     double x = g[i] * down;
     sum = fma(x, x, sum);
   }
-  return {sum, 0, 1};
+  return {sum, nonfinite ? 1 : 0, 1};
 }
 
 void grad_stats(DType dtype, const void* grad, int64_t begin, int64_t end, bool zero_nonfinite,

@@ -27,7 +27,9 @@ c / max(||g||, c) (keras), ||g|| the norm over all arrays, or over all processes
 Non-finite gradients: ``"skip"`` (default) leaves params, state and step count untouched when any
 element is NaN/inf; ``"zero"`` treats such elements as 0 (norms included); ``"propagate"`` lets them
 flow as PyTorch does. With ``global_norm_reduce`` and ``"skip"``, a non-finite global sum skips on
-every process (the reduction carries the NaN/inf), which is what keeps shards in step.
+every process (the reduction carries the NaN/inf), which is what keeps shards in step. The norm of
+finite gradients does not overflow where their squares do (float64 gradients of 1e200: the sum is kept
+scaled by 2^-1200); ``global_norm_reduce`` receives plain sums, +inf for such a one, so "skip" skips.
 
 Passes: the gradient pass (sum of squares in double over fixed 64K-element blocks, combined in a fixed
 order: the same bits for every thread count; plus the non-finite check) runs for clipnorm,

@@ -13,6 +13,8 @@ Gradient preprocessing (:func:`clip_gradients`), in this order:
 * ``clipvalue=c``: clamp to [-c, c]; ``clipnorm=c``: per array g * c / max(||g||, c);
   ``global_clipnorm=c``: g * min(1, c / (||g|| + 1e-6)) (torch) or g * c / max(||g||, c) (keras),
   ||g|| over all arrays (``global_norm_reduce`` maps the local sum of squares to the global one).
+  Norms of finite gradients do not overflow where their squares do (float64 gradients of 1e200);
+  the sum given to ``global_norm_reduce`` is a plain sum, +inf there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ import numpy as np
 __all__ = ["clip_gradients", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
 
 
+_POW2_600 = 2.0**600
+
+
+def _norm(arrays) -> float:
+    """The 2-norm over the arrays' elements. Where the float64 sum of squares
+    overflows with every element finite, the norm is 2^600 sqrt(sum((x 2^-600)^2)),
+    finite up to the float64 range (float64 gradients of 1e200)."""
+    with np.errstate(all="ignore"):
+        total = float(sum(float(np.sum(x * x)) for x in arrays))
+        if math.isinf(total) and all(np.all(np.isfinite(x)) for x in arrays):
+            scaled = [x * (1.0 / _POW2_600) for x in arrays]
+            return math.sqrt(float(sum(float(np.sum(x * x)) for x in scaled))) * _POW2_600
+    return math.sqrt(total) if not math.isnan(total) else total
+
+
 def clip_gradients(grads: Sequence[np.ndarray], *, clipvalue=None, clipnorm=None, global_clipnorm=None,
                    nonfinite="skip", semantics="torch", global_norm_reduce: Optional[Callable] = None):
     """(float64 clipped grads, global norm before clipping, clip factor, skipped)."""
@@ -32,11 +49,16 @@ def clip_gradients(grads: Sequence[np.ndarray], *, clipvalue=None, clipnorm=None
     nonfinite_seen = any(not np.all(np.isfinite(x)) for x in g)
     if nonfinite == "zero":
         g = [np.where(np.isfinite(x), x, 0.0) for x in g]
-    with np.errstate(all="ignore"):
-        local = float(sum(float(np.sum(x * x)) for x in g))
-    total = global_norm_reduce(local) if global_norm_reduce is not None else local
-    norm = math.sqrt(total) if not math.isnan(total) else total
-    if nonfinite == "skip" and (nonfinite_seen or not math.isfinite(total)):
+    if global_norm_reduce is not None:
+        # The reducer takes plain sums of squares: one that overflows is +inf.
+        with np.errstate(all="ignore"):
+            local = float(sum(float(np.sum(x * x)) for x in g))
+        total = global_norm_reduce(local)
+        norm = math.sqrt(total) if not math.isnan(total) else total
+        reduced_nonfinite = not math.isfinite(total)
+    else:
+        norm, reduced_nonfinite = _norm(g), False
+    if nonfinite == "skip" and (nonfinite_seen or reduced_nonfinite):
         return g, norm, 1.0, True
     factor = 1.0
     with np.errstate(all="ignore"):
@@ -53,7 +75,7 @@ def clip_gradients(grads: Sequence[np.ndarray], *, clipvalue=None, clipnorm=None
             c = float(clipnorm)
             factors = []
             for i, x in enumerate(g):
-                n = math.sqrt(float(np.sum(x * x)))
+                n = _norm([x])
                 f = n if math.isnan(n) else c / max(n, c)
                 factors.append(f)
                 g[i] = x * f
