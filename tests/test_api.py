@@ -325,10 +325,25 @@ def test_prelu_weight_gradient_is_bit_identical_across_threads_and_isas(dtype):
 
 def test_prelu_checks_weight():
     x = np.zeros((4, 3), np.float32)
-    with pytest.raises(ValueError, match="'weight' must be 1-D with 1 element or one per channel"):
+    with pytest.raises(ValueError, match="'weight' must be 0-D, or 1-D with 1 element or one per channel"):
         nf.prelu(x, np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="got shape \\(1, 3\\)"):
+        nf.prelu(x, np.zeros((1, 3), np.float32))
     with pytest.raises(TypeError, match="'weight' has dtype float64"):
         nf.prelu(x, np.zeros(3))
+
+
+def test_prelu_takes_a_0d_weight_as_pytorch_does():
+    """torch.nn.functional.prelu takes a 0-d weight (one slope); its gradient
+    comes back 0-d."""
+    x = np.random.default_rng(3).standard_normal((3, 4, 5)).astype(np.float32)
+    g = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
+    w0, w1 = np.array(-0.3, np.float32), np.array([-0.3], np.float32)
+    np.testing.assert_array_equal(nf.prelu(x, w0), nf.prelu(x, w1))
+    gx, gw = nf.prelu_backward(g, x, w0)
+    gx1, gw1 = nf.prelu_backward(g, x, w1)
+    np.testing.assert_array_equal(gx, gx1)
+    assert gw.shape == () and gw.dtype == np.float32 and gw == gw1[0]
 
 
 # ---- RReLU ------------------------------------------------------------------------

@@ -109,6 +109,16 @@ def test_prelu_grads_for_input_and_weight():
     assert torch.equal(gx2, ex)
 
 
+def test_prelu_0d_weight_gradient_matches_torch():
+    x = _leaf((3, 4, 5), 11)
+    w = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 4, 5, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(nf.prelu(x, w), (x, w), g)
+    tx, tw = torch.autograd.grad(torch.nn.functional.prelu(x, w), (x, w), g)
+    assert gw.shape == () and torch.equal(gx, tx)
+    torch.testing.assert_close(gw, tw, rtol=1e-12, atol=0)
+
+
 def test_numpy_inputs_beside_a_tensor_that_requires_grad():
     # The NumPy input takes no gradient; the weight's is prelu_backward's.
     x = np.random.default_rng(14).standard_normal((4, 3))

@@ -189,9 +189,9 @@ _PRELU_SHARED_ROW = 1 << 16
 
 def _prelu_layout(xa, wa, func):
     channels = xa.shape[1] if xa.ndim >= 2 else 1
-    if wa.ndim != 1 or wa.size not in (1, channels):
+    if not (wa.ndim == 0 or (wa.ndim == 1 and wa.size in (1, channels))):
         raise ValueError(
-            f"{func}(): 'weight' must be 1-D with 1 element or one per channel "
+            f"{func}(): 'weight' must be 0-D, or 1-D with 1 element or one per channel "
             f"(x.shape[1] = {channels}), got shape {wa.shape}"
         )
     if wa.dtype != xa.dtype:
@@ -205,8 +205,8 @@ def _prelu_layout(xa, wa, func):
 
 def prelu(x, weight, *, out=None):
     """prelu(x, weight): x if x > 0 else weight[c] * x, with c the index along
-    axis 1 (as torch.nn.functional.prelu). ``weight`` has 1 element or
-    x.shape[1]; inputs with fewer than 2 dimensions have one channel."""
+    axis 1 (as torch.nn.functional.prelu). ``weight`` is 0-d, or 1-d with 1
+    element or x.shape[1]; inputs with fewer than 2 dimensions have one channel."""
     if not _host(x) or not _host(weight) or (out is not None and not _host(out)):
         if _autograd.grad_needed(x, weight, out):
             return _autograd.run("prelu", _autograd.Rule(prelu, prelu_backward), (x, weight), out)
