@@ -302,7 +302,7 @@ def test_state_dict_step_must_be_whole():
     opt = optim.Adam(params)
     opt.step([np.ones(3, np.float32)])
     before = opt.state_dict()
-    for step in (2.7, -1, float("nan"), "2"):
+    for step in (2.7, -1, float("nan"), "2", 2**1100, 2**53 + 2):
         broken = dict(before, step=step)
         with pytest.raises(ValueError, match="'step' must be a whole number"):
             opt.load_state_dict(broken)

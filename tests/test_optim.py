@@ -515,6 +515,8 @@ def _zeros():
     (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=0), ValueError, "'step' must be >= 1"),
     (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=-1), ValueError, "'step' must be >= 1"),
     (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=1.5), TypeError, "'step' must be an integer"),
+    (lambda p, g: optim.adam_step(p, g, _zeros(), _zeros(), step=2**1100), ValueError, "at most 2\\^53"),
+    (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=2**53 + 1, lr_decay=0.1), ValueError, "at most 2\\^53"),
     (lambda p, g: optim.adagrad_step(p, g, _zeros(), step=0, lr_decay=1.0), ValueError, "'step' must be >= 1"),
     (lambda p, g: optim.sgd_step(p, g, step=0, lr=0.1), ValueError, "'step' must be >= 1"),
     (lambda p, g: optim.rmsprop_step(p, g, _zeros(), step=0), ValueError, "'step' must be >= 1"),

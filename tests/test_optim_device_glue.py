@@ -174,6 +174,9 @@ def test_functional_int_step_and_errors():
         optim.adam_step(p, [np.zeros(3, np.float32)], m, [torch.zeros(3)], step=1)
     with pytest.raises(TypeError, match=r"'exp_avg_sqs\[0\]' has dtype float64"):
         optim.adam_step(p, [torch.zeros(3)], m, [torch.zeros(3, dtype=torch.float64)], step=1)
+    for step in (0, 2**1100):
+        with pytest.raises(ValueError, match="'step' must be >= 1 .* at most 2\\^53"):
+            optim.sgd_step(p, [_dev(np.ones(3, np.float32))], m, step=step, lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match=r"'params\[0\]' and 'grads\[0\]' share memory"):
         optim.sgd_step(p, p, m, step=1, lr=0.1, momentum=0.9)
 

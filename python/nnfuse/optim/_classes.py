@@ -5,7 +5,6 @@ defaults). ``state_dict()`` / ``load_state_dict()`` round-trip bit-exactly."""
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -171,8 +170,8 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
                              f"{sorted(self.state)}")
         step = None if self.device else as_real(state_dict["step"])
-        if not self.device and (step is None or not math.isfinite(step) or step < 0 or step != int(step)):
-            raise ValueError(f"{name}.load_state_dict(): 'step' must be a whole number >= 0, "
+        if not self.device and (step is None or not 0 <= step <= F.MAX_STEP or step != int(step)):
+            raise ValueError(f"{name}.load_state_dict(): 'step' must be a whole number >= 0 and at most 2^53, "
                              f"got {state_dict['step']!r}")
         if self.device:
             self._load_device(name, state_dict)

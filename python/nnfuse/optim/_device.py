@@ -225,9 +225,7 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     _C.check_table_overlap(func, table, ws.sizes, np.dtype(first.dtype).itemsize, np.dtype(sdtype).itemsize,
                            list(state_names))
 
-    if isinstance(step, (int, np.integer)):
-        if step < 1:
-            raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
+    if isinstance(step, (int, np.integer)):  # checked by the caller (_functional._step_number)
         counter = full(first, (), np.float64, step - 1)
     else:
         counter = step

@@ -115,12 +115,18 @@ def check_hyper(func, hyper, compute_dtype=None):
         check_compute_range(func, compute_dtype, {key: hyper[key] for key in _NON_NEGATIVE if key in hyper})
 
 
+# Step counts are float64 in the bias corrections (beta ** step) and on the
+# device (the step counter): exact up to 2^53. 2^1100 raised OverflowError.
+MAX_STEP = 1 << 53
+
+
 def _step_number(step, func):
     """The 1-based number of this update: an integer >= 1, checked before any
     formula uses it (the bias corrections, Adagrad's decay)."""
     step = integer_option(func, "step", step)
-    if step < 1:
-        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update), got {step}")
+    if not 1 <= step <= MAX_STEP:
+        raise ValueError(f"{func}(): 'step' must be >= 1 (the 1-based number of this update) and at most 2^53, "
+                         f"got {step}")
     return step
 
 
@@ -263,6 +269,8 @@ def _device_step(func, kind, params, grads, states, state_names, master_params, 
     1-based number of this update) or a float64 device scalar holding the number of steps applied
     so far, incremented on the device unless the step is skipped; `lr` a float or a float64 device
     scalar."""
+    if isinstance(step, (int, np.integer)):
+        step = _step_number(step, func)
     params = list(params)
     grads = _as_list(grads, "grads", func) if not isinstance(grads, (list, tuple)) else list(grads)
     clip_mode, clip, clip_value, flags = _step_flags(
