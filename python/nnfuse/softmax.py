@@ -187,7 +187,10 @@ def softmax(x, axis=-1, *, scale=1.0, mask=None, masked_rows="zero", out=None):
     with z = scale * x.
 
     scale: multiplies the logits inside the kernel, rounded to the compute type
-        (float32 for 32- and 16-bit inputs) first: z = round(scale * x).
+        (float32 for 32- and 16-bit inputs) first: z = round(scale * x). A
+        product beyond that type's range is an infinite z (a row with one
+        beyond +3.4e38 in float32 is NaN, as in PyTorch; the float64 reference
+        keeps it finite).
     mask: optional boolean array broadcastable to x; True keeps a position,
         False excludes it (its output is 0).
     masked_rows: what a row without any position left gives — all masked, or
