@@ -359,3 +359,15 @@ def test_infinite_parameters_are_kept():
     x = np.array([-2.0, 0.5, 3.0], np.float32)
     np.testing.assert_array_equal(nf.hardtanh(x, -1.0, np.inf), [-1.0, 0.5, 3.0])
     np.testing.assert_array_equal(nf.leaky_relu(x, -np.inf), [np.inf, 0.5, 3.0])
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_scaled_logits_beyond_float32_are_infinite_as_documented(log):
+    """z = round(scale * x) in float32: 2e10 * 1e30 is +inf there, so the row
+    is NaN (PyTorch's softmax of x * scale gives the same); a row whose
+    products stay in range is unaffected."""
+    x = np.array([[1e10, 2e10, -3e10, 0.0], [1.0, 2.0, -3.0, 0.0]], np.float32)
+    y = (nf.log_softmax if log else nf.softmax)(x, scale=1e30)
+    assert np.isnan(y[0]).all()
+    ref_row = (ref.log_softmax if log else ref.softmax)(x[1:].astype(np.float64), scale=float(np.float32(1e30)))
+    np.testing.assert_allclose(y[1:], ref_row, rtol=1e-6, atol=0)
