@@ -340,6 +340,25 @@ def test_state_dict_round_trip():
 
 # ---- errors -----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("cls,kw", [CONFIGS["adam"], CONFIGS["sgd-nesterov-wd"]])
+def test_strided_gradients_are_copied(cls, kw):
+    """A gradient that is a strided view (every other element, a transpose)
+    gives the same step as its contiguous copy; it was a ValueError."""
+    rng = np.random.default_rng(5)
+    start = [rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float32)]
+    wide = [rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal(10).astype(np.float32)]
+    strided = [wide[0].T, wide[1][::2]]
+    a, b = [x.copy() for x in start], [x.copy() for x in start]
+    opt_a, opt_b = cls(a, global_clipnorm=1.0, **kw), cls(b, global_clipnorm=1.0, **kw)
+    for _ in range(3):
+        record_a = opt_a.step(strided)
+        record_b = opt_b.step([np.ascontiguousarray(g) for g in strided])
+        assert record_a == record_b
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], start[0])
+
+
 def test_errors_name_the_argument():
     p = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
     g = [np.zeros(4, np.float32), np.zeros(3, np.float32)]

@@ -47,7 +47,8 @@ one that rounds to 0 there (eps = 1e-50) is a ValueError naming it.
 
 Memory: the arrays a step writes (params, states, master_params) must not overlap each other or any
 gradient, else the update of one element would read what another's wrote (ValueError naming both,
-before anything is written); gradients may share memory with each other.
+before anything is written); gradients may share memory with each other. On the CPU a gradient that
+is not C-contiguous is copied first; parameters, states and master weights must be C-contiguous.
 """
 
 from __future__ import annotations
@@ -232,7 +233,11 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     constants, `named` the hyper-parameters they come from (for the range
     check in the compute type)."""
     params = _as_list(params, "params", func)
-    grads = _as_list(grads, "grads", func)
+    # Gradients are only read: a strided one (a view, a transposed array) is
+    # copied, as the activations copy their inputs; params and states are
+    # updated in place and must be C-contiguous.
+    grads = [np.ascontiguousarray(g) if isinstance(g, np.ndarray) and not g.flags.c_contiguous else g
+             for g in _as_list(grads, "grads", func)]
     clip_mode, clip, clip_value, flags = _step_flags(
         func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
         clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
