@@ -33,6 +33,15 @@ def test_bad_arguments_exit_2_without_traceback(args):
     assert "usage" in result.stderr or f"nnfuse {args[0]}:" in result.stderr
 
 
+def test_plot_without_matplotlib_is_refused_before_the_run(monkeypatch, tmp_path, capsys):
+    from nnfuse import cli
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert cli.main(["bench", "--ops", "relu", "--sizes", "2^10", "--plot", str(tmp_path / "a.png")]) == 2
+    captured = capsys.readouterr()
+    assert "--plot needs matplotlib" in captured.err and captured.out == ""
+
+
 @pytest.mark.parametrize("script, args", [
     ("activations", ["--min-time", "0"]), ("optim", ["--threads", "0"]), ("softmax", ["--shapes", "4x"]),
     ("softmax", ["--markdown", "/nonexistent/table.md"]),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import math
 import os
 import sys
@@ -309,9 +308,12 @@ def cmd_bench(args) -> int:
     if unknown:
         print(f"nnfuse bench: unknown op(s): {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
         return 2
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        print("nnfuse bench: --plot needs matplotlib, which is not installed", file=sys.stderr)
-        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before the run, used by plot() after it)
+        except ImportError:
+            print("nnfuse bench: --plot needs matplotlib, which is not installed", file=sys.stderr)
+            return 2
     sizes, dtypes = args.sizes, args.dtypes
     thread_counts = args.threads or sorted({1, nf._C.default_num_threads()})
     total = bench.count_rows(ops, sizes, dtypes, thread_counts)
