@@ -258,6 +258,9 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     ranges.push_back({begin, begin + bytes, written, i * kRoles + role});
   };
   std::vector<OptimTensor> tensors(n);
+  // Gradients are only read: a strided one is copied C-contiguous (kept alive
+  // here until the step has run); the written arrays must be C-contiguous.
+  std::vector<py::array> grad_copies;
   for (size_t i = 0; i < n; ++i) {
     py::array p = check.array(params[i], "params", i);
     check.dtype(p, param_dtype, "params", i, "every parameter in one step has the same dtype");
@@ -265,7 +268,10 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
     py::array g = check.array(grads[i], "grads", i);
     check.shape(g, p, "grads", i);
     check.dtype(g, param_dtype, "grads", i, "gradients have their parameter's dtype");
-    check.layout(g, "grads", i, false);
+    if (!(g.flags() & py::array::c_style)) {
+      g = py::array::ensure(g, py::array::c_style);
+      grad_copies.push_back(g);
+    }
     OptimTensor& t = tensors[i];
     t.param = p.mutable_data();
     t.grad = g.data();

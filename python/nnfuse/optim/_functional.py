@@ -233,11 +233,7 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
     constants, `named` the hyper-parameters they come from (for the range
     check in the compute type)."""
     params = _as_list(params, "params", func)
-    # Gradients are only read: a strided one (a view, a transposed array) is
-    # copied, as the activations copy their inputs; params and states are
-    # updated in place and must be C-contiguous.
-    grads = [np.ascontiguousarray(g) if isinstance(g, np.ndarray) and not g.flags.c_contiguous else g
-             for g in _as_list(grads, "grads", func)]
+    grads = _as_list(grads, "grads", func)
     clip_mode, clip, clip_value, flags = _step_flags(
         func, flags, params, grads, weight_decay=weight_decay, decoupled=decoupled, maximize=maximize,
         clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm, nonfinite=nonfinite,
