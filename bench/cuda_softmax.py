@@ -116,7 +116,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=output_path, required=True, help="where to write the rows and machine info")
     parser.add_argument("--markdown", type=output_path, required=True, help="where to write the table")
-    parser.add_argument("--shapes", type=shape_list, help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
+    parser.add_argument("--shapes", type=shape_list,
+                        help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
     parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--dtypes", type=dtype_list, default=["float32", "bfloat16"])
     args = parser.parse_args(argv)

@@ -15,7 +15,8 @@ from nnfuse.cli import output_path, positive_float, shape_list, thread_list
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", type=shape_list, help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
+    parser.add_argument("--shapes", type=shape_list,
+                        help="comma-separated RxC shapes (default: 4096x1024,256x32768,65536x128,1024x131072)")
     parser.add_argument("--threads", type=thread_list, help="comma-separated thread counts (default: 1 and all)")
     parser.add_argument("--json", type=output_path)
     parser.add_argument("--markdown", type=output_path)

@@ -41,9 +41,10 @@ struct Checker {
                            py::str(py::type::handle_of(item).attr("__name__")).cast<std::string>());
     return py::reinterpret_borrow<py::array>(item);
   }
-  void layout(const py::array& a, const std::string& name, size_t i, bool writeable) const {
+  // An array the step writes in place: C-contiguous and writeable.
+  void written(const py::array& a, const std::string& name, size_t i) const {
     if (!(a.flags() & py::array::c_style)) throw py::value_error(where(name, i) + " must be C-contiguous");
-    if (writeable && !a.writeable()) throw py::value_error(where(name, i) + " is read-only");
+    if (!a.writeable()) throw py::value_error(where(name, i) + " is read-only");
   }
   void dtype(const py::array& a, const py::dtype& expected, const std::string& name, size_t i,
              const std::string& why) const {
@@ -197,8 +198,9 @@ void check_table_overlap(const std::string& func,
   check_step_overlap(func, ranges, state_names);
 }
 
-// overlapping_pair for Python (the CUDA arrays' checks): ranges as arrays of
-// begins, sizes in bytes and written flags; the pair as indices, or None.
+// overlapping_pair for Python (the optimizer classes' check that no two
+// parameters share memory): ranges as arrays of begins, sizes in bytes and
+// written flags; the pair as indices, or None.
 py::object overlapping_pair_of(const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& begins,
                                const py::array_t<uint64_t, py::array::c_style | py::array::forcecast>& sizes,
                                const py::array_t<bool, py::array::c_style | py::array::forcecast>& written) {
@@ -264,7 +266,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
   for (size_t i = 0; i < n; ++i) {
     py::array p = check.array(params[i], "params", i);
     check.dtype(p, param_dtype, "params", i, "every parameter in one step has the same dtype");
-    check.layout(p, "params", i, true);
+    check.written(p, "params", i);
     py::array g = check.array(grads[i], "grads", i);
     check.shape(g, p, "grads", i);
     check.dtype(g, param_dtype, "grads", i, "gradients have their parameter's dtype");
@@ -285,7 +287,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       py::array s = check.array(state_lists[k][i], state_names[k], i);
       check.shape(s, p, state_names[k], i);
       check.dtype(s, state_dtype, state_names[k], i, "optimizer state is float64 for float64 parameters, float32 otherwise");
-      check.layout(s, state_names[k], i, true);
+      check.written(s, state_names[k], i);
       t.state[k] = s.mutable_data();
       add_range(t.state[k], elements * state_bytes, true, i, 2 + k);
     }
@@ -294,7 +296,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
       py::array m = check.array(master_list[i], "master_params", i);
       check.shape(m, p, "master_params", i);
       check.dtype(m, state_dtype, "master_params", i, "master weights are float32");
-      check.layout(m, "master_params", i, true);
+      check.written(m, "master_params", i);
       t.master = m.mutable_data();
       add_range(t.master, elements * state_bytes, true, i, 5);
     }

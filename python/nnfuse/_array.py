@@ -61,36 +61,40 @@ def real_option(func: str, name: str, value) -> float:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _check_float32_range(func: str, name: str, value: float, where: str, nonzero: bool) -> None:
+    """ValueError naming the option where float32 cannot hold ``value``: a
+    finite value beyond its range (infinities are kept: they are infinities in
+    every type), and with ``nonzero`` a nonzero value that rounds to 0.
+    ``where`` says what is computed in float32."""
+    if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{func}(): '{name}' = {value} is beyond the float32 range (+-3.4e38) in which {where}")
+    if nonzero and value != 0 and np.float32(value) == 0:
+        raise ValueError(f"{func}(): '{name}' = {value} rounds to 0 in float32, in which {where} (its smallest "
+                         f"positive value is 1.4e-45)")
+
+
 def kernel_option(func: str, name: str, value) -> float:
     """real_option for a parameter the kernels take in the compute type: a
     finite value beyond the float32 range is a ValueError, for every dtype
-    alike (infinities are kept: they are infinities in every type)."""
+    alike."""
     result = real_option(func, name, value)
-    if math.isfinite(result) and abs(result) > FLOAT32_MAX:
-        raise ValueError(f"{func}(): '{name}' = {result} is beyond the float32 range (+-3.4e38) in which float32 "
-                         f"and 16-bit inputs are computed")
+    _check_float32_range(func, name, result, "float32 and 16-bit inputs are computed", nonzero=False)
     return result
 
 
 def check_compute_range(func: str, compute_dtype, values: dict) -> None:
-    """Options the kernels round to their compute type, checked against it for
-    float32 (the compute type of float32, float16 and bfloat16 parameters): a
-    finite value beyond its range would become inf, and a nonzero value below
-    its smallest subnormal 0 (an Adam eps of 1e-50 made 0 / 0 = NaN where a
-    moment is 0; the float64 reference divides by 1e-50). ValueErrors naming the
-    option; None and device scalars (a capturable lr) are passed over."""
+    """Optimizer options the kernels round to their compute type, checked
+    against it for float32 (the compute type of float32, float16 and bfloat16
+    parameters): a finite value beyond its range would become inf, and a
+    nonzero value below its smallest subnormal 0 (an Adam eps of 1e-50 made
+    0 / 0 = NaN where a moment is 0; the float64 reference divides by 1e-50).
+    ValueErrors naming the option; None and device scalars (a capturable lr)
+    are passed over."""
     if np.dtype(compute_dtype) != np.float32:
         return
     for name, value in values.items():
-        if not isinstance(value, (int, float, np.integer, np.floating)):
-            continue
-        value = float(value)
-        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
-            raise ValueError(f"{func}(): '{name}' = {value} is beyond the float32 range (+-3.4e38) in which "
-                             f"float32 and 16-bit parameters are updated")
-        if value != 0 and np.float32(value) == 0:
-            raise ValueError(f"{func}(): '{name}' = {value} rounds to 0 in float32, in which float32 and 16-bit "
-                             f"parameters are updated (its smallest positive value is 1.4e-45)")
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            _check_float32_range(func, name, float(value), "float32 and 16-bit parameters are updated", nonzero=True)
 
 
 def integer_option(func: str, name: str, value) -> int:

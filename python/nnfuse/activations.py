@@ -19,7 +19,6 @@ function (see ``nnfuse._autograd``).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import _C, _autograd, _interop
