@@ -284,8 +284,17 @@ def test_integers_beyond_the_float_range_are_infinite():
      TypeError, "'ignore_index' must be an integer, got bool"),
     (lambda: optim.adam_step([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)],
                              [np.zeros(2, np.float32)], step=True), TypeError, "'step' must be an integer"),
+    # float(True) is 1: a bool where a number belongs is refused, not read as 1 or 0
+    (lambda: optim.Adam([np.zeros(3, np.float32)], lr=True), TypeError, "'lr' must be a real number, got bool"),
+    (lambda: optim.SGD([np.zeros(3, np.float32)], lr=0.1, momentum=np.bool_(True)), TypeError,
+     "'momentum' must be a real number, got bool"),
+    (lambda: nf.leaky_relu(np.ones(3, np.float32), False), TypeError,
+     "'negative_slope' must be a real number, got bool"),
+    (lambda: nf.softmax(np.ones(3, np.float32), scale=np.array(True)), TypeError,
+     "'scale' must be a real number, got ndarray"),
 ], ids=["betas", "adagrad-initial", "threads-str", "threads-bool", "rrelu-training", "rrelu-backward-training",
-        "axis-bool", "seed-bool", "ignore-index-bool", "step-bool"])
+        "axis-bool", "seed-bool", "ignore-index-bool", "step-bool", "lr-bool", "momentum-numpy-bool",
+        "slope-bool", "scale-bool-array"])
 def test_malformed_arguments_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
