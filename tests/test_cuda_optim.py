@@ -279,3 +279,21 @@ def test_cupy_arrays():
         gpu.step([cupy.asarray(g) for g in grads])
     for a, b in zip(gpu.params, cpu.params):
         np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=2e-5, atol=1e-6)
+
+
+def test_strided_gradients_match_contiguous_ones(torch):
+    """A transposed torch gradient and a strided CuPy one are copied with their own library and give
+    the step of their contiguous copies, bit for bit."""
+    rng = np.random.default_rng(7)
+    init = rng.standard_normal((64, 48)).astype(np.float32)
+    grad = rng.standard_normal((48, 64)).astype(np.float32)
+    runs = []
+    for g in (to_gpu(torch, grad).T, to_gpu(torch, np.ascontiguousarray(grad.T))):
+        opt = optim.Adam([to_gpu(torch, init)], lr=0.01, global_clipnorm=1.0)
+        opt.step([g])
+        runs.append(to_cpu(torch, opt.params[0]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    cupy = pytest.importorskip("cupy")
+    opt = optim.Adam([cupy.asarray(init)], lr=0.01, global_clipnorm=1.0)
+    opt.step([cupy.asarray(grad).T])
+    np.testing.assert_array_equal(cupy.asnumpy(opt.params[0]), runs[1])

@@ -198,3 +198,22 @@ def test_device_optimizers_check_hyper_parameters_as_the_host_does():
         opt.load_state_dict(broken)
     good = opt.state_dict()
     opt.load_state_dict(good)  # the device lr of a capturable optimizer passes
+
+
+def test_strided_gradients_are_copied_on_the_device_path():
+    """A strided device gradient (a transpose, a slice) is copied as on the host; it was a
+    ValueError. The step matches the one on contiguous copies of the same gradients."""
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float32)]
+    grads = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float32)]
+    strided = [_dev(np.ascontiguousarray(grads[0].T)).T, _dev(np.repeat(grads[1], 2))[::2]]
+    assert not any(g.is_contiguous() for g in strided)
+    results = []
+    for given in (strided, [_dev(g) for g in grads]):
+        opt = optim.Adam([_dev(p) for p in start], lr=0.1, weight_decay=0.01, global_clipnorm=1.0)
+        record = opt.step(given)
+        results.append(([_host(p) for p in opt.params], float(record.grad_norm)))
+    for got, expected in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(got, expected)
+    assert results[0][1] == results[1][1]
+    assert not np.array_equal(results[0][0][0], start[0])

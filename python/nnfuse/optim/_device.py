@@ -180,6 +180,28 @@ def check_like(values, name, params, dtype, func, why):
     return ptrs
 
 
+def contiguous_grads(grads, n, func):
+    """The gradients, a strided one (a view, a transpose) replaced by a C-contiguous copy made with
+    its own library on the current stream, as the host step copies one: a gradient is only read,
+    while parameters and states are updated in place and must be contiguous. The copies live until
+    the step returns; both allocators reuse freed memory only in stream order, after the kernels
+    that read it. A bare __cuda_array_interface__ object cannot be copied and stays as it is (a
+    ValueError in check_like)."""
+    values = _check_list(grads, "grads", n, func)
+    for i, value in enumerate(values):
+        info = describe(value, f"grads[{i}]", func)
+        if info.contiguous:
+            continue
+        if info.lib == "torch":
+            values[i] = info.obj.contiguous()
+        elif info.lib == "cupy":
+            import cupy
+
+            with cupy.cuda.Device(info.device):
+                values[i] = cupy.ascontiguousarray(info.obj)
+    return values
+
+
 def _scalar_ptr(value, name, first: Info, func):
     info = describe(value, name, func)
     if info.dtype != np.float64 or int(np.prod(info.shape, dtype=np.int64)) != 1:
@@ -219,6 +241,7 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     infos, sdtype, table, ws = prepared
     check_compute_range(func, sdtype, named or {})
     first = infos[0]
+    grads = contiguous_grads(grads, len(infos), func)
     table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
     # The CPU step's overlap rule and message (written arrays must not overlap
     # each other or a gradient), on the pointer table.

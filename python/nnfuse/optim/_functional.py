@@ -47,8 +47,9 @@ one that rounds to 0 there (eps = 1e-50) is a ValueError naming it.
 
 Memory: the arrays a step writes (params, states, master_params) must not overlap each other or any
 gradient, else the update of one element would read what another's wrote (ValueError naming both,
-before anything is written); gradients may share memory with each other. On the CPU a gradient that
-is not C-contiguous is copied first; parameters, states and master weights must be C-contiguous.
+before anything is written); gradients may share memory with each other. A gradient that is not
+C-contiguous is copied first (on a GPU with its own library, torch or CuPy); parameters, states and
+master weights must be C-contiguous.
 """
 
 from __future__ import annotations
