@@ -371,6 +371,26 @@ def test_shapes_zero_d_and_empty(shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
+def test_scalar_inputs_give_scalars(dtype):
+    """As NumPy's ufuncs: scalars in (NumPy or Python), a NumPy scalar of the
+    same dtype out, with the bits of the 1-element array; a 0-d array stays a
+    0-d array, and so does out=."""
+    value = dtype.type(-0.75)
+    x = np.array([value])
+    for got, expected in ((nf.gelu(value), nf.gelu(x)), (nf.gelu_backward(value, value), nf.gelu_backward(x, x)),
+                          (nf.sigmoid_backward(value, y=value), nf.sigmoid_backward(x, y=x)),
+                          (nf.rrelu(value, training=True), nf.rrelu(x, training=True)),
+                          (nf.prelu(value, value), nf.prelu(x, np.array(value))),
+                          *zip(nf.prelu_backward(value, value, value),
+                               nf.prelu_backward(x, x, np.array([value])))):
+        assert isinstance(got, np.generic) and got.dtype == dtype
+        np.testing.assert_array_equal(np.array([got]), expected.reshape(1))
+    assert type(nf.elu(-0.75)) is np.float64
+    assert type(nf.elu(np.array(value))) is np.ndarray
+    assert type(nf.elu(value, out=np.empty((), dtype))) is np.ndarray
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: _dtype_key(d))
 def test_celu_with_alpha_one_is_elu_to_the_bit(dtype, isa):
     # celu(x, 1) = elu(x, 1) mathematically; the kernels take Elu's formula for
     # alpha = 1 and promise its bits (signed zeros, infinities and NaNs included).

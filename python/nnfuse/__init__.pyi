@@ -6,6 +6,8 @@ from typing import Any, Literal, Optional, Tuple
 import numpy.typing as npt
 
 ArrayLike = npt.ArrayLike
+# Results are annotated for NumPy array inputs; scalar inputs give NumPy
+# scalars, and torch tensors and CuPy arrays give the caller's type.
 Array = npt.NDArray[Any]
 
 __version__: str

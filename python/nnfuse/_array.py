@@ -263,17 +263,20 @@ def check_output_layout(shape, strides, itemsize: int, func: str, argname: str) 
 class Output:
     """Where a kernel writes: ``out`` itself when it is stored in the kernel's
     order (C-contiguous, or the inputs' storage_order), else a temporary that
-    ``finish()`` copies into ``out``."""
+    ``finish()`` copies into ``out``. With ``scalar`` (no out=, and every input
+    a scalar rather than an array) a 0-d result is returned as a NumPy scalar,
+    as NumPy's ufuncs return one for scalar inputs."""
 
-    __slots__ = ("target", "buffer")
+    __slots__ = ("target", "buffer", "scalar")
 
-    def __init__(self, target, buffer):
+    def __init__(self, target, buffer, scalar=False):
         self.target = target
         self.buffer = buffer
+        self.scalar = scalar
 
     def finish(self):
         if self.target is None:
-            return self.buffer
+            return self.buffer[()] if self.scalar and self.buffer.ndim == 0 else self.buffer
         if self.buffer is not self.target:
             np.copyto(self.target, self.buffer)
         return self.target
@@ -287,7 +290,8 @@ def prepare_out(out, shape, dtype, inputs, func: str, argname: str = "out", orde
     into ``out`` afterwards: right whether or not they overlap. ``order``: the
     storage order the kernel runs in (None: C order); a new result is stored so."""
     if out is None:
-        return Output(None, empty_in_order(shape, dtype, order))
+        scalar = all(not isinstance(value, np.ndarray) for _, value in inputs if value is not None)
+        return Output(None, empty_in_order(shape, dtype, order), scalar)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}(): '{argname}' must be a numpy.ndarray, got {type(out).__name__}")
     refuse_masked(out, argname, func)

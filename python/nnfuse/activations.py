@@ -2,7 +2,7 @@
 
 Every function takes NumPy arrays of float32, float64, float16 or bfloat16
 (``ml_dtypes.bfloat16``), of any shape, and returns an array of the same shape
-and dtype. 16-bit inputs are computed in float32 and rounded to nearest even
+and dtype (for scalar inputs, a NumPy scalar, as NumPy's ufuncs). 16-bit inputs are computed in float32 and rounded to nearest even
 once; float64 is computed in float64. A NaN input gives NaN. Dense inputs in
 any axis order (Fortran order, a transpose, channels_last) run in their storage
 order and a new result keeps their layout; other non-contiguous inputs are
@@ -259,7 +259,10 @@ def _prelu_backward_host(grad, x, weight, out):
     channels, inner, rows = _prelu_layout(xa, wa, func)
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x), ("weight", weight)), func)
     weight_grad = _C.prelu_backward(DTYPE_CODES[xa.dtype], ga, xa, wa, target.buffer, channels, inner, rows)
-    return target.finish(), weight_grad.reshape(wa.shape).astype(wa.dtype)
+    weight_grad = weight_grad.reshape(wa.shape).astype(wa.dtype)
+    if not any(isinstance(value, np.ndarray) for value in (grad, x, weight)):
+        weight_grad = weight_grad[()]  # scalars in, scalars out (Output.finish)
+    return target.finish(), weight_grad
 
 
 def _prelu_backward_cuda(call):
