@@ -439,6 +439,96 @@ def test_torch_parity(case, clip, isa):
                      2 * _tolerance(np.dtype(np.float32), False, t, mag[i], True))
 
 
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("case", list(TORCH_CASES))
+def test_torch_cpu_tensors_step_as_numpy_arrays(case):
+    """Optimizers over a module's parameters (a generator of torch CPU tensors that require grad) take
+    the steps of the same optimizer over NumPy copies, bit for bit: the tensors are updated in place,
+    the state is torch tensors sharing memory with what the step writes, and state_dict round-trips."""
+    cls, _, kw = TORCH_CASES[case]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    copies = [p.detach().numpy().copy() for p in model.parameters()]
+    opt = cls(model.parameters(), **kw, global_clipnorm=1.0)
+    mirror = cls(copies, **kw, global_clipnorm=1.0)
+    x = torch.randn(16, 5)
+    for _ in range(3):
+        model.zero_grad()
+        model(x).square().sum().backward()
+        got = opt.step([p.grad for p in model.parameters()])
+        expected = mirror.step([p.grad.numpy().copy() for p in model.parameters()])
+        assert got == expected
+    assert all(isinstance(p, torch.nn.Parameter) for p in opt.params)
+    for p, q in zip(model.parameters(), mirror.params):
+        np.testing.assert_array_equal(p.detach().numpy(), q)
+    for k, arrays in opt.state.items():
+        assert all(isinstance(a, torch.Tensor) for a in arrays)
+        for a, b in zip(arrays, mirror.state[k]):
+            np.testing.assert_array_equal(a.numpy(), b)
+    saved = opt.state_dict()
+    assert all(isinstance(a, torch.Tensor) for v in saved["state"].values() for a in v)
+    for arrays in opt.state.values():
+        for a in arrays:
+            a.fill_(7.0)
+    opt.load_state_dict(saved)
+    for k, arrays in opt.state.items():
+        for a, b in zip(arrays, mirror.state[k]):
+            np.testing.assert_array_equal(a.numpy(), b)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_torch_cpu_steps_advance_the_autograd_version():
+    """As torch.optim's in-place updates: a graph that saved a parameter's old value refuses backward
+    after the step, where it would silently have used the new value; a skipped step changes nothing."""
+    w = torch.nn.Parameter(torch.ones(3))
+    loss = (w * w).sum()
+    opt = optim.SGD([w], lr=0.1)
+    version = w._version
+    assert opt.step([torch.full((3,), math.nan)]).skipped and w._version == version
+    opt.step([torch.ones(3)])
+    assert w._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    p, m = [torch.nn.Parameter(torch.ones(2))], [torch.zeros(2)]
+    version = p[0]._version
+    optim.sgd_step(p, [torch.ones(2)], m, step=1, lr=0.5, momentum=0.9)
+    assert p[0]._version > version
+    np.testing.assert_array_equal(p[0].detach().numpy(), np.full(2, 0.5, np.float32))
+    np.testing.assert_array_equal(m[0].numpy(), np.ones(2, np.float32))
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_torch_bfloat16_parameters_with_master_weights():
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal(9).astype(BFLOAT16)
+    grad = rng.standard_normal(9).astype(BFLOAT16)
+    as_torch = lambda a: torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)  # noqa: E731
+    tensor = as_torch(start)
+    opt = optim.Adam([tensor], lr=0.01, master_weights=True)
+    mirror = optim.Adam([start.copy()], lr=0.01, master_weights=True)
+    opt.step([as_torch(grad)])
+    mirror.step([grad])
+    np.testing.assert_array_equal(tensor.view(torch.int16).numpy(), mirror.params[0].view(np.int16))
+    assert opt.state["master_params"][0].dtype == torch.float32
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: optim.Adam(torch.ones(3)), TypeError, "'params' must be a list of arrays, got Tensor"),
+    (lambda: optim.Adam(np.ones(3, np.float32)), TypeError, "'params' must be a list of arrays, got ndarray"),
+    (lambda: optim.Adam([torch.ones(3), "x"]), TypeError,
+     r"'params\[1\]' must be a numpy.ndarray or a torch CPU tensor, got str"),
+    (lambda: optim.Adam([torch.ones(3)]).step([torch.ones(3, device="meta")]), TypeError,
+     r"'grads\[0\]' is a torch tensor on device 'meta'"),
+    (lambda: optim.Adam([torch.ones(6)[::2]]), ValueError, r"'params\[0\]' must be C-contiguous"),
+    (lambda: optim.adam_step([torch.ones(3)], [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3, dtype=torch.float64)],
+                             step=1), TypeError, r"'exp_avg_sqs\[0\]' has dtype float64"),
+], ids=["tensor", "array", "not-an-array", "meta-grad", "strided-param", "state-dtype"])
+def test_torch_cpu_arguments_are_checked(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
 # ---- sharded clipping with torch.distributed ----------------------------------------------------------
 
 _DIST_SCRIPT = textwrap.dedent("""

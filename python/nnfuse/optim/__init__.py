@@ -1,6 +1,7 @@
 """Clipped optimizers: Adam, AdamW, SGD, RMSprop and Adagrad with
 clip-by-value, clip-by-norm and clip-by-global-norm fused into one
-multi-tensor step, on the CPU (NumPy arrays) or a GPU (lists of PyTorch CUDA
+multi-tensor step, on the CPU (NumPy arrays or torch CPU tensors, updated in
+place through NumPy views) or a GPU (lists of PyTorch CUDA
 tensors or CuPy arrays; see ``nnfuse.optim._device`` for what differs there:
 no host synchronisation, device-scalar records and step count,
 ``capturable=True``).

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _device as D
 from . import _functional as F
-from .. import _C
+from .. import _C, _interop
 from .._array import as_real, check_compute_range, dtype_code, real_option
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
@@ -29,6 +29,13 @@ def _check_disjoint(name, params):
                          "each parameter must be a separate array")
 
 
+def _loaded(value, key, i, func):
+    """A state array of a state_dict as NumPy: a torch CPU tensor viewed, anything else np.asarray."""
+    if _interop._torch_tensor(value):
+        return F.host_array(value, f"state['{key}'][{i}]", func)
+    return np.asarray(value)
+
+
 class Optimizer:
     """Base class. Subclasses name their state arrays (``_state_names``) and
     call one functional step."""
@@ -41,29 +48,33 @@ class Optimizer:
                  global_norm_reduce: Optional[Callable[[float], float]] = None, capturable: bool = False):
         name = type(self).__name__
         F.check_options(name, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics)
-        if isinstance(params, (list, tuple)) and D.on_device(list(params)):
-            self._init_device(name, list(params), hyper, clipvalue, clipnorm, global_clipnorm, nonfinite,
+        # Any iterable of arrays, as torch.optim takes model.parameters(); a single
+        # array (iterable over its rows) or a string is refused.
+        if isinstance(params, (np.ndarray, str, bytes)) or _interop._torch_tensor(params) \
+                or not hasattr(params, "__iter__"):
+            raise TypeError(f"{name}(): 'params' must be a list of arrays, got {type(params).__name__}")
+        params = list(params)
+        if D.on_device(params):
+            self._init_device(name, params, hyper, clipvalue, clipnorm, global_clipnorm, nonfinite,
                               master_weights, semantics, global_norm_reduce, capturable)
             return
         if capturable:
             raise ValueError(f"{name}(): capturable=True needs CUDA arrays (PyTorch CUDA tensors, CuPy arrays)")
         self.device = False
-        if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
-            raise TypeError(f"{name}(): 'params' must be a list of numpy.ndarray, got {type(params).__name__}")
-        self.params: List[np.ndarray] = list(params)
-        for i, p in enumerate(self.params):
-            if not isinstance(p, np.ndarray):
-                raise TypeError(f"{name}(): 'params[{i}]' must be a numpy.ndarray, got {type(p).__name__}")
+        self.params = params
+        # The steps run on NumPy views of torch CPU tensors (their memory, updated in place), made once.
+        views = F.host_arrays(params, "params", name)
+        for i, p in enumerate(views):
             dtype_code(p.dtype, f"params[{i}]", name)
-            if p.dtype != self.params[0].dtype:
+            if p.dtype != views[0].dtype:
                 raise TypeError(f"{name}(): 'params[{i}]' has dtype {p.dtype} but 'params[0]' has dtype "
-                                f"{self.params[0].dtype} (one optimizer updates one dtype)")
+                                f"{views[0].dtype} (one optimizer updates one dtype)")
             if not p.flags.c_contiguous:
                 raise ValueError(f"{name}(): 'params[{i}]' must be C-contiguous")
             if not p.flags.writeable:
                 raise ValueError(f"{name}(): 'params[{i}]' is read-only")
-        _check_disjoint(name, self.params)
-        dtype = self.params[0].dtype if self.params else np.dtype(np.float32)
+        _check_disjoint(name, views)
+        dtype = views[0].dtype if views else np.dtype(np.float32)
         self._state_dtype = F.state_dtype_for(dtype, master_weights, name)
         self.hyper = dict(hyper)
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
@@ -72,16 +83,21 @@ class Optimizer:
         self.master_weights = bool(master_weights)
         self.global_norm_reduce = global_norm_reduce
         self.step_count = 0
-        self.state = {k: [self._initial(k, p) for p in self.params] for k in self._active_states()}
+        self._torch_params = [p for p, v in zip(params, views) if p is not v]
+        self._param_arrays = views
+        self._state_arrays = {k: [self._initial(k, p) for p in views] for k in self._active_states()}
         if self.master_weights:
-            self.state["master_params"] = [p.astype(np.float32) for p in self.params]
+            self._state_arrays["master_params"] = [p.astype(np.float32) for p in views]
+        # The state in the parameters' type: torch tensors sharing the arrays' memory for torch parameters.
+        self.state = {k: [_interop._numpy_to_torch(a) if _interop._torch_tensor(p) else a for p, a in zip(params, v)]
+                      for k, v in self._state_arrays.items()}
 
     def _init_device(self, name, params, hyper, clipvalue, clipnorm, global_clipnorm, nonfinite, master_weights,
                      semantics, global_norm_reduce, capturable):
         """CUDA arrays: state allocated with the caller's library on the parameters' GPU; the step
         count (and with capturable=True the learning rate) held as float64 device scalars."""
         self.device = True
-        self.params = params
+        self.params = self._param_arrays = params
         infos, self._state_dtype = D.check_params(params, name, F.state_dtype_for, master_weights)
         first = infos[0]
         self.hyper = dict(hyper)
@@ -99,6 +115,7 @@ class Optimizer:
                       for k in self._active_states()}
         if self.master_weights:
             self.state["master_params"] = [D.astype_copy(first, p, np.float32) for p in params]
+        self._state_arrays = self.state
         names = list(self._functional_state_names())
         states = [self.state.get(n) for n in names]
         self._prepared = D.prepare(params, states + [None] * (3 - len(states)), names + [""] * (3 - len(names)),
@@ -136,14 +153,15 @@ class Optimizer:
             return record  # the step count was advanced (or not) on the device
         if not record.skipped:
             self.step_count += 1
+            F.mark_modified(self._torch_params)
         return record._replace(step=self.step_count)
 
     def _common(self):
         if self.device:
             return dict(step=self.step_count, master_params=self.state.get("master_params"),
                         global_norm_reduce=self.global_norm_reduce, _prepared=self._prepared, **self.options)
-        return dict(step=self.step_count + 1, master_params=self.state.get("master_params"),
-                    global_norm_reduce=self.global_norm_reduce, **self.options)
+        return dict(step=self.step_count + 1, master_params=self._state_arrays.get("master_params"),
+                    global_norm_reduce=self.global_norm_reduce, _prepared=True, **self.options)
 
     def state_dict(self) -> dict:
         """Copies of every state array, the step count, hyper-parameters and options."""
@@ -153,7 +171,7 @@ class Optimizer:
                     "state": {k: [D.clone(a) for a in v] for k, v in self.state.items()}}
         return {"step": self.step_count, "hyper": copy.deepcopy(self.hyper), "options": dict(self.options),
                 "master_weights": self.master_weights,
-                "state": {k: [a.copy() for a in v] for k, v in self.state.items()}}
+                "state": {k: [D.clone(a) for a in v] for k, v in self.state.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restores a :meth:`state_dict` (copied into this optimizer's arrays, bit for bit)."""
@@ -180,14 +198,14 @@ class Optimizer:
             if len(arrays) != len(self.state[k]):
                 raise ValueError(f"{name}.load_state_dict(): '{k}' has {len(arrays)} arrays, expected "
                                  f"{len(self.state[k])}")
-            for i, (dst, src) in enumerate(zip(self.state[k], arrays)):
-                src = np.asarray(src)
+            for i, (dst, src) in enumerate(zip(self._state_arrays[k], arrays)):
+                src = _loaded(src, k, i, func)
                 if src.shape != dst.shape or src.dtype != dst.dtype:
                     raise ValueError(f"{name}.load_state_dict(): '{k}[{i}]' has shape {src.shape} dtype {src.dtype}, "
                                      f"expected {dst.shape} {dst.dtype}")
         for k, arrays in state.items():
-            for dst, src in zip(self.state[k], arrays):
-                np.copyto(dst, src)
+            for i, (dst, src) in enumerate(zip(self._state_arrays[k], arrays)):
+                np.copyto(dst, _loaded(src, k, i, func))
         self.step_count = int(state_dict["step"])
         self.hyper = copy.deepcopy(hyper)
         self.options = dict(options)
@@ -234,8 +252,8 @@ class Adam(Optimizer):
 
     def _call(self, grads):
         h = self.hyper
-        s = self.state
-        return F.adam_step(self.params, grads, s["exp_avgs"], s["exp_avg_sqs"], lr=h["lr"], beta1=h["betas"][0],
+        s = self._state_arrays
+        return F.adam_step(self._param_arrays, grads, s["exp_avgs"], s["exp_avg_sqs"], lr=h["lr"], beta1=h["betas"][0],
                            beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
                            decoupled=self._decoupled, amsgrad=h["amsgrad"], max_exp_avg_sqs=s.get("max_exp_avg_sqs"),
                            maximize=h["maximize"], **self._common())
@@ -270,9 +288,9 @@ class SGD(Optimizer):
 
     def _call(self, grads):
         h = self.hyper
-        return F.sgd_step(self.params, grads, self.state.get("momentum_buffers"), lr=h["lr"], momentum=h["momentum"],
-                          dampening=h["dampening"], nesterov=h["nesterov"], weight_decay=h["weight_decay"],
-                          maximize=h["maximize"], **self._common())
+        return F.sgd_step(self._param_arrays, grads, self._state_arrays.get("momentum_buffers"), lr=h["lr"],
+                          momentum=h["momentum"], dampening=h["dampening"], nesterov=h["nesterov"],
+                          weight_decay=h["weight_decay"], maximize=h["maximize"], **self._common())
 
 
 class RMSprop(Optimizer):
@@ -292,11 +310,11 @@ class RMSprop(Optimizer):
         return self._names
 
     def _call(self, grads):
-        h, s = self.hyper, self.state
-        return F.rmsprop_step(self.params, grads, s["square_avgs"], s.get("grad_avgs"), s.get("momentum_buffers"),
-                              lr=h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"],
-                              momentum=h["momentum"], centered=h["centered"], maximize=h["maximize"],
-                              **self._common())
+        h, s = self.hyper, self._state_arrays
+        return F.rmsprop_step(self._param_arrays, grads, s["square_avgs"], s.get("grad_avgs"),
+                              s.get("momentum_buffers"), lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
+                              weight_decay=h["weight_decay"], momentum=h["momentum"], centered=h["centered"],
+                              maximize=h["maximize"], **self._common())
 
 
 class Adagrad(Optimizer):
@@ -317,5 +335,6 @@ class Adagrad(Optimizer):
 
     def _call(self, grads):
         h = self.hyper
-        return F.adagrad_step(self.params, grads, self.state["state_sums"], lr=h["lr"], lr_decay=h["lr_decay"],
-                              eps=h["eps"], weight_decay=h["weight_decay"], maximize=h["maximize"], **self._common())
+        return F.adagrad_step(self._param_arrays, grads, self._state_arrays["state_sums"], lr=h["lr"],
+                              lr_decay=h["lr_decay"], eps=h["eps"], weight_decay=h["weight_decay"],
+                              maximize=h["maximize"], **self._common())
