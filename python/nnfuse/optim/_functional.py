@@ -202,11 +202,18 @@ def host_arrays(values, name, func, converted=None):
     apart by one set of types (31 us per 1000 arrays, where a Python loop
     cost 5% of an Adam step over 1000 arrays of 1K)."""
     values = _as_list(values, name, func)
-    if "torch" not in sys.modules or set(map(type, values)) <= _NDARRAY_ONLY:
+    torch = sys.modules.get("torch")
+    if torch is None or set(map(type, values)) <= _NDARRAY_ONLY:
         return values
     for i, value in enumerate(values):
-        values[i] = host_array(value, f"{name}[{i}]", func)
-        if converted is not None and values[i] is not value:
+        if type(value) is np.ndarray:
+            continue
+        if isinstance(value, torch.Tensor) and value.is_cpu and not value.requires_grad \
+                and value.dtype is not torch.bfloat16 and not value.is_neg():
+            values[i] = value.numpy()  # the common case, as host_array makes it (2 us -> 1 us per tensor)
+        else:
+            values[i] = host_array(value, f"{name}[{i}]", func)
+        if converted is not None:
             converted.append(value)
     return values
 
