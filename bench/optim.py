@@ -1,7 +1,8 @@
 """Optimizer benchmark: float32 Adam with global_clipnorm / clipvalue over 100
 arrays totalling 1M and 16M parameters and 1000 arrays of 1K, on 1 thread and
 all threads, against the np.add floor of the same bytes and
-torch.optim.Adam(fused=True) + clip_grad_norm_ / clip_grad_value_.
+torch.optim.Adam(fused=True) + clip_grad_norm_ / clip_grad_value_, and the same
+nnfuse step given torch CPU tensors.
 
     python bench/optim.py --json bench/results/optim-cpu.json --markdown bench/results/optim-cpu.md
 """
