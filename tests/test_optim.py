@@ -498,6 +498,20 @@ def test_torch_cpu_steps_advance_the_autograd_version():
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_ndarray_subclasses_with_torch_imported(tmp_path):
+    """np.memmap parameters beside a torch tensor: only the tensor is viewed (and its version
+    advanced); the memmap is updated in place as an ndarray."""
+    mapped = np.memmap(tmp_path / "p.bin", dtype=np.float32, mode="w+", shape=(4,))
+    mapped[:] = 1.0
+    tensor = torch.ones(3)
+    version = tensor._version
+    optim.sgd_step([mapped, tensor], [np.ones(4, np.float32), torch.ones(3)], step=1, lr=0.5)
+    np.testing.assert_array_equal(np.asarray(mapped), np.full(4, 0.5, np.float32))
+    np.testing.assert_array_equal(tensor.numpy(), np.full(3, 0.5, np.float32))
+    assert tensor._version > version
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
 def test_torch_bfloat16_parameters_with_master_weights():
     rng = np.random.default_rng(5)
     start = rng.standard_normal(9).astype(BFLOAT16)

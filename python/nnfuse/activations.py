@@ -2,8 +2,9 @@
 
 Every function takes NumPy arrays of float32, float64, float16 or bfloat16
 (``ml_dtypes.bfloat16``), of any shape, and returns an array of the same shape
-and dtype (for scalar inputs, a NumPy scalar, as NumPy's ufuncs). 16-bit inputs are computed in float32 and rounded to nearest even
-once; float64 is computed in float64. A NaN input gives NaN. Dense inputs in
+and dtype (for scalar inputs, a NumPy scalar, as NumPy's ufuncs). 16-bit
+inputs are computed in float32 and rounded to nearest even once; float64 is
+computed in float64. A NaN input gives NaN. Dense inputs in
 any axis order (Fortran order, a transpose, channels_last) run in their storage
 order and a new result keeps their layout; other non-contiguous inputs are
 copied to contiguous memory first (prelu and rrelu: C order). ``out=`` may be

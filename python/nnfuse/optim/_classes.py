@@ -5,7 +5,7 @@ defaults). ``state_dict()`` / ``load_state_dict()`` round-trip bit-exactly."""
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 

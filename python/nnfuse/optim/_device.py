@@ -161,8 +161,24 @@ def check_params(params, func, state_dtype_for, master):
     return infos, state_dtype_for(first.dtype, master, func)
 
 
-def check_like(values, name, params, dtype, func, why):
-    """Pointers of arrays that must match the parameters' shapes, `dtype` and device."""
+def _contiguous_copy(info: Info):
+    """A C-contiguous copy of a strided torch or CuPy array, made with its own library on the current
+    stream; None for a bare __cuda_array_interface__ object, which cannot be copied."""
+    if info.lib == "torch":
+        return info.obj.contiguous()
+    if info.lib == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(info.device):
+            return cupy.ascontiguousarray(info.obj)
+    return None
+
+
+def check_like(values, name, params, dtype, func, why, copies=None):
+    """Pointers of arrays that must match the parameters' shapes, `dtype` and device. With `copies`
+    (the gradients, only read), a strided array is replaced by a contiguous copy, as the host step
+    copies one, and the copy appended there: the caller keeps it until the kernels are enqueued
+    (both allocators reuse freed memory only in stream order, after the kernels that read it)."""
     values = _check_list(values, name, len(params), func)
     ptrs = []
     for i, (v, p) in enumerate(zip(values, params)):
@@ -174,32 +190,15 @@ def check_like(values, name, params, dtype, func, why):
         if info.device != p.device:
             raise ValueError(f"{func}(): '{name}[{i}]' is on cuda:{info.device} but 'params[{i}]' on "
                              f"cuda:{p.device}")
+        if not info.contiguous and copies is not None:
+            copy = _contiguous_copy(info)
+            if copy is not None:
+                copies.append(copy)
+                info = describe(copy, f"{name}[{i}]", func)
         if not info.contiguous:
             raise ValueError(f"{func}(): '{name}[{i}]' must be C-contiguous")
         ptrs.append(info.ptr)
     return ptrs
-
-
-def contiguous_grads(grads, n, func):
-    """The gradients, a strided one (a view, a transpose) replaced by a C-contiguous copy made with
-    its own library on the current stream, as the host step copies one: a gradient is only read,
-    while parameters and states are updated in place and must be contiguous. The copies live until
-    the step returns; both allocators reuse freed memory only in stream order, after the kernels
-    that read it. A bare __cuda_array_interface__ object cannot be copied and stays as it is (a
-    ValueError in check_like)."""
-    values = _check_list(grads, "grads", n, func)
-    for i, value in enumerate(values):
-        info = describe(value, f"grads[{i}]", func)
-        if info.contiguous:
-            continue
-        if info.lib == "torch":
-            values[i] = info.obj.contiguous()
-        elif info.lib == "cupy":
-            import cupy
-
-            with cupy.cuda.Device(info.device):
-                values[i] = cupy.ascontiguousarray(info.obj)
-    return values
 
 
 def _scalar_ptr(value, name, first: Info, func):
@@ -241,8 +240,9 @@ def run(func, kind, params, grads, states, state_names, masters, *, base, lr, fl
     infos, sdtype, table, ws = prepared
     check_compute_range(func, sdtype, named or {})
     first = infos[0]
-    grads = contiguous_grads(grads, len(infos), func)
-    table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype")
+    grad_copies = []  # strided gradients' contiguous copies, kept until the step is enqueued
+    table[:, 1] = check_like(grads, "grads", infos, first.dtype, func, "gradients have their parameter's dtype",
+                             grad_copies)
     # The CPU step's overlap rule and message (written arrays must not overlap
     # each other or a gradient), on the pointer table.
     _C.check_table_overlap(func, table, ws.sizes, np.dtype(first.dtype).itemsize, np.dtype(sdtype).itemsize,

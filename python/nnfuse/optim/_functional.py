@@ -213,7 +213,7 @@ def host_arrays(values, name, func, converted=None):
             values[i] = value.numpy()  # the common case, as host_array makes it (2 us -> 1 us per tensor)
         else:
             values[i] = host_array(value, f"{name}[{i}]", func)
-        if converted is not None:
+        if converted is not None and values[i] is not value:  # not an ndarray subclass (np.memmap)
             converted.append(value)
     return values
 
