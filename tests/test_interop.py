@@ -112,6 +112,15 @@ def test_torch_cpu_requires_grad_and_mixed_with_numpy():
     np.testing.assert_array_equal(_numpy_of(dx), (_numpy_of(x) > 0).astype(np.float32))
 
 
+def test_torch_cpu_negated_and_conjugated_views():
+    """A tensor with a negation bit is read as its values (the view resolves it); a conjugated
+    complex tensor is refused for its dtype, not by NumPy's conversion."""
+    base = torch.tensor([-1.5, 0.25, 2.0])
+    np.testing.assert_array_equal(nf.relu(torch._neg_view(base)).numpy(), nf.relu((-base).numpy()))
+    with pytest.raises(TypeError, match="'x' has dtype complex64"):
+        nf.relu(torch.ones(2, dtype=torch.complex64).conj())
+
+
 def test_torch_cpu_prelu_and_rrelu():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)

@@ -25,10 +25,10 @@ DTYPE_CODES = {
     BFLOAT16: 3,
 }
 SUPPORTED_DTYPES = tuple(DTYPE_CODES)
-_SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
+_SUPPORTED_NAMES = ", ".join(dtype.name for dtype in SUPPORTED_DTYPES)
 
 
-def _is_bool(value) -> bool:
+def is_bool(value) -> bool:
     """A Python or NumPy bool, or a 0-d array or tensor of booleans."""
     if isinstance(value, (bool, np.bool_)):
         return True
@@ -40,7 +40,7 @@ def as_real(value):
     0-d arrays and tensors), else None. Strings are refused although
     ``float("2")`` would take them, and so are bools, though float(True) is 1:
     ``lr=True`` or ``negative_slope=False`` is a mistake, not a number."""
-    if isinstance(value, (str, bytes)) or _is_bool(value):
+    if isinstance(value, (str, bytes)) or is_bool(value):
         return None
     try:
         return float(value)
@@ -110,7 +110,7 @@ def integer_option(func: str, name: str, value) -> int:
     integers), or a TypeError naming the argument. Bools are refused, though
     they are ints (rrelu(training='no')-like mistakes: step=True, axis=True);
     int() is not used, as it parses strings and truncates 1.7 to 1."""
-    if not _is_bool(value):
+    if not is_bool(value):
         try:
             return operator.index(value)
         except TypeError:

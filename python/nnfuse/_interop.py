@@ -109,12 +109,30 @@ def _names(names):
 # ---- host: torch CPU tensors as NumPy views --------------------------------------
 
 def _torch_to_numpy(tensor):
-    import torch
-
-    tensor = tensor.detach().resolve_conj().resolve_neg()
-    if tensor.dtype == torch.bfloat16:
+    """A NumPy view of a CPU tensor's memory (a copy for a tensor with a
+    negation or conjugation bit). Detaching and resolving only where needed:
+    the optimizers view every gradient of a step, and doing all three always
+    took 2 us a tensor where ``numpy()`` takes 1."""
+    torch = sys.modules["torch"]  # imported: the tensor is one of its
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    if tensor.is_neg() or tensor.is_conj():
+        tensor = tensor.resolve_conj().resolve_neg()
+    if tensor.dtype is torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(BFLOAT16)
     return tensor.numpy()
+
+
+def torch_cpu_view(tensor, func, name, index=None):
+    """``_torch_to_numpy`` of a CPU tensor, or a TypeError naming the argument
+    (``name[index]`` for an element of a list) for a tensor on another device:
+    meta, mps, xla have no memory nnfuse can read, and a CUDA tensor among
+    host arrays has none on the host."""
+    if not tensor.is_cpu:
+        shown = name if index is None else f"{name}[{index}]"
+        raise TypeError(f"{func}(): '{shown}' is a torch tensor on device '{tensor.device.type}'; nnfuse runs on "
+                        f"CPU and CUDA tensors, all arguments on one device")
+    return _torch_to_numpy(tensor)
 
 
 def _numpy_to_torch(array):
@@ -132,10 +150,7 @@ def _run_host(func, arrays, host_impl):
     for name, value in arrays:
         if value is not None and _torch_tensor(value):
             any_torch = True
-            if value.device.type != "cpu":  # meta, mps, xla, ...: no memory nnfuse can read
-                raise TypeError(f"{func}(): '{name}' is a torch tensor on device '{value.device.type}'; "
-                                f"nnfuse runs on CPU and CUDA tensors")
-            view = _torch_to_numpy(value)
+            view = torch_cpu_view(value, func, name)
             originals[id(view)] = value
             values[name] = view
         elif hasattr(value, "__dlpack_device__") and not isinstance(value, np.ndarray) \

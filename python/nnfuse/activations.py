@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import (DTYPE_CODES, as_dense_input, as_input, check_same, in_order, integer_option, kernel_option,
-                     prepare_out)
+from ._array import (DTYPE_CODES, as_dense_input, as_input, check_same, in_order, integer_option, is_bool,
+                     kernel_option, prepare_out)
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
 _FORWARD, _BACKWARD_FROM_X, _BACKWARD_FROM_Y = 0, 1, 2
@@ -293,7 +293,7 @@ def _check_rrelu(lower, upper, func):
 
 def _check_training(training, func):
     """A bool (a string such as 'no' would otherwise count as True)."""
-    if not isinstance(training, (bool, np.bool_)):
+    if not is_bool(training):
         raise TypeError(f"{func}(): 'training' must be a bool, got {type(training).__name__}")
 
 

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from ._array import SUPPORTED_DTYPES
+
 
 def _peer_versions():
     versions = {"numpy": np.__version__}
@@ -184,7 +186,7 @@ class _Progress:
         sys.stderr.flush()
 
 
-DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+DTYPE_NAMES = tuple(dtype.name for dtype in SUPPORTED_DTYPES)
 
 
 def positive_int(text: str) -> int:

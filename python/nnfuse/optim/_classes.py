@@ -32,7 +32,7 @@ def _check_disjoint(name, params):
 def _loaded(value, key, i, func):
     """A state array of a state_dict as NumPy: a torch CPU tensor viewed, anything else np.asarray."""
     if _interop._torch_tensor(value):
-        return F.host_array(value, f"state['{key}'][{i}]", func)
+        return F.host_array(value, f"state['{key}']", func, i)
     return np.asarray(value)
 
 
@@ -47,7 +47,6 @@ class Optimizer:
                  nonfinite: str = "skip", master_weights: bool = False, semantics: str = "torch",
                  global_norm_reduce: Optional[Callable[[float], float]] = None, capturable: bool = False):
         name = type(self).__name__
-        F.check_options(name, clipvalue, clipnorm, global_clipnorm, nonfinite, semantics)
         # Any iterable of arrays, as torch.optim takes model.parameters(); a single
         # array (iterable over its rows) or a string is refused.
         if isinstance(params, (np.ndarray, str, bytes)) or _interop._torch_tensor(params) \
