@@ -477,6 +477,48 @@ def test_torch_cpu_tensors_step_as_numpy_arrays(case):
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("case", list(TORCH_CASES))
+def test_step_without_grads_reads_the_torch_parameters_grad(case):
+    """The torch training loop (backward, step(), zero_grad()) takes the same steps, bit for bit, as
+    step() given the gradients; zero_grad() sets .grad to None or, with set_to_none=False, to zeros
+    that no longer require grad."""
+    cls, _, kw = TORCH_CASES[case]
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    opt = cls(model.parameters(), **kw, clipvalue=0.5)
+    mirror = cls([p.detach().numpy().copy() for p in model.parameters()], **kw, clipvalue=0.5)
+    x = torch.randn(16, 5)
+    for t in range(3):
+        model(x).square().sum().backward()
+        expected = mirror.step([p.grad.numpy().copy() for p in model.parameters()])
+        assert opt.step() == expected
+        for p, q in zip(model.parameters(), mirror.params):
+            np.testing.assert_array_equal(p.detach().numpy(), q)
+        opt.zero_grad(set_to_none=t == 0)
+        if t == 0:
+            assert all(p.grad is None for p in model.parameters())
+        else:
+            assert all(not p.grad.requires_grad and not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_step_without_grads_needs_every_gradient():
+    """A parameter with no gradient is named and nothing is updated (torch.optim would pass over
+    it, but one step count serves all parameters here); NumPy parameters hold no .grad."""
+    frozen, live = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    live.grad = torch.ones(3)
+    opt = optim.SGD([live, frozen], lr=0.5)
+    with pytest.raises(ValueError, match=r"SGD.step\(\): 'params\[1\].grad' is None"):
+        opt.step()
+    assert opt.step_count == 0 and bool((live == 1).all())
+    arrays = optim.Adam([np.ones(3, np.float32)])
+    with pytest.raises(TypeError, match=r"Adam.step\(\): 'params\[0\]' is a ndarray, which holds no .grad"):
+        arrays.step()
+    with pytest.raises(TypeError, match=r"Adam.zero_grad\(\): no parameter is a torch tensor"):
+        arrays.zero_grad()
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
 def test_torch_cpu_steps_advance_the_autograd_version():
     """As torch.optim's in-place updates: a graph that saved a parameter's old value refuses backward
     after the step, where it would silently have used the new value; a skipped step changes nothing."""

@@ -217,3 +217,22 @@ def test_strided_gradients_are_copied_on_the_device_path():
         np.testing.assert_array_equal(got, expected)
     assert results[0][1] == results[1][1]
     assert not np.array_equal(results[0][0][0], start[0])
+
+
+def test_step_without_grads_reads_the_device_parameters_grad():
+    """step() with no argument takes the torch parameters' .grad on the device path too, and the
+    step matches the one given the same gradients."""
+    rng = np.random.default_rng(4)
+    start = [rng.standard_normal(6).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
+    grads = [rng.standard_normal(6).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
+    given = optim.AdamW([_dev(p) for p in start], lr=0.1, global_clipnorm=1.0)
+    record = given.step([_dev(g) for g in grads])
+    params = [_dev(p) for p in start]
+    for p, g in zip(params, grads):
+        p.grad = _dev(g)
+    read = optim.AdamW(params, lr=0.1, global_clipnorm=1.0)
+    assert float(read.step().grad_norm) == float(record.grad_norm)
+    for got, expected in zip(read.params, given.params):
+        np.testing.assert_array_equal(_host(got), _host(expected))
+    read.zero_grad()
+    assert all(p.grad is None for p in params)

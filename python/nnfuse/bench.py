@@ -503,8 +503,8 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
       streaming speed in the same run; floor_ratio = floor time / nnfuse time;
     - ``torch``: ``torch.optim.Adam(fused=True)`` preceded by ``clip_grad_norm_`` / ``clip_grad_value_``;
     - ``torch_tensors``: ``nnfuse.optim.Adam`` built over torch CPU tensors of the same memory, stepped
-      with torch gradients, as a PyTorch training loop uses it (the class views its parameters and
-      state as NumPy arrays once; each step views the gradients).
+      by ``step()`` from the parameters' ``.grad``, as a PyTorch training loop uses it (the class views
+      its parameters and state as NumPy arrays once; each step views the gradients).
     """
     import nnfuse as nf
 
@@ -562,8 +562,7 @@ def run_optim(layouts=((100, 1 << 20), (100, 1 << 24), (1000, 1000 * 1000)), thr
                         row["torch_s"] = _median_time(torch_step, min_time)
                         row["speedup_vs_torch"] = row["torch_s"] / t
                         dropin = nf.optim.Adam(tp, lr=1e-9, nonfinite=policy, **opts)
-                        tgrads = [p.grad for p in tp]
-                        row["torch_tensors_s"] = _median_time(lambda: dropin.step(tgrads), min_time)
+                        row["torch_tensors_s"] = _median_time(dropin.step, min_time)  # reads each p.grad
                         del dropin
                         row["torch_tensors_vs_torch"] = row["torch_s"] / row["torch_tensors_s"]
                         for p in tp:

@@ -13,7 +13,9 @@ one), ``nonfinite`` ("skip" | "zero" | "propagate"), ``master_weights``,
 ``semantics`` ("torch" | "keras") and ``global_norm_reduce``. They are thin
 wrappers over the functional steps (:func:`adam_step`, :func:`sgd_step`,
 :func:`rmsprop_step`, :func:`adagrad_step`), whose docstring module
-(``nnfuse.optim._functional``) states every formula.
+(``nnfuse.optim._functional``) states every formula. ``step(grads)`` takes
+the gradients as a list; over torch tensors ``step()`` reads each parameter's
+``.grad`` and ``zero_grad()`` clears them, as in a torch training loop.
 """
 
 from ._classes import *  # noqa: F401,F403

@@ -144,9 +144,18 @@ class Optimizer:
     def _call(self, grads) -> F.StepRecord:
         raise NotImplementedError
 
-    def step(self, grads: Sequence[np.ndarray]) -> F.StepRecord:
-        """Updates every parameter from ``grads`` (same shapes and dtype) and
-        returns the :class:`~nnfuse.optim.StepRecord`."""
+    def step(self, grads: Optional[Sequence[np.ndarray]] = None) -> F.StepRecord:
+        """Updates every parameter from ``grads`` (one per parameter, same shapes
+        and dtype) and returns the :class:`~nnfuse.optim.StepRecord`.
+
+        Without ``grads``, the gradients are the torch parameters' ``.grad``, as
+        in ``torch.optim``. Every parameter then needs one (a ValueError names
+        the first without): ``torch.optim`` passes over a parameter whose
+        gradient is ``None`` and counts steps per parameter, while here one step
+        count serves them all, so a parameter passed over would get the others'
+        bias correction on its next step."""
+        if grads is None:
+            grads = self._param_grads()
         record = self._call(grads)
         if self.device:
             return record  # the step count was advanced (or not) on the device
@@ -154,6 +163,40 @@ class Optimizer:
             self.step_count += 1
             F.mark_modified(self._torch_params)
         return record._replace(step=self.step_count)
+
+    def _param_grads(self) -> list:
+        func = f"{type(self).__name__}.step"
+        grads = []
+        for i, p in enumerate(self.params):
+            if not _interop._torch_tensor(p):
+                raise TypeError(f"{func}(): 'params[{i}]' is a {type(p).__name__}, which holds no .grad; "
+                                "pass the gradients as 'grads'")
+            if p.grad is None:
+                raise ValueError(f"{func}(): 'params[{i}].grad' is None; every parameter steps together, so "
+                                 "each needs a gradient (leave the parameter out of the optimizer, or pass 'grads')")
+            grads.append(p.grad)
+        return grads
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clears the torch parameters' ``.grad`` as ``torch.optim`` does: sets it
+        to ``None`` (the default) or, with ``set_to_none=False``, detaches it
+        and fills it with zeros. NumPy and CuPy parameters hold no gradient; an
+        optimizer with no torch parameter refuses the call."""
+        tensors = [p for p in self.params if _interop._torch_tensor(p)]
+        if not tensors and self.params:
+            raise TypeError(f"{type(self).__name__}.zero_grad(): no parameter is a torch tensor; NumPy and CuPy "
+                            "arrays hold no gradient to clear")
+        for p in tensors:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+                continue
+            if p.grad.grad_fn is not None:
+                p.grad.detach_()
+            else:
+                p.grad.requires_grad_(False)
+            p.grad.zero_()
 
     def _common(self):
         if self.device:
