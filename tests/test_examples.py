@@ -48,3 +48,17 @@ def test_gradient_flow_shows_vanishing_gradients_and_clipping(tmp_path):
     assert clipped_losses[-1] < clipped_losses[0]
     assert not all(np.isfinite(unclipped_losses)) or max(unclipped_losses) > 100 * max(clipped_losses)
     assert plot.stat().st_size > 10_000
+
+
+def test_torch_training_loop_follows_pytorch(capsys):
+    """nnfuse's gelu, fused cross-entropy (both through autograd) and AdamW stepped from .grad, in a
+    PyTorch loop, learn as PyTorch's own functions do from the same weights and batches. Every op
+    agrees with PyTorch's within a few ulp, so the losses stay close; 1% is far below what a wrong
+    gradient or update does here (the loss falls from 2.3 to under 0.5 in three epochs)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    runs = _load("torch_training_loop").main(["--epochs", "3"])
+    for (torch_loss, _), (nnfuse_loss, nnfuse_accuracy) in zip(runs["torch"], runs["nnfuse"]):
+        assert abs(nnfuse_loss - torch_loss) <= 0.01 * torch_loss
+    assert runs["nnfuse"][-1][0] < 0.5 and runs["nnfuse"][-1][1] > 0.85
+    assert "nnfuse loss" in capsys.readouterr().out

@@ -169,7 +169,7 @@ class Optimizer:
         grads = []
         for i, p in enumerate(self.params):
             if not _interop._torch_tensor(p):
-                raise TypeError(f"{func}(): 'params[{i}]' is a {type(p).__name__}, which holds no .grad; "
+                raise TypeError(f"{func}(): 'params[{i}]' ({type(p).__name__}) holds no .grad; "
                                 "pass the gradients as 'grads'")
             if p.grad is None:
                 raise ValueError(f"{func}(): 'params[{i}].grad' is None; every parameter steps together, so "
