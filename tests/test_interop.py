@@ -121,6 +121,43 @@ def test_torch_cpu_negated_and_conjugated_views():
         nf.relu(torch.ones(2, dtype=torch.complex64).conj())
 
 
+def test_torch_cpu_negated_views_are_not_written_through_a_copy():
+    """A negated view is read through a copy of its values, so where nnfuse would write it (out=,
+    in-place logits, an optimizer's parameters) it is refused as read-only and left as it was;
+    writing the copy returned success and left the tensor unchanged."""
+    from nnfuse import optim
+
+    base = torch.tensor([[-1.5, 0.25, 2.0], [0.5, -3.0, 1.0]])
+    negated = torch._neg_view(base)
+    with pytest.raises(ValueError, match="gelu\\(\\): 'out' is read-only"):
+        nf.gelu(torch.ones(2, 3), out=negated)
+    with pytest.raises(ValueError, match="needs 'logits' to be C-contiguous and writeable"):
+        nf.softmax_cross_entropy(negated, torch.tensor([0, 2]), inplace=True)
+    with pytest.raises(ValueError, match="SGD\\(\\): 'params\\[0\\]' is read-only"):
+        optim.SGD([negated], lr=1.0)
+    with pytest.raises(ValueError, match="sgd_step\\(\\): 'params\\[0\\]' is read-only"):
+        optim.sgd_step([negated], [torch.ones(2, 3)], step=1, lr=1.0)
+    assert torch.equal(base, torch.tensor([[-1.5, 0.25, 2.0], [0.5, -3.0, 1.0]]))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda t: nf.softmax(torch.randn(2, 3, requires_grad=True), scale=t), "scale"),
+    (lambda t: nf.log_softmax(torch.randn(2, 3), scale=t), "scale"),
+    (lambda t: nf.leaky_relu(torch.randn(3, requires_grad=True), t), "negative_slope"),
+    (lambda t: nf.elu(np.ones(3, np.float32), alpha=t), "alpha"),
+    (lambda t: nf.softmax_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), z_loss=t), "z_loss"),
+], ids=["softmax-autograd", "log-softmax", "leaky-relu", "elu-numpy", "cross-entropy"])
+def test_options_that_require_grad_are_refused(call, name):
+    """An option given as a tensor that requires grad would be read as a constant and get no
+    gradient, silently; it is refused while autograd records, and taken under no_grad."""
+    option = torch.tensor(0.5, requires_grad=True)
+    with pytest.raises(ValueError, match=f"'{name}' is a tensor that requires grad"):
+        call(option)
+    with torch.no_grad():
+        call(option)
+    call(option.detach())
+
+
 def test_torch_cpu_prelu_and_rrelu():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)

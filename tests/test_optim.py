@@ -518,6 +518,14 @@ def test_step_without_grads_needs_every_gradient():
         arrays.zero_grad()
 
 
+def test_parameters_that_are_not_arrays_are_named():
+    """Without torch imported too (host_arrays then looks for no tensors), a parameter that is no
+    array is a TypeError naming it, where it was an AttributeError."""
+    for bad, shown in ((None, "NoneType"), ([1.0, 2.0], "list")):
+        with pytest.raises(TypeError, match=rf"Adam\(\): 'params\[1\]' must be a numpy.ndarray .*got {shown}"):
+            optim.Adam([np.ones(2, np.float32), bad])
+
+
 @pytest.mark.skipif(torch is None, reason="torch not installed")
 def test_torch_cpu_steps_advance_the_autograd_version():
     """As torch.optim's in-place updates: a graph that saved a parameter's old value refuses backward

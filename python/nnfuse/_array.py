@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from typing import Optional, Tuple
 
 import numpy as np
@@ -50,10 +51,22 @@ def as_real(value):
         return None
 
 
+def refuse_grad_option(func: str, name: str, value) -> None:
+    """ValueError for an option given as a torch tensor that requires grad while
+    autograd records: nnfuse reads it as a constant, so the gradient would
+    silently stop there."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{func}(): '{name}' is a tensor that requires grad, but nnfuse takes it as a constant and "
+                         f"would give it no gradient; pass a number or a detached tensor")
+
+
 def real_option(func: str, name: str, value) -> float:
     """``value`` as a float, or a TypeError naming the option; NaN is a
     ValueError (no option means anything at NaN, and a NaN bound would silently
     drop a clamp)."""
+    if not isinstance(value, float):
+        refuse_grad_option(func, name, value)
     result = as_real(value)
     if result is None:
         raise TypeError(f"{func}(): '{name}' must be a real number, got {type(value).__name__}")

@@ -109,15 +109,19 @@ def _names(names):
 # ---- host: torch CPU tensors as NumPy views --------------------------------------
 
 def _torch_to_numpy(tensor):
-    """A NumPy view of a CPU tensor's memory (a copy for a tensor with a
-    negation or conjugation bit). Detaching and resolving only where needed:
-    the optimizers view every gradient of a step, and doing all three always
-    took 2 us a tensor where ``numpy()`` takes 1."""
+    """A NumPy view of a CPU tensor's memory, or for a tensor with a negation
+    or conjugation bit a read-only copy of its values: writing the copy would
+    leave the tensor unchanged, so as ``out=``, in-place logits or an optimizer
+    parameter it is refused as read-only. Detaching and resolving only where
+    needed: the optimizers view every gradient of a step, and doing all three
+    always took 2 us a tensor where ``numpy()`` takes 1."""
     torch = sys.modules["torch"]  # imported: the tensor is one of its
     if tensor.requires_grad:
         tensor = tensor.detach()
     if tensor.is_neg() or tensor.is_conj():
-        tensor = tensor.resolve_conj().resolve_neg()
+        values = _torch_to_numpy(tensor.resolve_conj().resolve_neg())
+        values.flags.writeable = False
+        return values
     if tensor.dtype is torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(BFLOAT16)
     return tensor.numpy()

@@ -27,7 +27,7 @@ import numpy as np
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
 from ._array import (DTYPE_CODES, FLOAT32_MAX, as_input, check_same, integer_option, kernel_option, prepare_out,
-                     real_option)
+                     real_option, refuse_grad_option)
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -116,6 +116,7 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
                 return target
     if not _host(x) or not _host(out) or not (mask is None or isinstance(mask, np.ndarray)):
         if _autograd.grad_needed(x, out):
+            refuse_grad_option(func, "scale", scale)  # checked here: autograd runs the forward without grad
             return _autograd.run(func, _autograd.Rule(
                 lambda xt: _forward(log, xt, axis, scale, mask, masked_rows, None, func),
                 lambda g, yt: _backward(log, g, yt, axis, scale, None, func + "_backward"), save_output=True),

@@ -64,6 +64,8 @@ class Optimizer:
         # The steps run on NumPy views of torch CPU tensors (their memory, updated in place), made once.
         views = F.host_arrays(params, "params", name)
         for i, p in enumerate(views):
+            if not isinstance(p, np.ndarray):  # host_arrays looks for tensors only where torch is imported
+                F.host_array(p, "params", name, i)
             dtype_code(p.dtype, f"params[{i}]", name)
             if p.dtype != views[0].dtype:
                 raise TypeError(f"{name}(): 'params[{i}]' has dtype {p.dtype} but 'params[0]' has dtype "
