@@ -292,9 +292,28 @@ def test_integers_beyond_the_float_range_are_infinite():
      "'negative_slope' must be a real number, got bool"),
     (lambda: nf.softmax(np.ones(3, np.float32), scale=np.array(True)), TypeError,
      "'scale' must be a real number, got ndarray"),
+    # and a switch must be a bool: the string 'False' would count as True
+    (lambda: nf.softmax_cross_entropy(np.ones((2, 3), np.float32), np.zeros(2, np.int64), inplace="False"),
+     TypeError, "'inplace' must be a bool, got str"),
+    (lambda: optim.SGD([np.zeros(3, np.float32)], lr=0.1, maximize="False"), TypeError,
+     "SGD\\(\\): 'maximize' must be a bool, got str"),
+    (lambda: optim.Adagrad([np.zeros(3, np.float32)], maximize="False"), TypeError,
+     "Adagrad\\(\\): 'maximize' must be a bool, got str"),
+    (lambda: optim.Adam([np.zeros(3, np.float32)], amsgrad=1), TypeError, "'amsgrad' must be a bool, got int"),
+    (lambda: optim.RMSprop([np.zeros(3, np.float32)], centered="no"), TypeError, "'centered' must be a bool"),
+    (lambda: optim.SGD([np.zeros(3, np.float32)], lr=0.1, momentum=0.9, nesterov="no"), TypeError,
+     "'nesterov' must be a bool"),
+    (lambda: optim.Adam([np.zeros(3, np.float16)], master_weights="yes"), TypeError,
+     "'master_weights' must be a bool"),
+    (lambda: optim.adam_step([np.zeros(2, np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)],
+                             [np.zeros(2, np.float32)], step=1, maximize="no"), TypeError,
+     "adam_step\\(\\): 'maximize' must be a bool"),
+    (lambda: nf.rrelu(np.ones(3, np.float32), training=np.array([False, True])), TypeError,
+     "'training' must be a bool, got ndarray"),
 ], ids=["betas", "adagrad-initial", "threads-str", "threads-bool", "rrelu-training", "rrelu-backward-training",
         "axis-bool", "seed-bool", "ignore-index-bool", "step-bool", "lr-bool", "momentum-numpy-bool",
-        "slope-bool", "scale-bool-array"])
+        "slope-bool", "scale-bool-array", "inplace-str", "maximize-str", "adagrad-maximize-str", "amsgrad-int",
+        "centered-str", "nesterov-str", "master-weights-str", "functional-maximize-str", "training-bool-array"])
 def test_malformed_arguments_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -380,3 +399,14 @@ def test_scaled_logits_beyond_float32_are_infinite_as_documented(log):
     assert np.isnan(y[0]).all()
     ref_row = (ref.log_softmax if log else ref.softmax)(x[1:].astype(np.float64), scale=float(np.float32(1e30)))
     np.testing.assert_allclose(y[1:], ref_row, rtol=1e-6, atol=0)
+
+
+def test_load_state_dict_checks_the_switches():
+    """A state_dict whose switch is not a bool is refused before anything is loaded ('no' would
+    have meant True at the next step)."""
+    opt = optim.SGD([np.ones(3, np.float32)], lr=0.5)
+    saved = opt.state_dict()
+    saved["hyper"]["maximize"] = "no"
+    with pytest.raises(TypeError, match="SGD.load_state_dict\\(\\): 'maximize' must be a bool"):
+        opt.load_state_dict(saved)
+    assert opt.hyper["maximize"] is False

@@ -36,6 +36,15 @@ def is_bool(value) -> bool:
     return str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
+def bool_option(func: str, name: str, value) -> bool:
+    """``value`` as a bool where it is one (Python or NumPy, a 0-d bool array or
+    tensor), else a TypeError naming the option: the string 'False' or a
+    number would otherwise count by its truthiness."""
+    if not is_bool(value) or np.ndim(value) != 0:
+        raise TypeError(f"{func}(): '{name}' must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def as_real(value):
     """``value`` as a float where float() takes it (Python and NumPy numbers,
     0-d arrays and tensors), else None. Strings are refused although

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C, _autograd, _interop
-from ._array import (DTYPE_CODES, as_dense_input, as_input, check_same, in_order, integer_option, is_bool,
+from ._array import (DTYPE_CODES, as_dense_input, as_input, bool_option, check_same, in_order, integer_option,
                      kernel_option, prepare_out)
 from ._optable import ACTIVATIONS, OP_CODES, RRELU_DEFAULT_LOWER, RRELU_DEFAULT_UPPER
 
@@ -291,12 +291,6 @@ def _check_rrelu(lower, upper, func):
     return lower, upper
 
 
-def _check_training(training, func):
-    """A bool (a string such as 'no' would otherwise count as True)."""
-    if not is_bool(training):
-        raise TypeError(f"{func}(): 'training' must be a bool, got {type(training).__name__}")
-
-
 def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=False, *, seed=0, offset=0, out=None):
     """rrelu(x): x if x > 0 else slope * x.
 
@@ -309,7 +303,7 @@ def rrelu(x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER, training=Fals
     """
     func = "rrelu"
     lower, upper = _check_rrelu(lower, upper, func)
-    _check_training(training, func)
+    training = bool_option(func, "training", training)
     if not training:
         return _forward(OP_CODES["leaky_relu"], x, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)
@@ -330,7 +324,7 @@ def rrelu_backward(grad, x, lower=RRELU_DEFAULT_LOWER, upper=RRELU_DEFAULT_UPPER
     rrelu(x, lower, upper, training, seed=seed, offset=offset)."""
     func = "rrelu_backward"
     lower, upper = _check_rrelu(lower, upper, func)
-    _check_training(training, func)
+    training = bool_option(func, "training", training)
     if not training:
         return _backward(OP_CODES["leaky_relu"], grad, x, None, out, (lower + upper) / 2.0, 0.0, func)
     seed, offset = _u64(seed, "seed", func), _u64(offset, "offset", func)

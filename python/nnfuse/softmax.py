@@ -27,7 +27,7 @@ import numpy as np
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
 from ._array import (DTYPE_CODES, FLOAT32_MAX, as_input, check_same, integer_option, kernel_option, prepare_out,
-                     real_option, refuse_grad_option)
+                     bool_option, real_option, refuse_grad_option)
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -257,6 +257,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
     inplace=True then needs C-contiguous logits, whose buffer receives the
     gradient."""
     func = "softmax_cross_entropy"
+    inplace = bool_option(func, "inplace", inplace)
     if inplace and out is not None:
         raise ValueError(f"{func}(): pass either inplace=True or 'out', not both")
     ignore_index, label_smoothing, z_loss = _ce_options(ignore_index, label_smoothing, z_loss, reduction, func)

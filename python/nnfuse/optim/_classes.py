@@ -12,7 +12,7 @@ import numpy as np
 from . import _device as D
 from . import _functional as F
 from .. import _C, _interop
-from .._array import as_real, check_compute_range, dtype_code, real_option
+from .._array import as_real, bool_option, check_compute_range, dtype_code, real_option
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 
@@ -47,6 +47,8 @@ class Optimizer:
                  nonfinite: str = "skip", master_weights: bool = False, semantics: str = "torch",
                  global_norm_reduce: Optional[Callable[[float], float]] = None, capturable: bool = False):
         name = type(self).__name__
+        master_weights = bool_option(name, "master_weights", master_weights)
+        capturable = bool_option(name, "capturable", capturable)
         # Any iterable of arrays, as torch.optim takes model.parameters(); a single
         # array (iterable over its rows) or a string is refused.
         if isinstance(params, (np.ndarray, str, bytes)) or _interop._torch_tensor(params) \
@@ -286,9 +288,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=None, weight_decay=0.0, amsgrad=False,
                  maximize=False, **options):
-        self._amsgrad = bool(amsgrad)
+        self._amsgrad = bool_option(type(self).__name__, "amsgrad", amsgrad)
+        maximize = bool_option(type(self).__name__, "maximize", maximize)
         super().__init__(params, dict(lr=lr, betas=tuple(betas) if hasattr(betas, "__len__") else betas, eps=eps,
-                                      weight_decay=weight_decay, amsgrad=bool(amsgrad), maximize=bool(maximize)),
+                                      weight_decay=weight_decay, amsgrad=self._amsgrad, maximize=maximize),
                          **options)
 
     def _active_states(self):
@@ -320,7 +323,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  maximize=False, **options):
-        F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening))  # before the comparisons below
+        F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                  maximize=maximize))  # before the comparisons below
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD(): nesterov=True needs momentum > 0 and dampening = 0")
         self._momentum = momentum != 0
@@ -344,7 +348,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
                  maximize=False, **options):
-        F.check_hyper("RMSprop", dict(momentum=momentum))  # before the comparison below
+        F.check_hyper("RMSprop", dict(momentum=momentum, centered=centered,
+                                      maximize=maximize))  # before the comparison below
         self._names = ("square_avgs",) + (("grad_avgs",) if centered else ()) + \
             (("momentum_buffers",) if momentum > 0 else ())
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=bool(centered),
@@ -372,7 +377,8 @@ class Adagrad(Optimizer):
         self._initial_value = real_option(type(self).__name__, "initial_accumulator_value",
                                           initial_accumulator_value)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, weight_decay=weight_decay, maximize=bool(maximize)), **options)
+                                      eps=eps, weight_decay=weight_decay,
+                                      maximize=bool_option(type(self).__name__, "maximize", maximize)), **options)
 
     def _initial(self, name, p):
         return np.full(p.shape, self._initial_value, self._state_dtype)

@@ -65,7 +65,8 @@ import numpy as np
 
 from .. import _C, _interop
 from . import _device as _D
-from .._array import BFLOAT16, FLOAT32_MAX, as_real, check_compute_range, dtype_code, integer_option, real_option
+from .._array import (BFLOAT16, FLOAT32_MAX, as_real, bool_option, check_compute_range, dtype_code, integer_option,
+                      real_option)
 
 __all__ = ["StepRecord", "adam_step", "sgd_step", "rmsprop_step", "adagrad_step"]
 
@@ -94,12 +95,17 @@ class StepRecord(NamedTuple):
 _NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
                  "initial_accumulator_value")
 _UNIT_INTERVAL = ("beta1", "beta2")
+_BOOLEAN = ("amsgrad", "maximize", "nesterov", "centered", "decoupled")
 
 
 def check_hyper(func, hyper, compute_dtype=None):
     """Refuses what PyTorch's optimizers refuse: a hyper-parameter that is not a
     number, negative or not finite where >= 0 is required, betas outside [0, 1);
-    with the compute dtype, also a value it cannot hold (check_compute_range)."""
+    with the compute dtype, also a value it cannot hold (check_compute_range).
+    The switches (amsgrad, maximize ...) must be bools."""
+    for key in _BOOLEAN:
+        if key in hyper:
+            bool_option(func, key, hyper[key])
     for key in _NON_NEGATIVE:
         if key not in hyper or (key == "eps" and hyper[key] is None):
             continue
@@ -355,7 +361,8 @@ def adam_step(params: List[np.ndarray], grads: Sequence[np.ndarray], exp_avgs: L
     """One Adam (AdamW with ``decoupled=True``) step over every array; see the module docstring."""
     func = "adam_step"
     _required_states(func, (("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)))
-    check_hyper(func, dict(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
+    check_hyper(func, dict(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                           maximize=maximize, decoupled=decoupled))
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{func}(): amsgrad=True needs 'max_exp_avg_sqs'")
     eps = (1e-7 if semantics == "keras" else 1e-8) if eps is None else float(eps)
@@ -391,7 +398,8 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
              global_norm_reduce: Optional[Callable[[float], float]] = None, _prepared=None) -> StepRecord:
     """One SGD step (momentum, dampening, Nesterov) over every array; see the module docstring."""
     func = "sgd_step"
-    check_hyper(func, dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay))
+    check_hyper(func, dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                           maximize=maximize))
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
     if momentum != 0 and momentum_buffers is None:
@@ -426,7 +434,8 @@ def rmsprop_step(params: List[np.ndarray], grads: Sequence[np.ndarray], square_a
     """One RMSprop step (centered, momentum) over every array; see the module docstring."""
     func = "rmsprop_step"
     _required_states(func, (("square_avgs", square_avgs),))
-    check_hyper(func, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
+    check_hyper(func, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                           maximize=maximize))
     if centered and grad_avgs is None:
         raise ValueError(f"{func}(): centered=True needs 'grad_avgs'")
     if momentum > 0 and momentum_buffers is None:
@@ -462,7 +471,7 @@ def adagrad_step(params: List[np.ndarray], grads: Sequence[np.ndarray], state_su
     """One Adagrad step over every array; see the module docstring."""
     func = "adagrad_step"
     _required_states(func, (("state_sums", state_sums),))
-    check_hyper(func, dict(lr_decay=lr_decay, eps=eps, weight_decay=weight_decay))
+    check_hyper(func, dict(lr_decay=lr_decay, eps=eps, weight_decay=weight_decay, maximize=maximize))
     eps = (1e-7 if semantics == "keras" else 1e-10) if eps is None else float(eps)
     named = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay)
     if _D.on_device(params):
