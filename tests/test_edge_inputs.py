@@ -132,6 +132,24 @@ def test_masked_arrays_are_refused():
         nf.relu(np.ones(3, np.float32), out=np.ma.zeros(3, np.float32))
 
 
+def test_masked_labels_masks_and_optimizer_arrays_are_refused():
+    """Their mask was dropped silently: a masked label counted as a real label, a masked gradient
+    entry was stepped."""
+    logits = np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError, match="'labels' is a numpy.ma.MaskedArray"):
+        nf.softmax_cross_entropy(logits, np.ma.array([0, 1, 2], mask=[0, 0, 1]))
+    with pytest.raises(TypeError, match="'mask' is a numpy.ma.MaskedArray"):
+        nf.softmax(logits, mask=np.ma.array(np.ones((3, 4), bool), mask=np.eye(3, 4)))
+    ones = np.ones(3, np.float32)
+    masked = np.ma.array(ones, mask=[1, 0, 0])
+    with pytest.raises(TypeError, match="Adam\\(\\): 'params\\[0\\]' is a numpy.ma.MaskedArray"):
+        optim.Adam([masked])
+    with pytest.raises(TypeError, match="sgd_step\\(\\): 'grads\\[0\\]' is a numpy.ma.MaskedArray"):
+        optim.SGD([ones.copy()], lr=0.5).step([masked])
+    with pytest.raises(TypeError, match="sgd_step\\(\\): 'params\\[0\\]' is a numpy.ma.MaskedArray"):
+        optim.sgd_step([masked], [ones], step=1, lr=0.5)
+
+
 # ---- infinite and near-overflow gradients --------------------------------------
 
 _SMOOTH_CASES = [(a, p) for a in ACTIVATIONS for p in ({},) + tuple(a.test_params)

@@ -39,6 +39,12 @@ struct Checker {
     if (!py::isinstance<py::array>(item))
       throw py::type_error(where(name, i) + " must be a numpy.ndarray, got " +
                            py::str(py::type::handle_of(item).attr("__name__")).cast<std::string>());
+    // A subclass (rare: np.memmap ...) is looked at once more: a numpy.ma
+    // array's mask would be ignored, its masked entries stepped silently.
+    if (Py_TYPE(item.ptr()) != py::detail::npy_api::get().PyArray_Type_ &&
+        py::isinstance(item, py::module_::import("numpy").attr("ma").attr("MaskedArray")))
+      throw py::type_error(where(name, i) + " is a numpy.ma.MaskedArray, whose mask the step would ignore; pass "
+                           "its data (np.ma.getdata) or a filled copy");
     return py::reinterpret_borrow<py::array>(item);
   }
   // An array the step writes in place: C-contiguous and writeable.

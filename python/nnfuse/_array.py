@@ -177,8 +177,9 @@ def refuse_masked(value, argname: str, func: str) -> None:
     """TypeError for a numpy.ma.MaskedArray: the kernels would compute the
     masked entries too and return no mask, silently."""
     if isinstance(value, np.ma.MaskedArray):
+        hint = " (softmax: the 'mask' argument)" if argname == "x" else ""
         raise TypeError(f"{func}(): '{argname}' is a numpy.ma.MaskedArray, whose mask nnfuse would ignore; pass "
-                        f"np.ma.getdata({argname}) or {argname}.filled(value) (softmax: the 'mask' argument)")
+                        f"np.ma.getdata({argname}) or {argname}.filled(value){hint}")
 
 
 def _as_array(value, argname: str, func: str) -> np.ndarray:

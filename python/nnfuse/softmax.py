@@ -27,7 +27,7 @@ import numpy as np
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
 from ._array import (DTYPE_CODES, FLOAT32_MAX, as_input, check_same, integer_option, kernel_option, prepare_out,
-                     bool_option, real_option, refuse_grad_option)
+                     bool_option, real_option, refuse_grad_option, refuse_masked)
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -50,6 +50,7 @@ def _rows_view(a, axis):
 
 
 def _keep_bytes(mask, shape, axis, func):
+    refuse_masked(mask, "mask", func)
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         raise TypeError(f"{func}(): 'mask' must be a boolean array (True keeps a position), got dtype {m.dtype}")
@@ -325,6 +326,7 @@ def _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, r
     la = as_input(logits, "logits", func)
     if la.ndim < 1:
         raise ValueError(f"{func}(): 'logits' must have at least 1 dimension (the classes), got a 0-d array")
+    refuse_masked(labels, "labels", func)
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
         raise TypeError(f"{func}(): 'labels' must be an integer array, got dtype {lab.dtype}")

@@ -12,7 +12,7 @@ import numpy as np
 from . import _device as D
 from . import _functional as F
 from .. import _C, _interop
-from .._array import as_real, bool_option, check_compute_range, dtype_code, real_option
+from .._array import as_real, bool_option, check_compute_range, dtype_code, real_option, refuse_masked
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad"]
 
@@ -68,6 +68,7 @@ class Optimizer:
         for i, p in enumerate(views):
             if not isinstance(p, np.ndarray):  # host_arrays looks for tensors only where torch is imported
                 F.host_array(p, "params", name, i)
+            refuse_masked(p, f"params[{i}]", name)
             dtype_code(p.dtype, f"params[{i}]", name)
             if p.dtype != views[0].dtype:
                 raise TypeError(f"{name}(): 'params[{i}]' has dtype {p.dtype} but 'params[0]' has dtype "
