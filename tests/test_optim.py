@@ -518,12 +518,34 @@ def test_step_without_grads_needs_every_gradient():
         arrays.zero_grad()
 
 
+_NO_TORCH_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import nnfuse.optim as optim
+    assert "torch" not in sys.modules
+    for call in (lambda: optim.Adam([np.ones(2, np.float32), None]),
+                 lambda: optim.sgd_step([None], [np.ones(1, np.float32)], step=1, lr=1.0)):
+        try:
+            call()
+        except TypeError as error:
+            print(error)
+""")
+
+
 def test_parameters_that_are_not_arrays_are_named():
-    """Without torch imported too (host_arrays then looks for no tensors), a parameter that is no
-    array is a TypeError naming it, where it was an AttributeError."""
+    """A parameter that is no array is a TypeError naming it, where it was an AttributeError when
+    torch was not imported (host_arrays then looks for no tensors): checked here and in a process
+    without torch."""
     for bad, shown in ((None, "NoneType"), ([1.0, 2.0], "list")):
         with pytest.raises(TypeError, match=rf"Adam\(\): 'params\[1\]' must be a numpy.ndarray .*got {shown}"):
             optim.Adam([np.ones(2, np.float32), bad])
+        with pytest.raises(TypeError, match=rf"sgd_step\(\): 'params\[0\]' must be a numpy.ndarray .*got {shown}"):
+            optim.sgd_step([bad], [np.ones(2, np.float32)], step=1, lr=1.0)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    printed = subprocess.run([sys.executable, "-c", _NO_TORCH_SCRIPT], env=env, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    assert printed == ["Adam(): 'params[1]' must be a numpy.ndarray or a torch CPU tensor, got NoneType",
+                       "sgd_step(): 'params[0]' must be a numpy.ndarray or a torch CPU tensor, got NoneType"]
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")

@@ -43,8 +43,8 @@ struct Checker {
     // array's mask would be ignored, its masked entries stepped silently.
     if (Py_TYPE(item.ptr()) != py::detail::npy_api::get().PyArray_Type_ &&
         py::isinstance(item, py::module_::import("numpy").attr("ma").attr("MaskedArray")))
-      throw py::type_error(where(name, i) + " is a numpy.ma.MaskedArray, whose mask the step would ignore; pass "
-                           "its data (np.ma.getdata) or a filled copy");
+      throw py::type_error(where(name, i) + " is a numpy.ma.MaskedArray, whose mask nnfuse would ignore; pass "
+                           "np.ma.getdata(" + name + "[" + std::to_string(i) + "]) or its .filled(value)");
     return py::reinterpret_borrow<py::array>(item);
   }
   // An array the step writes in place: C-contiguous and writeable.

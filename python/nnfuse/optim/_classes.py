@@ -84,7 +84,7 @@ class Optimizer:
         self.options = dict(clipvalue=clipvalue, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
                             nonfinite=nonfinite, semantics=semantics)
         self._check_settings(name, self.hyper, self.options)
-        self.master_weights = bool(master_weights)
+        self.master_weights = master_weights
         self.global_norm_reduce = global_norm_reduce
         self.step_count = 0
         self._torch_params = [p for p, v in zip(params, views) if p is not v]
@@ -110,9 +110,9 @@ class Optimizer:
         self._check_settings(name, self.hyper, self.options)
         if capturable:
             self.hyper["lr"] = D.full(first, (), np.float64, float(hyper["lr"]))
-        self.master_weights = bool(master_weights)
+        self.master_weights = master_weights
         self.global_norm_reduce = global_norm_reduce
-        self.capturable = bool(capturable)
+        self.capturable = capturable
         self.step_count = D.full(first, (), np.float64, 0.0)
         fill = getattr(self, "_initial_value", 0.0)
         self.state = {k: [D.full(i, i.shape, self._state_dtype, fill if k == "state_sums" else 0.0) for i in infos]
@@ -324,13 +324,14 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  maximize=False, **options):
-        F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                                  maximize=maximize))  # before the comparisons below
+        nesterov = bool_option("SGD", "nesterov", nesterov)
+        maximize = bool_option("SGD", "maximize", maximize)
+        F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening))  # before the comparisons below
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD(): nesterov=True needs momentum > 0 and dampening = 0")
         self._momentum = momentum != 0
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=bool(nesterov),
-                                      weight_decay=weight_decay, maximize=bool(maximize)), **options)
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                      weight_decay=weight_decay, maximize=maximize), **options)
 
     def _active_states(self):
         return ("momentum_buffers",) if self._momentum else ()
@@ -349,12 +350,13 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=None, momentum=0.0, centered=False, weight_decay=0.0,
                  maximize=False, **options):
-        F.check_hyper("RMSprop", dict(momentum=momentum, centered=centered,
-                                      maximize=maximize))  # before the comparison below
+        centered = bool_option("RMSprop", "centered", centered)
+        maximize = bool_option("RMSprop", "maximize", maximize)
+        F.check_hyper("RMSprop", dict(momentum=momentum))  # before the comparison below
         self._names = ("square_avgs",) + (("grad_avgs",) if centered else ()) + \
             (("momentum_buffers",) if momentum > 0 else ())
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=bool(centered),
-                                      weight_decay=weight_decay, maximize=bool(maximize)), **options)
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                                      weight_decay=weight_decay, maximize=maximize), **options)
 
     def _active_states(self):
         return self._names

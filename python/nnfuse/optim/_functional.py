@@ -305,7 +305,9 @@ def _run(func, kind, params, grads, states, state_names, master_params, hyper, f
         semantics=semantics, global_norm_reduce=global_norm_reduce)
     if not params:
         return StepRecord(0.0, 1.0, False, step)
-    first = params[0]
+    # Without torch imported host_arrays passes the list as given: the binding
+    # names any element that is no array, but params[0] is read here first.
+    first = host_array(params[0], "params", func, 0)
     code = dtype_code(first.dtype, "params[0]", func)
     masters = None if master_params is None else convert(master_params, "master_params", func)
     sdtype = state_dtype_for(first.dtype, masters is not None, func)
