@@ -261,8 +261,8 @@ def _prelu_backward_host(grad, x, weight, out):
     target = prepare_out(out, ga.shape, ga.dtype, (("grad", grad), ("x", x), ("weight", weight)), func)
     weight_grad = _C.prelu_backward(DTYPE_CODES[xa.dtype], ga, xa, wa, target.buffer, channels, inner, rows)
     weight_grad = weight_grad.reshape(wa.shape).astype(wa.dtype)
-    if not any(isinstance(value, np.ndarray) for value in (grad, x, weight)):
-        weight_grad = weight_grad[()]  # scalars in, scalars out (Output.finish)
+    if target.scalar:  # scalars in, scalars out, as Output.finish gives grad_x
+        weight_grad = weight_grad[()]
     return target.finish(), weight_grad
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from . import _C, _autograd, _interop
 from . import _softmax_cuda as _cuda
-from ._array import (DTYPE_CODES, FLOAT32_MAX, as_input, check_same, integer_option, kernel_option, prepare_out,
-                     bool_option, real_option, refuse_grad_option, refuse_masked)
+from ._array import (DTYPE_CODES, FLOAT32_MAX, as_input, bool_option, check_same, integer_option, kernel_option,
+                     prepare_out, real_option, refuse_grad_option, refuse_masked)
 
 _MASKED_ROWS = ("zero", "nan")
 _REDUCTIONS = ("mean", "sum", "none")
