@@ -245,6 +245,34 @@ def test_celu_overflowing_with_a_negative_alpha_is_minus_inf():
         np.testing.assert_array_equal(nf.celu_backward(np.ones_like(x), x, alpha=-2.0), [np.inf] * 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, BFLOAT16])
+@pytest.mark.parametrize("alpha", [-1.0, -0.5, -2.0 ** -20])
+def test_celu_with_a_negative_alpha_beyond_the_exponentials_overflow(alpha, dtype, isa):
+    """alpha < 0 gives e^(x / alpha) > 1 for x < 0: it overflows from x / alpha
+    = 88.7, where alpha e^(x / alpha) and g e^(x / alpha) may still be finite.
+    The forward overflowed early (e^q was taken as expm1 first) and the
+    backward clamped x / alpha at 89 (finite but wrong results); a denormal g
+    was rounded to its few bits before the exponential scaled it up, and the
+    block that redoes non-finite results took g 2^-64 (0 for a small g)."""
+    q = np.concatenate([np.linspace(0.0, 260.0, 521), np.linspace(88.0, 89.5, 61), [1e30, np.inf]])
+    x = (q * alpha).astype(dtype)
+    x64 = x.astype(np.float64)
+    alpha32 = float(np.float32(alpha))
+    bounds = BOUNDS["bfloat16" if dtype == BFLOAT16 else "float32"]
+    with np.errstate(over="ignore"):
+        expected = ref.celu(x64, alpha=alpha32)
+        assert_within_ulp("celu", nf.celu(x, alpha=alpha), expected, bounds["forward"], {"x": x})
+        finite32 = np.abs(expected) <= np.finfo(np.float32).max  # bfloat16's range too
+        assert finite32[q > 88.8].any() == (alpha != -1.0)  # e^88.8 > 2^128
+        for g_value in (1.0, 1e-30, 2.0 ** -130, 1e30):
+            g = np.full(x.shape, g_value, dtype)
+            expected = ref.celu_backward(g.astype(np.float64), x64, alpha=alpha32)
+            finite32 = np.abs(expected) <= np.finfo(np.float32).max
+            assert finite32[q > 88.8].any() == (g_value < 1.0)
+            assert_within_ulp(f"celu_backward g={g_value}", nf.celu_backward(g, x, alpha=alpha), expected,
+                              bounds["backward"], {"x": x})
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BFLOAT16])
 def test_zero_slope_at_minus_inf_is_zero_as_in_the_reference(dtype, isa):
     x = np.array([-np.inf, -1.0, np.nan, 2.0, np.inf, 0.0, -0.0], dtype)

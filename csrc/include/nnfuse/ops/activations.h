@@ -91,14 +91,17 @@ NNF_HD V backward_formula(V g, V x, const ActArgs<V>& a) {
 // compensated products), so an infinite g, or one within a few binades of
 // overflow, can overflow an intermediate, or meet inf - inf, where the
 // reference's IEEE product g f'(x) is finite or +-inf. A vector with a
-// result that is not finite takes such lanes again from g 2^-64 (exact; the formulas' relative errors do not
-// depend on g's scale) and scales the result back by 2^64, which overflows
-// only where g f'(x) does; an infinite g takes 2^64 sign(g) f'(x) times inf:
-// +-inf where f'(x) is at least 2^-64 of the smallest denormal, else NaN
-// (the reference's inf * 0 where f'(x) = 0; a float32 f'(x) below ~1e-64
-// is 0 here but not in the float64 reference). Lanes with a finite result
-// keep it, and NaN inputs still give NaN. (The CPU kernels check blocks of
-// formula results first and call this only for a block that needs it.)
+// result that is not finite takes such lanes again from g 2^-64 where |g| >=
+// 1 (exact; the formulas' relative errors do not depend on g's scale) and
+// scales the result back by 2^64, which overflows only where g f'(x) does; a
+// smaller g is kept (g 2^-64 could underflow, and its overflow is g f'(x)'s
+// own: f'(x) = e^(x / alpha) in celu with alpha < 0). An infinite g takes
+// 2^64 sign(g) f'(x) times inf: +-inf where f'(x) is at least 2^-64 of the
+// smallest denormal, else NaN (the reference's inf * 0 where f'(x) = 0; a
+// float32 f'(x) below ~1e-64 is 0 here but not in the float64 reference).
+// Lanes with a finite result keep it, and NaN inputs still give NaN. (The
+// CPU kernels check blocks of formula results first and call this only for a
+// block that needs it.)
 template <class Op, class T, class V>
 NNF_HD V backward_for(V g, V x, const ActArgs<V>& a) {
   using L = vmath::Limits<scalar_t<V>>;
@@ -110,8 +113,9 @@ NNF_HD V backward_for(V g, V x, const ActArgs<V>& a) {
   const mask_t<V> infinite_g = vabs(g) == inf;
   const V unit(static_cast<scalar_t<V>>(0x1p-64));
   const V scale(static_cast<scalar_t<V>>(0x1p64));
-  const V g_scaled = select(infinite_g, copysign(scale, g), g * unit);
-  const V back = select(infinite_g, inf, scale);
+  const mask_t<V> large_g = vabs(g) >= V(1.0f);
+  const V g_scaled = select(infinite_g, copysign(scale, g), select(large_g, g * unit, g));
+  const V back = select(infinite_g, inf, select(large_g, scale, V(1.0f)));
   return select(redo, backward_formula<Op, T>(g_scaled, x, a) * back, r);
 }
 
@@ -379,7 +383,16 @@ struct Celu {
     V ia = V(1.0f) / a.p0;
     V q = x * ia;
     V qe = fma(-q, a.p0, x) * ia;
-    return select(x > V(0.0f), x, a.p0 * vmath::expm1_lo(q, qe));
+    V y = a.p0 * vmath::expm1_lo(q, qe);
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      // alpha < 0: q >= 0 where x <= 0, and e^q overflows from q = 88.7 where
+      // alpha e^q need not (|alpha| < 1). Above q = 20, alpha (e^q - 1) is
+      // alpha e^q within 2^-28.8 relative, taken from the exponential's parts
+      // with alpha folded in before 2^k (exp_hi = 256 covers every finite
+      // result). float64 overflows where the float64 reference's expm1 does.
+      if (!all_lanes(a.p0 > V(0.0f))) y = select(q > V(20.0f), vmath::exp_parts(q, qe).times(a.p0), y);
+    }
+    return select(x > V(0.0f), x, y);
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>& a) {
@@ -387,7 +400,22 @@ struct Celu {
     V ia = V(1.0f) / a.p0;
     V q = x * ia;
     V qe = fma(-q, a.p0, x) * ia;
-    return select(x > V(0.0f), g, vmath::exp_parts(q, qe).times(g));
+    vmath::ExpParts<V> ep = vmath::exp_parts(q, qe);
+    V m = g;
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      if (!all_lanes(a.p0 > V(0.0f))) {
+        // alpha < 0: e^q >= 1 scales g up, and a denormal g would be rounded
+        // to its few bits in g + g em1 before 2^k. |g| < 2^64 is taken as g
+        // 2^64 (exact) against 2^(k - 64): the same rounding for every
+        // result that is normal, and one rounding for the others.
+        using L = vmath::Limits<float>;
+        const mask_t<V> up = vabs(g) < V(0x1p64f);
+        m = select(up, g * V(0x1p64f), g);
+        ep.k = select(up, ep.k - V(64.0f), ep.k);
+        ep.normal = all_lanes((ep.k >= V(L::emin)) & (ep.k <= V(127.0f)));
+      }
+    }
+    return select(x > V(0.0f), g, ep.times(m));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {

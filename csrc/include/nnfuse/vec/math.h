@@ -47,9 +47,12 @@ template <class S>
 struct Limits;
 template <>
 struct Limits<float> {
-  // exp_parts: x clamped to [exp_lo, exp_hi]; 2^k is split in two factors
-  // >= 2^emin (normal), the second may be 2^(emin - 1) = +0 (flush, see below).
-  static constexpr float exp_lo = -200.0f, exp_hi = 89.0f, emin = -126.0f;
+  // exp_parts: x clamped to [exp_lo, exp_hi]; 2^k is split in factors
+  // >= 2^emin (normal), the second may be 2^(emin - 1) = +0 (flush, see
+  // scaled_by_pow2). exp_hi = 256, not 88.7 where e^x overflows: m e^x is
+  // finite up to x = 88.7 - ln|m| (celu_backward's g e^(x / alpha) with alpha
+  // < 0), and overflows beyond 256 for every nonzero float m (e^256 > 2^369).
+  static constexpr float exp_lo = -200.0f, exp_hi = 256.0f, emin = -126.0f;
   static constexpr float log2e = 1.442695041f;
   // ln2 = ln2_hi + ln2_lo; ln2_hi has 15 significant bits, so k ln2_hi is exact.
   static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
@@ -66,26 +69,32 @@ struct Limits<double> {  // (float64 exp is the C library's, see ExpParts<double
   static constexpr double max = 1.7976931348623157e+308;
 };
 
-// v 2^k with one rounding, for integral k <= 128 (the exponentials' 2^k and
+// v 2^k with one rounding, for integral k <= 381 (the exponentials' 2^k and
 // the sigmoid's 2^-k). all_normal: emin <= k <= 127 in every lane (almost
 // every vector), where that is one exact factor (scale_pow2). Otherwise 2^k
-// is applied as two factors: lanes with k in that range take 2^k times 1
-// (the same bits as the one-factor path, so the result of a lane does not
-// depend on its neighbours: ISAs of any width agree), the others 2^k1 2^k2
-// with k1 = max(rint(k/2), emin) and k2 = max(k - k1, emin - 1). Both factors
-// are normal for k >= 2 emin and k = 128; below 2 emin, pow2i(emin - 1) = +0
-// flushes the result: there v 2^k < 2^(2 emin - 1 / 2) |v|, which rounds to
-// 0 for |v| < 2^102. v 2^k1 is exact (normal) for |v| >= 2^-63, so the result
-// is rounded once there. The maxima turn a NaN k into emin (the callers' v
-// carries the NaN).
+// is applied as three factors: lanes with k in that range take 2^k times 1
+// times 1 (the same bits as the one-factor path, so the result of a lane does
+// not depend on its neighbours: ISAs of any width agree), the others 2^k1
+// 2^k2 2^k3 with k1 = min(max(rint(k/2), emin), 127), k2 = min(max(k - k1,
+// emin - 1), 127) and k3 = max(k - k1 - k2, 0). For k < 0 that is k1 2^k2
+// as halves (k3 = 0): both factors are normal for k >= 2 emin; below,
+// pow2i(emin - 1) = +0 flushes the result: there v 2^k < 2^(2 emin - 1 / 2)
+// |v|, which rounds to 0 for |v| < 2^102. v 2^k1 is exact (normal) for |v| >=
+// 2^-63, so the result is rounded once there. For k > 127 every factor scales
+// up, exactly until the product overflows: k up to 381 lets an exponential's
+// argument reach 256 (Limits::exp_hi), where m e^x still is finite for a
+// small enough m. The maxima turn a NaN k into emin (the callers' v carries
+// the NaN).
 template <class V>
 NNF_HD V scaled_by_pow2(V v, V k, bool all_normal) {
   if (all_normal) return scale_pow2(v, k);
   using L = Limits<scalar_t<V>>;
-  mask_t<V> in = (k >= V(L::emin)) & (k <= V(127.0f));
-  V k1 = select(in, k, vmax(vrint(k * V(0.5f)), V(L::emin)));
-  V k2 = vmax(k - k1, V(L::emin - 1));
-  return (v * pow2i(k1)) * pow2i(k2);
+  const V top(127.0f);
+  mask_t<V> in = (k >= V(L::emin)) & (k <= top);
+  V k1 = select(in, k, vmin(top, vmax(vrint(k * V(0.5f)), V(L::emin))));
+  V k2 = vmin(top, vmax(k - k1, V(L::emin - 1)));
+  V k3 = vmax(k - k1 - k2, V(0.0f));
+  return ((v * pow2i(k1)) * pow2i(k2)) * pow2i(k3);
 }
 
 // e^x = (1 + em1) 2^k with em1 = e^r - 1, |r| <= 0.35, and k integral. Keeping
@@ -93,7 +102,7 @@ NNF_HD V scaled_by_pow2(V v, V k, bool all_normal) {
 // one rounding, and round into the denormal range only once (times(m)): that is
 // what keeps x e^x, g e^x ... accurate, also when the product is denormal.
 // scaled(v) = v 2^k with one rounding (scaled_by_pow2; 2^k is normal in every
-// lane for x in [-87.68, 88.37), and both factors for x in [-174.7, 89]).
+// lane for x in [-87.68, 88.37), and the factors for x in [-174.7, 256]).
 template <class V>
 struct ExpParts {
   V em1, k;
@@ -198,12 +207,13 @@ NNF_HD Ln2Split<V> reduce_ln2(V x) {
 
 // e^(x + xlo): x + xlo = k ln2 + r by reduce_ln2 on x, with xlo added to r.
 // x is clamped (NaN passes through) to
-// [exp_lo, exp_hi] (Limits): e^exp_hi is inf. See ExpParts for how 2^k is applied.
+// [exp_lo, exp_hi] (Limits): e^exp_hi times any nonzero float is inf. See
+// ExpParts for how 2^k is applied.
 // kClamp = false: the caller guarantees x in [exp_lo, exp_hi] or NaN and a
 // small or NaN xlo (its result is NaN then anyway), and both clamps are skipped.
 // kNonPositive: the caller guarantees x <= 0 or NaN, so k <= 0 needs no test
 // and a clamp only from below (vmin(exp_hi, x) is x there, NaN included).
-// |xc| <= 200 < 256 after the clamps, as reduce_ln2 needs.
+// |xc| <= 256 after the clamps, as reduce_ln2 needs.
 template <bool kHasLo, bool kClamp = true, bool kNonPositive = false, class V>
 NNF_HD ExpParts<V> exp_parts_impl(V x, V xlo) {
   using L = Limits<scalar_t<V>>;
