@@ -412,6 +412,15 @@ def test_celu_alpha_whose_reciprocal_overflows_is_refused(alpha):
         nf.celu(np.zeros(3, np.float32), alpha=alpha)
 
 
+@pytest.mark.parametrize("func", [nf.elu, lambda x, alpha: nf.elu_backward(x, x, alpha=alpha)])
+@pytest.mark.parametrize("alpha", [float("inf"), -float("inf")])
+def test_elu_infinite_alpha_is_refused(func, alpha):
+    """The float32 backward gave NaN where the reference's g alpha e^x is
+    infinite (inf - inf inside g alpha + g alpha em1), the other dtypes inf."""
+    with pytest.raises(ValueError, match="'alpha' must be finite"):
+        func(np.zeros(3, np.float32), alpha=alpha)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda x: nf.leaky_relu(x, 1e39), "negative_slope"),
     (lambda x: nf.elu(x, alpha=-4e38), "alpha"),

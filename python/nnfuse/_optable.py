@@ -59,7 +59,13 @@ def _leaky(func, negative_slope=0.01):
 
 
 def _elu(func, alpha=1.0):
-    return OP_CODES["elu"], kernel_option(func, "alpha", alpha), 0.0
+    alpha = kernel_option(func, "alpha", alpha)
+    # An infinite alpha makes the x <= 0 side inf * (e^x - 1), NaN at x = 0,
+    # and the float32 gradient g alpha + g alpha em1 meets inf - inf: refused,
+    # as celu's is.
+    if not math.isfinite(alpha):
+        raise ValueError(f"{func}(): 'alpha' must be finite, got {alpha}")
+    return OP_CODES["elu"], alpha, 0.0
 
 
 _SMALLEST_NORMAL_F32 = 2.0 ** -126
