@@ -1888,18 +1888,27 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 // label_grad after their gradient loop, which then need not wait on its
 // exp (calling it first made rows of 512 and 1024 classes 1.2-1.5x slower
 // with libm's exp).
+// k = 1 + 2 lambda lse, the factor of p_j in every gradient (z-loss).
+template <class D>
+D cross_entropy_k(const CrossEntropyRange& r, D m, D log_sum) {
+  return D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
+}
+
 template <class D>
 struct CrossEntropyRowResult {
   D loss, a, k;
   D label_grad(const CrossEntropyRange& r, D sum, D e_t) const {
     return cross_entropy_label_grad_from_exp(e_t, sum, r.weight, k, r.smoothing, static_cast<double>(r.cols));
   }
+  D label_grad_from_rest(const CrossEntropyRange& r, D sum, D rest) const {
+    return cross_entropy_label_grad_from_rest(rest, sum, r.weight, k, r.smoothing, static_cast<double>(r.cols));
+  }
 };
 template <class D>
 CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D m, D sum, D log_sum,
                                                   D scaled_logit_sum, double logit_scale, D z_t) {
   const double n = static_cast<double>(r.cols), w = r.weight;
-  const D k = D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
+  const D k = cross_entropy_k(r, m, log_sum);
   // The compensated logit sum is NaN where a logit is -inf (its correction
   // meets -inf - -inf); a NaN or +inf logit makes m or log_sum NaN as well.
   // The mean is then -inf and the smoothing term +inf, as in the reference.
@@ -1908,6 +1917,69 @@ CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D 
 }
 inline double cross_entropy_b(const CrossEntropyRange& r) {
   return r.weight * r.smoothing / static_cast<double>(r.cols);
+}
+
+// Confident rows: where the label's logit is the row's maximum (e_t = 1) and
+// S = 1 + rest lies within 2^-20 of 1, log S and p_t - 1 = -rest / S come out
+// of S's rounding, about 2^-52 absolute (a float32 loss of 2e-13 was 1e-3 off
+// relative). Such rows sum rest, the other terms, apart, and take
+// log1p_small(rest) for log S and cross_entropy_label_grad_from_rest; above
+// 2^-20 S's rounding is below 2^-28 of the loss. Float32 and 16-bit rows only:
+// float64 losses are measured in ULPs of max(|loss|, 1) (docs/accuracy.md),
+// which S's rounding meets everywhere.
+constexpr double kConfidentRowSum = 1.0 + 0x1p-20;
+inline bool confident_row(double z_t, double max, double sum) { return z_t == max && sum < kConfidentRowSum; }
+
+// log1p(r) for 0 <= r < 2^-20: r - r^2 / 2 + r^3 / 3, the next term r^4 / 4
+// below 2^-61 r.
+template <class D>
+D log1p_small(D r) {
+  return r * (D(1.0) - r * (D(0.5) - r * D(1.0 / 3.0)));
+}
+
+// The sum of term(i) over i != label, in 16 virtual lanes of double (element
+// i into lane i % 16, the label's lane adding +0) combined pairwise: every
+// ISA and every kernel adds the same terms in the same order, so a row's
+// bits do not depend on which kernel took it.
+template <class Term>
+double label_rest(int64_t n, int64_t label, Term&& term) {
+  double lanes[kGroup] = {};
+  int64_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) {
+    for (int j = 0; j < kGroup; ++j) lanes[j] += i + j == label ? 0.0 : term(i + j);
+  }
+  for (int j = 0; i + j < n; ++j) lanes[j] += i + j == label ? 0.0 : term(i + j);
+  for (int width = kGroup / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  }
+  return lanes[0];
+}
+
+// label_rest of a row of float terms in memory, by vectors: element i into
+// virtual lane i % 16 (kVecs vectors of LanesF64 hold the 16 lanes), the
+// label's lane and the tail adding +0. The same bits as label_rest.
+inline double row_label_rest(const float* terms, int64_t n, int64_t label) {
+  using V = VecF;
+  constexpr int L = kLanes<V>, K = kVecs<V>;
+  LanesF64 acc[K];
+  for (auto& a : acc) a = LanesF64(0.0);
+  const V iota = vload(kIota);
+  for (int64_t i = 0; i < n; i += kGroup) {
+    for (int k = 0; k < K; ++k) {
+      const int64_t at = i + k * L;
+      if (at >= n) break;
+      const int cnt = n - at < L ? static_cast<int>(n - at) : L;
+      // |label - at| >= 2^24 rounds to a float outside [0, L): no lane matches.
+      const V v = select(iota == V(static_cast<float>(label - at)), V(0.0f), load_n(terms + at, cnt));
+      acc[k] = acc[k] + widen(v);
+    }
+  }
+  alignas(64) double lanes[kGroup];
+  for (int k = 0; k < K; ++k) store_f64(lanes + k * L, acc[k]);
+  for (int width = kGroup / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  }
+  return lanes[0];
 }
 
 // Float32 rows whose logits are finite with a spread below 87: one exp per
@@ -1945,15 +2017,19 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   const double sum =
       row_exp_sum<V, false, true, RowTerms::kNear, false>(x, nullptr, n, V(1.0f), m, grad, x + n, grad + n);
   const double max_d = static_cast<double>(mx);
-  const CrossEntropyRowResult<double> res =
-      cross_entropy_row_result(r, max_d, sum, log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
+  // The terms are in grad now (the label's is 1 where the row is confident).
+  const bool confident = confident_row(z_t, max_d, sum);
+  const double rest = confident ? row_label_rest(grad, n, label) : 0.0;
+  const CrossEntropyRowResult<double> res = cross_entropy_row_result(
+      r, max_d, sum, confident ? log1p_small(rest) : log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
   r.loss[row] = res.loss;
   const V a(static_cast<float>(res.a)), b(static_cast<float>(cross_entropy_b(r)));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
   }
-  store_scalar(grad + label, res.label_grad(r, sum, exp_label_term(z_t - max_d)));
+  store_scalar(grad + label, confident ? res.label_grad_from_rest(r, sum, rest)
+                                       : res.label_grad(r, sum, exp_label_term(z_t - max_d)));
   return true;
 }
 
@@ -1981,8 +2057,21 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
   const RowNorm norm = eps != 0.0 ? row_norm<T, false, true>(x, nullptr, n, V(S(1)), &sum_z)
                                   : row_norm<T, false, false>(x, nullptr, n, V(S(1)));
   const double z_t = static_cast<double>(to_float(x[label]));  // read before grad may overwrite x
-  const CrossEntropyRowResult<double> res =
-      cross_entropy_row_result(r, norm.max, norm.sum, log(norm.sum), sum_z, kLogitSumScale<S>, z_t);
+  bool confident = false;
+  double rest = 0.0;
+  if constexpr (!std::is_same_v<S, double>) {
+    confident = confident_row(z_t, norm.max, norm.sum);
+    if (confident) {
+      const S m = static_cast<S>(norm.max);
+      rest = label_rest(n, label, [&](int64_t i) {
+        S d, dlo;
+        smx::exact_diff(to_float(x[i]), m, d, dlo);
+        return static_cast<double>(smx::exp_lo(d, dlo));
+      });
+    }
+  }
+  const CrossEntropyRowResult<double> res = cross_entropy_row_result(
+      r, norm.max, norm.sum, confident ? log1p_small(rest) : log(norm.sum), sum_z, kLogitSumScale<S>, z_t);
   r.loss[row] = res.loss;
   const V m(static_cast<S>(norm.max));
   const V a(static_cast<S>(res.a)), b(static_cast<S>(cross_entropy_b(r)));
@@ -1990,7 +2079,8 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
   }
-  store_scalar(grad + label, res.label_grad(r, norm.sum, exp(z_t - norm.max)));
+  store_scalar(grad + label, confident ? res.label_grad_from_rest(r, norm.sum, rest)
+                                       : res.label_grad(r, norm.sum, exp(z_t - norm.max)));
 }
 
 // The labels of a block of rows: those equal to ignore_index, and those
@@ -2023,6 +2113,29 @@ struct BlockLabels {
 };
 
 // Per-row results of a block of cross-entropy rows, one per lane of
+// The confident rows of a block (see confident_row), as bits, from the rows'
+// sums (lane l: row l). A float comparison with 1 + 2^-19 finds the
+// candidates first (sums rounded to float stay below it wherever the double
+// is below 1 + 2^-20): most blocks have none.
+inline uint32_t confident_bits(LanesF64 row_sum, uint32_t ignored, const double* z_t, const float* max_f,
+                               const double* sum) {
+  uint32_t confident = lane_bits(narrow(row_sum) < VecF(1.0f + 0x1p-19f)) & ~ignored;
+  for (uint32_t left = confident; left != 0; left &= left - 1) {
+    const int l = __builtin_ctz(left);
+    if (!confident_row(z_t[l], max_f[l], sum[l])) confident &= ~(1u << l);
+  }
+  return confident;
+}
+// log_sum = log1p_small(rest) in the lanes of `confident`.
+inline void take_log_rests(uint32_t confident, const double* rest, double* log_sum) {
+  alignas(64) double log_rest[kGroup];
+  store_f64(log_rest, log1p_small(load_f64(rest)));
+  for (; confident != 0; confident &= confident - 1) {
+    const int l = __builtin_ctz(confident);
+    log_sum[l] = log_rest[l];
+  }
+}
+
 // LanesF64 (16 on AVX-512, 8 on AVX2, 1 on the scalar path), from each row's
 // maximum, S, log S and (label smoothing) scaled logit sum, the label's
 // logit z_t read before the gradient could overwrite it: the loss, the
@@ -2050,6 +2163,21 @@ struct BlockGradFactors {
         loss[l] = 0.0;
         a[l] = b[l] = 0.0f;
       }
+    }
+  }
+  // The label gradients of the confident rows (bits of `confident`; see
+  // confident_row), lane-wise from their rest (0 in the other lanes) and the
+  // log_sum = log1p_small(rest) the constructor was given.
+  void take_rests(const CrossEntropyRange& r, uint32_t confident, const float* max_f, const double* sum,
+                  const double* log_sum, const double* rest) {
+    const LanesF64 m = widen(vload(max_f)), s = load_f64(sum);
+    const LanesF64 k = cross_entropy_k(r, m, load_f64(log_sum));
+    alignas(64) double grad_from_rest[kGroup];
+    store_f64(grad_from_rest, cross_entropy_label_grad_from_rest(load_f64(rest), s, r.weight, k, r.smoothing,
+                                                                 static_cast<double>(r.cols)));
+    for (; confident != 0; confident &= confident - 1) {
+      const int l = __builtin_ctz(confident);
+      label_grad[l] = grad_from_rest[l];
     }
   }
   // The label's gradient, or a row of zeros for an ignored row.
@@ -2127,7 +2255,27 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
 #else
   for (int l = 0; l < L; ++l) z_t[l] = ((lab.ignored >> l) & 1u) ? 0.0 : static_cast<double>(x[l * n + labels[l]]);
 #endif
-  const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  alignas(64) double rest[kGroup] = {};
+  const uint32_t confident = confident_bits(row_sum, lab.ignored, z_t, max_f, sum);
+  if (confident != 0) {
+    // Every row's rest at once (lane l: row l): label_rest's 16 virtual
+    // lanes hold one term each here (n <= 16), so its tree over t[j] = row
+    // l's term j (0 for the label and beyond n) gives its bits.
+    alignas(64) float label_f[kGroup];
+    for (int l = 0; l < L; ++l) label_f[l] = static_cast<float>(labels[l]);  // < 16 where it matters
+    const V label_v = vload(label_f);
+    LanesF64 t[kGroup];
+    for (int j = 0; j < kGroup; ++j) {
+      t[j] = j < n ? widen(select(label_v == V(static_cast<float>(j)), V(0.0f), term[j])) : LanesF64(0.0);
+    }
+    for (int width = kGroup / 2; width >= 1; width /= 2) {
+      for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
+    }
+    store_f64(rest, t[0]);
+    take_log_rests(confident, rest, log_sum);
+  }
+  BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  f.take_rests(r, confident, max_f, sum, log_sum, rest);
   const V a = vload(f.a), b = vload(f.b);
 #if NNF_ISA_LEVEL == 2
   V g[N];  // as softmax_column_block
@@ -2248,7 +2396,17 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
   const LanesF64 row_sum = transposed_lane_sums<1>(sums, comps);
   store_f64(sum, row_sum);
   store_f64(log_sum, log_row_sum(row_sum));
-  const BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  alignas(64) double rest[kGroup] = {};
+  const uint32_t confident = confident_bits(row_sum, lab.ignored, z_t, max_f, sum);
+  if (confident != 0) {
+    for (uint32_t left = confident; left != 0; left &= left - 1) {
+      const int l = __builtin_ctz(left);
+      rest[l] = row_label_rest(grad + l * n, n, labels[l]);
+    }
+    take_log_rests(confident, rest, log_sum);
+  }
+  BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);
+  f.take_rests(r, confident, max_f, sum, log_sum, rest);
   // Pass 3: a e - b in place, then the label's gradient.
   for (int l = 0; l < kGroup; ++l) {
     float* g = grad + l * n;

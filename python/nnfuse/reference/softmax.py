@@ -98,10 +98,20 @@ def softmax_cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0
     loss = loss + z_loss * lse * lse
     loss = np.where(valid[..., None], loss, 0.0)[..., 0]
     p = e / s
-    grad = p * (1 + 2 * z_loss * lse) - eps / classes
-    onehot = np.zeros_like(z)
-    np.put_along_axis(onehot, safe[..., None], 1.0, axis=-1)
-    grad = grad - (1 - eps) * onehot
+    k = 1 + 2 * z_loss * lse
+    grad = p * k - eps / classes
+    # Where the label's logit is the row's maximum (its term e_t is 1), its
+    # entry from the sum of the other terms: p_t - 1 = -rest / S, so p_t k -
+    # eps / C - (1 - eps) = (k - 1) - (rest / S) k + eps (1 - 1 / C), where
+    # 1 / S - 1 would cancel for a confident row (S near 1). Elsewhere p_t <=
+    # 1/2 and the direct form is kept (the other would cancel k - 1 against
+    # (rest / S) k for a large k).
+    is_label = np.arange(classes) == safe[..., None]
+    rest = np.sum(np.where(is_label, 0.0, e), axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        label_grad = ((k - 1) - (rest / s) * k) + eps * (1 - 1 / classes)
+    at_max = np.take_along_axis(e, safe[..., None], axis=-1) == 1.0
+    grad = np.where(is_label & at_max, label_grad, grad - (1 - eps) * is_label)
     counted = int(np.count_nonzero(valid))
     if reduction == "mean":
         weight = 1.0 / counted if counted else 1.0

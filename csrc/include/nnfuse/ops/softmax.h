@@ -318,6 +318,15 @@ NNF_HD D cross_entropy_label_grad_from_exp(D e_t, D sum, double w, D k, double e
   return D(w) * ((p * k - D(eps / classes)) - D(1.0 - eps));
 }
 
+// The same where the label's logit is the row's maximum (e_t = 1) and rest,
+// the sum of the other terms, was summed apart: p_t - 1 = -rest / S, so the
+// label's gradient is w ((k - 1) - (rest / S) k + eps (1 - 1 / C)), without
+// p_t - 1 cancelling in S's rounding when S is near 1 (a confident row).
+template <class D>
+NNF_HD D cross_entropy_label_grad_from_rest(D rest, D sum, double w, D k, double eps, double classes) {
+  return D(w) * (((k - D(1.0)) - (rest / sum) * k) + D(eps - eps / classes));
+}
+
 template <class D>
 NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double z_loss) {
   const D nll = (m - z_t) + log_sum;
