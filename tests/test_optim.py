@@ -821,6 +821,52 @@ def test_load_state_dict_checks_hyper_parameters_and_options(change, error, mess
     assert not (opt.state["exp_avgs"][0] == 7.0).any()
 
 
+@pytest.mark.parametrize("cls,kwargs,change,message", [
+    (optim.SGD, dict(momentum=0.9), lambda sd: sd["hyper"].update(nesterov=True, dampening=0.1),
+     "nesterov=True needs momentum > 0 and dampening = 0"),
+    (optim.SGD, dict(momentum=0.0), lambda sd: sd["hyper"].update(momentum=0.9),
+     "'momentum' = 0.9 but this optimizer was built without momentum"),
+    (optim.Adam, dict(), lambda sd: sd["hyper"].update(amsgrad=True),
+     "'amsgrad' = True but this optimizer was built with amsgrad=False"),
+    (optim.RMSprop, dict(), lambda sd: sd["hyper"].update(centered=True),
+     "'centered' = True but this optimizer was built without grad_avgs"),
+    (optim.RMSprop, dict(momentum=0.5), lambda sd: sd["hyper"].update(momentum=0.0),
+     "'momentum' = 0.0 but this optimizer was built with momentum_buffers"),
+    (optim.Adam, dict(), lambda sd: sd.update(step=2 ** 53 + 1), "'step' must be a whole number"),
+    (optim.Adam, dict(), lambda sd: sd.update(step=2.5), "'step' must be a whole number"),
+    (optim.Adam, dict(), lambda sd: sd.pop("hyper"), "'state_dict' has no \\['hyper'\\]"),
+    (optim.Adam, dict(), lambda sd: sd.update(state=[]), "state arrays \\[\\] do not match"),
+])
+def test_load_state_dict_checks_what_the_constructor_checks(cls, kwargs, change, message):
+    """Settings the constructor refuses together, or that change which state
+    arrays the optimizer keeps, passed load_state_dict and failed at the next
+    step; a step of 2^53 + 1 passed as float(2^53); a missing key was a
+    KeyError. Nothing is loaded."""
+    params = [np.ones(3, np.float32)]
+    opt = cls(params, lr=0.1, **kwargs)
+    opt.step([np.ones(3, np.float32)])
+    broken = opt.state_dict()
+    change(broken)
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=f"{cls.__name__}.load_state_dict\\(\\): .*{message}"):
+        opt.load_state_dict(broken)
+    assert opt.step_count == 1 and opt.hyper == before["hyper"]
+    opt.load_state_dict(before)
+    opt.step([np.ones(3, np.float32)])
+    assert opt.step_count == 2
+
+
+def test_load_state_dict_takes_a_large_integer_step_exactly():
+    opt = optim.Adam([np.ones(3, np.float32)], lr=0.1)
+    saved = opt.state_dict()
+    saved["step"] = np.int64(2 ** 53)
+    opt.load_state_dict(saved)
+    assert opt.step_count == 2 ** 53 and type(opt.step_count) is int
+    saved["step"] = 7.0
+    opt.load_state_dict(saved)
+    assert opt.step_count == 7 and type(opt.step_count) is int
+
+
 @pytest.mark.parametrize("returned,error,message", [
     (-4.0, ValueError, "'global_norm_reduce' returned -4.0, but a sum of squares is >= 0"),
     ("9", TypeError, "'global_norm_reduce' must return a number.*got str"),

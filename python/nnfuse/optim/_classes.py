@@ -5,6 +5,7 @@ defaults). ``state_dict()`` / ``load_state_dict()`` round-trip bit-exactly."""
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,15 @@ def _check_disjoint(name, params):
     if pair is not None:
         raise ValueError(f"{name}(): 'params[{pair[0]}]' and 'params[{pair[1]}]' share memory; "
                          "each parameter must be a separate array")
+
+
+def _whole_step(value):
+    """A state_dict's step as an int, or None where it is no whole number
+    (an int is taken exactly: float() would round 2^53 + 1 to 2^53)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    real = as_real(value)
+    return int(real) if real is not None and math.isfinite(real) and real == int(real) else None
 
 
 def _loaded(value, key, i, func):
@@ -136,6 +146,11 @@ class Optimizer:
                         options["nonfinite"], options["semantics"])
         check_compute_range(func, self._state_dtype, {"clipvalue": options["clipvalue"]})
 
+    def _check_structure(self, func, hyper):
+        """Refuses loaded hyper-parameters that would change which state arrays
+        this optimizer keeps, or that its constructor refuses together (the
+        step would fail on them later, after the arrays were copied)."""
+
     def _functional_state_names(self):
         """The functional step's state arguments in order (the device pointer table's columns)."""
         return self._slots
@@ -224,6 +239,12 @@ class Optimizer:
         """Restores a :meth:`state_dict` (copied into this optimizer's arrays, bit for bit)."""
         name = type(self).__name__
         func = f"{name}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{func}(): 'state_dict' must be a dict, got {type(state_dict).__name__}")
+        missing = sorted({"state", "hyper", "step"} - set(state_dict))
+        if missing:
+            raise ValueError(f"{func}(): 'state_dict' has no {missing} (a state_dict() of this optimizer has "
+                             "'step', 'hyper', 'options', 'master_weights' and 'state')")
         state = state_dict["state"]
         hyper, options = state_dict["hyper"], state_dict.get("options", self.options)
         for key, given, expected in (("hyper", hyper, self.hyper), ("options", options, self.options)):
@@ -231,11 +252,13 @@ class Optimizer:
                 shown = sorted(given) if isinstance(given, dict) else repr(given)
                 raise ValueError(f"{func}(): '{key}' holds {shown}, expected the keys {sorted(expected)}")
         self._check_settings(func, hyper, options)
-        if set(state) != set(self.state):
-            raise ValueError(f"{name}.load_state_dict(): state arrays {sorted(state)} do not match "
+        self._check_structure(func, hyper)
+        if not isinstance(state, dict) or set(state) != set(self.state):
+            shown = sorted(state) if isinstance(state, dict) else repr(state)
+            raise ValueError(f"{name}.load_state_dict(): state arrays {shown} do not match "
                              f"{sorted(self.state)}")
-        step = None if self.device else as_real(state_dict["step"])
-        if not self.device and (step is None or not 0 <= step <= F.MAX_STEP or step != int(step)):
+        step = None if self.device else _whole_step(state_dict["step"])
+        if not self.device and (step is None or not 0 <= step <= F.MAX_STEP):
             raise ValueError(f"{name}.load_state_dict(): 'step' must be a whole number >= 0 and at most 2^53, "
                              f"got {state_dict['step']!r}")
         if self.device:
@@ -253,7 +276,7 @@ class Optimizer:
         for k, arrays in state.items():
             for i, (dst, src) in enumerate(zip(self._state_arrays[k], arrays)):
                 np.copyto(dst, _loaded(src, k, i, func))
-        self.step_count = int(state_dict["step"])
+        self.step_count = step
         self.hyper = copy.deepcopy(hyper)
         self.options = dict(options)
 
@@ -298,6 +321,11 @@ class Adam(Optimizer):
     def _active_states(self):
         return ("exp_avgs", "exp_avg_sqs") + (("max_exp_avg_sqs",) if self._amsgrad else ())
 
+    def _check_structure(self, func, hyper):
+        if hyper["amsgrad"] != self._amsgrad:  # a bool: _check_settings checked it
+            raise ValueError(f"{func}(): 'amsgrad' = {hyper['amsgrad']} but this optimizer was built with "
+                             f"amsgrad={self._amsgrad} (it keeps max_exp_avg_sqs only with amsgrad)")
+
     def _call(self, grads):
         h = self.hyper
         s = self._state_arrays
@@ -317,6 +345,11 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, **options)
 
 
+def _check_nesterov(func, nesterov, momentum, dampening):
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
+
+
 class SGD(Optimizer):
     """SGD with momentum / dampening / Nesterov (PyTorch's names and defaults)."""
 
@@ -327,14 +360,20 @@ class SGD(Optimizer):
         nesterov = bool_option("SGD", "nesterov", nesterov)
         maximize = bool_option("SGD", "maximize", maximize)
         F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening))  # before the comparisons below
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD(): nesterov=True needs momentum > 0 and dampening = 0")
+        _check_nesterov("SGD", nesterov, momentum, dampening)
         self._momentum = momentum != 0
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                                       weight_decay=weight_decay, maximize=maximize), **options)
 
     def _active_states(self):
         return ("momentum_buffers",) if self._momentum else ()
+
+    def _check_structure(self, func, hyper):
+        _check_nesterov(func, hyper["nesterov"], hyper["momentum"], hyper["dampening"])
+        if (hyper["momentum"] != 0) != self._momentum:
+            raise ValueError(f"{func}(): 'momentum' = {hyper['momentum']} but this optimizer was built "
+                             f"{'with' if self._momentum else 'without'} momentum (it keeps momentum_buffers "
+                             "only with momentum != 0)")
 
     def _call(self, grads):
         h = self.hyper
@@ -360,6 +399,13 @@ class RMSprop(Optimizer):
 
     def _active_states(self):
         return self._names
+
+    def _check_structure(self, func, hyper):
+        for key, kept, array in (("centered", bool(hyper["centered"]), "grad_avgs"),
+                                 ("momentum", hyper["momentum"] > 0, "momentum_buffers")):
+            if kept != (array in self._names):
+                raise ValueError(f"{func}(): '{key}' = {hyper[key]} but this optimizer was built "
+                                 f"{'with' if array in self._names else 'without'} {array}")
 
     def _call(self, grads):
         h, s = self.hyper, self._state_arrays
