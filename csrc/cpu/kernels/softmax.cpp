@@ -1879,6 +1879,12 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 
 // ---- fused cross-entropy ---------------------------------------------------------
 
+// k = 1 + 2 lambda lse, the factor of p_j in every gradient (z-loss).
+template <class D>
+D cross_entropy_k(const CrossEntropyRange& r, D m, D log_sum) {
+  return D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
+}
+
 // One row's loss, the factor a of its other elements' gradients
 // (a e^(z - M) - b, b = cross_entropy_b) and, given e_t = e^(z_t - M), its
 // label's gradient, from its maximum m, S, log S, the sum of its logits times
@@ -1888,12 +1894,6 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 // label_grad after their gradient loop, which then need not wait on its
 // exp (calling it first made rows of 512 and 1024 classes 1.2-1.5x slower
 // with libm's exp).
-// k = 1 + 2 lambda lse, the factor of p_j in every gradient (z-loss).
-template <class D>
-D cross_entropy_k(const CrossEntropyRange& r, D m, D log_sum) {
-  return D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
-}
-
 template <class D>
 struct CrossEntropyRowResult {
   D loss, a, k;
@@ -2112,7 +2112,6 @@ struct BlockLabels {
   }
 };
 
-// Per-row results of a block of cross-entropy rows, one per lane of
 // The confident rows of a block (see confident_row), as bits, from the rows'
 // sums (lane l: row l). A float comparison with 1 + 2^-19 finds the
 // candidates first (sums rounded to float stay below it wherever the double
@@ -2136,6 +2135,7 @@ inline void take_log_rests(uint32_t confident, const double* rest, double* log_s
   }
 }
 
+// Per-row results of a block of cross-entropy rows, one per lane of
 // LanesF64 (16 on AVX-512, 8 on AVX2, 1 on the scalar path), from each row's
 // maximum, S, log S and (label smoothing) scaled logit sum, the label's
 // logit z_t read before the gradient could overwrite it: the loss, the
@@ -2170,6 +2170,7 @@ struct BlockGradFactors {
   // log_sum = log1p_small(rest) the constructor was given.
   void take_rests(const CrossEntropyRange& r, uint32_t confident, const float* max_f, const double* sum,
                   const double* log_sum, const double* rest) {
+    if (confident == 0) return;
     const LanesF64 m = widen(vload(max_f)), s = load_f64(sum);
     const LanesF64 k = cross_entropy_k(r, m, load_f64(log_sum));
     alignas(64) double grad_from_rest[kGroup];
