@@ -345,11 +345,6 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, **options)
 
 
-def _check_nesterov(func, nesterov, momentum, dampening):
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
-
-
 class SGD(Optimizer):
     """SGD with momentum / dampening / Nesterov (PyTorch's names and defaults)."""
 
@@ -360,7 +355,7 @@ class SGD(Optimizer):
         nesterov = bool_option("SGD", "nesterov", nesterov)
         maximize = bool_option("SGD", "maximize", maximize)
         F.check_hyper("SGD", dict(momentum=momentum, dampening=dampening))  # before the comparisons below
-        _check_nesterov("SGD", nesterov, momentum, dampening)
+        F.check_nesterov("SGD", nesterov, momentum, dampening)
         self._momentum = momentum != 0
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                                       weight_decay=weight_decay, maximize=maximize), **options)
@@ -369,7 +364,7 @@ class SGD(Optimizer):
         return ("momentum_buffers",) if self._momentum else ()
 
     def _check_structure(self, func, hyper):
-        _check_nesterov(func, hyper["nesterov"], hyper["momentum"], hyper["dampening"])
+        F.check_nesterov(func, hyper["nesterov"], hyper["momentum"], hyper["dampening"])
         if (hyper["momentum"] != 0) != self._momentum:
             raise ValueError(f"{func}(): 'momentum' = {hyper['momentum']} but this optimizer was built "
                              f"{'with' if self._momentum else 'without'} momentum (it keeps momentum_buffers "

@@ -129,6 +129,12 @@ def check_hyper(func, hyper, compute_dtype=None):
 
 # Step counts are float64 in the bias corrections (beta ** step) and on the
 # device (the step counter): exact up to 2^53. 2^1100 raised OverflowError.
+def check_nesterov(func, nesterov, momentum, dampening):
+    """SGD's rule, as PyTorch's: Nesterov momentum needs momentum and no dampening."""
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
+
+
 MAX_STEP = 1 << 53
 
 
@@ -402,8 +408,7 @@ def sgd_step(params: List[np.ndarray], grads: Sequence[np.ndarray],
     func = "sgd_step"
     check_hyper(func, dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                            maximize=maximize))
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
+    check_nesterov(func, nesterov, momentum, dampening)
     if momentum != 0 and momentum_buffers is None:
         raise ValueError(f"{func}(): momentum != 0 needs 'momentum_buffers'")
     named = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -400,22 +400,12 @@ struct Celu {
     V ia = V(1.0f) / a.p0;
     V q = x * ia;
     V qe = fma(-q, a.p0, x) * ia;
-    vmath::ExpParts<V> ep = vmath::exp_parts(q, qe);
-    V m = g;
+    const vmath::ExpParts<V> ep = vmath::exp_parts(q, qe);
     if constexpr (std::is_same_v<scalar_t<V>, float>) {
-      if (!all_lanes(a.p0 > V(0.0f))) {
-        // alpha < 0: e^q >= 1 scales g up, and a denormal g would be rounded
-        // to its few bits in g + g em1 before 2^k. |g| < 2^64 is taken as g
-        // 2^64 (exact) against 2^(k - 64): the same rounding for every
-        // result that is normal, and one rounding for the others.
-        using L = vmath::Limits<float>;
-        const mask_t<V> up = vabs(g) < V(0x1p64f);
-        m = select(up, g * V(0x1p64f), g);
-        ep.k = select(up, ep.k - V(64.0f), ep.k);
-        ep.normal = all_lanes((ep.k >= V(L::emin)) & (ep.k <= V(127.0f)));
-      }
+      // alpha < 0: e^q >= 1 scales g up (ExpParts::times_scaled_up).
+      if (!all_lanes(a.p0 > V(0.0f))) return select(x > V(0.0f), g, ep.times_scaled_up(g));
     }
-    return select(x > V(0.0f), g, ep.times(m));
+    return select(x > V(0.0f), g, ep.times(g));
   }
   template <class V>
   NNF_HD static V bwd_from_y(V g, V y, const ActArgs<V>& a) {

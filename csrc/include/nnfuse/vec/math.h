@@ -110,6 +110,18 @@ struct ExpParts {
   NNF_HD V scaled(V v) const { return scaled_by_pow2(v, k, normal); }
   NNF_HD V value() const { return scaled(em1 + V(1.0f)); }
   NNF_HD V times(V m) const { return scaled(fma(m, em1, m)); }
+  // times(m) where 2^k may scale up (k > 0: e^x > 1): there a denormal m would
+  // be rounded to its few bits in m + m em1 before 2^k. |m| < 2^64 is taken as
+  // m 2^64 (exact) against 2^(k - 64): the same rounding as times(m) for every
+  // result that is normal, and one rounding for the others.
+  NNF_HD V times_scaled_up(V m) const {
+    using L = Limits<scalar_t<V>>;
+    const V up_scale(static_cast<scalar_t<V>>(0x1p64));
+    const mask_t<V> up = vabs(m) < up_scale;
+    const V mu = select(up, m * up_scale, m);
+    const V ku = select(up, k - V(64.0f), k);
+    return scaled_by_pow2(fma(mu, em1, mu), ku, all_lanes((ku >= V(L::emin)) & (ku <= V(127.0f))));
+  }
   // 2^k: exact for k >= emin - 23, else the nearest denormal or 0.
   NNF_HD V scale() const { return scaled(V(1.0f)); }
   // 1 + e^x rounded once, for x <= 0 (2^k is then exact or flushed, and
