@@ -21,9 +21,12 @@ from cuda_helpers import to_cpu, to_gpu
 pytestmark = pytest.mark.cuda
 
 DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16]
-# Around the warp-per-row limit (1024), the block-per-row limit (65536) and the
-# multi-block chunk (16384).
-ROW_LENGTHS = [1, 2, 31, 32, 33, 1000, 1023, 1024, 1025, 4097, 16385, 65535, 65536, 65537, 200000]
+# Around the team layouts (rows held by a warp up to 128, 256, 512 and 1024
+# elements, by a block up to 4096 and 8192 / 16384, tiles above), the shifted
+# softmax terms (above 16), the multi-block rows (65536) and their chunk (16384).
+ROW_LENGTHS = [1, 2, 16, 17, 31, 32, 33, 128, 129, 256, 257, 512, 513, 1000, 1023, 1024, 1025, 4096, 4097, 8192,
+               8193, 16384, 16385, 65535, 65536, 65537, 200000]
+LAYOUT_LENGTHS = [3, 17, 129, 513, 1025, 4097, 8193, 16385]
 
 
 def _key(dtype):
@@ -101,6 +104,39 @@ def test_row_lengths_every_path(torch, n):
         floor = softmax_floor("cross_entropy_grad", x.dtype, rgrad, logits=x, labels=labels, **kw)
         assert_within_ulp(f"n={n} {kw} grad", to_cpu(torch, grad), rgrad,
                           SOFTMAX_BOUNDS["float32"]["cross_entropy_grad"], {"logits": x}, floor=floor)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_key)
+@pytest.mark.parametrize("n", LAYOUT_LENGTHS)
+def test_row_layouts_every_dtype(torch, n, dtype):
+    # Each dtype takes its own team layout (float64 holds fewer elements per
+    # thread): forward, backward and cross-entropy against the reference at
+    # the published bounds, rows held in registers and rows in tiles.
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((4, n)) * 4).astype(dtype)
+    x[2, n // 3] = 30.0
+    y, _, _ = _check_forward(torch, x, f"{_key(dtype)} n={n}")
+    bounds = SOFTMAX_BOUNDS[_key(dtype)]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    for name in ("softmax", "log_softmax"):
+        yy = getattr(nf, name)(x)
+        dx = to_cpu(torch, getattr(nf, name + "_backward")(to_gpu(torch, g), to_gpu(torch, yy)))
+        expected = getattr(ref, name + "_backward")(g.astype(np.float64), yy.astype(np.float64))
+        floor = softmax_floor(name + "_backward", dtype, expected, g=g.astype(np.float64), y=yy.astype(np.float64))
+        assert_within_ulp(f"{_key(dtype)} n={n} cuda {name}_backward", dx, expected, bounds["backward"],
+                          {"grad": g, "y": yy}, floor=floor)
+    labels = rng.integers(0, n, 4)
+    labels[2] = n // 3  # a confident row
+    for kw in CE_CASES[:3]:
+        loss, grad = nf.softmax_cross_entropy(to_gpu(torch, x), torch.from_numpy(labels).cuda(), reduction="none",
+                                              **kw)
+        rloss, rgrad = ref.softmax_cross_entropy(x.astype(np.float64), labels, reduction="none", **kw)
+        assert_within_ulp(f"{_key(dtype)} n={n} {kw} loss", to_cpu(torch, loss), rloss,
+                          bounds["cross_entropy_loss"], {"logits": x},
+                          floor=softmax_floor("cross_entropy_loss", dtype, rloss))
+        floor = softmax_floor("cross_entropy_grad", dtype, rgrad, logits=x, labels=labels, reduction="none", **kw)
+        assert_within_ulp(f"{_key(dtype)} n={n} {kw} grad", to_cpu(torch, grad), rgrad,
+                          bounds["cross_entropy_grad"], {"logits": x}, floor=floor)
 
 
 @pytest.mark.parametrize("n", [7, 300, 5000, 70000])
@@ -229,6 +265,23 @@ def test_cross_entropy_options_in_place_and_errors(torch):
     assert loss.item() == 0.0 and not grad.any()
     with pytest.raises(ValueError, match=r"labels\[1\] = 7 is outside \[0, 7\)"):
         nf.softmax_cross_entropy(z, torch.tensor([0, 7, 1, 2], device="cuda"))
+    # The device check reports the first bad row of many (grid-wide atomics),
+    # whatever the reduction, in the labels' own shape.
+    big = torch.randn(3000, 4, 11, device="cuda")
+    bad = torch.randint(0, 11, (3000, 4), device="cuda")
+    bad[2500, 1], bad[1234, 3], bad[2999, 0] = 11, -5, 99
+    bad[7, 2] = -100
+    for reduction in ("mean", "sum", "none"):
+        with pytest.raises(ValueError, match=r"labels\[1234, 3\] = -5 is outside \[0, 11\)"):
+            nf.softmax_cross_entropy(big, bad, reduction=reduction)
+    # The mean divides by the rows counted on the device (row [7, 2] ignored).
+    bad[2500, 1], bad[1234, 3], bad[2999, 0] = 0, 1, 2
+    loss, grad = nf.softmax_cross_entropy(big, bad)
+    per_row, _ = nf.softmax_cross_entropy(big, bad, reduction="none")
+    host_loss, host_grad = nf.softmax_cross_entropy(big.cpu().numpy(), bad.cpu().numpy())
+    assert abs(loss.item() - float(per_row.double().sum()) / (3000 * 4 - 1)) <= 1e-6 * abs(loss.item())
+    assert_within_ulp("mean over counted rows", grad.cpu().numpy(), host_grad.astype(np.float64), 2.0,
+                      {"logits": big.cpu().numpy()})
     with pytest.raises(ValueError, match="host memory"):
         nf.softmax_cross_entropy(z, np.zeros(4, np.int64))
 

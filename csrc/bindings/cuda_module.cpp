@@ -201,15 +201,19 @@ void softmax_backward(bool log, int dtype, uintptr_t grad, uintptr_t y, uintptr_
         "softmax_backward launch");
 }
 
-void cross_entropy(int dtype, uintptr_t logits, uintptr_t labels, uintptr_t grad, uintptr_t loss, int reduction,
-                   int64_t rows, int64_t cols, int64_t ignore_index, double smoothing, double z_loss, double weight,
-                   int64_t counted, uintptr_t workspace, uintptr_t stream, int device) {
+// Returns the first row whose label is neither ignore_index nor in [0, cols),
+// or -1 (the call waits for the stream).
+int64_t cross_entropy(int dtype, uintptr_t logits, uintptr_t labels, uintptr_t grad, uintptr_t loss, int reduction,
+                      int64_t rows, int64_t cols, int64_t ignore_index, double smoothing, double z_loss,
+                      uintptr_t workspace, uintptr_t stream, int device) {
   py::gil_scoped_release release;
   DeviceScope scope(device);
+  int64_t first_bad_row = -1;
   check(cuda::cross_entropy(static_cast<DType>(dtype), ptr(logits), ptr<const int64_t>(labels), ptr(grad), ptr(loss),
-                            reduction, rows, cols, ignore_index, smoothing, z_loss, weight, counted,
-                            ptr<double>(workspace), as_stream(stream)),
+                            reduction, rows, cols, ignore_index, smoothing, z_loss, ptr<double>(workspace),
+                            as_stream(stream), &first_bad_row),
         "softmax_cross_entropy launch");
+  return first_bad_row;
 }
 
 // Device memory owned by nnfuse, for results of calls whose inputs came from
@@ -280,8 +284,8 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("device"));
   m.def("softmax_cross_entropy", &cross_entropy, py::arg("dtype"), py::arg("logits"), py::arg("labels"),
         py::arg("grad"), py::arg("loss"), py::arg("reduction"), py::arg("rows"), py::arg("cols"),
-        py::arg("ignore_index"), py::arg("smoothing"), py::arg("z_loss"), py::arg("weight"), py::arg("counted"),
-        py::arg("workspace"), py::arg("stream"), py::arg("device"));
+        py::arg("ignore_index"), py::arg("smoothing"), py::arg("z_loss"), py::arg("workspace"), py::arg("stream"),
+        py::arg("device"));
   py::class_<Buffer>(m, "Buffer")
       .def(py::init<int64_t, int>(), py::arg("nbytes"), py::arg("device"))
       .def_property_readonly("address", &Buffer::address)

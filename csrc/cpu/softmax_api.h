@@ -77,14 +77,6 @@ struct SoftmaxRowStats {
   }
   // Every z - M >= -87 (exp_near); never for masked rows, NaN or infinite ones.
   bool near(bool masked) const { return !masked && min - max >= -87.0f; }
-  // The range of softmax_term_shifted: every |z| <= 256 and z - M >= -86.
-  // shiftable_range takes floats or vectors of per-row minima and maxima
-  // (the AVX-512 16-row blocks' BatchForms).
-  template <class T>
-  static auto shiftable_range(T min, T max) {
-    return (min >= T(-256.0f)) & (max <= T(256.0f)) & (min - max >= T(-86.0f));
-  }
-  bool shiftable(bool masked) const { return !masked && shiftable_range(min, max); }
 };
 
 // One segment of a float32 row: its maximum m (a zero one as -0) and the sum

@@ -104,16 +104,21 @@ cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t*
 cudaError_t softmax_backward(bool log, DType dtype, const void* grad, const void* y, void* out, int64_t rows,
                              int64_t cols, double scale, double* workspace, cudaStream_t stream);
 
-// Doubles of scratch cross_entropy needs (per-row losses, long-row partials).
+// Doubles of scratch cross_entropy needs (per-row losses, the label check,
+// long-row partials); at least 2, also for no rows.
 int64_t cross_entropy_workspace_size(int64_t rows, int64_t cols);
 
 // Fused softmax cross-entropy: grad (may be the logits' buffer) and the loss in
-// the logits' dtype into loss_out: reduction 0 "mean" (a scalar, total /
-// counted, NaN if counted == 0), 1 "sum" (a scalar), 2 "none" (one per row).
-// Labels must be ignore_index or in [0, cols) (checked by the caller).
+// the logits' dtype into loss_out: reduction 0 "mean" (a scalar, total / rows
+// whose label is not ignore_index, NaN if none; the gradients weighted
+// alike), 1 "sum" (a scalar), 2 "none" (one per row). The labels are checked
+// on the device in the same stream: a label that is neither ignore_index nor
+// in [0, cols) is never read (its row gets a NaN loss and a zero gradient),
+// and *first_bad_row receives the first such row, or -1. That is read back
+// after every launch, so the call synchronises the stream once, at its end.
 cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels, void* grad, void* loss_out,
                           int reduction, int64_t rows, int64_t cols, int64_t ignore_index, double smoothing,
-                          double z_loss, double weight, int64_t counted, double* workspace, cudaStream_t stream);
+                          double z_loss, double* workspace, cudaStream_t stream, int64_t* first_bad_row);
 
 }  // namespace cuda
 }  // namespace nnfuse

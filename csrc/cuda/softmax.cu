@@ -4,18 +4,19 @@
 // backward outputs, cross_entropy_grad / _label_grad / _loss), instantiated at
 // V = float (float32, float16, bfloat16) and V = double (float64).
 //
-// Rows are contiguous runs of `cols` elements. Three layouts, chosen by cols:
-// - cols <= kWarpRowMax (1024): a warp per row (8 rows per 256-thread block);
-// - cols <  kLongRow (65536):   a block of 256 threads per row;
-// - cols >= kLongRow:           several blocks per row. Each block reduces a
-//   chunk of kChunk elements to a partial (chunk max, sum of e^(z - chunk max))
-//   — the online normaliser — and one thread per row combines the partials in
-//   chunk order; a last kernel writes the outputs.
-// Within a row each thread accumulates its elements (a fixed stride) in
+// Rows are contiguous runs of `cols` elements. Two layouts, chosen by cols:
+// - cols < kLongRow (65536): one team of threads per row (a warp up to 256
+//   columns, a block of 128 to 1024 threads above; with_team_layout), each
+//   thread holding up to 8 elements in registers, so a row of up to 8192
+//   elements is read once; longer ones go through tiles re-read from L2.
+// - cols >= kLongRow: several blocks per row. Each block reduces a chunk of
+//   kChunk elements to a partial (chunk max, sum of e^(z - chunk max)) — the
+//   online normaliser — and one thread per row combines the partials in chunk
+//   order; a last kernel writes the outputs.
+// Within a row each thread accumulates its elements in increasing order in
 // double, then a fixed butterfly over the warp and a fixed sequential pass over
 // the block's warps: the result depends only on the row's values and length,
-// never on timing. The forward statistics take three reads of a row (max, sum,
-// output); for warp and block rows the second and third come from L1/L2.
+// never on timing.
 //
 // CPU-GPU consistency: every element goes through the same functions as on the
 // CPU, with --fmad=false. The row sums (S, sum g y, sum g) are added in another
@@ -26,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/dtype_dispatch.h"
 #include "cuda/cuda_api.h"
@@ -39,9 +41,13 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kWarpRowMax = 1024;
 constexpr int64_t kLongRow = 65536;
 constexpr int64_t kChunk = 16384;
+// The cross-entropy workspace keeps the label check's two 64-bit counts in
+// two doubles' room after the per-row losses.
+constexpr int64_t kLabelStatsDoubles = 2;
+// Blocks of the label check: enough to spread a batch's labels over the chip.
+constexpr int kLabelCheckBlocks = 256;
 
 // Label smoothing sums the logits times 2^-40 (float) / 2^-80 (double), as the
 // CPU: exact, and the sum of a row of values near the type's maximum stays finite.
@@ -74,9 +80,10 @@ __device__ __forceinline__ compute_t<T> logit(const T* x, const uint8_t* keep, i
 }
 
 // ---- team reductions ---------------------------------------------------------
-// A team is a warp (TEAM == 32) or the whole block (TEAM == kThreads). The
-// result is computed in a fixed order and broadcast, so every thread of the
-// team holds the same bits. `shared` holds kWarps values (block teams only).
+// A team is a warp (TEAM == 32) or the whole block (TEAM threads, a multiple
+// of 32 up to 1024). The result is computed in a fixed order and broadcast, so
+// every thread of the team holds the same bits. `shared` holds TEAM / 32
+// values (block teams only).
 
 struct SumOp {
   __device__ __forceinline__ double operator()(double a, double b) const { return a + b; }
@@ -105,35 +112,28 @@ __device__ __forceinline__ U team_reduce(U v, Op op, U* shared) {
     __syncthreads();
     U r = shared[0];
 #pragma unroll
-    for (int w = 1; w < kWarps; ++w) r = op(r, shared[w]);
+    for (int w = 1; w < TEAM / 32; ++w) r = op(r, shared[w]);
     __syncthreads();  // shared may be reused right away
     return r;
   }
 }
 
-// Scratch of one block for its team reductions.
+// Scratch of one block for its team reductions (up to 1024 threads).
+constexpr int kMaxWarps = 32;
 struct TeamShared {
-  double d[kWarps];
-  float f[kWarps];
+  double d[kMaxWarps];
+  float f[kMaxWarps];
 };
 
 template <int TEAM, class S>
-__device__ __forceinline__ S* shared_of(TeamShared& s);
-template <>
-__device__ __forceinline__ double* shared_of<kThreads, double>(TeamShared& s) {
-  return s.d;
-}
-template <>
-__device__ __forceinline__ float* shared_of<kThreads, float>(TeamShared& s) {
-  return s.f;
-}
-template <>
-__device__ __forceinline__ double* shared_of<32, double>(TeamShared& s) {
-  return nullptr;
-}
-template <>
-__device__ __forceinline__ float* shared_of<32, float>(TeamShared& s) {
-  return nullptr;
+__device__ __forceinline__ S* shared_of(TeamShared& s) {
+  if constexpr (TEAM == 32) {
+    return nullptr;
+  } else if constexpr (std::is_same_v<S, double>) {
+    return s.d;
+  } else {
+    return s.f;
+  }
 }
 
 // ---- statistics of a range [lo, hi) of a row, reduced over the team ----------
@@ -260,19 +260,167 @@ __device__ __forceinline__ int64_t row_stride() {
   return TEAM == 32 ? static_cast<int64_t>(gridDim.x) * kWarps : gridDim.x;
 }
 
-template <int TEAM, class T>
-__global__ void __launch_bounds__(kThreads) forward_rows_kernel(ForwardArgs a) {
+// ---- rows held by one team ---------------------------------------------------------
+// A row of at most TEAM * E elements is read once, into registers: thread r of
+// the team holds elements r + j TEAM (j < E), so each load is coalesced over
+// the team and every thread has E independent loads in flight; the max, sum
+// and output passes then work on those registers. Longer rows (below
+// kLongRow) take the same layout tile by tile (TEAM * E elements), re-read in
+// each pass. Either way thread r adds its elements in increasing order, so a
+// row's sums, and its bits, do not depend on whether it was held.
+//
+// Warp teams share blocks of kThreads threads (kWarps rows per block); a
+// block team is the whole block.
+template <int TEAM>
+constexpr int block_threads() {
+  return TEAM == 32 ? kThreads : TEAM;
+}
+
+// f(j, i) for the thread's elements i of the tile that starts at `tile`.
+template <int TEAM, int E, class F>
+__device__ __forceinline__ void for_tile(int64_t tile, F&& f) {
+#pragma unroll
+  for (int j = 0; j < E; ++j) f(j, tile + team_rank<TEAM>() + static_cast<int64_t>(j) * TEAM);
+}
+
+// Runs pass(tile) over the row: once for a held row (its tile already loaded),
+// else for each tile after load(tile).
+template <int64_t kTile, class Load, class Pass>
+__device__ __forceinline__ void over_row(bool held, int64_t n, Load&& load, Pass&& pass) {
+  if (held) {
+    pass(int64_t(0));
+    return;
+  }
+  for (int64_t tile = 0; tile < n; tile += kTile) {
+    load(tile);
+    pass(tile);
+  }
+}
+
+// The row sum S of the terms e^(z - M): terms equal to 1 (z = M) are counted
+// apart and S = count + the rest, rounded once, so that log S near 0 (one
+// dominant logit) keeps the rest's accuracy. Adding 1 and the small terms in
+// one double sum lost a few units of 2^-53: a float32 log-softmax element of
+// -8.6e-13 came out 3.7 ULP of its floor off (tests/test_cuda_softmax.py).
+template <class S>
+__device__ __forceinline__ void add_term(S e, double& rest, double& ones) {
+  if (e == S(1)) {
+    ones += 1.0;
+  } else {
+    rest += static_cast<double>(e);
+  }
+}
+template <int TEAM>
+__device__ __forceinline__ double row_sum(double rest, double ones, TeamShared& sh) {
+  rest = team_reduce<TEAM>(rest, SumOp{}, sh.d);
+  return team_reduce<TEAM>(ones, SumOp{}, sh.d) + rest;
+}
+
+struct MinOp {
+  template <class S>
+  __device__ __forceinline__ S operator()(S a, S b) const {
+    return b < a ? b : a;
+  }
+};
+
+// Softmax and log-softmax forward. Float32 rows take the CPU's float32 forms
+// (kernels/softmax.cpp): each term e = e^(z - M), or e^(z - K ln2) for
+// shiftable softmax rows, computed once and scaled by 1/S
+// (softmax_normalize), and log_softmax_out_rounded; the other dtypes the
+// forms of the CPU's generic rows (softmax_out, log_softmax_out).
+template <int TEAM, int E, class T>
+__global__ void __launch_bounds__(block_threads<TEAM>()) forward_team_kernel(ForwardArgs a) {
   __shared__ TeamShared sh;
   using S = compute_t<T>;
+  constexpr bool kF32 = std::is_same_v<T, float>;
+  constexpr int64_t kTile = static_cast<int64_t>(TEAM) * E;
   const S scale = static_cast<S>(a.scale);
+  const S ninf = static_cast<S>(smx::neg_inf_d());
+  const int64_t n = a.cols;
+  const bool held = n <= kTile;
   for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
-    const int64_t base = row * a.cols;
+    const int64_t base = row * n;
     const T* x = static_cast<const T*>(a.x) + base;
     const uint8_t* keep = a.keep != nullptr ? a.keep + base : nullptr;
     T* y = static_cast<T*>(a.out) + base;
-    double max, sum;
-    range_norm<TEAM, false>(x, keep, 0, a.cols, scale, sh, max, sum, nullptr);
-    forward_write<TEAM>(a, x, keep, y, 0, a.cols, max, sum);
+    S z[E];
+    auto load_tile = [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) { z[j] = i < n ? logit(x, keep, i, scale) : ninf; });
+    };
+    if (held) load_tile(0);
+    S mx = ninf, mn = -ninf;
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n) {
+          mx = smx::max_nan(mx, z[j]);
+          mn = MinOp{}(mn, z[j]);
+        }
+      });
+    });
+    mx = team_reduce<TEAM>(mx, MaxOp{}, shared_of<TEAM, S>(sh));
+    if (mx == ninf) {
+      // No position left: zeros (log: -inf), or NaN as PyTorch.
+      const S fill = a.masked_rows_nan ? static_cast<S>(vmath::nan_f()) : (a.log ? ninf : S(0));
+      for (int64_t i = team_rank<TEAM>(); i < n; i += TEAM) store(y, i, fill);
+      continue;
+    }
+    bool shifted = false;
+    S shift = S(0);
+    if constexpr (kF32) {
+      if (!a.log && keep == nullptr && n > kUnshiftedSoftmaxRowMax) {
+        mn = team_reduce<TEAM>(mn, MinOp{}, shared_of<TEAM, S>(sh));
+        shifted = softmax_shiftable_range(mn, mx);
+        if (shifted) shift = softmax_shift(mx);
+      }
+    }
+    // Float32 softmax keeps its terms in z (held rows) for the output pass.
+    const bool keep_terms = kF32 && !a.log;
+    auto term = [&](S v) {
+      if constexpr (kF32) {
+        if (shifted) return softmax_term_shifted(v, shift);
+      }
+      return softmax_term(v, mx);
+    };
+    double s = 0.0, ones = 0.0;
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n) {
+          const S e = term(z[j]);
+          if (keep_terms) z[j] = e;
+          add_term(e, s, ones);
+        }
+      });
+    });
+    s = row_sum<TEAM>(s, ones, sh);
+    if (a.log) {
+      const double log_sum = log(s);
+      const S lhi = static_cast<S>(log_sum);
+      const S llo = static_cast<S>(log_sum - static_cast<double>(lhi));
+      over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+        for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+          if (i < n) {
+            if constexpr (kF32) {
+              store(y, i, log_softmax_out_rounded(z[j], mx, lhi, llo));
+            } else {
+              store(y, i, log_softmax_out(z[j], mx, lhi, llo));
+            }
+          }
+        });
+      });
+    } else {
+      const S inv = static_cast<S>(1.0 / s);
+      over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+        for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+          if (i < n) {
+            if constexpr (kF32) {
+              store(y, i, softmax_normalize(held ? z[j] : term(z[j]), inv));
+            } else {
+              store(y, i, softmax_out(z[j], mx, inv));
+            }
+          }
+        });
+      });
+    }
   }
 }
 
@@ -355,17 +503,44 @@ __device__ void backward_write(const BackwardArgs& a, const T* g, const T* y, T*
   }
 }
 
-template <int TEAM, class T>
-__global__ void __launch_bounds__(kThreads) backward_rows_kernel(BackwardArgs a) {
+// Softmax and log-softmax backward, rows held in registers (g and y) or in
+// tiles, as forward_team_kernel. Every thread has read its g and y before the
+// reduction returns, and writes only its own elements, so dx may be grad or y.
+template <int TEAM, int E, class T>
+__global__ void __launch_bounds__(block_threads<TEAM>()) backward_team_kernel(BackwardArgs a) {
   __shared__ TeamShared sh;
+  using S = compute_t<T>;
+  constexpr int64_t kTile = static_cast<int64_t>(TEAM) * E;
+  const S scale = static_cast<S>(a.scale);
+  const int64_t n = a.cols;
+  const bool held = n <= kTile;
   for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
-    const int64_t base = row * a.cols;
+    const int64_t base = row * n;
     const T* g = static_cast<const T*>(a.grad) + base;
     const T* y = static_cast<const T*>(a.y) + base;
-    // Every thread has read its g and y before the reduction returns, so
-    // writing dx in place (out == grad or y) is safe.
-    const double total = range_dot<TEAM>(a.log, g, y, 0, a.cols, sh);
-    backward_write<TEAM>(a, g, y, static_cast<T*>(a.out) + base, 0, a.cols, total);
+    T* dx = static_cast<T*>(a.out) + base;
+    S gv[E], yv[E];
+    auto load_tile = [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        gv[j] = i < n ? load(g, i) : S(0);
+        yv[j] = i < n ? load(y, i) : S(0);
+      });
+    };
+    if (held) load_tile(0);
+    double dot = 0.0;
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n) dot += static_cast<double>(a.log ? gv[j] : softmax_bwd_term(gv[j], yv[j]));
+      });
+    });
+    const S total = static_cast<S>(team_reduce<TEAM>(dot, SumOp{}, sh.d));
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n)
+          store(dx, i, a.log ? log_softmax_bwd_out(gv[j], yv[j], total, scale)
+                             : softmax_bwd_out(gv[j], yv[j], total, scale));
+      });
+    });
   }
 }
 
@@ -409,11 +584,52 @@ __global__ void __launch_bounds__(kThreads)
 struct CrossEntropyArgs {
   const void* logits;
   const int64_t* labels;
-  void* grad;         // may be the logits' buffer
-  double* losses;     // per row, float64
+  void* grad;      // may be the logits' buffer
+  double* losses;  // per row, float64
+  // (rows whose label is not ignore_index, the first row with a bad label as
+  // ~row or 0 for none), from ce_label_check_kernel before the rows.
+  const unsigned long long* label_stats;
   int64_t rows, cols, ignore_index;
-  double smoothing, z_loss, weight;
+  double smoothing, z_loss;
+  bool mean;  // reduction "mean": the gradients are weighted by 1 / rows counted
 };
+
+// The reduction's weight of every row: 1 / rows counted for "mean" (1 when
+// none is counted: no gradient is then written but zeros), else 1.
+__device__ __forceinline__ double ce_weight(const CrossEntropyArgs& a) {
+  const unsigned long long counted = a.label_stats[0];
+  return a.mean && counted > 0 ? 1.0 / static_cast<double>(counted) : 1.0;
+}
+
+// The label check, ahead of the rows in the same stream: label_stats[0] +=
+// the labels that are not ignore_index, label_stats[1] = max(~row) over the
+// rows whose label is neither ignore_index nor in [0, cols) (both zeroed
+// before). Integer atomics: the same result in any order.
+__global__ void __launch_bounds__(kThreads) ce_label_check_kernel(const int64_t* labels, int64_t rows, int64_t cols,
+                                                                 int64_t ignore_index,
+                                                                 unsigned long long* label_stats) {
+  unsigned long long counted = 0, first_bad = 0;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t label = labels[row];
+    if (label == ignore_index) continue;
+    ++counted;
+    if (label < 0 || label >= cols) {
+      const unsigned long long mark = ~static_cast<unsigned long long>(row);
+      first_bad = mark > first_bad ? mark : first_bad;
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    counted += __shfl_xor_sync(0xffffffffu, counted, offset);
+    const unsigned long long other = __shfl_xor_sync(0xffffffffu, first_bad, offset);
+    first_bad = other > first_bad ? other : first_bad;
+  }
+  if ((threadIdx.x & 31) == 0) {
+    if (counted != 0) atomicAdd(&label_stats[0], counted);
+    if (first_bad != 0) atomicMax(&label_stats[1], first_bad);
+  }
+}
 
 __device__ __forceinline__ bool ce_skipped(const CrossEntropyArgs& a, int64_t label) {
   return label == a.ignore_index || label < 0 || label >= a.cols;
@@ -430,46 +646,115 @@ __device__ void ce_write(const CrossEntropyArgs& a, const T* x, T* grad, int64_t
   const double k = 1.0 + 2.0 * a.z_loss * lse;
   const double n = static_cast<double>(a.cols);
   const S m = static_cast<S>(max);
-  const S ca = static_cast<S>(a.weight * k / sum), cb = static_cast<S>(a.weight * a.smoothing / n);
+  const double w = ce_weight(a);
+  const S ca = static_cast<S>(w * k / sum), cb = static_cast<S>(w * a.smoothing / n);
   for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM)
     if (i != label) store(grad, i, cross_entropy_grad(load(x, i), m, ca, cb));
   if (write_label && team_rank<TEAM>() == 0)
-    store(grad, label, static_cast<S>(cross_entropy_label_grad(z_t, max, sum, a.weight, k, a.smoothing, n)));
+    store(grad, label, static_cast<S>(cross_entropy_label_grad(z_t, max, sum, w, k, a.smoothing, n)));
 }
 
 template <class S>
-__device__ __forceinline__ double ce_loss(const CrossEntropyArgs& a, double z_t, double max, double sum,
+__device__ __forceinline__ double ce_loss(const CrossEntropyArgs& a, double z_t, double max, double log_sum,
                                           double sum_logits) {
-  const double log_sum = log(sum);
   const double mean_z = (sum_logits / static_cast<double>(a.cols)) / LogitSumScale<S>::value;
   return cross_entropy_loss(z_t, max, log_sum, mean_z, a.smoothing, a.z_loss);
 }
 
-template <int TEAM, class T>
-__global__ void __launch_bounds__(kThreads) ce_rows_kernel(CrossEntropyArgs a) {
+// The fused cross-entropy of rows held in registers or in tiles, as
+// forward_team_kernel. Float32 rows take the CPU's float32 forms (the terms
+// kept, the gradient a e - b as cross_entropy_grad_from_exp); every dtype but
+// float64 sums a confident row's other terms apart (confident_row), as the
+// CPU. The label's logit is read before any thread writes the gradient (in
+// place), and each thread writes only its own elements.
+template <int TEAM, int E, class T>
+__global__ void __launch_bounds__(block_threads<TEAM>()) ce_team_kernel(CrossEntropyArgs a) {
   __shared__ TeamShared sh;
   using S = compute_t<T>;
+  constexpr bool kF32 = std::is_same_v<T, float>;
+  constexpr int64_t kTile = static_cast<int64_t>(TEAM) * E;
+  const S ninf = static_cast<S>(smx::neg_inf_d());
+  const int64_t n = a.cols;
+  const bool held = n <= kTile;
+  const double w = ce_weight(a), classes = static_cast<double>(n);
   for (int64_t row = first_row<TEAM>(); row < a.rows; row += row_stride<TEAM>()) {
-    const int64_t base = row * a.cols;
+    const int64_t base = row * n;
     const T* x = static_cast<const T*>(a.logits) + base;
     T* grad = static_cast<T*>(a.grad) + base;
     const int64_t label = a.labels[row];
     if (ce_skipped(a, label)) {
-      // Out-of-range labels are rejected by the caller; never read them.
+      // Labels outside [0, cols) are never read (the check reports them).
       if (team_rank<TEAM>() == 0) a.losses[row] = label == a.ignore_index ? 0.0 : static_cast<double>(vmath::nan_f());
-      for (int64_t i = team_rank<TEAM>(); i < a.cols; i += TEAM) store(grad, i, S(0));
+      for (int64_t i = team_rank<TEAM>(); i < n; i += TEAM) store(grad, i, S(0));
       continue;
     }
-    // Read before any thread of the team writes the gradient (in place).
     const double z_t = static_cast<double>(load(x, label));
-    double max, sum, sum_logits = 0.0;
-    if (a.smoothing != 0.0) {
-      range_norm<TEAM, true>(x, static_cast<const uint8_t*>(nullptr), 0, a.cols, S(1), sh, max, sum, &sum_logits);
-    } else {
-      range_norm<TEAM, false>(x, static_cast<const uint8_t*>(nullptr), 0, a.cols, S(1), sh, max, sum, nullptr);
+    S z[E];
+    auto load_tile = [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) { z[j] = i < n ? load(x, i) : ninf; });
+    };
+    if (held) load_tile(0);
+    S mx = ninf;
+    double zs = 0.0;
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n) {
+          mx = smx::max_nan(mx, z[j]);
+          if (a.smoothing != 0.0) zs += static_cast<double>(z[j] * static_cast<S>(LogitSumScale<S>::value));
+        }
+      });
+    });
+    mx = team_reduce<TEAM>(mx, MaxOp{}, shared_of<TEAM, S>(sh));
+    const double sum_logits = a.smoothing != 0.0 ? team_reduce<TEAM>(zs, SumOp{}, sh.d) : 0.0;
+    const double max = static_cast<double>(mx);
+    // A row of -inf logits has no terms (S = 0), as the CPU.
+    const bool terms_held = kF32 && held && mx != ninf;
+    double s = 0.0, ones = 0.0;
+    if (mx != ninf) {
+      over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+        for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+          if (i < n) {
+            const S e = softmax_term(z[j], mx);
+            if (terms_held) z[j] = e;
+            add_term(e, s, ones);
+          }
+        });
+      });
+      s = row_sum<TEAM>(s, ones, sh);
     }
-    if (team_rank<TEAM>() == 0) a.losses[row] = ce_loss<S>(a, z_t, max, sum, sum_logits);
-    ce_write<TEAM>(a, x, grad, label, 0, a.cols, max, sum, z_t, true);
+    bool confident = false;
+    double rest = 0.0;
+    if constexpr (!std::is_same_v<S, double>) {
+      confident = confident_row(z_t, max, s);
+      if (confident) {
+        double r = 0.0;
+        over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+          for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+            if (i < n && i != label) r += static_cast<double>(terms_held ? z[j] : softmax_term(z[j], mx));
+          });
+        });
+        rest = team_reduce<TEAM>(r, SumOp{}, sh.d);
+      }
+    }
+    const double log_sum = confident ? log1p_small(rest) : log(s);
+    if (team_rank<TEAM>() == 0) a.losses[row] = ce_loss<S>(a, z_t, max, log_sum, sum_logits);
+    const double k = 1.0 + 2.0 * a.z_loss * (max + log_sum);
+    const S ca = static_cast<S>(w * k / s), cb = static_cast<S>(w * a.smoothing / classes);
+    over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
+      for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
+        if (i < n && i != label) {
+          if (kF32 && mx != ninf) {
+            store(grad, i, cross_entropy_grad_from_exp(terms_held ? z[j] : softmax_term(z[j], mx), ca, cb));
+          } else {
+            store(grad, i, cross_entropy_grad(z[j], mx, ca, cb));
+          }
+        }
+      });
+    });
+    if (team_rank<TEAM>() == 0)
+      store(grad, label,
+            static_cast<S>(confident ? cross_entropy_label_grad_from_rest(rest, s, w, k, a.smoothing, classes)
+                                     : cross_entropy_label_grad(z_t, max, s, w, k, a.smoothing, classes)));
   }
 }
 
@@ -519,11 +804,11 @@ __global__ void __launch_bounds__(kThreads)
     if (M == smx::neg_inf_d()) Ssum = 0.0;
     const T* x = static_cast<const T*>(a.logits) + row * a.cols;
     const double z_t = static_cast<double>(load(x, label));
-    a.losses[row] = ce_loss<S>(a, z_t, M, Ssum, Z);
+    a.losses[row] = ce_loss<S>(a, z_t, M, log(Ssum), Z);
     const double lse = M + log(Ssum);
     const double k = 1.0 + 2.0 * a.z_loss * lse;
     store(static_cast<T*>(a.grad) + row * a.cols, label,
-          static_cast<S>(cross_entropy_label_grad(z_t, M, Ssum, a.weight, k, a.smoothing,
+          static_cast<S>(cross_entropy_label_grad(z_t, M, Ssum, ce_weight(a), k, a.smoothing,
                                                   static_cast<double>(a.cols))));
     stats[2 * row] = M;
     stats[2 * row + 1] = Ssum;
@@ -549,8 +834,9 @@ __global__ void __launch_bounds__(kThreads) ce_chunks_kernel(CrossEntropyArgs a,
 
 // The loss in the logits' dtype: per row ("none"), or the total of the rows
 // ("sum"; "mean" divides it by the rows counted, NaN when 0). The total is
-// deterministic: thread t sums its contiguous slice of rows in order, then
-// thread 0 adds the slices in order.
+// deterministic: thread t sums its contiguous slice of rows in order, then the
+// block adds the slices in the fixed order of team_reduce (a single thread
+// adding 256 slices in turn took 7 us, Nsight Compute).
 template <class T>
 __global__ void __launch_bounds__(kThreads) ce_rows_out_kernel(const double* losses, int64_t rows, T* out) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < rows;
@@ -560,17 +846,15 @@ __global__ void __launch_bounds__(kThreads) ce_rows_out_kernel(const double* los
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    ce_total_kernel(const double* losses, int64_t rows, bool mean, int64_t counted, T* out) {
-  __shared__ double slices[kThreads];
+    ce_total_kernel(const double* losses, int64_t rows, bool mean, const unsigned long long* label_stats, T* out) {
+  __shared__ TeamShared sh;
   const int64_t per = (rows + kThreads - 1) / kThreads;
   const int64_t lo = per * threadIdx.x, hi = lo + per < rows ? lo + per : rows;
   double s = 0.0;
   for (int64_t i = lo; i < hi; ++i) s += losses[i];
-  slices[threadIdx.x] = s;
-  __syncthreads();
+  double total = team_reduce<kThreads>(s, SumOp{}, sh.d);
   if (threadIdx.x == 0) {
-    double total = 0.0;
-    for (int t = 0; t < kThreads; ++t) total += slices[t];
+    const unsigned long long counted = label_stats[0];
     if (mean) total = counted > 0 ? total / static_cast<double>(counted) : static_cast<double>(vmath::nan_f());
     out[0] = round_from_double<T>(total);
   }
@@ -587,6 +871,31 @@ int blocks_for(int64_t items) {
 
 int64_t chunks_of(int64_t cols) { return (cols + kChunk - 1) / kChunk; }
 
+// The grid of a team kernel over `rows` rows.
+template <int TEAM>
+int team_grid(int64_t rows) {
+  return TEAM == 32 ? blocks_for((rows + kWarps - 1) / kWarps) : blocks_for(rows);
+}
+
+// The team layout of rows of `cols` elements below kLongRow, as f(TEAM, E)
+// (std::integral_constant values): TEAM threads per row holding E elements
+// each, so rows up to TEAM * E are read once; longer rows go through tiles of
+// 1024 x 8. E stays at 8 or less: a thread's passes over its elements are
+// dependent chains (max, then the terms and their double sum), and with 32
+// elements a thread (80-128 registers, 24 warps an SM) the 4096 x 1024
+// float32 forward and cross-entropy ran latency-bound at 9% of memory
+// bandwidth (Nsight Compute: L1TEX scoreboard stalls, 22 cycles per issued
+// instruction); more threads per row with fewer elements each keep more
+// loads and chains in flight.
+template <class F>
+cudaError_t with_team_layout(int64_t cols, F&& f) {
+  using std::integral_constant;
+  if (cols <= 128) return f(integral_constant<int, 32>{}, integral_constant<int, 4>{});
+  if (cols <= 256) return f(integral_constant<int, 32>{}, integral_constant<int, 8>{});
+  if (cols <= 1024) return f(integral_constant<int, 128>{}, integral_constant<int, 8>{});
+  if (cols <= 4096) return f(integral_constant<int, 512>{}, integral_constant<int, 8>{});
+  return f(integral_constant<int, 1024>{}, integral_constant<int, 8>{});
+}
 
 }  // namespace
 
@@ -603,7 +912,7 @@ int64_t softmax_workspace_size(int64_t rows, int64_t cols) {
 }
 
 int64_t cross_entropy_workspace_size(int64_t rows, int64_t cols) {
-  return rows + softmax_workspace_size(rows, cols);
+  return rows + kLabelStatsDoubles + softmax_workspace_size(rows, cols);
 }
 
 cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t* keep, void* out, int64_t rows,
@@ -613,24 +922,25 @@ cudaError_t softmax_forward(bool log, DType dtype, const void* x, const uint8_t*
   const ForwardArgs a{log, masked_rows_nan, x, keep, out, rows, cols, scale};
   return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
-    if (cols <= kWarpRowMax) {
-      forward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
-    } else if (cols < kLongRow) {
-      forward_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
-    } else {
-      if (workspace == nullptr) return cudaErrorInvalidValue;
-      const int64_t chunks = chunks_of(cols);
-      double* partials = workspace;
-      double* stats = workspace + 2 * rows * chunks;
-      forward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
-      cudaError_t status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      combine_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-          partials, rows, chunks, stats);
-      status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      forward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
+    if (cols < kLongRow) {
+      return with_team_layout(cols, [&](auto team, auto per) {
+        constexpr int TEAM = decltype(team)::value, E = decltype(per)::value;
+        forward_team_kernel<TEAM, E, T><<<team_grid<TEAM>(rows), block_threads<TEAM>(), 0, stream>>>(a);
+        return cudaGetLastError();
+      });
     }
+    if (workspace == nullptr) return cudaErrorInvalidValue;
+    const int64_t chunks = chunks_of(cols);
+    double* partials = workspace;
+    double* stats = workspace + 2 * rows * chunks;
+    forward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+    cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    combine_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(partials, rows,
+                                                                                                  chunks, stats);
+    status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    forward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
     return cudaGetLastError();
   });
 }
@@ -641,70 +951,94 @@ cudaError_t softmax_backward(bool log, DType dtype, const void* grad, const void
   const BackwardArgs a{log, grad, y, out, rows, cols, scale};
   return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
-    if (cols <= kWarpRowMax) {
-      backward_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
-    } else if (cols < kLongRow) {
-      backward_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
-    } else {
-      if (workspace == nullptr) return cudaErrorInvalidValue;
-      const int64_t chunks = chunks_of(cols);
-      double* partials = workspace;
-      double* totals = workspace + rows * chunks;
-      backward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
-      cudaError_t status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      sum_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(partials, rows,
-                                                                                                 chunks, totals);
-      status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      backward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, totals);
+    if (cols < kLongRow) {
+      return with_team_layout(cols, [&](auto team, auto per) {
+        constexpr int TEAM = decltype(team)::value, E = decltype(per)::value;
+        backward_team_kernel<TEAM, E, T><<<team_grid<TEAM>(rows), block_threads<TEAM>(), 0, stream>>>(a);
+        return cudaGetLastError();
+      });
     }
+    if (workspace == nullptr) return cudaErrorInvalidValue;
+    const int64_t chunks = chunks_of(cols);
+    double* partials = workspace;
+    double* totals = workspace + rows * chunks;
+    backward_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+    cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    sum_partials_kernel<<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(partials, rows, chunks,
+                                                                                               totals);
+    status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    backward_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, totals);
     return cudaGetLastError();
   });
 }
 
 cudaError_t cross_entropy(DType dtype, const void* logits, const int64_t* labels, void* grad, void* loss_out,
                           int reduction, int64_t rows, int64_t cols, int64_t ignore_index, double smoothing,
-                          double z_loss, double weight, int64_t counted, double* workspace, cudaStream_t stream) {
+                          double z_loss, double* workspace, cudaStream_t stream, int64_t* first_bad_row) {
   // rows == 0 or cols == 0 still writes the loss (0, or NaN for "mean" of nothing).
-  if (rows < 0 || cols < 0 || reduction < 0 || reduction > 2) return cudaErrorInvalidValue;
-  if (workspace == nullptr && rows > 0) return cudaErrorInvalidValue;
+  if (rows < 0 || cols < 0 || reduction < 0 || reduction > 2 || workspace == nullptr || first_bad_row == nullptr)
+    return cudaErrorInvalidValue;
   double* losses = workspace;
-  const CrossEntropyArgs a{logits, labels, grad, losses, rows, cols, ignore_index, smoothing, z_loss, weight};
-  return dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
-    using T = typename decltype(tag)::type;
-    cudaError_t status;
-    if (rows == 0) {
-      // No rows: only the loss below (0, or NaN for "mean").
-    } else if (cols <= kWarpRowMax) {
-      ce_rows_kernel<32, T><<<blocks_for((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a);
-    } else if (cols < kLongRow) {
-      ce_rows_kernel<kThreads, T><<<blocks_for(rows), kThreads, 0, stream>>>(a);
-    } else {
-      const int64_t chunks = chunks_of(cols);
-      double* partials = workspace + rows;
-      double* stats = partials + 3 * rows * chunks;
-      ce_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
-      status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      ce_combine_kernel<T><<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a, chunks,
-                                                                                                  partials, stats);
-      status = cudaGetLastError();
-      if (status != cudaSuccess) return status;
-      ce_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
-    }
+  auto* label_stats = reinterpret_cast<unsigned long long*>(workspace + rows);
+  double* partials = workspace + rows + kLabelStatsDoubles;
+  cudaError_t status = cudaMemsetAsync(label_stats, 0, 2 * sizeof(unsigned long long), stream);
+  if (status != cudaSuccess) return status;
+  if (rows > 0) {
+    const int64_t blocks = (rows + kThreads - 1) / kThreads;
+    ce_label_check_kernel<<<blocks < kLabelCheckBlocks ? static_cast<int>(blocks) : kLabelCheckBlocks, kThreads, 0,
+                            stream>>>(labels, rows, cols, ignore_index, label_stats);
     status = cudaGetLastError();
     if (status != cudaSuccess) return status;
+  }
+  const CrossEntropyArgs a{logits, labels, grad, losses, label_stats, rows, cols, ignore_index, smoothing, z_loss,
+                           reduction == 0};
+  status = dispatch_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    cudaError_t launched = cudaSuccess;
+    if (rows == 0) {
+      // No rows: only the loss below (0, or NaN for "mean").
+    } else if (cols < kLongRow) {
+      launched = with_team_layout(cols, [&](auto team, auto per) {
+        constexpr int TEAM = decltype(team)::value, E = decltype(per)::value;
+        ce_team_kernel<TEAM, E, T><<<team_grid<TEAM>(rows), block_threads<TEAM>(), 0, stream>>>(a);
+        return cudaGetLastError();
+      });
+    } else {
+      const int64_t chunks = chunks_of(cols);
+      double* stats = partials + 3 * rows * chunks;
+      ce_partials_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, partials);
+      launched = cudaGetLastError();
+      if (launched != cudaSuccess) return launched;
+      ce_combine_kernel<T><<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a, chunks,
+                                                                                                  partials, stats);
+      launched = cudaGetLastError();
+      if (launched != cudaSuccess) return launched;
+      ce_chunks_kernel<T><<<blocks_for(rows * chunks), kThreads, 0, stream>>>(a, chunks, stats);
+      launched = cudaGetLastError();
+    }
+    if (launched != cudaSuccess) return launched;
     // reduction: 0 mean, 1 sum, 2 none.
     if (reduction == 2) {
       ce_rows_out_kernel<T><<<blocks_for((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
           losses, rows, static_cast<T*>(loss_out));
     } else {
-      ce_total_kernel<T><<<1, kThreads, 0, stream>>>(losses, rows, reduction == 0, counted,
+      ce_total_kernel<T><<<1, kThreads, 0, stream>>>(losses, rows, reduction == 0, label_stats,
                                                      static_cast<T*>(loss_out));
     }
     return cudaGetLastError();
   });
+  if (status != cudaSuccess) return status;
+  // The one read back to the host: the check's first bad row, after the
+  // launches above, so the stream runs them back to back.
+  unsigned long long stats[2] = {0, 0};
+  status = cudaMemcpyAsync(stats, label_stats, sizeof(stats), cudaMemcpyDeviceToHost, stream);
+  if (status != cudaSuccess) return status;
+  status = cudaStreamSynchronize(stream);
+  if (status != cudaSuccess) return status;
+  *first_bad_row = stats[1] == 0 ? -1 : static_cast<int64_t>(~stats[1]);
+  return cudaSuccess;
 }
 
 }  // namespace cuda

@@ -769,10 +769,10 @@ double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_
 // 65536x128 0.662 -> 0.574, 64x131072 1.002 -> 0.764. Shorter rows keep
 // e^(z - M): their column kernels reduce one row per lane, and the row
 // kernel must give them the same bits.
-constexpr int kColumnRow = 16;  // the longest rows of the column kernels (below)
+constexpr int kColumnRow = static_cast<int>(kUnshiftedSoftmaxRowMax);  // the longest rows of the column kernels
 inline bool softmax_shifted_rows(const SoftmaxRange& r) { return !r.log && r.cols > kColumnRow; }
 inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked, bool shifted) {
-  if (shifted && st.shiftable(masked)) return RowTerms::kShifted;
+  if (shifted && !masked && softmax_shiftable_range(st.min, st.max)) return RowTerms::kShifted;
   if (!st.near(masked)) return RowTerms::kGeneral;
   if (st.max < 0.0f) return RowTerms::kNearFastNegative;
   const bool fast = st.max == 0.0f || exponent_of(vabs(st.min)) <= exponent_of(st.max);
@@ -1399,7 +1399,7 @@ struct BatchForms {
   uint32_t shifted, negative, fast;
   VecF m;
   BatchForms(VecF mx, VecF mn, bool shifted_rows)
-      : shifted(shifted_rows ? lane_bits(SoftmaxRowStats::shiftable_range(mn, mx)) : 0u),
+      : shifted(shifted_rows ? lane_bits(softmax_shiftable_range(mn, mx)) : 0u),
         negative(lane_bits(mx < VecF(0.0f))),
         fast(lane_bits((mx == VecF(0.0f)) | (exponent_of(vabs(mn)) <= exponent_of(mx)))),
         m(select(MaskAvx512{static_cast<__mmask16>(shifted)}, softmax_shift(mx), mx)) {}
@@ -1917,24 +1917,6 @@ CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D 
 }
 inline double cross_entropy_b(const CrossEntropyRange& r) {
   return r.weight * r.smoothing / static_cast<double>(r.cols);
-}
-
-// Confident rows: where the label's logit is the row's maximum (e_t = 1) and
-// S = 1 + rest lies within 2^-20 of 1, log S and p_t - 1 = -rest / S come out
-// of S's rounding, about 2^-52 absolute (a float32 loss of 2e-13 was 1e-3 off
-// relative). Such rows sum rest, the other terms, apart, and take
-// log1p_small(rest) for log S and cross_entropy_label_grad_from_rest; above
-// 2^-20 S's rounding is below 2^-28 of the loss. Float32 and 16-bit rows only:
-// float64 losses are measured in ULPs of max(|loss|, 1) (docs/accuracy.md),
-// which S's rounding meets everywhere.
-constexpr double kConfidentRowSum = 1.0 + 0x1p-20;
-inline bool confident_row(double z_t, double max, double sum) { return z_t == max && sum < kConfidentRowSum; }
-
-// log1p(r) for 0 <= r < 2^-20: r - r^2 / 2 + r^3 / 3, the next term r^4 / 4
-// below 2^-61 r.
-template <class D>
-D log1p_small(D r) {
-  return r * (D(1.0) - r * (D(0.5) - r * D(1.0 / 3.0)));
 }
 
 // The sum of term(i) over i != label, in 16 virtual lanes of double (element
