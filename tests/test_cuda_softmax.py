@@ -58,6 +58,23 @@ def _check_forward(torch, x, label, **kw):
     return y, ly, d
 
 
+def _check_backward(torch, x, g, label):
+    """softmax_backward and log_softmax_backward on the GPU from the CPU's
+    forward output, against the reference at the published bound; prints the
+    CPU-GPU distance."""
+    bounds = SOFTMAX_BOUNDS[_key(x.dtype)]
+    for name in ("softmax", "log_softmax"):
+        y = getattr(nf, name)(x)
+        dx = to_cpu(torch, getattr(nf, name + "_backward")(to_gpu(torch, g), to_gpu(torch, y)))
+        expected = getattr(ref, name + "_backward")(g.astype(np.float64), y.astype(np.float64))
+        floor = softmax_floor(name + "_backward", x.dtype, expected, g=g.astype(np.float64),
+                              y=y.astype(np.float64))
+        assert_within_ulp(f"{label} cuda {name}_backward", dx, expected, bounds["backward"], {"grad": g, "y": y},
+                          floor=floor)
+        diff = _cpu_gpu_ulp(dx, getattr(nf, name + "_backward")(g, y), floor)
+        print(f"CPU-GPU max ULP {label} {name}_backward: {diff:g}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_key)
 def test_forward_matches_reference_and_cpu(torch, dtype):
     x = _rows(_key(dtype))
@@ -71,16 +88,7 @@ def test_backward_matches_reference_and_cpu(torch, dtype):
     x = _rows(_key(dtype))
     x = np.where(np.isfinite(x.astype(np.float64)), x, 0).astype(dtype)
     g = (np.random.default_rng(1).standard_normal(x.shape) * 2).astype(dtype)
-    bounds = SOFTMAX_BOUNDS[_key(dtype)]
-    for name in ("softmax", "log_softmax"):
-        y = getattr(nf, name)(x)
-        dx = to_cpu(torch, getattr(nf, name + "_backward")(to_gpu(torch, g), to_gpu(torch, y)))
-        expected = getattr(ref, name + "_backward")(g.astype(np.float64), y.astype(np.float64))
-        floor = softmax_floor(name + "_backward", dtype, expected, g=g.astype(np.float64), y=y.astype(np.float64))
-        assert_within_ulp(f"{_key(dtype)} cuda {name}_backward", dx, expected, bounds["backward"],
-                          {"grad": g, "y": y}, floor=floor)
-        diff = _cpu_gpu_ulp(dx, getattr(nf, name + "_backward")(g, y), floor)
-        print(f"CPU-GPU max ULP {_key(dtype)} {name}_backward: {diff:g}")
+    _check_backward(torch, x, g, _key(dtype))
 
 
 @pytest.mark.parametrize("n", ROW_LENGTHS)
@@ -117,14 +125,7 @@ def test_row_layouts_every_dtype(torch, n, dtype):
     x[2, n // 3] = 30.0
     y, _, _ = _check_forward(torch, x, f"{_key(dtype)} n={n}")
     bounds = SOFTMAX_BOUNDS[_key(dtype)]
-    g = rng.standard_normal(x.shape).astype(dtype)
-    for name in ("softmax", "log_softmax"):
-        yy = getattr(nf, name)(x)
-        dx = to_cpu(torch, getattr(nf, name + "_backward")(to_gpu(torch, g), to_gpu(torch, yy)))
-        expected = getattr(ref, name + "_backward")(g.astype(np.float64), yy.astype(np.float64))
-        floor = softmax_floor(name + "_backward", dtype, expected, g=g.astype(np.float64), y=yy.astype(np.float64))
-        assert_within_ulp(f"{_key(dtype)} n={n} cuda {name}_backward", dx, expected, bounds["backward"],
-                          {"grad": g, "y": yy}, floor=floor)
+    _check_backward(torch, x, rng.standard_normal(x.shape).astype(dtype), f"{_key(dtype)} n={n}")
     labels = rng.integers(0, n, 4)
     labels[2] = n // 3  # a confident row
     for kw in CE_CASES[:3]:
