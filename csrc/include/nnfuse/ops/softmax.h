@@ -21,7 +21,7 @@
 // - Sums of e^(z - M) and of g y are compensated (TwoSum per lane): the lane
 //   sums are accurate to ~1 ULP whatever the row length, then added in double.
 // - Row totals (S, the dot products, the loss) live in double.
-// - Float32 rows (the CPU kernels) compute e^(z - M) once per element and
+// - Float32 rows (the CPU kernels, and CUDA's below 65536 columns) compute e^(z - M) once per element and
 //   scale it afterwards (softmax_normalize): one more rounding, measured within
 //   the bound; exp_near and BiasedSum are the cheaper exact forms they use
 //   where their conditions hold.
@@ -215,8 +215,8 @@ NNF_HD auto softmax_shiftable_range(T min, T max) {
 // Float32 softmax rows (not log-softmax, not masked) of more than this many
 // elements take softmax_term_shifted where their range allows; shorter rows
 // keep e^(z - M). The CPU's column kernels take rows up to this length one
-// per lane, and every kernel, the CUDA ones included, gives a row the same
-// terms.
+// per lane, and every CPU kernel and the CUDA team kernels (rows below 65536
+// columns) give a row the same terms.
 constexpr int64_t kUnshiftedSoftmaxRowMax = 16;
 
 // Online normaliser in double: the running (M, S) absorbs a block whose terms
@@ -358,7 +358,8 @@ NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double 
 // of S's rounding, about 2^-52 absolute (a float32 loss of 2e-13 was 1e-3 off
 // relative). Such rows sum rest, the other terms, apart, and take
 // log1p_small(rest) for log S and cross_entropy_label_grad_from_rest; above
-// 2^-20 S's rounding is below 2^-28 of the loss. Float32 and 16-bit rows only:
+// 2^-20 S's rounding is below 2^-28 of the loss. Float32 and 16-bit rows only
+// (on the CPU, and on CUDA below 65536 columns):
 // float64 losses are measured in ULPs of max(|loss|, 1) (docs/accuracy.md),
 // which S's rounding meets everywhere.
 constexpr double kConfidentRowSum = 1.0 + 0x1p-20;
