@@ -348,12 +348,14 @@ __global__ void __launch_bounds__(block_threads<TEAM>()) forward_team_kernel(For
       for_tile<TEAM, E>(tile, [&](int j, int64_t i) { z[j] = i < n ? logit(x, keep, i, scale) : ninf; });
     };
     if (held) load_tile(0);
+    // Only float32 softmax rows that may take shifted terms need the minimum.
+    const bool may_shift = kF32 && !a.log && keep == nullptr && n > kUnshiftedSoftmaxRowMax;
     S mx = ninf, mn = -ninf;
     over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
       for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
         if (i < n) {
           mx = smx::max_nan(mx, z[j]);
-          mn = MinOp{}(mn, z[j]);
+          if (may_shift) mn = MinOp{}(mn, z[j]);
         }
       });
     });
@@ -367,7 +369,7 @@ __global__ void __launch_bounds__(block_threads<TEAM>()) forward_team_kernel(For
     bool shifted = false;
     S shift = S(0);
     if constexpr (kF32) {
-      if (!a.log && keep == nullptr && n > kUnshiftedSoftmaxRowMax) {
+      if (may_shift) {
         mn = team_reduce<TEAM>(mn, MinOp{}, shared_of<TEAM, S>(sh));
         shifted = softmax_shiftable_range(mn, mx);
         if (shifted) shift = softmax_shift(mx);
@@ -641,13 +643,11 @@ template <int TEAM, class T>
 __device__ void ce_write(const CrossEntropyArgs& a, const T* x, T* grad, int64_t label, int64_t lo, int64_t hi,
                          double max, double sum, double z_t, bool write_label) {
   using S = compute_t<T>;
-  const double log_sum = log(sum);
-  const double lse = max + log_sum;
-  const double k = 1.0 + 2.0 * a.z_loss * lse;
+  const double k = cross_entropy_k(a.z_loss, max, log(sum));
   const double n = static_cast<double>(a.cols);
   const S m = static_cast<S>(max);
   const double w = ce_weight(a);
-  const S ca = static_cast<S>(w * k / sum), cb = static_cast<S>(w * a.smoothing / n);
+  const S ca = static_cast<S>(w * k / sum), cb = static_cast<S>(cross_entropy_b(w, a.smoothing, n));
   for (int64_t i = lo + team_rank<TEAM>(); i < hi; i += TEAM)
     if (i != label) store(grad, i, cross_entropy_grad(load(x, i), m, ca, cb));
   if (write_label && team_rank<TEAM>() == 0)
@@ -738,8 +738,8 @@ __global__ void __launch_bounds__(block_threads<TEAM>()) ce_team_kernel(CrossEnt
     }
     const double log_sum = confident ? log1p_small(rest) : log(s);
     if (team_rank<TEAM>() == 0) a.losses[row] = ce_loss<S>(a, z_t, max, log_sum, sum_logits);
-    const double k = 1.0 + 2.0 * a.z_loss * (max + log_sum);
-    const S ca = static_cast<S>(w * k / s), cb = static_cast<S>(w * a.smoothing / classes);
+    const double k = cross_entropy_k(a.z_loss, max, log_sum);
+    const S ca = static_cast<S>(w * k / s), cb = static_cast<S>(cross_entropy_b(w, a.smoothing, classes));
     over_row<kTile>(held, n, load_tile, [&](int64_t tile) {
       for_tile<TEAM, E>(tile, [&](int j, int64_t i) {
         if (i < n && i != label) {
@@ -804,9 +804,9 @@ __global__ void __launch_bounds__(kThreads)
     if (M == smx::neg_inf_d()) Ssum = 0.0;
     const T* x = static_cast<const T*>(a.logits) + row * a.cols;
     const double z_t = static_cast<double>(load(x, label));
-    a.losses[row] = ce_loss<S>(a, z_t, M, log(Ssum), Z);
-    const double lse = M + log(Ssum);
-    const double k = 1.0 + 2.0 * a.z_loss * lse;
+    const double log_sum = log(Ssum);
+    a.losses[row] = ce_loss<S>(a, z_t, M, log_sum, Z);
+    const double k = cross_entropy_k(a.z_loss, M, log_sum);
     store(static_cast<T*>(a.grad) + row * a.cols, label,
           static_cast<S>(cross_entropy_label_grad(z_t, M, Ssum, ce_weight(a), k, a.smoothing,
                                                   static_cast<double>(a.cols))));

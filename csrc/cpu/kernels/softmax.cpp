@@ -1879,14 +1879,8 @@ void softmax_backward_rows(const SoftmaxBackwardRange& r, int64_t row_begin, int
 
 // ---- fused cross-entropy ---------------------------------------------------------
 
-// k = 1 + 2 lambda lse, the factor of p_j in every gradient (z-loss).
-template <class D>
-D cross_entropy_k(const CrossEntropyRange& r, D m, D log_sum) {
-  return D(1.0) + D(2.0 * r.z_loss) * (m + log_sum);
-}
-
 // One row's loss, the factor a of its other elements' gradients
-// (a e^(z - M) - b, b = cross_entropy_b) and, given e_t = e^(z_t - M), its
+// (a e^(z - M) - b, b = range_cross_entropy_b) and, given e_t = e^(z_t - M), its
 // label's gradient, from its maximum m, S, log S, the sum of its logits times
 // logit_scale (label smoothing only) and the label's logit z_t: the one
 // formula of every cross-entropy kernel, in double (D = double) or for a
@@ -1908,15 +1902,15 @@ template <class D>
 CrossEntropyRowResult<D> cross_entropy_row_result(const CrossEntropyRange& r, D m, D sum, D log_sum,
                                                   D scaled_logit_sum, double logit_scale, D z_t) {
   const double n = static_cast<double>(r.cols), w = r.weight;
-  const D k = cross_entropy_k(r, m, log_sum);
+  const D k = cross_entropy_k(r.z_loss, m, log_sum);
   // The compensated logit sum is NaN where a logit is -inf (its correction
   // meets -inf - -inf); a NaN or +inf logit makes m or log_sum NaN as well.
   // The mean is then -inf and the smoothing term +inf, as in the reference.
   const D mean_z = where_nan(scaled_logit_sum, D(smx::neg_inf_d()), (scaled_logit_sum / D(n)) / D(logit_scale));
   return {cross_entropy_loss(z_t, m, log_sum, mean_z, r.smoothing, r.z_loss), D(w) * k / sum, k};
 }
-inline double cross_entropy_b(const CrossEntropyRange& r) {
-  return r.weight * r.smoothing / static_cast<double>(r.cols);
+inline double range_cross_entropy_b(const CrossEntropyRange& r) {
+  return cross_entropy_b(r.weight, r.smoothing, static_cast<double>(r.cols));
 }
 
 // The sum of term(i) over i != label, in 16 virtual lanes of double (element
@@ -2005,7 +1999,7 @@ inline bool cross_entropy_row_f32(const CrossEntropyRange& r, int64_t row, const
   const CrossEntropyRowResult<double> res = cross_entropy_row_result(
       r, max_d, sum, confident ? log1p_small(rest) : log_row_sum(sum), sum_z, kLogitSumScale<float>, z_t);
   r.loss[row] = res.loss;
-  const V a(static_cast<float>(res.a)), b(static_cast<float>(cross_entropy_b(r)));
+  const V a(static_cast<float>(res.a)), b(static_cast<float>(range_cross_entropy_b(r)));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad_from_exp(load_n(grad + i, cnt), a, b), cnt);
@@ -2056,7 +2050,7 @@ void cross_entropy_row(const CrossEntropyRange& r, int64_t row) {
       r, norm.max, norm.sum, confident ? log1p_small(rest) : log(norm.sum), sum_z, kLogitSumScale<S>, z_t);
   r.loss[row] = res.loss;
   const V m(static_cast<S>(norm.max));
-  const V a(static_cast<S>(res.a)), b(static_cast<S>(cross_entropy_b(r)));
+  const V a(static_cast<S>(res.a)), b(static_cast<S>(range_cross_entropy_b(r)));
   for (int64_t i = 0; i < n; i += L) {
     int cnt = n - i < L ? static_cast<int>(n - i) : L;
     store_n(grad + i, cross_entropy_grad(load_n(x + i, cnt), m, a, b), cnt);
@@ -2138,7 +2132,7 @@ struct BlockGradFactors {
     store_f64(loss, res.loss);
     vstore(a, narrow(res.a));
     store_f64(label_grad, res.label_grad(r, s, exp_label_term(zt - m)));
-    const float b_row = static_cast<float>(cross_entropy_b(r));
+    const float b_row = static_cast<float>(range_cross_entropy_b(r));
     for (int l = 0; l < kRows; ++l) {
       b[l] = b_row;
       if ((ignored >> l) & 1u) {
@@ -2154,7 +2148,7 @@ struct BlockGradFactors {
                   const double* log_sum, const double* rest) {
     if (confident == 0) return;
     const LanesF64 m = widen(vload(max_f)), s = load_f64(sum);
-    const LanesF64 k = cross_entropy_k(r, m, load_f64(log_sum));
+    const LanesF64 k = cross_entropy_k(r.z_loss, m, load_f64(log_sum));
     alignas(64) double grad_from_rest[kGroup];
     store_f64(grad_from_rest, cross_entropy_label_grad_from_rest(load_f64(rest), s, r.weight, k, r.smoothing,
                                                                  static_cast<double>(r.cols)));

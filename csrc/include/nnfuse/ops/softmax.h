@@ -353,6 +353,15 @@ NNF_HD D cross_entropy_loss(D z_t, D m, D log_sum, D mean_z, double eps, double 
   return loss;
 }
 
+// k = 1 + 2 lambda lse (lse = M + log S), the factor of p_j in every gradient
+// (z-loss), and b = w eps / C, the smoothing term every gradient subtracts
+// (w: the reduction's weight), as every cross-entropy kernel takes them.
+template <class D>
+NNF_HD D cross_entropy_k(double z_loss, D m, D log_sum) {
+  return D(1.0) + D(2.0 * z_loss) * (m + log_sum);
+}
+NNF_HD double cross_entropy_b(double w, double eps, double classes) { return w * eps / classes; }
+
 // Confident rows: where the label's logit is the row's maximum (e_t = 1) and
 // S = 1 + rest lies within 2^-20 of 1, log S and p_t - 1 = -rest / S come out
 // of S's rounding, about 2^-52 absolute (a float32 loss of 2e-13 was 1e-3 off
