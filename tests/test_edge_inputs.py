@@ -371,6 +371,45 @@ def test_torch_tensor_on_another_device_is_named():
         nf.relu(torch.zeros(3, device="meta"))
 
 
+def _torch_or_skip():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda torch: nf.gelu(torch.zeros(3, dtype=torch.float8_e4m3fn)),
+     "gelu\\(\\): argument 'x' has dtype torch.float8_e4m3fn, which nnfuse does not support"),
+    (lambda torch: nf.gelu(torch.zeros(3).to_sparse()),
+     "gelu\\(\\): 'x' is a torch tensor of layout torch.sparse_coo; .* pass x.to_dense\\(\\)"),
+    (lambda torch: nf.softmax_cross_entropy(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long, device="meta")),
+     "softmax_cross_entropy\\(\\): 'labels' is a torch tensor on device 'meta'"),
+    (lambda torch: nf.softmax_cross_entropy(torch.zeros(2, 3), torch.zeros(2, requires_grad=True)),
+     "'labels' must be an integer array, got dtype float32"),
+    (lambda torch: nf.softmax(torch.zeros(2, 3), mask=torch.ones(2, 3, dtype=torch.bool, device="meta")),
+     "softmax\\(\\): 'mask' is a torch tensor on device 'meta'"),
+    (lambda torch: nf.log_softmax(torch.zeros(2, 3), mask=torch.ones(2, 3, dtype=torch.bool).to_sparse()),
+     "log_softmax\\(\\): 'mask' is a torch tensor of layout torch.sparse_coo"),
+], ids=["float8", "sparse", "meta-labels", "float-labels-requiring-grad", "meta-mask", "sparse-mask"])
+def test_torch_arguments_numpy_cannot_view_are_named(call, message):
+    torch = _torch_or_skip()
+    with pytest.raises(TypeError, match=message):
+        call(torch)
+
+
+def test_torch_labels_and_mask_give_the_numpy_results():
+    torch = _torch_or_skip()
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((4, 7)).astype(np.float32)
+    labels = np.array([0, 6, 3, 2])
+    mask = rng.random((4, 7)) < 0.7
+    mask[:, 0] = True
+    loss, grad = nf.softmax_cross_entropy(logits, torch.from_numpy(labels))
+    want_loss, want_grad = nf.softmax_cross_entropy(logits, labels)
+    assert float(loss) == float(want_loss)
+    np.testing.assert_array_equal(grad, want_grad)
+    got = nf.softmax(torch.from_numpy(logits), mask=torch.from_numpy(mask))
+    np.testing.assert_array_equal(got.numpy(), nf.softmax(logits, mask=mask))
+
+
 def test_state_dict_step_must_be_whole():
     params = [np.zeros(3, np.float32)]
     opt = optim.Adam(params)

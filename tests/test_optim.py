@@ -598,6 +598,14 @@ def test_torch_bfloat16_parameters_with_master_weights():
     assert opt.state["master_params"][0].dtype == torch.float32
 
 
+@pytest.mark.parametrize("make", [
+    lambda: optim.Adam(p for p in []), lambda: optim.SGD([], lr=0.1), lambda: optim.RMSprop([]),
+], ids=["adam-empty-generator", "sgd-empty-list", "rmsprop-empty-list"])
+def test_empty_params_are_refused(make):
+    with pytest.raises(ValueError, match=r"\(\): 'params' is empty"):
+        make()
+
+
 @pytest.mark.skipif(torch is None, reason="torch not installed")
 @pytest.mark.parametrize("call, error, message", [
     (lambda: optim.Adam(torch.ones(3)), TypeError, "'params' must be a list of arrays, got Tensor"),

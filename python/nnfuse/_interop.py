@@ -131,12 +131,21 @@ def torch_cpu_view(tensor, func, name, index=None):
     """``_torch_to_numpy`` of a CPU tensor, or a TypeError naming the argument
     (``name[index]`` for an element of a list) for a tensor on another device:
     meta, mps, xla have no memory nnfuse can read, and a CUDA tensor among
-    host arrays has none on the host."""
+    host arrays has none on the host. Sparse layouts and dtypes NumPy has no
+    type for (float8, quantized) are TypeErrors naming the argument too."""
+    shown = name if index is None else f"{name}[{index}]"
     if not tensor.is_cpu:
-        shown = name if index is None else f"{name}[{index}]"
         raise TypeError(f"{func}(): '{shown}' is a torch tensor on device '{tensor.device.type}'; nnfuse runs on "
                         f"CPU and CUDA tensors, all arguments on one device")
-    return _torch_to_numpy(tensor)
+    torch = sys.modules["torch"]
+    if tensor.layout is not torch.strided:
+        raise TypeError(f"{func}(): '{shown}' is a torch tensor of layout {tensor.layout}; nnfuse reads dense "
+                        f"tensors: pass {shown}.to_dense()")
+    try:
+        return _torch_to_numpy(tensor)
+    except TypeError:  # numpy() has no NumPy type for this dtype
+        raise TypeError(f"{func}(): argument '{shown}' has dtype {tensor.dtype}, which nnfuse does not "
+                        f"support") from None
 
 
 def _numpy_to_torch(array):

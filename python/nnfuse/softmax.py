@@ -97,6 +97,16 @@ def _check_aux(func, arrays, aux_name, aux):
             f"{where[0] if others_on_gpu else where[1]}; pass all array arguments on the same device")
 
 
+def _host_aux(func, name, value):
+    """A mask or labels argument as NumPy on the host path: a torch tensor
+    through the interop's CPU view (detached where it requires grad; another
+    device, a sparse layout or a dtype NumPy lacks named in a TypeError),
+    anything else by np.asarray."""
+    if _interop._torch_tensor(value):
+        return _interop.torch_cpu_view(value, func, name)
+    return np.asarray(value)
+
+
 def _direct_args(x, axis, scale, out):
     """x's dtype code when a call on x along ``axis`` may take the direct
     binding (NumPy arrays, the last axis, a plain scale within the float32
@@ -126,7 +136,7 @@ def _forward(log, x, axis, scale, mask, masked_rows, out, func):
         _check_aux(func, arrays, "mask", mask)
         return _interop.dispatch(
             func, arrays,
-            lambda v: _forward_host(log, v["x"], axis, scale, None if mask is None else np.asarray(mask),
+            lambda v: _forward_host(log, v["x"], axis, scale, None if mask is None else _host_aux(func, "mask", mask),
                                     masked_rows, v.get("out"), func),
             lambda call: _cuda.forward(call, log, axis, scale, mask, masked_rows, func))
     return _forward_host(log, x, axis, scale, mask, masked_rows, out, func)
@@ -280,7 +290,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
         _check_aux(func, arrays, "labels", labels)
         return _interop.dispatch(
             func, arrays,
-            lambda v: _cross_entropy_host(v["logits"], np.asarray(labels), ignore_index, label_smoothing, z_loss,
+            lambda v: _cross_entropy_host(v["logits"], _host_aux(func, "labels", labels), ignore_index, label_smoothing, z_loss,
                                           reduction, inplace, v.get("out")),
             lambda call: _cuda.cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction,
                                              inplace, func))

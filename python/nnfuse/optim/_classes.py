@@ -65,6 +65,10 @@ class Optimizer:
                 or not hasattr(params, "__iter__"):
             raise TypeError(f"{name}(): 'params' must be a list of arrays, got {type(params).__name__}")
         params = list(params)
+        # As torch.optim: an empty list is almost always a model whose
+        # parameters() was consumed or filtered away, and step() would do nothing.
+        if not params:
+            raise ValueError(f"{name}(): 'params' is empty; an optimizer needs at least one parameter array")
         if D.on_device(params):
             self._init_device(name, params, hyper, clipvalue, clipnorm, global_clipnorm, nonfinite,
                               master_weights, semantics, global_norm_reduce, capturable)
