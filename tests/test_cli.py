@@ -73,6 +73,51 @@ def test_bench_writes_json_markdown_and_plot(tmp_path):
     assert all(r["time_s"] > 0 and r["floor_ratio"] > 0 for r in rows)
     assert "| relu |" in files["md"].read_text()
     assert files["png"].stat().st_size > 10_000
+    with_peer = [r for r in rows if "torch_s" in r]
+    if with_peer:  # PyTorch installed: each such row carries both errors, nnfuse's within its published bounds
+        assert all("torch_max_ulp" in r for r in with_peer)
+        assert all(r["nnfuse_max_ulp"] <= (2 if r["direction"] == "forward" else 4) for r in with_peer)
+        assert "max ULP nnfuse / PyTorch" in files["md"].read_text()
+
+
+@pytest.mark.parametrize("name, direction", [("gelu", "forward"), ("silu", "backward"), ("tanh", "backward_from_y"),
+                                             ("gelu_tanh", "backward")])
+def test_bench_peer_errors_match_a_direct_measurement(name, direction):
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    import nnfuse as nf
+    from nnfuse import bench, reference
+    from nnfuse._ulp import ulp_error
+    from nnfuse.accuracy import backward_floor
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(bench.ACCURACY_SAMPLE + 100) * 3).astype(np.float32)
+    g = rng.standard_normal(x.size).astype(np.float32)
+    got_nnfuse, got_torch = bench.peer_max_ulp(name, {"approximate": "tanh"} if name == "gelu_tanh" else {},
+                                               direction, x, g)
+    xs, gs = x[:bench.ACCURACY_SAMPLE], g[:bench.ACCURACY_SAMPLE]
+    x64, g64 = xs.astype(np.float64), gs.astype(np.float64)
+    tx, tg = torch.from_numpy(xs), torch.from_numpy(gs)
+    approximate = "tanh" if name == "gelu_tanh" else "none"
+    if direction == "forward":
+        want_nnfuse, want_torch = nf.gelu(xs), torch.nn.functional.gelu(tx).numpy()
+        expected, floor = reference.gelu(x64), None
+    elif name == "silu":
+        want_nnfuse = nf.silu_backward(gs, xs)
+        want_torch = torch.ops.aten.silu_backward(tg, tx).numpy()
+        expected, floor = reference.silu_backward(g64, x64), backward_floor("silu", {}, x64, g64)
+    elif name == "tanh":
+        y = nf.tanh(xs)
+        want_nnfuse = nf.tanh_backward(gs, y=y)
+        want_torch = torch.ops.aten.tanh_backward(tg, torch.from_numpy(y)).numpy()
+        expected, floor = reference.backward_from_y("tanh", g64, y.astype(np.float64)), None
+    else:
+        want_nnfuse = nf.gelu_backward(gs, xs, approximate="tanh")
+        want_torch = torch.ops.aten.gelu_backward(tg, tx, approximate=approximate).numpy()
+        expected = reference.gelu_backward(g64, x64, approximate="tanh")
+        floor = backward_floor("gelu", {"approximate": "tanh"}, x64, g64)
+    assert got_nnfuse == ulp_error(want_nnfuse, expected, floor).max()
+    assert got_torch == ulp_error(want_torch, expected, floor).max()
 
 
 def test_check_passes_on_this_machine():

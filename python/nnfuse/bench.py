@@ -17,6 +17,13 @@ For each op, direction, dtype, size and thread count:
 Times are medians after warm-up. GB/s counts the bytes the op must move
 (inputs read once, output written once). ``floor_ratio`` = floor time / nnfuse
 time (1.0 means running at the copy's speed).
+
+A speed ratio means little without the error it buys, so each row with a
+PyTorch call also carries the maximum error of both results against the
+float64 reference (``nnfuse_max_ulp``, ``torch_max_ulp``), on the first
+``ACCURACY_SAMPLE`` elements of the same inputs, in ULPs of the dtype (the
+backward of ops whose derivative crosses zero takes the accuracy table's
+floor measure, ``nnfuse.accuracy.backward_floor``).
 """
 
 from __future__ import annotations
@@ -332,6 +339,7 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
     thread_counts = list(thread_counts or sorted({1, nf._C.default_num_threads()}))
     names = ops or [a.name for a in ACTIVATIONS] + ["gelu_tanh"]
     rows = []
+    errors = {}
     with thread_counts_restored():
         for dtype_name in dtypes:
             dtype = BFLOAT16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
@@ -378,6 +386,10 @@ def run(ops: Optional[List[str]] = None, sizes=(1 << 16, 1 << 20, 1 << 26), dtyp
                             if "torch" in medians:
                                 row["torch_s"] = medians["torch"]
                                 row["torch_out"] = torch_out
+                                key = (name, direction, dtype_name, n)
+                                if key not in errors:  # elementwise: the same bits at every thread count
+                                    errors[key] = peer_max_ulp(name, params, direction, x, g)
+                                row["nnfuse_max_ulp"], row["torch_max_ulp"] = errors[key]
                             rows.append(row)
     return rows
 
@@ -430,6 +442,54 @@ def _peer_calls(name, params, direction, x, g, y, scratch):
     return calls, torch_out
 
 
+# Elements of the benchmark's inputs on which the peers' errors are measured:
+# enough for the inputs' spread (x ~ 3 N(0, 1): |x| up to about 15), small
+# enough that the float64 reference costs little beside the timings.
+ACCURACY_SAMPLE = 1 << 16
+
+
+def peer_max_ulp(name, params, direction, x, g):
+    """(nnfuse's, PyTorch's) maximum error against the float64 reference on
+    the first ACCURACY_SAMPLE elements, in ULPs of x's dtype. The backward
+    from y is held to the exact derivative formula in the stored y
+    (``reference.backward_from_y``), as the tests hold it: neither can know x
+    more precisely than y does."""
+    import nnfuse as nf
+
+    from . import reference as ref
+    from ._optable import call_params
+    from ._ulp import ulp_error
+    from .accuracy import backward_floor
+
+    base = "gelu" if name == "gelu_tanh" else name
+    xs, gs = np.ascontiguousarray(x[:ACCURACY_SAMPLE]), np.ascontiguousarray(g[:ACCURACY_SAMPLE])
+    ys = getattr(nf, base)(xs, **params)
+    scratch = np.empty_like(xs)
+    calls, torch_out = _peer_calls(name, params, direction, xs, gs, ys, scratch)
+    result = calls["torch"]()
+    if torch_out:
+        result = scratch
+    elif xs.dtype == BFLOAT16:
+        result = result.view(torch.int16).numpy().view(BFLOAT16)
+    else:
+        result = result.numpy()
+    full = call_params(next(a for a in ACTIVATIONS if a.name == base), params)
+    x64, g64 = xs.astype(np.float64), gs.astype(np.float64)
+    if direction == "forward":
+        got = ys
+        expected, floor = getattr(ref, base)(x64, **full), None
+    else:
+        bwd = getattr(nf, base + "_backward")
+        if direction == "backward_from_y":
+            got = bwd(gs, y=ys, **params)
+            expected, floor = ref.backward_from_y(base, g64, ys.astype(np.float64), **full), None
+        else:
+            got = bwd(gs, xs, **params)
+            expected = getattr(ref, base + "_backward")(g64, x64, **full)
+            floor = backward_floor(base, params, x64, g64)
+    return float(ulp_error(got, expected, floor).max()), float(ulp_error(result, expected, floor).max())
+
+
 _DIRECTION_LABELS = {"forward": "fwd", "backward": "bwd", "backward_from_y": "bwd (y)"}
 
 
@@ -462,9 +522,17 @@ def markdown(rows, title="Activation benchmarks"):
         torch_note = " (alloc)" if "speedup_vs_torch" in r and not r.get("torch_out", True) else ""
         return [r["op"], _DIRECTION_LABELS[r["direction"]], r["dtype"], f"2^{int(math.log2(r['n']))}",
                 str(r["threads"]), f"{r['time_s'] * 1e6:.0f} us", f"{r['gbps']:.1f}", f"{r['floor_ratio']:.2f}",
-                ratio_cell(r, "speedup_vs_numpy"), ratio_cell(r, "speedup_vs_torch") + torch_note]
+                ratio_cell(r, "speedup_vs_numpy"), ratio_cell(r, "speedup_vs_torch") + torch_note,
+                ulp_cell(r)]
     return markdown_table(title, ["op", "dir", "dtype", "n", "threads", "time", "GB/s", "floor ratio", "vs NumPy",
-                                   "vs PyTorch"], [cells(r) for r in rows])
+                                   "vs PyTorch", "max ULP nnfuse / PyTorch"], [cells(r) for r in rows])
+
+
+def ulp_cell(r):
+    """"1.2 / 3.4e+06" from the row's two maximum errors, or "—" without a peer."""
+    if "torch_max_ulp" not in r:
+        return "—"
+    return " / ".join(f"{v:.1f}" if v < 1e4 else f"{v:.1e}" for v in (r["nnfuse_max_ulp"], r["torch_max_ulp"]))
 
 
 def machine_info():
