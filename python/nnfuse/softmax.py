@@ -290,8 +290,8 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=
         _check_aux(func, arrays, "labels", labels)
         return _interop.dispatch(
             func, arrays,
-            lambda v: _cross_entropy_host(v["logits"], _host_aux(func, "labels", labels), ignore_index, label_smoothing, z_loss,
-                                          reduction, inplace, v.get("out")),
+            lambda v: _cross_entropy_host(v["logits"], _host_aux(func, "labels", labels), ignore_index,
+                                          label_smoothing, z_loss, reduction, inplace, v.get("out")),
             lambda call: _cuda.cross_entropy(call, labels, ignore_index, label_smoothing, z_loss, reduction,
                                              inplace, func))
     return _cross_entropy_host(logits, labels, ignore_index, label_smoothing, z_loss, reduction, inplace, out)
