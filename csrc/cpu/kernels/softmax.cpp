@@ -144,6 +144,29 @@ NNF_HD void for_vectors(int64_t len, F&& f) {
   }
 }
 
+// The fixed tree over the 16 virtual lanes that every reduction of a row
+// takes (lane j with lane j + 8, then + 4, + 2, + 1), so that every ISA and
+// kernel combines a row's lanes in the same order. N < 16: rows whose first N
+// virtual lanes hold a value each and the others op's identity (+0 for the
+// sums, -inf for max_nan), whose steps are then left out. T: a scalar, or a
+// vector holding one row per lane.
+template <int N, class T, class Op>
+NNF_HD T pairwise_over_lanes(const T (&lane)[N], Op op) {
+  static_assert(N >= 1 && N <= kGroup, "one value per virtual lane");
+  T t[N];
+  for (int j = 0; j < N; ++j) t[j] = lane[j];
+  int used = N;
+  for (int width = kGroup / 2; width >= 1; width /= 2) {
+    for (int j = 0; j < width && j + width < used; ++j) t[j] = op(t[j], t[j + width]);
+    used = std::min(used, width);
+  }
+  return t[0];
+}
+template <class T>
+NNF_HD T pairwise_sum(const T (&lane)[kGroup]) {
+  return pairwise_over_lanes(lane, [](T a, T b) { return a + b; });
+}
+
 // The 16 lane sums (s - bias) + c in double (bias 1 for BiasedSum, 0 for
 // CompensatedSum: s - 0 = s) and their pairwise sum: lane j plus lane j + 8,
 // then j + 4, j + 2, j + 1. The vector forms perform these very additions
@@ -194,9 +217,7 @@ NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
     if constexpr (kBias != 0) t[j] = t[j] - static_cast<double>(kBias);
     t[j] = t[j] + static_cast<double>(c[j]);
   }
-  for (int width = kGroup / 2; width >= 1; width /= 2)
-    for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
-  return t[0];
+  return pairwise_sum(t);
 }
 
 // Sum of the 16 lanes of compensated accumulators (s + c per lane), in
@@ -233,9 +254,7 @@ NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
   S lanes[kGroup];
   for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mx[k]);
   // A tree (depth 4, not a chain of 15): short rows wait on this maximum.
-  for (int width = kGroup / 2; width >= 1; width /= 2)
-    for (int j = 0; j < width; ++j) lanes[j] = smx::max_nan(lanes[j], lanes[j + width]);
-  return lanes[0];
+  return pairwise_over_lanes(lanes, [](S a, S b) { return smx::max_nan(a, b); });
 }
 
 // The lanes of a float vector widened to double (exact), one row per lane
@@ -516,9 +535,7 @@ NNF_HD void row_max_min(const float* x, const uint8_t* keep, int64_t n, V scale,
   if constexpr (kMin) {
     float lanes[kGroup];
     for (int k = 0; k < kVecs<V>; ++k) store_lanes(lanes + k * kLanes<V>, mn[k]);
-    for (int width = kGroup / 2; width >= 1; width /= 2)
-      for (int j = 0; j < width; ++j) lanes[j] = vmin(lanes[j], lanes[j + width]);
-    min = lanes[0];
+    min = pairwise_over_lanes(lanes, [](float a, float b) { return vmin(a, b); });
   }
 }
 
@@ -1104,23 +1121,6 @@ struct ColumnLayout {
   }
 #endif
 };
-
-// pairwise_over_lanes: the tree of combine_pairs and max_lanes (lane j with
-// lane j + 8, then + 4, + 2, + 1) for rows whose first N virtual lanes hold
-// a value each and the others op's identity (+0 for the sums, -inf for
-// max_nan), whose steps are then left out.
-template <int N, class T, class Op>
-T pairwise_over_lanes(const T (&lane)[N], Op op) {
-  static_assert(N >= 1 && N <= kGroup, "one value per virtual lane");
-  T t[N];
-  for (int j = 0; j < N; ++j) t[j] = lane[j];
-  int used = N;
-  for (int width = kGroup / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width && j + width < used; ++j) t[j] = op(t[j], t[j + width]);
-    used = std::min(used, width);
-  }
-  return t[0];
-}
 
 // combine_pairs for one row per lane, rows of at most 16 elements: virtual
 // lane j holds element j alone, and its sum is that element's value exactly
@@ -1925,10 +1925,7 @@ double label_rest(int64_t n, int64_t label, Term&& term) {
     for (int j = 0; j < kGroup; ++j) lanes[j] += i + j == label ? 0.0 : term(i + j);
   }
   for (int j = 0; i + j < n; ++j) lanes[j] += i + j == label ? 0.0 : term(i + j);
-  for (int width = kGroup / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
-  }
-  return lanes[0];
+  return pairwise_sum(lanes);
 }
 
 // label_rest of a row of float terms in memory, by vectors: element i into
@@ -1952,10 +1949,7 @@ inline double row_label_rest(const float* terms, int64_t n, int64_t label) {
   }
   alignas(64) double lanes[kGroup];
   for (int k = 0; k < K; ++k) store_f64(lanes + k * L, acc[k]);
-  for (int width = kGroup / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
-  }
-  return lanes[0];
+  return pairwise_sum(lanes);
 }
 
 // Float32 rows whose logits are finite with a spread below 87: one exp per
@@ -2245,10 +2239,7 @@ bool cross_entropy_column_block(const CrossEntropyRange& r, const ColumnLayout& 
     for (int j = 0; j < kGroup; ++j) {
       t[j] = j < n ? widen(select(label_v == V(static_cast<float>(j)), V(0.0f), term[j])) : LanesF64(0.0);
     }
-    for (int width = kGroup / 2; width >= 1; width /= 2) {
-      for (int j = 0; j < width; ++j) t[j] = t[j] + t[j + width];
-    }
-    store_f64(rest, t[0]);
+    store_f64(rest, pairwise_sum(t));
     take_log_rests(confident, rest, log_sum);
   }
   BlockGradFactors f(r, lab.ignored, max_f, sum, log_sum, sum_z, z_t, loss);

@@ -127,14 +127,14 @@ def check_hyper(func, hyper, compute_dtype=None):
         check_compute_range(func, compute_dtype, {key: hyper[key] for key in _NON_NEGATIVE if key in hyper})
 
 
-# Step counts are float64 in the bias corrections (beta ** step) and on the
-# device (the step counter): exact up to 2^53. 2^1100 raised OverflowError.
 def check_nesterov(func, nesterov, momentum, dampening):
     """SGD's rule, as PyTorch's: Nesterov momentum needs momentum and no dampening."""
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{func}(): nesterov=True needs momentum > 0 and dampening = 0")
 
 
+# Step counts are float64 in the bias corrections (beta ** step) and on the
+# device (the step counter): exact up to 2^53. 2^1100 raised OverflowError.
 MAX_STEP = 1 << 53
 
 

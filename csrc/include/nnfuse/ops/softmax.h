@@ -21,10 +21,10 @@
 // - Sums of e^(z - M) and of g y are compensated (TwoSum per lane): the lane
 //   sums are accurate to ~1 ULP whatever the row length, then added in double.
 // - Row totals (S, the dot products, the loss) live in double.
-// - Float32 rows (the CPU kernels, and CUDA's below 65536 columns) compute e^(z - M) once per element and
-//   scale it afterwards (softmax_normalize): one more rounding, measured within
-//   the bound; exp_near and BiasedSum are the cheaper exact forms they use
-//   where their conditions hold.
+// - Float32 rows (the CPU kernels, and CUDA's below 65536 columns) compute
+//   e^(z - M) once per element and scale it afterwards (softmax_normalize):
+//   one more rounding, measured within the bound; exp_near and BiasedSum are
+//   the cheaper exact forms they use where their conditions hold.
 #pragma once
 
 #include "nnfuse/common/macros.h"
