@@ -73,6 +73,20 @@ void backward_rescued(const T* grad, const T* in, T* out, int64_t n, const ActRa
 #endif
 }
 
+// Backward loops of a few arithmetic operations per vector, which
+// map_binary_any runs without software prefetches: from x, the ops whose
+// derivative times g is one product; from y, all but those whose formula
+// takes an exponential (bwd_from_y_has_exp).
+template <class Op, class = void>
+struct BwdFromYHasExp : std::false_type {};
+template <class Op>
+struct BwdFromYHasExp<Op, std::void_t<decltype(Op::bwd_from_y_has_exp)>>
+    : std::integral_constant<bool, Op::bwd_from_y_has_exp> {};
+template <class Op>
+inline constexpr bool kPrefetchBwdFromX = kBwdRescaled<Op>;
+template <class Op>
+inline constexpr bool kPrefetchBwdFromY = BwdFromYHasExp<Op>::value;
+
 template <class Op, class T>
 void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
   using V = vec_for_t<T>;
@@ -90,11 +104,13 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
     if constexpr (kBwdRescaled<Op>) {
       backward_rescued<Op, T>(grad, in, out, n, r, args);
     } else {
-      map_binary_any(grad, in, out, n, r.total, r.stream,
-                     [&](V g, V x) NNF_LAMBDA_INLINE { return backward_formula<Op, T>(g, x, args); });
+      map_binary_any<true, kPrefetchBwdFromX<Op>>(
+          grad, in, out, n, r.total, r.stream,
+          [&](V g, V x) NNF_LAMBDA_INLINE { return backward_formula<Op, T>(g, x, args); });
     }
   } else if constexpr (Op::has_bwd_from_y) {
-    map_binary_any(grad, in, out, n, r.total, r.stream, [&](V g, V y) NNF_LAMBDA_INLINE { return Op::bwd_from_y(g, y, args); });
+    map_binary_any<true, kPrefetchBwdFromY<Op>>(grad, in, out, n, r.total, r.stream,
+                                                [&](V g, V y) NNF_LAMBDA_INLINE { return Op::bwd_from_y(g, y, args); });
   }
 }
 
