@@ -1,8 +1,10 @@
 """Argument checking, ISA selection, build info, prelu and rrelu."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,6 +192,14 @@ def test_build_info():
     assert isinstance(info["cuda_compiled"], bool)
     for key in ("version", "compiler", "cuda_architectures", "cuda_devices"):
         assert key in info
+
+
+def test_version_is_the_projects():
+    # pip passes the version to the build, a direct CMake build reads pyproject.toml: either way
+    # the extension reports the project's version, never an empty string
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M).group(1)
+    assert nf.__version__ == nf.build_info()["version"] == declared
 
 
 def test_default_isa_is_the_best_supported():
