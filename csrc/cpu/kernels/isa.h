@@ -246,7 +246,7 @@ NNF_HD void map_binary(const T* a, const T* b, T* out, int64_t n, F&& f) {
 }
 
 // map_unary / map_binary with streaming stores where use_stream says so, and
-// prefetched inputs for any large output.
+// prefetched inputs for any large output (map_binary_any: where kPrefetch).
 template <class T, class F>
 void map_unary_any(const T* x, T* y, int64_t n, int64_t total, bool stream, F&& f) {
 #if NNF_ISA_LEVEL >= 1
