@@ -75,17 +75,11 @@ void backward_rescued(const T* grad, const T* in, T* out, int64_t n, const ActRa
 
 // Backward loops of a few arithmetic operations per vector, which
 // map_binary_any runs without software prefetches: from x, the ops whose
-// derivative times g is one product; from y, all but those whose formula
-// takes an exponential (bwd_from_y_has_exp).
-template <class Op, class = void>
-struct BwdFromYHasExp : std::false_type {};
-template <class Op>
-struct BwdFromYHasExp<Op, std::void_t<decltype(Op::bwd_from_y_has_exp)>>
-    : std::integral_constant<bool, Op::bwd_from_y_has_exp> {};
+// derivative times g is one product; from y, all but softplus's (an expm1).
 template <class Op>
 inline constexpr bool kPrefetchBwdFromX = kBwdRescaled<Op>;
 template <class Op>
-inline constexpr bool kPrefetchBwdFromY = BwdFromYHasExp<Op>::value;
+inline constexpr bool kPrefetchBwdFromY = std::is_same_v<Op, Softplus>;
 
 template <class Op, class T>
 void activation_typed(const ActRange& r, int64_t begin, int64_t end) {

@@ -872,9 +872,6 @@ struct Hardswish {
 // the same z and is exactly 2 softplus(x).
 struct Softplus {
   static constexpr bool has_bwd_from_y = true;
-  // bwd_from_y takes an expm1; the other ops' are a few arithmetic
-  // operations, whose CPU loops run without software prefetches.
-  static constexpr bool bwd_from_y_has_exp = true;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
     V z;
