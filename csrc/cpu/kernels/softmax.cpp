@@ -1631,10 +1631,16 @@ NNF_HD bool all_in_near_range(V y) {
 // ---- backward -------------------------------------------------------------------
 
 // Pass 1 of a backward row: sum(g) (log-softmax) or sum(g y) (softmax),
-// compensated. Padded lanes load 0: they add 0. The inputs are prefetched
-// (prefetch_ahead), the next row's too at the row's end: 2^27 elements, 1
-// thread, log-softmax backward of 1024 / 32768 / 131072 columns 0.90 / 0.95 /
-// 1.06 -> 0.80 / 0.88 / 0.97 ns per element (softmax's 2-3% faster).
+// compensated. Padded lanes load 0: they add 0. Log-softmax's g is
+// prefetched (prefetch_ahead), the next row's too at the row's end: 2^27
+// elements, 1 thread, Intel Xeon, 1024 / 32768 / 131072 columns 0.90 / 0.95 /
+// 1.06 -> 0.80 / 0.88 / 0.97 ns per element; on an AMD EPYC (Zen 4) even
+// either way. Softmax's pass 1 (two loads and one product per vector, no
+// exp) is not prefetched: on the Xeon the prefetches gained 2-3%, on the
+// EPYC they cost a third (1 thread, median ms of 30 calls, three alternating
+// runs, prefetched -> not: 4096x1024 1.43-1.59 -> 1.02-1.16, 65536x128
+// 3.06-3.56 -> 2.51-2.66, 256x32768 3.35-3.65 -> 2.86-3.03; np.add of the
+// same bytes 0.99-1.06 / 2.5-2.8 / 2.5-2.7; 2 threads even).
 template <class T>
 double softmax_backward_row_total(const T* g, const T* y, int64_t n, bool log) {
   using V = vec_for_t<T>;
@@ -1647,10 +1653,6 @@ double softmax_backward_row_total(const T* g, const T* y, int64_t n, bool log) {
     });
   } else {
     for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-      if (k == 0) {
-        prefetch_ahead(g + i);
-        prefetch_ahead(y + i);
-      }
       acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
     });
   }
