@@ -227,18 +227,31 @@ def test_environment_variable_overrides_and_bad_values_are_clear():
     assert out.returncode == 0 and out.stdout.split() == ["scalar", "[0.", "2.]"], out.stderr
 
 
-def test_mid_size_streaming_is_measured_or_set_by_the_environment():
+@pytest.mark.parametrize("key, variable", [("stream_mid_size", "NNFUSE_STREAM_MID_SIZE"),
+                                           ("optim_prefetch", "NNFUSE_OPTIM_PREFETCH")])
+def test_tuning_switches_are_reported_and_set_by_the_environment(key, variable):
     # Whether outputs from one L2 per thread up to 16 MiB take streaming
-    # stores: measured on first use, or NNFUSE_STREAM_MID_SIZE=1 / 0.
-    assert isinstance(nf.build_info()["stream_mid_size"], bool)
-    script = "import nnfuse; print(nnfuse.build_info()['stream_mid_size'])"
+    # stores (measured on first use) and whether the optimizer update
+    # prefetches (by CPU vendor): each reported by build_info, and set by
+    # its environment variable, 1 or 0.
+    assert isinstance(nf.build_info()[key], bool)
+    script = f"import nnfuse; print(nnfuse.build_info()['{key}'])"
     for setting, expected in (("1", "True"), ("0", "False")):
-        env = dict(os.environ, NNFUSE_STREAM_MID_SIZE=setting)
+        env = dict(os.environ, **{variable: setting})
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
         assert out.stdout.strip() == expected
-    env = dict(os.environ, NNFUSE_STREAM_MID_SIZE="yes")
+    env = dict(os.environ, **{variable: "yes"})
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert out.returncode != 0 and "NNFUSE_STREAM_MID_SIZE: expected 1 or 0, got 'yes'" in out.stderr
+    assert out.returncode != 0 and f"{variable}: expected 1 or 0, got 'yes'" in out.stderr
+
+
+def test_optimizer_prefetch_follows_the_cpu_vendor():
+    env = {k: v for k, v in os.environ.items() if k != "NNFUSE_OPTIM_PREFETCH"}
+    out = subprocess.run([sys.executable, "-c", "import nnfuse; print(nnfuse.build_info()['optim_prefetch'])"],
+                         capture_output=True, text=True, env=env, check=True)
+    with open("/proc/cpuinfo") as f:
+        amd = "AuthenticAMD" in f.read()
+    assert out.stdout.strip() == str(not amd)
 
 
 def test_set_cpu_isa_and_context_manager():

@@ -290,6 +290,41 @@ def test_same_bits_on_every_isa(clip, dtype):
         assert params == results[0][2], f"{isa} updates differ from {results[0][0]}"
 
 
+_PREFETCH_CHILD = textwrap.dedent("""
+    import hashlib, numpy as np, nnfuse as nf
+    from nnfuse import optim
+    from nnfuse._array import BFLOAT16
+    rng = np.random.default_rng(9)
+    sizes = [5, 77, 4099, 70001]
+    for isa in nf._C.supported_isas():
+        digest = hashlib.sha256()
+        with nf.cpu_isa(isa):
+            for dtype in (np.float32, np.float16, BFLOAT16, np.float64):
+                grads = [(rng.standard_normal(n) * 7).astype(dtype) for n in sizes]
+                params = [np.linspace(-1, 1, n).astype(dtype) for n in sizes]
+                opt = optim.Adam(params, lr=0.1, master_weights=np.dtype(dtype).itemsize == 2, global_clipnorm=1.0)
+                for _ in range(3):
+                    opt.step(grads)
+                for a in params + [s for group in opt.state_dict()["state"].values() for s in group]:
+                    digest.update(np.ascontiguousarray(a).tobytes())
+        print(isa, nf.build_info()["optim_prefetch"], digest.hexdigest())
+""")
+
+
+def test_update_prefetch_does_not_change_the_bits():
+    # The update loop prefetches or not by CPU vendor (NNFUSE_OPTIM_PREFETCH
+    # sets it): both loops, on every ISA, must leave the same parameters and state.
+    lines = {}
+    for setting in ("1", "0"):
+        env = dict(os.environ, NNFUSE_OPTIM_PREFETCH=setting)
+        out = subprocess.run([sys.executable, "-c", _PREFETCH_CHILD], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        lines[setting] = [line.split() for line in out.stdout.splitlines()]
+    assert [isa for isa, _, _ in lines["1"]] == nf._C.supported_isas()
+    assert {flag for _, flag, _ in lines["1"]} == {"True"} and {flag for _, flag, _ in lines["0"]} == {"False"}
+    assert [(isa, digest) for isa, _, digest in lines["1"]] == [(isa, digest) for isa, _, digest in lines["0"]]
+
+
 def test_float64_norm_does_not_overflow(isa):
     g = [np.full(10, 1e200), np.array([3e-300])]
     params = [np.zeros(10), np.zeros(1)]

@@ -333,6 +333,7 @@ py::tuple optim_step(const std::string& func, int kind, int dtype, const py::dty
 
 void nnfuse::register_optim(py::module_& m) {
   m.def("optim_step", &optim_step);
+  m.def("optim_prefetch", &nnfuse::optim_prefetch);
   m.def("overlapping_pair", &overlapping_pair_of, py::arg("begins"), py::arg("sizes"), py::arg("written"));
   m.def("check_table_overlap", &check_table_overlap, py::arg("func"), py::arg("table"), py::arg("counts"),
         py::arg("param_itemsize"), py::arg("state_itemsize"), py::arg("state_names"));

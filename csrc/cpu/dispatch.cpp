@@ -46,6 +46,12 @@ int detect_level() {
   return kAvx2;
 }
 
+bool read_vendor_is_amd() {
+  unsigned max_leaf, vendor[3];
+  if (!__get_cpuid(0, &max_leaf, &vendor[0], &vendor[2], &vendor[1])) return false;
+  return std::string(reinterpret_cast<const char*>(vendor), sizeof(vendor)) == "AuthenticAMD";
+}
+
 int level_of(const std::string& name) {
   for (int i = 0; i < 3; ++i)
     if (name == kIsaNames[i]) return i;
@@ -201,16 +207,22 @@ bool measure_mid_size_streaming() {
 
 }  // namespace
 
+bool cpu_vendor_is_amd() {
+  static const bool amd = read_vendor_is_amd();
+  return amd;
+}
+
+bool env_switch(const char* name, bool (*fallback)()) {
+  const char* env = std::getenv(name);
+  if (!env || !*env) return fallback();
+  const std::string setting(env);
+  if (setting == "1") return true;
+  if (setting == "0") return false;
+  throw std::invalid_argument(std::string(name) + ": expected 1 or 0, got '" + setting + "'");
+}
+
 bool stream_mid_size() {
-  static const bool value = [] {
-    if (const char* env = std::getenv("NNFUSE_STREAM_MID_SIZE"); env && *env) {
-      const std::string setting(env);
-      if (setting == "1") return true;
-      if (setting == "0") return false;
-      throw std::invalid_argument("NNFUSE_STREAM_MID_SIZE: expected 1 or 0, got '" + setting + "'");
-    }
-    return measure_mid_size_streaming();
-  }();
+  static const bool value = env_switch("NNFUSE_STREAM_MID_SIZE", measure_mid_size_streaming);
   return value;
 }
 

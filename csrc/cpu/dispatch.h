@@ -24,6 +24,15 @@ const CpuKernelTable& kernels();
 // 0 = scalar, 1 = AVX2, 2 = AVX-512: the level the kernels use now.
 int active_isa_level();
 
+// Whether CPUID's vendor string is AuthenticAMD (for tuning choices measured
+// to go opposite ways on the Intel and AMD machines benchmarked).
+bool cpu_vendor_is_amd();
+
+// A tuning switch from the environment: variable `name` set to "1" (true)
+// or "0" (false); unset or empty: fallback(). Any other value throws
+// std::invalid_argument naming the variable.
+bool env_switch(const char* name, bool (*fallback)());
+
 // Each feature (activations, softmax, optimizers) has its own table of kernel
 // entry points, defined once per ISA by a function `fn` in the ISA's inline
 // namespace. NNF_DECLARE_ISA_TABLES declares the three definitions;

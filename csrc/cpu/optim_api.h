@@ -31,6 +31,7 @@ struct OptimConfig {
   uint32_t flags;    // OptimFlag bits (nnfuse/ops/optim.h)
   double clip;       // clipvalue (kOptClamp)
   double hyper[12];  // per-optimizer scalars, order fixed by each functor's Hyper
+  bool prefetch;     // the update loop prefetches its inputs (set by the dispatch: optim_prefetch)
 };
 
 // Sum of squares of one block of a gradient, in double, in an order fixed by

@@ -33,6 +33,11 @@ struct Block {
 
 }  // namespace
 
+bool optim_prefetch() {
+  static const bool value = env_switch("NNFUSE_OPTIM_PREFETCH", [] { return !cpu_vendor_is_amd(); });
+  return value;
+}
+
 GradNorms run_grad_norms(DType dtype, const std::vector<OptimTensor>& tensors, bool zero_nonfinite) {
   const OptimKernelTable& table = optim_kernels();
   std::vector<Block> blocks;
@@ -80,8 +85,10 @@ double global_factor(double norm, double c, bool keras) {
   return std::min(1.0, c / (norm + 1e-6));
 }
 
-void run_update(const OptimConfig& config, const std::vector<OptimTensor>& tensors) {
+void run_update(const OptimConfig& base, const std::vector<OptimTensor>& tensors) {
   const OptimKernelTable& table = optim_kernels();
+  OptimConfig config = base;
+  config.prefetch = optim_prefetch();
   // Threads split the concatenation of all arrays into equal element ranges,
   // so 1000 small arrays and one large one balance alike.
   std::vector<int64_t> offsets(tensors.size() + 1, 0);

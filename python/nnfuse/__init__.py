@@ -38,7 +38,10 @@ def build_info() -> dict:
     to 16 MiB are written with streaming stores, as measured once per process
     on first use (environment variable NNFUSE_STREAM_MID_SIZE=1 or 0 sets it);
     larger ones stream when already backed by memory, smaller ones never.
-    Either way the results are the same bits."""
+    ``optim_prefetch``: whether the CPU optimizer update prefetches its
+    arrays ahead in software, on unless the CPU is an AMD one, where it was
+    measured slower (environment variable NNFUSE_OPTIM_PREFETCH=1 or 0 sets
+    it). Either way the results are the same bits."""
     return {
         "version": __version__,
         "compiler": _C.compiler,
@@ -50,6 +53,7 @@ def build_info() -> dict:
         "cuda_devices": _cuda.device_count() if _cuda is not None else 0,
         "num_threads": _C.get_num_threads(),
         "stream_mid_size": _C.stream_mid_size(),
+        "optim_prefetch": _C.optim_prefetch(),
     }
 
 

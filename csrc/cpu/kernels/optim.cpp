@@ -174,21 +174,27 @@ void update_typed(const OptimConfig& c, const OptimTensor& t, int64_t begin, int
     if (master) store(master, pv);
     store(p, pv);  // rounded to nearest even for 16-bit parameters
   };
-  // The inputs are prefetched a few lines ahead (prefetch_ahead, isa.h): 100
-  // arrays of 2^24 float32 parameters in all, Adam, median ns per parameter,
-  // 1 thread 1.91 -> 1.66, 2 threads 0.96 -> 0.83 (2^20 in all: unchanged).
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    if constexpr (L > 1) {
-      prefetch_ahead(g + i);
-      prefetch_ahead(p + i);
-      if (master) prefetch_ahead(master + i);
-      for (int k = 0; k < 3; ++k)
-        if (st[k]) prefetch_ahead(st[k] + i);
+  // The inputs are prefetched a few lines ahead (prefetch_ahead, isa.h) where
+  // the dispatch says it pays (c.prefetch: optim_prefetch, optim_dispatch.h).
+  auto loop = [&](auto prefetch) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+      if constexpr (L > 1 && decltype(prefetch)::value) {
+        prefetch_ahead(g + i);
+        prefetch_ahead(p + i);
+        if (master) prefetch_ahead(master + i);
+        for (int k = 0; k < 3; ++k)
+          if (st[k]) prefetch_ahead(st[k] + i);
+      }
+      body(i, L);
     }
-    body(i, L);
+    if (i < n) body(i, static_cast<int>(n - i));
+  };
+  if (c.prefetch) {
+    loop(std::true_type{});
+  } else {
+    loop(std::false_type{});
   }
-  if (i < n) body(i, static_cast<int>(n - i));
 }
 
 template <class T>
