@@ -1634,8 +1634,9 @@ NNF_HD bool all_in_near_range(V y) {
 // compensated. Padded lanes load 0: they add 0. Log-softmax's g is
 // prefetched (prefetch_ahead), the next row's too at the row's end: 2^27
 // elements, 1 thread, Intel Xeon, 1024 / 32768 / 131072 columns 0.90 / 0.95 /
-// 1.06 -> 0.80 / 0.88 / 0.97 ns per element; on an AMD EPYC (Zen 4) even
-// either way. Softmax's pass 1 (two loads and one product per vector, no
+// 1.06 -> 0.80 / 0.88 / 0.97 ns per element; on an AMD EPYC (Zen 4) within
+// a few percent either way (1024 and 4096 columns faster with it, 32768
+// slower, 1 thread, three alternating runs). Softmax's pass 1 (two loads and one product per vector, no
 // exp) is not prefetched: on the Xeon the prefetches gained 2-3%, on the
 // EPYC they cost a third (1 thread, median ms of 30 calls, three alternating
 // runs, prefetched -> not: 4096x1024 1.43-1.59 -> 1.02-1.16, 65536x128
