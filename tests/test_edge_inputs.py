@@ -371,10 +371,6 @@ def test_torch_tensor_on_another_device_is_named():
         nf.relu(torch.zeros(3, device="meta"))
 
 
-def _torch_or_skip():
-    return pytest.importorskip("torch")
-
-
 @pytest.mark.parametrize("call, message", [
     (lambda torch: nf.gelu(torch.zeros(3, dtype=torch.float8_e4m3fn)),
      "gelu\\(\\): argument 'x' has dtype torch.float8_e4m3fn, which nnfuse does not support"),
@@ -390,13 +386,13 @@ def _torch_or_skip():
      "log_softmax\\(\\): 'mask' is a torch tensor of layout torch.sparse_coo"),
 ], ids=["float8", "sparse", "meta-labels", "float-labels-requiring-grad", "meta-mask", "sparse-mask"])
 def test_torch_arguments_numpy_cannot_view_are_named(call, message):
-    torch = _torch_or_skip()
+    torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=message):
         call(torch)
 
 
 def test_torch_labels_and_mask_give_the_numpy_results():
-    torch = _torch_or_skip()
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
     logits = rng.standard_normal((4, 7)).astype(np.float32)
     labels = np.array([0, 6, 3, 2])
