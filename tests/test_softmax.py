@@ -156,8 +156,8 @@ def test_short_rows_give_identical_bits_on_every_isa_and_thread_count():
         _assert_same_bits(_run_on_every_isa_and_thread_count(run))
 
 
-def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
-    # Forward rows of 17 to 64 (softmax) and 256 (log-softmax, cross-entropy)
+def test_rows_of_17_to_512_give_identical_bits_on_every_isa_and_thread_count():
+    # Forward rows of 17 to 256 (softmax) and 512 (log-softmax, cross-entropy)
     # elements are taken 16 at a time on AVX-512 with batched reductions;
     # AVX2 and the scalar path take them row by row. Lengths end full and
     # partial vectors; 11 rows leave a partial block, 37 rows full ones and a
@@ -168,7 +168,7 @@ def test_rows_of_17_to_256_give_identical_bits_on_every_isa_and_thread_count():
     # elements, and those up to 64 that end in a partial vector, are taken
     # four at a time, the others one at a time, on every ISA.
     rng = np.random.default_rng(37)
-    for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 47, 64, 65, 100, 128, 200, 256)):
+    for rows, cols in itertools.product((11, 37), (17, 24, 31, 32, 33, 47, 64, 65, 100, 128, 200, 256, 257, 300, 512, 513)):
         x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
         x[1, cols // 2] = np.nan
         x[3, -1] = np.inf

@@ -9,8 +9,8 @@
 // scalar, AVX2 and AVX-512 results are identical to the bit (tested).
 //
 // Float32 forward rows and cross-entropy rows (softmax_rows_f32,
-// cross_entropy_row_f32; on AVX-512, rows of up to 256 elements 16 at a
-// time) compute one exp per element: the maximum (and
+// cross_entropy_row_f32; on AVX-512, rows of up to 256 (softmax) or 512
+// elements 16 at a time) compute one exp per element: the maximum (and
 // minimum) first, then e^(z - M) written out while it is summed, then the
 // output in place. Rows whose spread max - min is below 87 (almost all) use
 // exp_near (with z - M by Fast2Sum where the row allows it) and lane sums
@@ -1251,15 +1251,14 @@ void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t r
 }
 
 #if NNF_ISA_LEVEL == 2
-// ---- float32 rows of 17 to 256 elements, 16 rows at a time -------------------------
+// ---- float32 rows of 17 to 512 elements, 16 rows at a time -------------------------
 //
 // The rows stay in memory order, K = ceil(n / 16) vectors each (the last one
 // masked), and only their horizontal reductions are batched: each row's
 // lane-wise maximum and minimum, then its 16 BiasedSum lanes, are 16 vectors
-// for 16 rows, transposed in registers so that lane l of column j holds
-// lane j of row l; the maximum over the columns, or the pairwise sum of the
-// lane sums in double (combine_pairs' order), then yields every row's value
-// in its own lane. Each row gets the row kernel's operations in its order
+// for 16 rows, reduced together (reduce_rows: the maximum, or the pairwise
+// sum of the lane sums in double in combine_pairs' order) into one vector
+// with every row's value in its own lane. Each row gets the row kernel's operations in its order
 // (its lanes add its elements j, 16 + j, ... with +0 for padding, as
 // for_vectors), hence its bits (tested), without a reduction per row to wait
 // on, nor the row kernel's per-row scalar work. Pass 2 prefetches the next
@@ -1272,55 +1271,98 @@ void softmax_column_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t r
 //   softmax       2.60 -> 1.84 1.17 -> 0.74 0.77 -> 0.62 0.49 -> 0.40 0.49 -> 0.42
 //   log-softmax   3.22 -> 1.59 1.54 -> 0.84 0.94 -> 0.68 0.65 -> 0.57 0.65 -> 0.49
 //   cross-entropy 5.40 -> 2.30 2.47 -> 1.05 1.52 -> 0.66 0.98 -> 0.55 0.74 -> 0.47
+// The reductions were first a 16x16 transpose each and a reduction over its
+// columns; reduce_rows (30 shuffles instead of 64, and no separate
+// column pass) took, on the AMD EPYC (Zen 4), 1 thread, 2^16 elements (in
+// L2), fastest of 15 rounds, two alternating processes each, softmax /
+// log-softmax / cross-entropy, 17 columns 1.76 / 1.55 / 2.10 -> 1.46 / 1.31 /
+// 1.82, 32 columns 0.67 / 0.81 / 0.91 -> 0.55 / 0.68 / 0.79, 64 columns
+// 0.50 / 0.56 / 0.65 -> 0.43 / 0.50 / 0.64, 128 columns 0.39 / 0.47 / 0.56
+// -> 0.38 / 0.44 / 0.52.
 // Softmax blocks beyond 64 columns were slower than the rows (2^23 elements,
 // 128 columns: 0.57 -> 0.60) until their terms took Fast2Sum as the row
-// kernel's do (batch_row_terms). Beyond 256 columns log-softmax gained under
-// 10% and softmax lost (320 and 512 columns), so longer rows stay one at a
-// time, their prefetch a row ahead.
-constexpr int kBatchRowMax = 256;
+// kernel's do (batch_row_terms). With reduce_rows, log-softmax and the
+// cross-entropy take blocks up to 512 columns (AMD EPYC, 1 thread, 2^23
+// elements, fastest of 15 rounds, rows -> blocks, ns per element, 288 / 384
+// / 512 columns: log-softmax 0.57 / 0.51 / 0.50 -> 0.43-0.56 / 0.48 / 0.44-0.45,
+// cross-entropy 1.01-1.06 / 0.98-1.00 / 0.92-0.93 -> 0.89-0.91 / 0.91 /
+// 0.89-0.91; in L2, 2^16 elements, 12-25%). Softmax blocks stop at 256
+// columns: beyond, their 16 rows of terms outgrow L1 before pass 3 scales
+// them (2^23 elements, the same columns: 0.43 / 0.42 / 0.42 -> 0.49 / 0.49-0.52
+// / 0.50-0.51, though 15% faster in L2). Longer rows stay one at a time,
+// their prefetch a row ahead.
+constexpr int kBatchRowMax = 512;
+constexpr int kSoftmaxBatchRowMax = 256;
 constexpr int kBatchVectorsMax = kBatchRowMax / kGroup;
 constexpr int kBatchFastTerms = 4;
 
-// In-place transpose of 16 vectors of 16 floats (element c of vector r goes
-// to element r of vector c): unpacks within 128-bit lanes, then two rounds
-// of 128-bit lane shuffles.
-inline void transpose_tile(__m512 (&m)[kGroup]) {
-  __m512 t[kGroup], u[kGroup];
+// Horizontal reductions of 16 rows at once, row l's lanes in vector l and
+// its result in lane l. Each step pairs vectors, shuffles the lanes of both
+// into two vectors and combines those: the lanes still holding a row's
+// partial results halve and the rows per vector double, so 16 vectors take
+// 15 combinations and 30 shuffles (a 16x16 transpose and a reduction over
+// its columns: 64 shuffles). The steps combine lane j with lane j + 8, then
+// j + 4, j + 2 and j + 1: pairwise_over_lanes' tree, so that the sums keep
+// the row kernel's order and bits. The results come out in the lane order
+// kReducedRow (row of each lane, its own inverse), put right by one permute.
+alignas(64) constexpr int32_t kReducedRow[kGroup] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+template <class Op>
+VecF reduce_rows(const __m512 (&v)[kGroup], Op op) {
+  __m512 w[8], x[4], y[2];
+  // w[i]: rows i (lanes 0-7) and i + 8 (lanes 8-15), lane j with j + 8.
   for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_maskz_unpacklo_ps(0xFFFF, m[2 * i], m[2 * i + 1]);
-    t[2 * i + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, m[2 * i], m[2 * i + 1]);
+    w[i] = op(_mm512_maskz_shuffle_f32x4(0xFFFF, v[i], v[i + 8], 0x44),
+              _mm512_maskz_shuffle_f32x4(0xFFFF, v[i], v[i + 8], 0xEE));
   }
+  // x[i]: rows i, i + 8, i + 4, i + 12 by 128-bit lane, lane j with j + 4.
   for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-    u[4 * i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, a, b));
-    u[4 * i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, a, b));
-    u[4 * i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, c, d));
-    u[4 * i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, c, d));
+    x[i] = op(_mm512_maskz_shuffle_f32x4(0xFFFF, w[i], w[i + 4], 0x88),
+              _mm512_maskz_shuffle_f32x4(0xFFFF, w[i], w[i + 4], 0xDD));
   }
-  // u[4 i + q], 128-bit lane L: rows 4i .. 4i + 3 of column 4 L + q.
-  for (int q = 0; q < 4; ++q) {
-    const __m512 w0 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[q], u[4 + q], 0x44);
-    const __m512 w1 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[q], u[4 + q], 0xEE);
-    const __m512 x0 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[8 + q], u[12 + q], 0x44);
-    const __m512 x1 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[8 + q], u[12 + q], 0xEE);
-    m[q] = _mm512_maskz_shuffle_f32x4(0xFFFF, w0, x0, 0x88);
-    m[4 + q] = _mm512_maskz_shuffle_f32x4(0xFFFF, w0, x0, 0xDD);
-    m[8 + q] = _mm512_maskz_shuffle_f32x4(0xFFFF, w1, x1, 0x88);
-    m[12 + q] = _mm512_maskz_shuffle_f32x4(0xFFFF, w1, x1, 0xDD);
+  // y[i]: two rows per 128-bit lane (x[i]'s, then x[i + 2]'s), j with j + 2.
+  for (int i = 0; i < 2; ++i) {
+    const __m512d a = _mm512_castps_pd(x[i]), b = _mm512_castps_pd(x[i + 2]);
+    y[i] = op(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, a, b)),
+              _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, a, b)));
   }
+  // One row per lane, j with j + 1.
+  const __m512 z = op(_mm512_maskz_shuffle_ps(0xFFFF, y[0], y[1], 0x88), _mm512_maskz_shuffle_ps(0xFFFF, y[0], y[1], 0xDD));
+  return _mm512_maskz_permutexvar_ps(0xFFFF, _mm512_load_si512(kReducedRow), z);
+}
+
+// The same in double: t[l] holds row l's lanes j + (j + 8), j < 8 (the
+// tree's first step), the result is row l's total in lane l of LanesF64.
+inline LanesF64 reduce_rows_sum(const __m512d (&t)[kGroup]) {
+  __m512d u[8], v[4], f[2];
+  for (int i = 0; i < 8; ++i) {  // rows i, i + 8; j with j + 4
+    u[i] = _mm512_add_pd(_mm512_maskz_shuffle_f64x2(0xFF, t[i], t[i + 8], 0x44),
+                         _mm512_maskz_shuffle_f64x2(0xFF, t[i], t[i + 8], 0xEE));
+  }
+  for (int i = 0; i < 4; ++i) {  // rows i, i + 8, i + 4, i + 12 by 128-bit lane; j with j + 2
+    v[i] = _mm512_add_pd(_mm512_maskz_shuffle_f64x2(0xFF, u[i], u[i + 4], 0x88),
+                         _mm512_maskz_shuffle_f64x2(0xFF, u[i], u[i + 4], 0xDD));
+  }
+  for (int i = 0; i < 2; ++i) {  // v[i]'s row, then v[i + 2]'s, by 128-bit lane; j with j + 1
+    f[i] = _mm512_add_pd(_mm512_maskz_unpacklo_pd(0xFF, v[i], v[i + 2]), _mm512_maskz_unpackhi_pd(0xFF, v[i], v[i + 2]));
+  }
+  // f[0] holds rows 0 2 8 10 4 6 12 14, f[1] rows 1 3 9 11 5 7 13 15.
+  const __m512i rows_lo = _mm512_setr_epi64(0, 8, 1, 9, 4, 12, 5, 13);
+  const __m512i rows_hi = _mm512_setr_epi64(2, 10, 3, 11, 6, 14, 7, 15);
+  return {_mm512_permutex2var_pd(f[0], rows_lo, f[1]), _mm512_permutex2var_pd(f[0], rows_hi, f[1])};
 }
 
 // The sums of 16 rows' compensated lane accumulators (s, c of row l in
-// vector l; started at kBias), one row per lane: transposed, then
-// (s - kBias) + c per lane and combine_pairs' pairwise tree.
+// vector l; started at kBias), one row per lane: (s - kBias) + c per lane in
+// double and combine_pairs' pairwise tree.
 template <int kBias>
-LanesF64 transposed_lane_sums(__m512 (&s)[kGroup], __m512 (&c)[kGroup]) {
-  transpose_tile(s);
-  transpose_tile(c);
-  LanesF64 lane[kGroup];
-  for (int j = 0; j < kGroup; ++j) lane[j] = (widen(VecF(s[j])) - LanesF64(kBias)) + widen(VecF(c[j]));
-  return combine_columns(lane);
+LanesF64 reduced_lane_sums(const __m512 (&s)[kGroup], const __m512 (&c)[kGroup]) {
+  __m512d t[kGroup];
+  for (int l = 0; l < kGroup; ++l) {
+    const LanesF64 lane = (widen(VecF(s[l])) - LanesF64(kBias)) + widen(VecF(c[l]));
+    t[l] = _mm512_add_pd(lane.lo, lane.hi);
+  }
+  return reduce_rows_sum(t);
 }
 
 // A block of 16 rows of n elements, 16 (K - 1) < n <= 16 K, in memory
@@ -1407,7 +1449,8 @@ struct BatchForms {
 
 // Pass 1 of a block of 16 rows whose logits are z(row, k): each row's
 // lane-wise maximum and minimum (padding lanes -inf and +inf, NaNs skipped as
-// row_max_min_fast), transposed so that row l's comes out in lane l, a zero
+// row_max_min_fast), reduced so that row l's comes out in lane l (the order
+// of the maxima and minima changes no bit: no lane holds a NaN), a zero
 // maximum as -0 (as f32_segment_stats). on_vector(l, z) sees each of row l's
 // logit vectors as it is read (the cross-entropy's logit sums).
 struct BatchMaxMin {
@@ -1429,13 +1472,8 @@ BatchMaxMin batch_max_min(const BatchRows<K>& rows, Logits&& z, OnVector&& on_ve
     mxr[l] = mx.v;
     mnr[l] = mn.v;
   }
-  transpose_tile(mxr);
-  transpose_tile(mnr);
-  V mx = V(mxr[0]), mn = V(mnr[0]);
-  for (int j = 1; j < kGroup; ++j) {
-    mx = vmax(V(mxr[j]), mx);
-    mn = vmin(V(mnr[j]), mn);
-  }
+  const V mx = reduce_rows(mxr, [](__m512 a, __m512 b) { return _mm512_maskz_max_ps(0xFFFF, a, b); });
+  const V mn = reduce_rows(mnr, [](__m512 a, __m512 b) { return _mm512_maskz_min_ps(0xFFFF, a, b); });
   return {-(-mx + V(0.0f)), mn};
 }
 
@@ -1466,7 +1504,7 @@ ColumnExits softmax_batch_block(const float* x, float* y, int n, VecF scale, boo
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
-  const LanesF64 sum = LanesF64(0.0) + transposed_lane_sums<1>(sums, comps);
+  const LanesF64 sum = LanesF64(0.0) + reduced_lane_sums<1>(sums, comps);
   exits.redo = lane_bits(is_nan(narrow(sum))) & ~exits.general;
   // Pass 3: the outputs.
   alignas(64) float row_hi[kGroup], row_lo[kGroup];
@@ -1545,7 +1583,7 @@ void softmax_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end)
     });
   }
 #if NNF_ISA_LEVEL == 2
-  if (!kMasked && !exact && n <= kBatchRowMax) {
+  if (!kMasked && !exact && n <= (r.log ? kBatchRowMax : kSoftmaxBatchRowMax)) {
     return with_batch_vectors(static_cast<int>((n + kGroup - 1) / kGroup), [&](auto vectors) {
       softmax_unit_scale(r) ? softmax_batch_rows_f32<vectors(), true>(r, row_begin, row_end)
                             : softmax_batch_rows_f32<vectors(), false>(r, row_begin, row_end);
@@ -2313,9 +2351,9 @@ void cross_entropy_column_rows_f32(const CrossEntropyRange& r, int64_t row_begin
 // Cross-entropy rows of 17 to kBatchRowMax elements, 16 at a time
 // as softmax_batch_block: the rows in memory order, their reductions
 // batched (lane-wise maximum, minimum, BiasedSum and, with label smoothing,
-// the CompensatedSum of the scaled logits, each transposed so that every
-// row's value comes out of max_lanes' or combine_pairs' tree in its own
-// lane). The operations of cross_entropy_row_f32 (z - M by Fast2Sum where
+// the CompensatedSum of the scaled logits, each reduced by reduce_rows so
+// that every row's value comes out of max_lanes' or combine_pairs' tree in
+// its own lane). The operations of cross_entropy_row_f32 (z - M by Fast2Sum where
 // batch_row_terms finds its condition: the same d and dlo), so the same
 // bits; the row kernel keeps TwoSum, where a second loop cost more than
 // Fast2Sum saved (see there). Pass 1
@@ -2354,7 +2392,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
       zsr[l] = zsum[l].s.v;
       zcr[l] = zsum[l].c.v;
     }
-    store_f64(sum_z, transposed_lane_sums<0>(zsr, zcr));
+    store_f64(sum_z, reduced_lane_sums<0>(zsr, zcr));
   }
   // Pass 2: the terms, written to the gradient, and each row's lane sums.
   __m512 sums[kGroup], comps[kGroup];
@@ -2364,7 +2402,7 @@ bool cross_entropy_batch_block(const CrossEntropyRange& r, const float* x, float
     sums[l] = acc.s.v;
     comps[l] = acc.c.v;
   }
-  const LanesF64 row_sum = transposed_lane_sums<1>(sums, comps);
+  const LanesF64 row_sum = reduced_lane_sums<1>(sums, comps);
   store_f64(sum, row_sum);
   store_f64(log_sum, log_row_sum(row_sum));
   alignas(64) double rest[kGroup] = {};
