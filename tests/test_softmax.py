@@ -85,6 +85,34 @@ def test_backward_matches_reference(dtype, isa):
                           {"grad": g, "y": y}, floor=floor)
 
 
+@pytest.mark.parametrize("shape", [(1, 1 << 18), (8, 4096), (64, 100)])
+def test_backward_sums_that_cancel_stay_accurate(shape, isa):
+    # The backward's row sums (sum g y, sum g) where they cancel: g is +1 on
+    # the first half of a row and -1 on the second (with noise), shifted so
+    # that the exact sum is about 0, so each lane's running sum climbs and
+    # falls back. Softmax: with an accurate sum, dx = y (g - dot) is three
+    # roundings (dot to float, g - dot, times y), each within half an ULP of
+    # the floor y (|g| + sum |g y|): 1.5 at most. A float running sum per lane
+    # measured 3.73 on the 2^18 row (its rounding errors pile up over 2^14
+    # additions); the kernels' double lanes 0.50. Log-softmax: the
+    # published bound.
+    rng = np.random.default_rng(shape[1])
+    x = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    g = rng.standard_normal(shape) * 0.1 + np.where(np.arange(shape[1]) < shape[1] // 2, 1.0, -1.0)
+    y = nf.softmax(x)
+    y64 = y.astype(np.float64)
+    g_soft = (g - np.sum(g * y64, axis=-1, keepdims=True)).astype(np.float32)
+    g_log = (g - np.mean(g, axis=-1, keepdims=True)).astype(np.float32)
+    ly = nf.log_softmax(x)
+    for name, grad, out, bound in (("softmax", g_soft, y, 1.5),
+                                   ("log_softmax", g_log, ly, SOFTMAX_BOUNDS["float32"]["backward"])):
+        g64, o64 = grad.astype(np.float64), out.astype(np.float64)
+        expected = getattr(ref, name + "_backward")(g64, o64)
+        floor = softmax_floor(name + "_backward", x.dtype, expected, g=g64, y=o64)
+        assert_within_ulp(f"{shape} {isa} {name}_backward", getattr(nf, name + "_backward")(grad, out), expected,
+                          bound, {"grad": grad, "y": out}, floor=floor)
+
+
 @pytest.mark.parametrize("n", ROW_LENGTHS)
 def test_every_row_length(n, isa):
     rng = np.random.default_rng(n)

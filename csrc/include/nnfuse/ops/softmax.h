@@ -18,8 +18,10 @@
 // - z - M is computed exactly as d + dlo (TwoSum): e^(z - M) is then as accurate
 //   as exp itself even when |z - M| is large, where the rounding of d alone
 //   would cost |d| / 2 ULP.
-// - Sums of e^(z - M) and of g y are compensated (TwoSum per lane): the lane
-//   sums are accurate to ~1 ULP whatever the row length, then added in double.
+// - Sums of e^(z - M) are compensated (TwoSum per lane): the lane sums are
+//   accurate to ~1 ULP whatever the row length, then added in double. The
+//   backward's sums of g y (or g) over float rows are taken in double lanes
+//   (CPU) or in double (CUDA); float64 rows compensate in double.
 // - Row totals (S, the dot products, the loss) live in double.
 // - Float32 rows (the CPU kernels, and CUDA's below 65536 columns) compute
 //   e^(z - M) once per element and scale it afterwards (softmax_normalize):
