@@ -73,11 +73,10 @@ void backward_rescued(const T* grad, const T* in, T* out, int64_t n, const ActRa
 #endif
 }
 
-// Backward loops of a few arithmetic operations per vector, which
-// map_binary_any runs without software prefetches: from x, the ops whose
-// derivative times g is one product; from y, all but softplus's (an expm1).
-template <class Op>
-inline constexpr bool kPrefetchBwdFromX = kBwdRescaled<Op>;
+// Backward loops of a few arithmetic operations per vector run without
+// software prefetches (map_binary_any's kPrefetch): from x, the ops whose
+// derivative times g is one product (the others take backward_rescued, which
+// keeps them); from y, all but softplus's (an expm1).
 template <class Op>
 inline constexpr bool kPrefetchBwdFromY = std::is_same_v<Op, Softplus>;
 
@@ -98,9 +97,8 @@ void activation_typed(const ActRange& r, int64_t begin, int64_t end) {
     if constexpr (kBwdRescaled<Op>) {
       backward_rescued<Op, T>(grad, in, out, n, r, args);
     } else {
-      map_binary_any<true, kPrefetchBwdFromX<Op>>(
-          grad, in, out, n, r.total, r.stream,
-          [&](V g, V x) NNF_LAMBDA_INLINE { return backward_formula<Op, T>(g, x, args); });
+      map_binary_any<true, false>(grad, in, out, n, r.total, r.stream,
+                                  [&](V g, V x) NNF_LAMBDA_INLINE { return backward_formula<Op, T>(g, x, args); });
     }
   } else if constexpr (Op::has_bwd_from_y) {
     map_binary_any<true, kPrefetchBwdFromY<Op>>(grad, in, out, n, r.total, r.stream,

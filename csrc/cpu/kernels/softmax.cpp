@@ -167,87 +167,6 @@ NNF_HD T pairwise_sum(const T (&lane)[kGroup]) {
   return pairwise_over_lanes(lane, [](T a, T b) { return a + b; });
 }
 
-// The 16 lane sums (s - bias) + c in double (bias 1 for BiasedSum, 0 for
-// CompensatedSum: s - 0 = s) and their pairwise sum: lane j plus lane j + 8,
-// then j + 4, j + 2, j + 1. The vector forms perform these very additions
-// (each lane of a double vector is one t[j]), so every ISA gets the same
-// bits; they save the round trip through memory and the scalar conversions,
-// which short rows (8 vectors at C = 128) pay once per row.
-template <class V, int kBias>
-NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
-#if NNF_ISA_LEVEL == 2
-  if constexpr (kLanes<V> == 16) {
-    const __m512d bias = _mm512_set1_pd(kBias);
-    const __m512 s = sv[0].v, c = cv[0].v;
-    const __m512d lo = _mm512_add_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(s)), bias),
-                                     _mm512_cvtps_pd(_mm512_castps512_ps256(c)));
-    const __m512d hi = _mm512_add_pd(
-        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))), bias),
-        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1))));
-    const __m512d t8 = _mm512_add_pd(lo, hi);
-    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#elif NNF_ISA_LEVEL == 1
-  if constexpr (kLanes<V> == 8) {
-    const __m256d bias = _mm256_set1_pd(kBias);
-    __m256d t[4];  // lanes 0-3, 4-7, 8-11, 12-15
-    for (int k = 0; k < 2; ++k) {
-      const __m256 s = sv[k].v, c = cv[k].v;
-      t[2 * k] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(s)), bias),
-                               _mm256_cvtps_pd(_mm256_castps256_ps128(c)));
-      t[2 * k + 1] = _mm256_add_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)), bias),
-                                   _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)));
-    }
-    const __m256d t4 = _mm256_add_pd(_mm256_add_pd(t[0], t[2]), _mm256_add_pd(t[1], t[3]));
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#endif
-  using S = scalar_t<V>;
-  S s[kGroup], c[kGroup];
-  for (int k = 0; k < kVecs<V>; ++k) {
-    store_lanes(s + k * kLanes<V>, sv[k]);
-    store_lanes(c + k * kLanes<V>, cv[k]);
-  }
-  double t[kGroup];
-  for (int j = 0; j < kGroup; ++j) {
-    t[j] = static_cast<double>(s[j]);
-    if constexpr (kBias != 0) t[j] = t[j] - static_cast<double>(kBias);
-    t[j] = t[j] + static_cast<double>(c[j]);
-  }
-  return pairwise_sum(t);
-}
-
-// Sum of the 16 lanes of compensated accumulators (s + c per lane), in
-// double, pairwise. kBias is what the accumulators started at: 0 for
-// CompensatedSum, 1 for BiasedSum (whose lane sums are (s - 1) + c).
-// An infinite lane sum (an infinite term: an upstream gradient of +-inf)
-// leaves its compensation NaN (TwoSum's inf - inf); the total is then the
-// plain sum of the lanes, +-inf as in the reference's float64 sum, or NaN
-// where infinities of both signs meet.
-template <int kBias, class V, template <class> class Acc>
-NNF_HD double combine_accumulators(const Acc<V> (&acc)[kVecs<V>]) {
-  V s[kVecs<V>], c[kVecs<V>];
-  for (int k = 0; k < kVecs<V>; ++k) {
-    s[k] = acc[k].s;
-    c[k] = acc[k].c;
-  }
-  const double total = combine_pairs<V, kBias>(s, c);
-  if (total == total) return total;
-  for (auto& ck : c) ck = V(0.0f);
-  return combine_pairs<V, kBias>(s, c);
-}
-template <class V>
-NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
-  return combine_accumulators<0>(acc);
-}
-template <class V>
-NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
-  return combine_accumulators<1>(acc);
-}
-
 template <class V>
 NNF_HD scalar_t<V> max_lanes(const V (&mx)[kVecs<V>]) {
   using S = scalar_t<V>;
@@ -366,6 +285,91 @@ inline void store_f64(double* p, double a) { *p = a; }
 inline double load_f64(const double* p) { return *p; }
 inline uint32_t lane_bits(bool m) { return m ? 1u : 0u; }
 #endif
+
+// One V widened to double: LanesF64 for the vectors of float, a double for a
+// single lane (the scalar path, and the float64 rows on every ISA).
+template <class V>
+using LanesF64For = std::conditional_t<kLanes<V> == 1, double, LanesF64>;
+
+// Sum of 16 lanes held in double (kVecs values of LanesF64For), by the fixed
+// tree of pairwise_over_lanes: lane j plus lane j + 8, then j + 4, j + 2,
+// j + 1. The vector forms perform these very additions (each lane of a
+// double vector is one step's t[j]), so every ISA gets the same bits,
+// without the round trip through memory that short rows (8 vectors at C =
+// 128) would pay once per row.
+template <class V>
+NNF_HD double sum_f64_lanes(const LanesF64For<V> (&acc)[kVecs<V>]) {
+#if NNF_ISA_LEVEL == 2
+  if constexpr (kLanes<V> == 16) {
+    const __m512d t8 = _mm512_add_pd(acc[0].lo, acc[0].hi);
+    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
+  }
+#elif NNF_ISA_LEVEL == 1
+  if constexpr (kLanes<V> == 8) {
+    const __m256d t4 = _mm256_add_pd(_mm256_add_pd(acc[0].lo, acc[1].lo), _mm256_add_pd(acc[0].hi, acc[1].hi));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
+  }
+#endif
+  double t[kGroup];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    if constexpr (kLanes<V> == 1) {
+      t[k] = acc[k];
+    } else {
+      store_f64(t + k * kLanes<V>, acc[k]);
+    }
+  }
+  return pairwise_sum(t);
+}
+
+// The lane sums of compensated accumulators in double: (s - kBias) + c
+// (kBias 1 for BiasedSum, 0 for CompensatedSum), for vectors of float and for
+// single float or double lanes (the float64 rows).
+template <int kBias, class V>
+NNF_HD LanesF64For<V> lane_sums_f64(V s, V c) {
+  if constexpr (kLanes<V> == 1) {
+    return (static_cast<double>(s) - kBias) + static_cast<double>(c);
+  } else {
+    return (widen(s) - LanesF64(kBias)) + widen(c);
+  }
+}
+template <class V, int kBias>
+NNF_HD double combine_pairs(const V (&sv)[kVecs<V>], const V (&cv)[kVecs<V>]) {
+  LanesF64For<V> lane[kVecs<V>];
+  for (int k = 0; k < kVecs<V>; ++k) lane[k] = lane_sums_f64<kBias>(sv[k], cv[k]);
+  return sum_f64_lanes<V>(lane);
+}
+
+// Sum of the 16 lanes of compensated accumulators (s + c per lane), in
+// double, pairwise. kBias is what the accumulators started at: 0 for
+// CompensatedSum, 1 for BiasedSum (whose lane sums are (s - 1) + c).
+// An infinite lane sum (an infinite term: an upstream gradient of +-inf)
+// leaves its compensation NaN (TwoSum's inf - inf); the total is then the
+// plain sum of the lanes, +-inf as in the reference's float64 sum, or NaN
+// where infinities of both signs meet.
+template <int kBias, class V, template <class> class Acc>
+NNF_HD double combine_accumulators(const Acc<V> (&acc)[kVecs<V>]) {
+  V s[kVecs<V>], c[kVecs<V>];
+  for (int k = 0; k < kVecs<V>; ++k) {
+    s[k] = acc[k].s;
+    c[k] = acc[k].c;
+  }
+  const double total = combine_pairs<V, kBias>(s, c);
+  if (total == total) return total;
+  for (auto& ck : c) ck = V(0.0f);
+  return combine_pairs<V, kBias>(s, c);
+}
+template <class V>
+NNF_HD double combine_lanes(const smx::CompensatedSum<V> (&acc)[kVecs<V>]) {
+  return combine_accumulators<0>(acc);
+}
+template <class V>
+NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
+  return combine_accumulators<1>(acc);
+}
+
 
 // The double forms, for the row kernels (and the scalar path's LanesF64);
 // fma(double, ...) is the vocabulary's, hidden here by the one above.
@@ -1359,7 +1363,7 @@ template <int kBias>
 LanesF64 reduced_lane_sums(const __m512 (&s)[kGroup], const __m512 (&c)[kGroup]) {
   __m512d t[kGroup];
   for (int l = 0; l < kGroup; ++l) {
-    const LanesF64 lane = (widen(VecF(s[l])) - LanesF64(kBias)) + widen(VecF(c[l]));
+    const LanesF64 lane = lane_sums_f64<kBias>(VecF(s[l]), VecF(c[l]));
     t[l] = _mm512_add_pd(lane.lo, lane.hi);
   }
   return reduce_rows_sum(t);
@@ -1681,69 +1685,43 @@ NNF_HD bool all_in_near_range(V y) {
 // ns per element, TwoSum -> double lanes, softmax / log-softmax backward: 64
 // columns 0.29 / 0.43 -> 0.20 / 0.35, 128 0.23 / 0.40 -> 0.18 / 0.35, 4096
 // 0.27 / 0.43-0.51 -> 0.20 / 0.40-0.45. float64 rows keep CompensatedSum.
-// Padded lanes load 0: they add 0. Log-softmax's g is
-// prefetched (prefetch_ahead), the next row's too at the row's end: 2^27
-// elements, 1 thread, Intel Xeon, 1024 / 32768 / 131072 columns 0.90 / 0.95 /
-// 1.06 -> 0.80 / 0.88 / 0.97 ns per element; on an AMD EPYC (Zen 4) within
-// a few percent either way (1024 and 4096 columns faster with it, 32768
-// slower, 1 thread, three alternating runs). Softmax's pass 1 (two loads and one product per vector, no
-// exp) is not prefetched: on the Xeon the prefetches gained 2-3%, on the
-// EPYC they cost a third (1 thread, median ms of 30 calls, three alternating
-// runs, prefetched -> not: 4096x1024 1.43-1.59 -> 1.02-1.16, 65536x128
-// 3.06-3.56 -> 2.51-2.66, 256x32768 3.35-3.65 -> 2.86-3.03; np.add of the
-// same bytes 0.99-1.06 / 2.5-2.8 / 2.5-2.7; 2 threads even).
-template <class V>
-NNF_HD double sum_f64_lanes(const LanesF64 (&acc)[kVecs<V>]) {
-#if NNF_ISA_LEVEL == 2
-  if constexpr (kLanes<V> == 16) {
-    const __m512d t8 = _mm512_add_pd(acc[0].lo, acc[0].hi);
-    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#elif NNF_ISA_LEVEL == 1
-  if constexpr (kLanes<V> == 8) {
-    const __m256d t4 = _mm256_add_pd(_mm256_add_pd(acc[0].lo, acc[1].lo), _mm256_add_pd(acc[0].hi, acc[1].hi));
-    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t2, _mm_unpackhi_pd(t2, t2)));
-  }
-#endif
-  double t[kGroup];
-  for (int k = 0; k < kVecs<V>; ++k) store_f64(t + k * kLanes<V>, acc[k]);
-  return pairwise_sum(t);
-}
-
+// Padded lanes load 0: they add 0.
+// Log-softmax's g is prefetched (prefetch_ahead), the next row's too at the
+// row's end: 2^27 elements, 1 thread, Intel Xeon, 1024 / 32768 / 131072
+// columns 0.90 / 0.95 / 1.06 -> 0.80 / 0.88 / 0.97 ns per element; on an
+// AMD EPYC (Zen 4) within a few percent either way (1024 and 4096 columns
+// faster with it, 32768 slower, 1 thread, three alternating runs).
+// Softmax's pass 1 (two loads and one product per vector, no exp) is not
+// prefetched: on the Xeon the prefetches gained 2-3%, on the EPYC they cost
+// a third (1 thread, median ms of 30 calls, three alternating runs,
+// prefetched -> not: 4096x1024 1.43-1.59 -> 1.02-1.16, 65536x128 3.06-3.56
+// -> 2.51-2.66, 256x32768 3.35-3.65 -> 2.86-3.03; np.add of the same bytes
+// 0.99-1.06 / 2.5-2.8 / 2.5-2.7; 2 threads even).
 template <class T>
 double softmax_backward_row_total(const T* g, const T* y, int64_t n, bool log) {
   using V = vec_for_t<T>;
-  if constexpr (std::is_same_v<scalar_t<V>, float>) {
-    LanesF64 acc[kVecs<V>];
-    for (auto& a : acc) a = LanesF64(0.0);
+  // add(k, term) for every vector of the row, k its lane accumulator.
+  auto for_terms = [&](auto&& add) {
     if (log) {
       for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
         if (k == 0) prefetch_ahead(g + i);
-        acc[k] = acc[k] + widen(load_n(g + i, cnt));
+        add(k, load_n(g + i, cnt));
       });
     } else {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-        acc[k] = acc[k] + widen(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
-      });
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { add(k, softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt))); });
     }
+  };
+  if constexpr (std::is_same_v<scalar_t<V>, float>) {
+    LanesF64 acc[kVecs<V>];
+    for (auto& a : acc) a = LanesF64(0.0);
+    for_terms([&](int k, V term) { acc[k] = acc[k] + widen(term); });
     return sum_f64_lanes<V>(acc);
-  }
-  smx::CompensatedSum<V> acc[kVecs<V>];
-  for (auto& a : acc) a.reset();
-  if (log) {
-    for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-      if (k == 0) prefetch_ahead(g + i);
-      acc[k].add(load_n(g + i, cnt));
-    });
   } else {
-    for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
-      acc[k].add(softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
-    });
+    smx::CompensatedSum<V> acc[kVecs<V>];
+    for (auto& a : acc) a.reset();
+    for_terms([&](int k, V term) { acc[k].add(term); });
+    return combine_lanes(acc);
   }
-  return combine_lanes(acc);
 }
 
 // Float32 backward output of one vector (pass 2); kUnit skips the product by
