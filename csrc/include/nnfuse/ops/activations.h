@@ -133,6 +133,23 @@ template <class V>
 NNF_HD V flat_zero(V g) {
   return g - g;
 }
+// v / 6 without a division (vdivps bounds hardsigmoid's and hardswish's
+// forward loops on the CPUs measured): q = v RN(1/6), then Markstein's
+// correction q - (6q - v) RN(1/6), the residual exact in the fma. Equal to
+// v / 6 for every float |v| >= 2^-124 (all of them compared); below, where
+// the quotient is denormal, it may differ from v / 6 by one denormal ulp.
+// The residual is taken as 6q - v, not v - 6q, so that a zero v keeps its
+// sign (-0: q - (+0) = -0). float64 keeps the division.
+template <class V>
+NNF_HD V div_by_six(V v) {
+  if constexpr (std::is_same_v<scalar_t<V>, float>) {
+    const V sixth(1.0f / 6.0f);
+    V q = v * sixth;
+    return fma(-fma(q, V(6.0f), -v), sixth, q);
+  } else {
+    return v / V(6.0f);
+  }
+}
 // g where the mask holds, flat_zero(g) elsewhere; NaN where x is NaN.
 template <class V, class M>
 NNF_HD V pass_where(M m, V g, V x) {
@@ -819,20 +836,10 @@ struct Hardsigmoid {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    V v = vmin(V(6.0f), vmax(V(0.0f), x + V(3.0f)));
-    if constexpr (std::is_same_v<scalar_t<V>, float>) {
-      // v / 6 without a division: q = v RN(1/6), then Markstein's correction
-      // q + (v - 6q) RN(1/6) with the residual exact in the fma. Equal to v / 6
-      // for every float v in [2^-120, 6] (all of them compared; it differs only
-      // for some denormal quotients), and v is 0 or at least 2^-22 (x + 3
-      // is exact near -3). float32, 2^20 elements, 1 thread: 0.106 -> 0.085-0.098
-      // ns per element (relu's 0.085-0.099 in the same runs).
-      const V sixth(1.0f / 6.0f);
-      V q = v * sixth;
-      return fma(fma(-q, V(6.0f), v), sixth, q);
-    } else {
-      return v / V(6.0f);
-    }
+    // v is 0 or at least 2^-22 (x + 3 is exact near -3): div_by_six is v / 6.
+    // float32, 2^20 elements, 1 thread: 0.106 -> 0.085-0.098 ns per element
+    // (relu's 0.085-0.099 in the same runs).
+    return act_detail::div_by_six(vmin(V(6.0f), vmax(V(0.0f), x + V(3.0f))));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
@@ -851,7 +858,12 @@ struct Hardswish {
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     // x >= 3 returns x itself (x * 6 / 6 would overflow for x > 5.6e37); x <= -3
     // gives -3 * 0 = -0, also for x = -inf (vmax passes NaN, its second operand).
-    return select(x >= V(3.0f), x, (vmax(V(-3.0f), x) * vmax(V(0.0f), x + V(3.0f))) / V(6.0f));
+    // div_by_six differs from the division only where x (x + 3) is below
+    // 2^-124: over every float x in (-3, 3) the worst error is 1.913 ulp with
+    // either (against a long double reference). float32, 2^20 elements, 1 thread:
+    // 0.105 -> 0.090 ns per element (relu 0.084, fastest of six alternating
+    // runs).
+    return select(x >= V(3.0f), x, act_detail::div_by_six(vmax(V(-3.0f), x) * vmax(V(0.0f), x + V(3.0f))));
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
