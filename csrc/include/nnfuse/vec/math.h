@@ -572,28 +572,33 @@ NNF_HD ExpParts<V> exp_neg_half_square(V a) {
   return {w * q, k, all_lanes(k >= V(L::emin))};
 }
 
-// m (q + qlo) e^(-a^2/2), e^(-a^2/2) = 2^k (1 + em1) from exp_neg_half_square:
-// m q + m s with s = q em1 + qlo, the main product m q exact inside the last
-// fma, then 2^k applied with one rounding, also into the denormal range.
-// Unlike ScaledTail, qlo is not multiplied by 1 + em1: that drops qlo em1, at
-// most 0.42 |qlo| <= 0.42 2^-24 |q|.
+// m q e^(-a^2/2), e^(-a^2/2) = 2^k (1 + em1) from exp_neg_half_square: the
+// product m q rounded, then m q (1 + em1) with one rounding and 2^k applied
+// with one more, also into the denormal range.
 template <class V>
 struct GaussTail {
   ExpParts<V> e;
-  V q, qlo;
-  NNF_HD V times(V m) const { return e.scaled(fma(m, q, m * fma(q, e.em1, qlo))); }
+  V q;
+  NNF_HD V times(V m) const {
+    V mq = m * q;
+    return e.scaled(fma(mq, e.em1, mq));
+  }
 };
 
 // GELU's tails for a = |x| >= 0 (a clamped by the caller to Limits::gelu):
 //   gelu_tail(a).times(m)  = m Phi(-a)
 //   gelu_dtail(a).times(m) = m (Phi(-a) - a phi(a))   (phi the normal density)
 // float: e^(-a^2/2) with the exact square, times the scaled tail R(a) (above).
-// The backward's tail takes the shorter exp_neg_half_square and GaussTail
-// (four operations fewer; float32, 1 thread, AVX-512, in L1: 0.62 -> 0.56 ns
-// per element), which moved its worst case over every float input from
-// 2.550 to 2.601 floor ULP (bound 4; docs/exhaustive.md). The forward keeps
-// exp_mul_parts and ScaledTail: the same shortening took it from 1.673 to
-// 1.942 ULP, next to its bound of 2, for 7%.
+// The backward's tail takes the shorter exp_neg_half_square (four operations
+// fewer; float32, 1 thread, AVX-512, in L1: 0.62 -> 0.56 ns per element),
+// which moved its worst case over every float input from 2.550 to 2.601
+// floor ULP (bound 4; docs/exhaustive.md), and GaussTail: q = R(a) - a /
+// sqrt(2 pi) rounded once (R's low part left out) and m q rounded before the
+// exponential's factor, three operations fewer than ScaledTail (2^20
+// elements, 1 thread, fastest of eight alternating runs: 0.623 -> 0.574 ns
+// per element), which moved that worst case to 3.023 (x = -5.2127). The
+// forward keeps exp_mul_parts and ScaledTail: the shorter exponential alone
+// took it from 1.673 to 1.942 ULP, next to its bound of 2, for 7%.
 template <class V>
 NNF_HD ScaledTail<V> gelu_tail(V a) {
   TailValue<V> r = gauss_tail_scaled(a);
@@ -602,7 +607,7 @@ NNF_HD ScaledTail<V> gelu_tail(V a) {
 template <class V>
 NNF_HD GaussTail<V> gelu_dtail(V a) {
   TailValue<V> r = gauss_tail_scaled(a);
-  return {exp_neg_half_square(a), fma(-a, cst<V>(0.3989422804014327), r.hi), r.lo};
+  return {exp_neg_half_square(a), fma(-a, cst<V>(0.3989422804014327), r.hi)};
 }
 
 // float64: the reference's formula, Phi(-a) = erfc(t)/2 with t = a/sqrt2
