@@ -279,11 +279,12 @@ NNF_HD ExpParts<V> exp_mul_parts(V a, V b) {
 // m sigmoid(-z) (the derivatives) take q and w and apply w last themselves.
 template <class V>
 struct SigmoidParts {
-  V q, w, j;  // m sigmoid(-z) = q 2^j, w = 2^j (see sigmoid_parts)
+  V q, w, j;    // m sigmoid(-z) = q 2^j, w = 2^j (see sigmoid_parts)
+  bool normal;  // 2^j normal in every lane
   // v 2^j rounded once (scaled_by_pow2; j <= 0, 2^j normal for z < 87.3:
   // almost always). Rounded once also where two factors are needed: every
   // caller's |v| >= 2^-63 there (|m| >= 0.1 where k > 0).
-  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, j, all_lanes(j >= V(Limits<scalar_t<V>>::emin))); }
+  NNF_HD V scaled(V v) const { return scaled_by_pow2(v, j, normal); }
 };
 template <bool kHasLo, class V>
 NNF_HD SigmoidParts<V> sigmoid_parts(V m, V z, V zlo) {
@@ -299,16 +300,23 @@ NNF_HD SigmoidParts<V> sigmoid_parts(V m, V z, V zlo) {
   // same bits.
   V w = scale_pow2(V(1.0f), vmax(j, V(L::emin - 1)));
   // den = (em1 + c) + (1 + w), c = (1 - (1 + w)) + w the exact rounding
-  // error of 1 + w (Fast2Sum): for k <= 23, c = 0 and den is rounded once;
+  // error of 1 + w (Fast2Sum): for k <= 23, c = +0 and den is rounded once;
   // beyond, 1 + w rounds to 1, c = w is added to em1 first and its rounding
-  // is damped by 2^-k.
+  // is damped by 2^-k. A vector whose every k is at most 23 (z < 16.3,
+  // almost every vector) leaves c out: em1 + +0 and em1 differ only for em1
+  // = -0, and both then give 1 + w, so the bits are the same (a NaN k fails
+  // the test). Three additions fewer per vector; float32, 2^20 elements, 1
+  // thread, fastest of six alternating runs, ns per element: sigmoid 0.341
+  // / 0.387 -> 0.320 / 0.363 (forward / backward), silu forward 0.350 ->
+  // 0.326, tanh backward 0.410 -> 0.384.
   V one_w = V(1.0f) + w;
-  V den = (em1 + ((V(1.0f) - one_w) + w)) + one_w;
+  const bool near = all_lanes(j >= V(-23.0f));
+  V den = near ? em1 + one_w : (em1 + ((V(1.0f) - one_w) + w)) + one_w;
   // m is capped at 2^126 in the division only, so that q cannot overflow;
   // where it matters (m > 2^126, in lanes with k >= 26) m sigmoid(z) = m
   // (1 - d), d < 2^-26 / 0.7 < 2^-25, is m, and so is m - w q with the
   // capped q (w q < 2^101).
-  return {vmin(V(0x1p126f), m) / den, w, j};
+  return {vmin(V(0x1p126f), m) / den, w, j, near || all_lanes(j >= V(L::emin))};
 }
 template <bool kHasLo, class V>
 NNF_HD V mul_sigmoid_abs(V m, mask_t<V> neg, V z, V zlo) {
