@@ -717,10 +717,8 @@ inline bool softmax_unit_scale(const SoftmaxRange& r) { return static_cast<float
 // Rows of a segment or more (log-softmax) or of several segments (softmax)
 // write their output with streaming stores when the whole output is large
 // and already backed by memory (use_stream, as the backward rows below).
-// Softmax then keeps its terms in a scratch row (softmax_long_rows_f32), or
-// for rows too long for one, or split among threads, takes each term twice,
-// summed in pass 2 and again in pass 3, instead of storing it in pass 2 and
-// scaling it in place. Pass 2 does not
+// Softmax then takes each term twice, summed in pass 2 and again in pass 3,
+// instead of storing it in pass 2 and scaling it in place. Pass 2 does not
 // prefetch a streamed output, which would bring it in. 2^27 float32
 // elements, 1 thread, median ns per element, plain -> streamed: log-softmax
 // rows of 8192 / 16384 / 32768 / 65536 / 131072 0.62 / 0.67 / 0.74 / 0.78 /
@@ -759,20 +757,18 @@ void f32_segment_stats(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
 }
 
 // Pass 2 of a segment: m is its maximum, or its shift K for kShifted terms.
-// terms: where the softmax terms go when the output is streamed (a scratch
-// row, see softmax_long_rows_f32), or nullptr.
 template <bool kMasked>
 double f32_segment_exp_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, float m_or_shift,
-                           RowTerms terms, int64_t ahead, float* term_row = nullptr) {
+                           RowTerms terms, int64_t ahead) {
   using V = vec_for_t<float>;
   const float* x = static_cast<const float*>(r.x) + row * r.cols + b;
   const uint8_t* keep = kMasked ? r.keep + row * r.cols + b : nullptr;
+  float* y = static_cast<float*>(r.out) + row * r.cols + b;
   const V scale(static_cast<float>(r.scale)), m(m_or_shift);
   const float* pfx = x + ahead;
   const bool stream = softmax_stream_output(r);
-  float* y = term_row != nullptr ? term_row + b : static_cast<float*>(r.out) + row * r.cols + b;
   const float* pfy = stream ? pfx : y + ahead;
-  const bool store = !r.log && (!stream || term_row != nullptr);
+  const bool store = !r.log && !stream;
   if (!kMasked && softmax_unit_scale(r)) {
     return store ? row_exp_sum<V, kMasked, true, true>(x, keep, e - b, scale, m, y, pfx, pfy, terms)
                  : row_exp_sum<V, kMasked, false, true>(x, keep, e - b, scale, m, nullptr, pfx, pfy, terms);
@@ -807,29 +803,29 @@ inline RowTerms row_terms(const SoftmaxRowStats& st, bool masked, bool shifted) 
 // Passes 1 and 2 of one segment, the first from its own statistics.
 template <bool kMasked>
 SoftmaxSegmentSum f32_segment_sum_from(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e,
-                                       const SoftmaxRowStats& st, int64_t ahead, float* term_row = nullptr) {
+                                       const SoftmaxRowStats& st, int64_t ahead) {
   if (st.max == smx::neg_inf_f()) return {st.max, 0.0};
   const RowTerms terms = row_terms(st, kMasked, softmax_shifted_rows(r));
   SoftmaxSegmentSum seg{st.max, 0.0, terms, terms == RowTerms::kShifted ? softmax_shift(st.max) : 0.0f};
-  seg.sum = 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, seg.term_base(), terms, ahead, term_row);
+  seg.sum = 0.0 + f32_segment_exp_sum<kMasked>(r, row, b, e, seg.term_base(), terms, ahead);
   return seg;
 }
 
 template <bool kMasked>
 SoftmaxSegmentSum f32_segment_sum(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, bool exact,
-                                  int64_t ahead, float* term_row = nullptr) {
+                                  int64_t ahead) {
   float mx, mn;
   f32_segment_stats<kMasked>(r, row, b, e, exact, &mx, &mn);
   SoftmaxRowStats st;
   st.absorb(mx, mn);
-  return f32_segment_sum_from<kMasked>(r, row, b, e, st, ahead, term_row);
+  return f32_segment_sum_from<kMasked>(r, row, b, e, st, ahead);
 }
 
 // Pass 3 of a segment whose maximum is seg_max, from the row's (M, S) (a
 // maximum of -inf: no position left in the row).
 template <bool kMasked, bool kUnit>
 void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, const SoftmaxSegmentSum& seg,
-                             const SoftmaxRowSum& rs, const float* term_row) {
+                             const SoftmaxRowSum& rs) {
   using V = vec_for_t<float>;
   constexpr int L = kLanes<V>;
   const int64_t n = e - b;
@@ -868,11 +864,6 @@ void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int6
     return;
   }
   const V inv(static_cast<float>(c));
-  if (term_row != nullptr) {
-    return map_unary<kHasStreamStores>(term_row + b, y, n, [&](V v) NNF_LAMBDA_INLINE {
-      return softmax_normalize(v, inv);
-    });
-  }
   if (!kMasked && softmax_stream_output(r)) {
     const V scale(static_cast<float>(r.scale)), m(seg.term_base());
     return with_row_terms(seg.terms, [&](auto form) {
@@ -889,11 +880,11 @@ void f32_segment_finish_impl(const SoftmaxRange& r, int64_t row, int64_t b, int6
 
 template <bool kMasked>
 void f32_segment_finish(const SoftmaxRange& r, int64_t row, int64_t b, int64_t e, const SoftmaxSegmentSum& seg,
-                        const SoftmaxRowSum& rs, const float* term_row = nullptr) {
+                        const SoftmaxRowSum& rs) {
   if (!kMasked && softmax_unit_scale(r)) {
-    f32_segment_finish_impl<kMasked, true>(r, row, b, e, seg, rs, term_row);
+    f32_segment_finish_impl<kMasked, true>(r, row, b, e, seg, rs);
   } else {
-    f32_segment_finish_impl<kMasked, false>(r, row, b, e, seg, rs, term_row);
+    f32_segment_finish_impl<kMasked, false>(r, row, b, e, seg, rs);
   }
 }
 
@@ -1561,35 +1552,23 @@ void with_batch_vectors(int k, F&& f) {
 #endif
 
 // Rows longer than a segment, one at a time (see above); the prefetch of
-// pass 2 runs a segment ahead, into the next segment or row. A streamed
-// softmax row of up to kTermRowMax elements keeps its terms in a scratch row
-// (term_row, reused by every row, so it stays in L2) instead of taking each
-// exp twice: pass 3 scales them from there into the streamed output. The
-// same terms and the same products, so the same bits. float32, 1 thread,
-// median of 30 calls, three alternating runs: 1024x131072 70.8-71.2 ->
-// 63.7-64.9 ms, 2048x65536 70.7 -> 66.0 ms. Longer rows keep the second
-// exp: their terms would outgrow L2 (1-2 MiB per core on the CPUs measured).
-constexpr int64_t kTermRowMax = int64_t(1) << 17;  // 512 KiB of terms
+// pass 2 runs a segment ahead, into the next segment or row.
 template <bool kMasked>
 void softmax_long_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end, bool exact) {
   const int64_t n = r.cols;
   const int64_t segments = (n + kSoftmaxSegment - 1) / kSoftmaxSegment;
   std::vector<SoftmaxSegmentSum> seg(segments);
-  std::vector<float> terms;
-  if (!r.log && n <= kTermRowMax && softmax_stream_output(r)) terms.resize(static_cast<size_t>(n));
-  float* term_row = terms.empty() ? nullptr : terms.data();
   for (int64_t row = row_begin; row < row_end; ++row) {
     for (bool exact_pass = exact;; exact_pass = true) {
       for (int64_t s = 0; s < segments; ++s) {
         const int64_t b = s * kSoftmaxSegment;
-        seg[s] = f32_segment_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), exact_pass, kSoftmaxSegment,
-                                          term_row);
+        seg[s] = f32_segment_sum<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), exact_pass, kSoftmaxSegment);
       }
       const SoftmaxRowSum rs = combine_segment_sums(seg.data(), segments);
       if (softmax_row_redo(exact_pass, seg.data(), segments, rs)) continue;
       for (int64_t s = 0; s < segments; ++s) {
         const int64_t b = s * kSoftmaxSegment;
-        f32_segment_finish<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), seg[s], rs, term_row);
+        f32_segment_finish<kMasked>(r, row, b, std::min(n, b + kSoftmaxSegment), seg[s], rs);
       }
       break;
     }
