@@ -370,7 +370,6 @@ NNF_HD double combine_biased(const smx::BiasedSum<V> (&acc)[kVecs<V>]) {
   return combine_accumulators<1>(acc);
 }
 
-
 // The double forms, for the row kernels (and the scalar path's LanesF64);
 // fma(double, ...) is the vocabulary's, hidden here by the one above.
 using nnfuse::NNF_ISA_NS::fma;
