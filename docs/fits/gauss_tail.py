@@ -60,12 +60,12 @@ def lawson(d, y, weight, fixed, degree):
     return list(fixed) + list(coefs)
 
 
-def gal_centre(lo, hi):
-    middle = np.float32((lo + hi) / 2)
+def gal_centre(function, candidates):
+    """The candidate centre c where function(c) is closest to a float32, as
+    (offset in ulp, c, function(c) rounded to float32)."""
     best = None
-    for bits in middle.view(np.int32) + np.arange(-3000, 3000, dtype=np.int32):
-        c = float(np.int32(bits).view(np.float32))
-        exact = scaled_tail(mp.mpf(c))
+    for c in candidates:
+        exact = function(mp.mpf(c))
         rounded = float(np.float32(float(exact)))
         offset = abs(float(exact - rounded)) / ulp32(rounded)
         if best is None or offset < best[0]:
@@ -73,22 +73,44 @@ def gal_centre(lo, hi):
     return best
 
 
-def fit_piece(i):
-    lo, hi = piece_bounds(i)
-    offset, c, c0 = gal_centre(lo, hi)
+def fit_centred_piece(function, scale, lo, hi, candidates, degree):
+    """P(d), d = a - c, of the given degree on [lo, hi) widened by 0.2% a side: c from
+    gal_centre, the constant term function(c) rounded, the others a minimax fit of
+    |P - function| / scale(a), rounded to float one at a time with the later ones refitted.
+    Returns (c, coefficients, constant term's offset in ulp, measured weighted error)."""
+    offset, c, c0 = gal_centre(function, candidates)
     widen = 0.002 * (hi - lo)
     dlo, dhi = lo - c - widen, hi - c + widen
     d = np.cos(np.linspace(0, np.pi, 600)) * (dhi - dlo) / 2 + (dhi + dlo) / 2
-    y = np.array([float(scaled_tail(mp.mpf(c) + mp.mpf(v))) for v in d])
+    y = np.array([float(function(mp.mpf(c) + mp.mpf(v))) for v in d])
+    weight = np.array([1 / float(scale(mp.mpf(c) + mp.mpf(v))) for v in d])
     coefs = [c0]
-    for j in range(1, DEGREE + 1):
-        coefs = coefs + [float(np.float32(lawson(d, y, 1 / y, coefs, DEGREE)[j]))]
+    for j in range(1, degree + 1):
+        coefs = coefs + [float(np.float32(lawson(d, y, weight, coefs, degree)[j]))]
     dense = np.linspace(dlo, dhi, 5000)
-    exact = np.array([float(scaled_tail(mp.mpf(c) + mp.mpf(v))) for v in dense])
-    err = np.max(np.abs(sum(cf * dense**j for j, cf in enumerate(coefs)) / exact - 1))
+    exact = np.array([float(function(mp.mpf(c) + mp.mpf(v))) for v in dense])
+    dense_weight = np.array([1 / float(scale(mp.mpf(c) + mp.mpf(v))) for v in dense])
+    err = np.max(np.abs(sum(cf * dense**j for j, cf in enumerate(coefs)) - exact) * dense_weight)
+    return c, coefs, offset, err
+
+
+def fit_piece(i):
+    lo, hi = piece_bounds(i)
+    middle = np.float32((lo + hi) / 2)
+    candidates = [float(np.int32(bits).view(np.float32))
+                  for bits in middle.view(np.int32) + np.arange(-3000, 3000, dtype=np.int32)]
+    c, coefs, offset, err = fit_centred_piece(scaled_tail, scaled_tail, lo, hi, candidates, DEGREE)
     print(f"piece {i:2d}: a in [{lo:g}, {hi:g}), c = {c!r}, constant term off by "
           f"{offset:.1e} ulp, relative error 2^{np.log2(err):.2f}", file=sys.stderr)
     return c, coefs
+
+
+def print_table(pieces, degree):
+    """The C++ initializer: a row of centres, then one row per coefficient."""
+    rows = [[p[0] for p in pieces]] + [[p[1][j] for p in pieces] for j in range(degree + 1)]
+    names = ["centre c_i"] + [f"c_i{j}" for j in range(degree + 1)]
+    for name, row in zip(names, rows):
+        print(f"    {{{', '.join(f'{v:.9e}f' for v in np.float32(row).astype(float))}}},  // {name}")
 
 
 def main():
@@ -102,10 +124,7 @@ def main():
             pieces.append(pieces[-1])  # unused entries repeat the last piece
         else:
             pieces.append(fit_piece(i))
-    rows = [[p[0] for p in pieces]] + [[p[1][j] for p in pieces] for j in range(DEGREE + 1)]
-    names = ["centre c_i"] + [f"c_i{j}" for j in range(DEGREE + 1)]
-    for name, row in zip(names, rows):
-        print(f"    {{{', '.join(f'{v:.9e}f' for v in np.float32(row).astype(float))}}},  // {name}")
+    print_table(pieces, DEGREE)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,18 @@ NNF_HD VecAvx2 quarter_octave_lookup(const float* table, VecAvx2 key) {
   __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 7)));
 }
+NNF_HD VecAvx2 piece_lookup32(const float* table, VecAvx2 key) {
+  // vpermps reads the low three bits of each index lane, picking within each
+  // quarter of the table; key bits 3 and 4, moved to the sign bit, pick the
+  // quarter (bit 3 within each half, then bit 4 between the halves).
+  __m256i bits = _mm256_castps_si256(key.v);
+  __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 28));
+  __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table), bits),
+                                _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), bits), bit3);
+  __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 16), bits),
+                                 _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 24), bits), bit3);
+  return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 27)));
+}
 template <>
 NNF_HD VecAvx2 vgather<VecAvx2>(const float* p, const int32_t* index) {
   return _mm256_i32gather_ps(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), 4);

@@ -507,14 +507,24 @@ NNF_TABLE float kGaussTailPieces[8][16] = {
     {-1.522259135e-02f, -5.239024758e-03f, -2.003804781e-03f, -8.334803861e-04f, -2.639516606e-04f, -6.893717364e-05f, -2.209282866e-05f, -8.209036423e-06f, -2.395725232e-06f, -6.023735182e-07f, -1.941288019e-07f, -7.433389726e-08f, -2.254786580e-08f, -8.098064441e-09f, -8.098064441e-09f, -8.098064441e-09f},  // c_i5
     {5.681002513e-03f, 1.756870304e-03f, 6.114053540e-04f, 2.307294926e-04f, 6.390111957e-05f, 1.406953379e-05f, 3.881890734e-06f, 1.255884968e-06f, 3.041204479e-07f, 6.200514946e-08f, 1.678406569e-08f, 5.498113964e-09f, 1.371748493e-09f, 4.182627023e-10f, 4.182627023e-10f, 4.182627023e-10f},  // c_i6
 };
+// The entry of one table row for key: rows of 16 by quarter_octave_lookup,
+// rows of 32 by piece_lookup32.
+template <class V>
+NNF_HD V row_lookup(const float (&row)[16], V key) {
+  return quarter_octave_lookup(row, key);
+}
+template <class V>
+NNF_HD V row_lookup(const float (&row)[32], V key) {
+  return piece_lookup32(row, key);
+}
 // sum over j = kLow .. kHigh of table[j] d^(j - kLow), each row's entry for
-// the piece of key (quarter_octave_lookup), by Horner from the top row.
-template <int kLow, int kHigh, class V>
-NNF_HD V quarter_octave_horner(const float (*table)[16], V key, V d) {
+// the piece of key (row_lookup), by Horner from the top row.
+template <int kLow, int kHigh, int kEntries, class V>
+NNF_HD V table_horner(const float (*table)[kEntries], V key, V d) {
   if constexpr (kLow == kHigh) {
-    return quarter_octave_lookup(table[kLow], key);
+    return row_lookup(table[kLow], key);
   } else {
-    return fma(quarter_octave_horner<kLow + 1, kHigh>(table, key, d), d, quarter_octave_lookup(table[kLow], key));
+    return fma(table_horner<kLow + 1, kHigh>(table, key, d), d, row_lookup(table[kLow], key));
   }
 }
 
@@ -526,7 +536,7 @@ template <class V>
 NNF_HD TailValue<V> gauss_tail_scaled(V a) {
   V key = a + V(2.0f);
   V d = a - quarter_octave_lookup(kGaussTailPieces[0], key);
-  V p = quarter_octave_horner<2, 7>(kGaussTailPieces, key, d);
+  V p = table_horner<2, 7>(kGaussTailPieces, key, d);
   // hi = c0 + p d rounded once; c0 - hi is exact (Sterbenz: |p d| < c0 / 2
   // on every piece), so lo is the rounding error of hi, itself rounded once.
   V c0 = quarter_octave_lookup(kGaussTailPieces[1], key);
@@ -736,7 +746,7 @@ template <class V>
 NNF_HD NarrowProduct<V> gelu_tail_narrow(V a) {
   V key = a + V(2.0f);
   V d = a - quarter_octave_lookup(kGaussTailNarrow[0], key);
-  return {exp2_narrow((a * a) * cst<V>(-0.7213475204444817)), quarter_octave_horner<1, 5>(kGaussTailNarrow, key, d)};
+  return {exp2_narrow((a * a) * cst<V>(-0.7213475204444817)), table_horner<1, 5>(kGaussTailNarrow, key, d)};
 }
 template <class V>
 NNF_HD NarrowProduct<V> gelu_dtail_narrow(V a) {

@@ -34,6 +34,8 @@
 //                              t[(bits(key) >> 21) & 15] for a float key and a table t of
 //                              16 floats: for key in [2, 32), the entry of key's quarter
 //                              octave (exponent's two low bits, mantissa's top two bits)
+//   piece_lookup32(t, key)     t[bits(key) & 31] for a float key and a table t of 32 floats:
+//                              for key = 1.5 2^23 + i (i integral, |i| < 2^22), entry i mod 32
 //   vgather<V>(p, index)       lane l = p[index[l]] for a float pointer p and lanes int32
 //                              offsets (scalar and AVX2 only: see vec/avx512.h)
 //   vpermute(a, index)         lane l = lane index[l] of a, for lanes int32 indices in
@@ -130,6 +132,9 @@ NNF_HD float pow2_rounded(float t, float e) {
 NNF_HD float scale_pow2(float v, float k) { return v * pow2i(k); }
 NNF_HD float quarter_octave_lookup(const float* table, float key) {
   return table[(bit_cast_value<uint32_t>(key) >> 21) & 15u];
+}
+NNF_HD float piece_lookup32(const float* table, float key) {
+  return table[bit_cast_value<uint32_t>(key) & 31u];
 }
 template <class V>
 NNF_HD V vgather(const float* p, const int32_t* index);

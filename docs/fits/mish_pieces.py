@@ -1,0 +1,63 @@
+"""Fit the piecewise tables of mish's float32 fast path (csrc/include/nnfuse/ops/activations.h).
+
+Forward: f(x) = tanh(softplus(x)) on 32 pieces of width 5/8 covering [-9.6875, 10.3125),
+degree 6, minimax of the relative error (mish(x) = x f(x), f > 0 everywhere).
+Backward: mish'(x) = f(x) + x f'(x) on 32 pieces of width 3/4 covering [-9.375, 14.625),
+degree 7, minimax of the error relative to |f| + |x f'| (the accuracy table's floor
+measure: mish' crosses zero near x = -1.1924, where a relative fit is impossible).
+
+A lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
+five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float in
+[2^23, 2^24) is an integer), the same on every ISA; the fit covers each piece widened by
+0.2% a side for that rounding. Each piece is centred as in gauss_tail.py (Gal's accurate
+tables), here on the floats within 2% of the piece's middle.
+
+Run:  python docs/fits/mish_pieces.py > /tmp/table.txt   (needs mpmath)
+Prints both C++ initializers and, on stderr, each piece's measured error.
+"""
+
+import sys
+
+import mpmath as mp
+import numpy as np
+
+from gauss_tail import fit_centred_piece, print_table
+
+PIECES = 32
+
+
+def tanh_softplus(x):
+    return mp.tanh(mp.log1p(mp.exp(x)))
+
+
+def mish_slope(x):
+    t = tanh_softplus(x)
+    return t + x * (1 - t * t) / (1 + mp.exp(-x))
+
+
+def mish_slope_terms(x):
+    t = tanh_softplus(x)
+    return abs(t) + abs(x * (1 - t * t) / (1 + mp.exp(-x)))
+
+
+def fit_table(name, function, scale, low, width, degree):
+    pieces = []
+    for i in range(PIECES):
+        lo, hi = low + i * width, low + (i + 1) * width
+        middle = (lo + hi) / 2
+        candidates = sorted({float(np.float32(middle + j * width * 1e-5)) for j in range(-2000, 2001)})
+        c, coefs, offset, err = fit_centred_piece(function, scale, lo, hi, candidates, degree)
+        print(f"{name} piece {i:2d}: x in [{lo:g}, {hi:g}), c = {c!r}, constant term off by "
+              f"{offset:.1e} ulp, weighted error 2^{np.log2(err):.2f}", file=sys.stderr)
+        pieces.append((c, coefs))
+    print(f"// {name}")
+    print_table(pieces, degree)
+
+
+def main():
+    fit_table("forward", tanh_softplus, tanh_softplus, -9.6875, 0.625, 6)
+    fit_table("backward", mish_slope, mish_slope_terms, -9.375, 0.75, 7)
+
+
+if __name__ == "__main__":
+    main()
