@@ -48,7 +48,8 @@ def _run(tool, op, direction, low, high):
 # under the earlier t / (1 + t)^2 derivatives, above the bound of 4, and the
 # seams of mish's pieces: where the exponential formulas take over below
 # x = -9.6875 (forward) and -9.375 (backward), and where y = x (x >= 10.3125)
-# and y' = 1 (x >= 14.625) begin.
+# and y' = 1 (x >= 14.625) begin; and the same seams of softplus and
+# logsigmoid at |x| = 15.75.
 CASES = [
     ("sigmoid", "forward", 1.10, 1.11),
     ("sigmoid", "backward", 16.97, 16.99),
@@ -62,9 +63,9 @@ CASES = [
     ("gelu_tanh", "backward", 4.69, 4.70),
     ("mish", "forward", 0.236, 0.237),
     ("mish", "backward", 60.64, 60.65),
-    ("softplus", "forward", 0.88, 0.89),
+    ("softplus", "forward", 16.28, 16.29),
     ("softplus", "backward", 5.85, 5.86),
-    ("logsigmoid", "forward", 0.88, 0.89),
+    ("logsigmoid", "forward", 16.28, 16.29),
     ("logsigmoid", "backward", 5.85, 5.86),
     ("sigmoid", "backward", 5.17, 5.19),
     ("tanh", "backward", 2.58, 2.60),
@@ -73,6 +74,8 @@ CASES = [
     ("mish", "forward", 10.31, 10.32),
     ("mish", "backward", 9.37, 9.38),
     ("mish", "backward", 14.62, 14.63),
+    ("softplus", "forward", 15.74, 15.76),
+    ("logsigmoid", "forward", 15.74, 15.76),
 ]
 
 

@@ -708,7 +708,7 @@ NNF_HD MishDen<V> mish_den(V xc) {
   return {ep, e, elo, u, ulo, id, rid};
 }
 
-// Mish's float32 pieces (docs/fits/mish_pieces.py fits and prints them): on
+// Mish's float32 pieces (docs/fits/activation_pieces.py fits and prints them): on
 // piece i, row 0 holds its centre c_i and row j + 1 the coefficient of
 // (x - c_i)^j. c_i is a float near the piece's middle where the function is
 // within about 1e-3 ulp of a float, so the constant term is all but exact.
@@ -970,6 +970,49 @@ struct Hardswish {
   }
 };
 
+namespace act_detail {
+// L(a) = log1p(e^-a) for float32 0 <= a < 15.75 (NaN and larger a give
+// garbage, for the caller to replace): 32 degree-6 pieces of width 1/2, piece
+// i = round(2a) centred near i / 2 (docs/fits/activation_pieces.py; relative
+// error <= 2^-28.9, rows as kMishPieces'), its index in the low bits of
+// 1.5 2^23 + 2a. L > 0.
+NNF_TABLE float kLog1pExpNegPieces[8][32] = {
+    {7.255000062e-03f, 5.009499788e-01f, 1.005390048e+00f, 1.508584976e+00f, 1.994315028e+00f, 2.509999990e+00f, 3.002475023e+00f, 3.496994972e+00f, 4.002854824e+00f, 4.496099949e+00f, 4.993859768e+00f, 5.503139973e+00f, 6.008359909e+00f, 6.503624916e+00f, 7.009544849e+00f, 7.490654945e+00f,
+     7.997294903e+00f, 8.498185158e+00f, 9.008020401e+00f, 9.503760338e+00f, 9.991845131e+00f, 1.049029541e+01f, 1.100411034e+01f, 1.149427986e+01f, 1.200701523e+01f, 1.249887466e+01f, 1.299230957e+01f, 1.350559044e+01f, 1.400459957e+01f, 1.449818039e+01f, 1.500642967e+01f, 1.550660038e+01f},  // centre c_i
+    {6.895262599e-01f, 4.737184346e-01f, 3.118149340e-01f, 1.998526454e-01f, 1.276073754e-01f, 7.813464850e-02f, 4.847010970e-02f, 2.983863093e-02f, 1.809865236e-02f, 1.109067723e-02f, 6.756569725e-03f, 4.065683112e-03f, 2.455100184e-03f, 1.496878336e-03f, 9.028119384e-04f, 5.581214209e-04f,
+     3.363147553e-04f, 2.038171951e-04f, 1.224164735e-04f, 7.456810999e-05f, 4.577062646e-05f, 2.780459363e-05f, 1.663305375e-05f, 1.018815328e-05f, 6.101241524e-06f, 3.730842309e-06f, 2.277776730e-06f, 1.363315278e-06f, 8.277124834e-07f, 5.052660867e-07f, 3.039417322e-07f, 1.843185231e-07f},  // c_i0
+    {-4.981862605e-01f, -3.773174584e-01f, -2.678830028e-01f, -1.811485887e-01f, -1.198011041e-01f, -7.516010851e-02f, -4.731418565e-02f, -2.939785458e-02f, -1.793585531e-02f, -1.102940273e-02f, -6.733795628e-03f, -4.057429265e-03f, -2.452088986e-03f, -1.495758537e-03f, -9.024045430e-04f, -5.579657154e-04f,
+     -3.362582065e-04f, -2.037964296e-04f, -1.224089792e-04f, -7.456533058e-05f, -4.576957872e-05f, -2.780420800e-05f, -1.663291550e-05f, -1.018810144e-05f, -6.101222880e-06f, -3.730835260e-06f, -2.277774229e-06f, -1.363314368e-06f, -8.277121424e-07f, -5.052659731e-07f, -3.039416754e-07f, -1.843185089e-07f},  // c_i1
+    {1.249983534e-01f, 1.174745038e-01f, 9.806085378e-02f, 7.416688651e-02f, 5.272440240e-02f, 3.475553170e-02f, 2.253777720e-02f, 1.426681038e-02f, 8.807079867e-03f, 5.453877617e-03f, 3.344225930e-03f, 2.020483138e-03f, 1.223038184e-03f, 7.467605756e-04f, 4.507951089e-04f, 2.788272104e-04f,
+     1.680725691e-04f, 1.018774492e-04f, 6.119699538e-05f, 3.727988587e-05f, 2.288374162e-05f, 1.390171838e-05f, 8.316319509e-06f, 5.093998880e-06f, 3.050592795e-06f, 1.865410582e-06f, 1.138884613e-06f, 6.816562745e-07f, 4.138557301e-07f, 2.526328444e-07f, 1.519707808e-07f, 9.215924024e-08f},  // c_i2
+    {-1.509771973e-04f, -9.607106447e-03f, -1.517373882e-02f, -1.576583460e-02f, -1.336368266e-02f, -9.843831882e-03f, -6.801667623e-03f, -4.475956317e-03f, -2.830388490e-03f, -1.777834725e-03f, -1.099714311e-03f, -6.680371589e-04f, -4.056730832e-04f, -2.481772681e-04f, -1.499924110e-04f, -9.283742838e-05f,
+     -5.598646749e-05f, -3.394498344e-05f, -2.039405808e-05f, -1.242469989e-05f, -7.627215837e-06f, -4.633574918e-06f, -2.772003427e-06f, -1.697958510e-06f, -1.016851343e-06f, -6.218030535e-07f, -3.796193084e-07f, -2.272162902e-07f, -1.379512753e-07f, -8.420973074e-08f, -5.065745157e-08f, -3.071948029e-08f},  // c_i3
+    {-5.207930226e-03f, -4.011230543e-03f, -1.444564201e-03f, 6.799871917e-04f, 1.613538945e-03f, 1.688467804e-03f, 1.370162470e-03f, 9.853258962e-04f, 6.563752540e-04f, 4.247245961e-04f, 2.674863790e-04f, 1.643014257e-04f, 1.004186925e-04f, 6.167535321e-05f, 3.736226427e-05f, 2.315632082e-05f,
+     1.397792494e-05f, 8.479203643e-06f, 5.096099358e-06f, 3.105204996e-06f, 1.906505759e-06f, 1.158191480e-06f, 6.929510619e-07f, 4.244742229e-07f, 2.542075208e-07f, 1.554553961e-07f, 9.489662034e-08f, 5.680249870e-08f, 3.448763763e-08f, 2.105259966e-08f, 1.266487359e-08f, 7.679684444e-09f},  // c_i4
+    {1.288879957e-05f, 8.567525656e-04f, 1.014749170e-03f, 6.193463923e-04f, 1.767432113e-04f, -7.869637193e-05f, -1.558413060e-04f, -1.475057506e-04f, -1.115733830e-04f, -7.760182052e-05f, -5.081883137e-05f, -3.172161814e-05f, -1.980529305e-05f, -1.218314628e-05f, -7.448280030e-06f, -4.634665402e-06f,
+     -2.792994565e-06f, -1.700009534e-06f, -1.019188971e-06f, -6.226507594e-07f, -3.817523861e-07f, -2.329461495e-07f, -1.389271205e-07f, -8.509996263e-08f, -5.092838506e-08f, -3.108661417e-08f, -1.910498426e-08f, -1.140276940e-08f, -6.913686956e-09f, -4.232057371e-09f, -2.530000875e-09f, -1.541727634e-09f},  // c_i5
+    {3.436225234e-04f, 1.937449415e-04f, -6.801472773e-05f, -1.666391909e-04f, -1.169289026e-04f, -5.018758020e-05f, -6.562879662e-06f, 1.004452679e-05f, 1.225527831e-05f, 1.069839891e-05f, 7.695647582e-06f, 4.838606856e-06f, 3.202266043e-06f, 1.954561185e-06f, 1.227959615e-06f, 7.837602993e-07f,
+     4.602341335e-07f, 2.843527511e-07f, 1.691772553e-07f, 1.042305016e-07f, 6.270005315e-08f, 3.992272113e-08f, 2.319160863e-08f, 1.412156703e-08f, 8.492155423e-09f, 5.085698085e-09f, 3.292983886e-09f, 1.915576142e-09f, 1.153500073e-09f, 7.065524832e-10f, 4.172793777e-10f, 2.590923587e-10f},  // c_i6
+};
+template <class V>
+NNF_HD V log1p_exp_neg_horner(V key, V d) {
+  return vmath::table_horner<1, 7>(kLog1pExpNegPieces, key, d);
+}
+template <class V>
+NNF_HD V log1p_exp_neg_pieces(V a) {
+  V key = fma(a, V(2.0f), V(12582912.0f));
+  return log1p_exp_neg_horner(key, a - vmath::row_lookup(kLog1pExpNegPieces[0], key));
+}
+// L(a + a_lo) for a tiny a_lo (a product's rounding error): the piece of a,
+// a_lo added to d = a - c_i (rounding d by at most 2^-26, as L moves by less
+// than 2^-26 relative).
+template <class V>
+NNF_HD V log1p_exp_neg_pieces(V a, V a_lo) {
+  V key = fma(a, V(2.0f), V(12582912.0f));
+  return log1p_exp_neg_horner(key, (a - vmath::row_lookup(kLog1pExpNegPieces[0], key)) + a_lo);
+}
+}  // namespace act_detail
+
 // Softplus(beta = p0, threshold = p1): y = beta x > threshold ? x : log1p(e^(beta x)) / beta
 // = max(x, 0) + log1p(e^-|beta x|) / beta (z = beta x kept as z + ze, exact);
 // y' = beta x > threshold ? 1 : sigmoid(beta x) = 1 - e^(-beta y).
@@ -981,8 +1024,36 @@ struct Hardswish {
 // the same z and is exactly 2 softplus(x).
 struct Softplus {
   static constexpr bool has_bwd_from_y = true;
+  // float32, beta x > -15.75 (nearly every input of a network): y = max(x, 0)
+  // + L(|x|) from act_detail::log1p_exp_neg_pieces, no exponential or
+  // logarithm; beta x >= 15.75 gives x (L < 2^-22.7, below half an ulp of
+  // beta x). For beta != 1, z = beta x and its exact residual ze enter as L(|z|
+  // + ze sign(z)) / beta, so softplus(2x, beta = 1/2) is still exactly 2
+  // softplus(x). The rest, lane by lane, take the formulas of fwd_exp.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>& a) {
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      V z, y;
+      if (all_lanes(a.p0 == V(1.0f))) {
+        z = x;
+        y = vmax(x, V(0.0f)) + act_detail::log1p_exp_neg_pieces(vabs(x));
+      } else {
+        z = a.p0 * x;
+        V ze = fma(a.p0, x, -z);
+        V l = act_detail::log1p_exp_neg_pieces(vabs(z), select(z > V(0.0f), ze, -ze)) / a.p0;
+        y = select(z > V(0.0f), x, V(0.0f)) + l;
+      }
+      y = select(z >= V(15.75f), x, y);
+      // A threshold of 15.75 or more changes nothing above.
+      if (!all_lanes(a.p1 >= V(15.75f))) y = select(z > a.p1, x, y);
+      auto fast = z > V(-15.75f);
+      return all_lanes(fast) ? y : select(fast, y, fwd_exp(x, a));
+    } else {
+      return fwd_exp(x, a);
+    }
+  }
+  template <class V>
+  NNF_HD static V fwd_exp(V x, const ActArgs<V>& a) {
     V z;
     V l = vmath::log1p_unit(exp_neg_abs(x, a, z).value());
     if (!all_lanes(a.p0 == V(1.0f))) l = l / a.p0;
@@ -1064,8 +1135,21 @@ struct Softsign {
 // y' = sigmoid(-x) = x > 0 ? t / (1 + t) : 1 / (1 + t), t = e^-|x|.
 struct Logsigmoid {
   static constexpr bool has_bwd_from_y = false;
+  // float32 x < 15.75: y = min(x, 0) - L(|x|) from
+  // act_detail::log1p_exp_neg_pieces (-softplus(-x) to the bit); x <= -15.75
+  // gives x. The rest, lane by lane, take fwd_exp.
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      auto fast = x < V(15.75f);
+      V y = select(x <= V(-15.75f), x, vmin(x, V(0.0f)) - act_detail::log1p_exp_neg_pieces(vabs(x)));
+      return all_lanes(fast) ? y : select(fast, y, fwd_exp(x));
+    } else {
+      return fwd_exp(x);
+    }
+  }
+  template <class V>
+  NNF_HD static V fwd_exp(V x) {
     V t = vmath::exp_parts_nonpositive(-vabs(x)).value();
     return select(x < V(0.0f), x, V(0.0f)) - vmath::log1p_unit(t);
   }

@@ -1,10 +1,13 @@
-"""Fit the piecewise tables of mish's float32 fast path (csrc/include/nnfuse/ops/activations.h).
+"""Fit the piecewise tables of the activations' float32 polynomial pieces (csrc/include/nnfuse/ops/activations.h).
 
 Forward: f(x) = tanh(softplus(x)) on 32 pieces of width 5/8 covering [-9.6875, 10.3125),
 degree 6, minimax of the relative error (mish(x) = x f(x), f > 0 everywhere).
 Backward: mish'(x) = f(x) + x f'(x) on 32 pieces of width 3/4 covering [-9.375, 14.625),
 degree 7, minimax of the error relative to |f| + |x f'| (the accuracy table's floor
 measure: mish' crosses zero near x = -1.1924, where a relative fit is impossible).
+Softplus and logsigmoid: L(a) = log1p(e^-a) on 32 pieces of width 1/2 covering
+[-0.25, 15.75) (a = |x| >= 0 reaches the first piece's upper half only), degree 6,
+relative error: softplus(x) = max(x, 0) + L(|x|), logsigmoid(x) = min(x, 0) - L(|x|).
 
 A lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
 five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float in
@@ -12,8 +15,8 @@ five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float 
 0.2% a side for that rounding. Each piece is centred as in gauss_tail.py (Gal's accurate
 tables), here on the floats within 2% of the piece's middle.
 
-Run:  python docs/fits/mish_pieces.py > /tmp/table.txt   (needs mpmath)
-Prints both C++ initializers and, on stderr, each piece's measured error.
+Run:  python docs/fits/activation_pieces.py > /tmp/table.txt   (needs mpmath)
+Prints the C++ initializers and, on stderr, each piece's measured error.
 """
 
 import sys
@@ -40,6 +43,10 @@ def mish_slope_terms(x):
     return abs(t) + abs(x * (1 - t * t) / (1 + mp.exp(-x)))
 
 
+def log1p_exp_neg(a):
+    return mp.log1p(mp.exp(-a))
+
+
 def fit_table(name, function, scale, low, width, degree):
     pieces = []
     for i in range(PIECES):
@@ -55,8 +62,9 @@ def fit_table(name, function, scale, low, width, degree):
 
 
 def main():
-    fit_table("forward", tanh_softplus, tanh_softplus, -9.6875, 0.625, 6)
-    fit_table("backward", mish_slope, mish_slope_terms, -9.375, 0.75, 7)
+    fit_table("mish forward", tanh_softplus, tanh_softplus, -9.6875, 0.625, 6)
+    fit_table("mish backward", mish_slope, mish_slope_terms, -9.375, 0.75, 7)
+    fit_table("log1p(e^-a)", log1p_exp_neg, log1p_exp_neg, -0.25, 0.5, 6)
 
 
 if __name__ == "__main__":
