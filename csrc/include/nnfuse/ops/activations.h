@@ -711,7 +711,9 @@ NNF_HD MishDen<V> mish_den(V xc) {
 // Mish's float32 pieces (docs/fits/activation_pieces.py fits and prints them): on
 // piece i, row 0 holds its centre c_i and row j + 1 the coefficient of
 // (x - c_i)^j. c_i is a float near the piece's middle where the function is
-// within about 1e-3 ulp of a float, so the constant term is all but exact.
+// within 1e-3 ulp of a float, so the constant term is all but exact; not on
+// the last pieces (x > 8.4), where the function is within 2^-20 of 1 and too
+// flat for such a float to exist: there up to 0.25 ulp.
 // kMishPieces: f(x) = tanh(softplus(x)), 32 pieces of width 5/8 covering
 // [-9.6875, 10.3125), degree 6, relative error <= 2^-26.0.
 // kMishSlopePieces: mish'(x), 32 pieces of width 3/4 covering [-9.375,
