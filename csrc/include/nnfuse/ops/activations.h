@@ -1040,9 +1040,8 @@ struct Softplus {
         z = x;
         y = vmax(x, V(0.0f)) + act_detail::log1p_exp_neg_pieces(vabs(x));
       } else {
-        z = a.p0 * x;
-        V ze = fma(a.p0, x, -z);
-        V l = act_detail::log1p_exp_neg_pieces(vabs(z), select(z > V(0.0f), ze, -ze)) / a.p0;
+        V a_lo = abs_product_residual(x, a, z);
+        V l = act_detail::log1p_exp_neg_pieces(vabs(z), a_lo) / a.p0;
         y = select(z > V(0.0f), x, V(0.0f)) + l;
       }
       y = select(z >= V(15.75f), x, y);
@@ -1093,18 +1092,25 @@ struct Softplus {
   }
 
  private:
+  // z = beta x rounded (returned in z), and a_lo with |beta x| = |z| + a_lo
+  // exactly: the product's exact residual ze times sign(z) (at z = 0 it is at
+  // most 2^-149 and vanishes in what follows).
+  template <class V>
+  NNF_HD static V abs_product_residual(V x, const ActArgs<V>& a, V& z) {
+    z = a.p0 * x;
+    V ze = fma(a.p0, x, -z);
+    return select(z > V(0.0f), ze, -ze);
+  }
   // e^-|z| for z = beta x (returned in z): z = x for beta = 1 (see above),
-  // else the product's exact residual ze corrects the exponent (-|z| - ze
-  // sign(z); at z = 0 it is at most 2^-149 and vanishes in 1 + e^r).
+  // else the exponent is corrected by the residual (-|z| - a_lo).
   template <class V>
   NNF_HD static vmath::ExpParts<V> exp_neg_abs(V x, const ActArgs<V>& a, V& z) {
     if (all_lanes(a.p0 == V(1.0f))) {
       z = x;
       return vmath::exp_parts_nonpositive(-vabs(x));
     }
-    z = a.p0 * x;
-    V ze = fma(a.p0, x, -z);
-    return vmath::exp_parts_nonpositive(-vabs(z), select(z > V(0.0f), -ze, ze));
+    V a_lo = abs_product_residual(x, a, z);
+    return vmath::exp_parts_nonpositive(-vabs(z), -a_lo);
   }
 };
 
