@@ -49,7 +49,9 @@ def _run(tool, op, direction, low, high):
 # seams of mish's pieces: where the exponential formulas take over below
 # x = -9.6875 (forward) and -9.375 (backward), and where y = x (x >= 10.3125)
 # and y' = 1 (x >= 14.625) begin; and the same seams of softplus and
-# logsigmoid at |x| = 15.75.
+# logsigmoid at |x| = 15.75; GELU's at |x| = 9 (the exponential formulas
+# below x = -9, a clamped to 9 above x = 9) and the worst input of its
+# polynomial pieces' backward.
 CASES = [
     ("sigmoid", "forward", 1.10, 1.11),
     ("sigmoid", "backward", 16.97, 16.99),
@@ -57,8 +59,8 @@ CASES = [
     ("tanh", "backward", 8.48, 8.50),
     ("silu", "forward", 90.47, 90.48),
     ("silu", "backward", 14.86, 14.87),
-    ("gelu", "forward", 2.77, 2.78),
-    ("gelu", "backward", 5.21, 5.22),
+    ("gelu", "forward", 7.78, 7.80),
+    ("gelu", "backward", 10.63, 10.64),
     ("gelu_tanh", "forward", 5.19, 5.20),
     ("gelu_tanh", "backward", 4.69, 4.70),
     ("mish", "forward", 0.236, 0.237),
@@ -76,6 +78,9 @@ CASES = [
     ("mish", "backward", 14.62, 14.63),
     ("softplus", "forward", 15.74, 15.76),
     ("logsigmoid", "forward", 15.74, 15.76),
+    ("gelu", "forward", 8.99, 9.01),
+    ("gelu", "backward", 8.99, 9.01),
+    ("gelu", "backward", 8.83, 8.84),
 ]
 
 

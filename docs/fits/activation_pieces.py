@@ -8,8 +8,14 @@ measure: mish' crosses zero near x = -1.1924, where a relative fit is impossible
 Softplus and logsigmoid: L(a) = log1p(e^-a) on 32 pieces of width 1/2 covering
 [-0.25, 15.75) (a = |x| >= 0 reaches the first piece's upper half only), degree 6,
 relative error: softplus(x) = max(x, 0) + L(|x|), logsigmoid(x) = min(x, 0) - L(|x|).
+GELU: for a = |x|, the pieces are uniform in t = a (a + 3), i = round(t / w) with w = 1 /
+0.2915 (piece 0 covers t in [0, w/2)): as a grows they narrow like 1 / (2a + 3), as the
+relative change of the Gaussian factor e^(-a^2/2) does, so 32 pieces reach a = 9.
+Forward: Phi(-a) (the normal tail), degree 7, relative error: gelu(x) = max(x, 0) - a Phi(-a).
+Backward: D(a) = Phi(-a) - a phi(a), degree 7, error relative to Phi(-a) + a phi(a) (D
+crosses zero at a = 0.7518): gelu'(x) = D(|x|) for x < 0, 1 - D(x) for x >= 0.
 
-A lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
+For the uniform pieces a lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
 five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float in
 [2^23, 2^24) is an integer), the same on every ISA; the fit covers each piece widened by
 0.2% a side for that rounding. Each piece is centred as in gauss_tail.py (Gal's accurate
@@ -47,14 +53,46 @@ def log1p_exp_neg(a):
     return mp.log1p(mp.exp(-a))
 
 
-def fit_table(name, function, scale, low, width, degree):
+GELU_KEY_SCALE = 0.2915  # 1 / w, a float32
+GELU_KEY_OFFSET = 3.0
+
+
+def normal_tail(a):
+    return mp.erfc(a / mp.sqrt(2)) / 2
+
+
+def normal_density_term(a):
+    return a * mp.exp(-a * a / 2) / mp.sqrt(2 * mp.pi)
+
+
+def gelu_slope_tail(a):
+    return normal_tail(a) - normal_density_term(a)
+
+
+def gelu_slope_terms(a):
+    return normal_tail(a) + normal_density_term(a)
+
+
+def uniform_bounds(low, width):
+    return [(low + i * width, low + (i + 1) * width) for i in range(PIECES)]
+
+
+def gelu_bounds():
+    """Piece i's range of a: t = a (a + 3) in [(i - 1/2) w, (i + 1/2) w), w = 1 / GELU_KEY_SCALE."""
+    width = 1 / float(np.float32(GELU_KEY_SCALE))
+    k = GELU_KEY_OFFSET
+    a_of_t = lambda t: (-k + np.sqrt(k * k + 4 * max(t, 0.0))) / 2  # noqa: E731
+    return [(a_of_t((i - 0.5) * width), a_of_t((i + 0.5) * width)) for i in range(PIECES)]
+
+
+def fit_table(name, function, scale, bounds, degree):
     pieces = []
-    for i in range(PIECES):
-        lo, hi = low + i * width, low + (i + 1) * width
+    for i, (lo, hi) in enumerate(bounds):
+        width = hi - lo
         middle = (lo + hi) / 2
         candidates = sorted({float(np.float32(middle + j * width * 1e-5)) for j in range(-2000, 2001)})
         c, coefs, offset, err = fit_centred_piece(function, scale, lo, hi, candidates, degree)
-        print(f"{name} piece {i:2d}: x in [{lo:g}, {hi:g}), c = {c!r}, constant term off by "
+        print(f"{name} piece {i:2d}: [{lo:g}, {hi:g}), c = {c!r}, constant term off by "
               f"{offset:.1e} ulp, weighted error 2^{np.log2(err):.2f}", file=sys.stderr)
         pieces.append((c, coefs))
     print(f"// {name}")
@@ -62,9 +100,11 @@ def fit_table(name, function, scale, low, width, degree):
 
 
 def main():
-    fit_table("mish forward", tanh_softplus, tanh_softplus, -9.6875, 0.625, 6)
-    fit_table("mish backward", mish_slope, mish_slope_terms, -9.375, 0.75, 7)
-    fit_table("log1p(e^-a)", log1p_exp_neg, log1p_exp_neg, -0.25, 0.5, 6)
+    fit_table("mish forward", tanh_softplus, tanh_softplus, uniform_bounds(-9.6875, 0.625), 6)
+    fit_table("mish backward", mish_slope, mish_slope_terms, uniform_bounds(-9.375, 0.75), 7)
+    fit_table("log1p(e^-a)", log1p_exp_neg, log1p_exp_neg, uniform_bounds(-0.25, 0.5), 6)
+    fit_table("gelu forward", normal_tail, normal_tail, gelu_bounds(), 7)
+    fit_table("gelu backward", gelu_slope_tail, gelu_slope_terms, gelu_bounds(), 7)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@
 // Measured max error (python -m nnfuse.accuracy --points 1000000; float32 ulps,
 // float64 ulps against the float64 reference, whose formulas the float64 path
 // follows where its own roundings would otherwise dominate):
-//   float32 fwd: Sigmoid 1.53, Tanh 1.59, Gelu 1.27, GeluTanh 1.73, Silu 1.64,
+//   float32 fwd: Sigmoid 1.53, Tanh 1.59, Gelu 1.33, GeluTanh 1.73, Silu 1.64,
 //         Selu 1.65, Hardswish 1.87, Softsign 1.46, Mish 1.41.
-//   float32 bwd: Sigmoid 2.59, Tanh 2.83, Silu 3.00 (floor), Gelu 2.77 (floor),
+//   float32 bwd: Sigmoid 2.59, Tanh 2.83, Silu 3.00 (floor), Gelu 2.63 (floor),
 //         Mish 2.69 (floor), Softplus 2.34, GeluTanh 2.96 (floor), Softsign 1.46.
 //   Every float32 input with |x| in [2^-24, 16 .. 128] (csrc/tools/exhaustive_ulp.cpp,
 //   docs/exhaustive.md): forward at most 1.94 (GeluTanh), backward at most 3.26
@@ -446,24 +446,104 @@ struct Celu {
   }
 };
 
+namespace act_detail {
+// GELU's float32 pieces (docs/fits/activation_pieces.py fits and prints them),
+// for a = |x| <= 9, uniform in t = a (a + 3): piece i = round(0.2915 t), so
+// they narrow like 1 / (2a + 3), as the relative change of e^(-a^2/2) does,
+// and 32 of them reach a = 9. Rows as kMishPieces' (centre c_i, then the
+// coefficients of (a - c_i)^j), degree 7.
+// kGeluPieces: Phi(-a), relative error <= 2^-25.9.
+// kGeluSlopePieces: D(a) = Phi(-a) - a phi(a), error <= 2^-26.1 of Phi(-a) +
+// a phi(a) (D crosses zero at a = 0.7518, where only that measure is bounded).
+NNF_TABLE float kGeluPieces[9][32] = {
+    {2.377094030e-01f, 8.645269275e-01f, 1.510038972e+00f, 2.037136078e+00f, 2.494329453e+00f, 2.901412249e+00f, 3.272970200e+00f, 3.623360872e+00f, 3.947229624e+00f, 4.259215832e+00f, 4.543602943e+00f, 4.817208767e+00f, 5.085265160e+00f, 5.345992565e+00f, 5.589462280e+00f, 5.825680733e+00f,
+     6.059386730e+00f, 6.280345440e+00f, 6.499866009e+00f, 6.712460995e+00f, 6.917081833e+00f, 7.116100311e+00f, 7.318639278e+00f, 7.508007050e+00f, 7.697960377e+00f, 7.880796432e+00f, 8.063111305e+00f, 8.240556717e+00f, 8.414196968e+00f, 8.585559845e+00f, 8.751437187e+00f, 8.922951698e+00f},  // centre c_i
+    {4.060532451e-01f, 1.936492473e-01f, 6.551674008e-02f, 2.081820369e-02f, 6.309767719e-03f, 1.857424038e-03f, 5.321184872e-04f, 1.453998266e-04f, 3.953036139e-05f, 1.025726579e-05f, 2.765038971e-06f, 7.279017495e-07f, 1.835564092e-07f, 4.496144967e-08f, 1.138869177e-08f, 2.844013247e-09f,
+     6.832075461e-10f, 1.689107881e-10f, 4.019579114e-11f, 9.568448464e-12f, 2.305208975e-12f, 5.551175296e-13f, 1.252489730e-13f, 3.001713664e-14f, 6.912761243e-15f, 1.626504535e-15f, 3.718837274e-16f, 8.570559278e-17f, 1.977977607e-17f, 4.519756640e-18f, 1.053262929e-18f, 2.270113956e-19f},  // c_i0
+    {-3.878287375e-01f, -2.745445073e-01f, -1.275754422e-01f, -5.009168759e-02f, -1.777827181e-02f, -5.928197410e-03f, -1.882592449e-03f, -5.623925244e-04f, -1.650521008e-04f, -4.588380762e-05f, -1.312354834e-05f, -3.646697223e-06f, -9.671624639e-07f, -2.482680657e-07f, -6.558080656e-08f, -1.703124042e-08f,
+     -4.247130203e-09f, -1.086496115e-09f, -2.671882715e-10f, -6.559610494e-11f, -1.626591917e-11f, -4.025466592e-12f, -9.331794235e-13f, -2.292362264e-13f, -5.408413788e-14f, -1.301837378e-14f, -3.043341099e-15f, -7.163763681e-16f, -1.687195531e-16f, -3.931768122e-17f, -9.334963169e-18f, -2.050450871e-18f},  // c_i1
+    {4.609525949e-02f, 1.186755225e-01f, 9.632195532e-02f, 5.102179572e-02f, 2.217243239e-02f, 8.600072004e-03f, 3.080834402e-03f, 1.018875511e-03f, 3.257492790e-04f, 9.771452460e-05f, 2.981409671e-05f, 8.783452358e-06f, 2.459138841e-06f, 6.636198009e-07f, 1.832807470e-07f, 4.960930156e-08f,
+     1.286750528e-08f, 3.411786187e-09f, 8.683444519e-10f, 2.201557686e-10f, 5.625637803e-11f, 1.432281897e-11f, 3.414803596e-12f, 8.605539241e-13f, 2.081689042e-13f, 5.129760955e-14f, 1.226940861e-14f, 2.951672440e-15f, 7.098203331e-16f, 1.687822468e-16f, 4.084719443e-17f, 9.148045166e-18f},  // c_i2
+    {6.098467112e-02f, 1.155842748e-02f, -2.722072043e-02f, -2.629728988e-02f, -1.547210105e-02f, -7.329463493e-03f, -3.047392471e-03f, -1.136848354e-03f, -4.010930425e-04f, -1.310817024e-04f, -4.296706538e-05f, -1.349609465e-05f, -4.007236384e-06f, -1.141187909e-06f, -3.305482323e-07f, -9.349709984e-08f,
+     -2.528186371e-08f, -6.961272447e-09f, -1.836836017e-09f, -4.816609334e-10f, -1.269984534e-10f, -3.330303741e-11f, -8.174994535e-12f, -2.115458199e-12f, -5.251416164e-13f, -1.325846442e-13f, -3.246911746e-14f, -7.988366879e-15f, -1.962722723e-15f, -4.764724970e-16f, -1.176000030e-16f, -2.686728621e-17f},  // c_i3
+    {-1.130571123e-02f, -2.227436565e-02f, -5.778609775e-03f, 4.888722673e-03f, 5.952840671e-03f, 3.883175086e-03f, 1.980053261e-03f, 8.599924040e-04f, 3.415076644e-04f, 1.232887298e-04f, 4.383672058e-05f, 1.478895592e-05f, 4.684509804e-06f, 1.414514713e-06f, 4.313310740e-07f, 1.278946087e-07f,
+     3.615140187e-08f, 1.036053998e-08f, 2.839814384e-09f, 7.715175721e-10f, 2.102187591e-10f, 5.685482987e-11f, 1.438687277e-11f, 3.826950909e-12f, 9.758273833e-13f, 2.526405734e-13f, 6.339777336e-14f, 1.596318123e-14f, 4.009880654e-15f, 9.944547966e-16f, 2.504583781e-16f, 5.840098942e-17f},  // c_i4
+    {-8.578853682e-03f, 2.112844493e-03f, 5.827336572e-03f, 1.946181757e-03f, -6.477001589e-04f, -1.151734497e-03f, -8.390726289e-04f, -4.529423313e-04f, -2.094895754e-04f, -8.536686801e-05f, -3.340508192e-05f, -1.222762967e-05f, -4.166682174e-06f, -1.341589495e-06f, -4.328539944e-07f, -1.350479835e-07f,
+     -4.002547982e-08f, -1.197683908e-08f, -3.417396366e-09f, -9.638847498e-10f, -2.718932302e-10f, -7.597942414e-11f, -1.984072628e-11f, -5.433056349e-12f, -1.424278447e-12f, -3.785587024e-13f, -9.741606664e-14f, -2.512356473e-14f, -6.457584796e-15f, -1.637432319e-15f, -4.211849625e-16f, -1.002342923e-16f},  // c_i5
+    {1.820100471e-03f, 2.615723293e-03f, -6.709720474e-04f, -1.300846925e-03f, -5.275560543e-04f, 3.596523311e-05f, 1.924113894e-04f, 1.586671424e-04f, 9.244146349e-05f, 4.432412970e-05f, 1.953105311e-05f, 7.895556337e-06f, 2.922964086e-06f, 1.015520866e-06f, 3.485398281e-07f, 1.151732292e-07f,
+     3.595209819e-08f, 1.126501115e-08f, 3.362893075e-09f, 9.873251106e-10f, 2.889094242e-10f, 8.349763936e-11f, 2.257221667e-11f, 6.365826269e-12f, 1.720251003e-12f, 4.697926618e-13f, 1.242101311e-13f, 3.284553551e-14f, 8.643518911e-15f, 2.240919259e-15f, 5.885270680e-16f, 1.434684157e-16f},  // c_i6
+    {6.822494324e-04f, -5.482345005e-04f, -5.355537287e-04f, 2.052835043e-04f, 2.510010090e-04f, 9.167163807e-05f, 9.949456398e-06f, -2.355358811e-05f, -2.600967673e-05f, -1.663005969e-05f, -8.263443306e-06f, -3.844764706e-06f, -1.507650609e-06f, -6.019628813e-07f, -2.166409274e-07f, -7.702745819e-08f,
+     -2.591774440e-08f, -8.301615395e-09f, -2.650967890e-09f, -8.119487305e-10f, -2.455577131e-10f, -7.212568737e-11f, -2.079133567e-11f, -5.933965992e-12f, -1.678581970e-12f, -4.660987850e-13f, -1.278588238e-13f, -3.468223159e-14f, -9.287928025e-15f, -2.444540262e-15f, -6.440847531e-16f, -1.677182543e-16f},  // c_i7
+};
+NNF_TABLE float kGeluSlopePieces[9][32] = {
+    {2.364811599e-01f, 8.610751033e-01f, 1.505672216e+00f, 2.035223246e+00f, 2.489120245e+00f, 2.904783726e+00f, 3.273498297e+00f, 3.626271009e+00f, 3.951128006e+00f, 4.251536369e+00f, 4.548838615e+00f, 4.818475723e+00f, 5.086561680e+00f, 5.342442989e+00f, 5.589426041e+00f, 5.824653149e+00f,
+     6.056958675e+00f, 6.279743671e+00f, 6.495427132e+00f, 6.714857101e+00f, 6.920582771e+00f, 7.114902496e+00f, 7.315553665e+00f, 7.508388042e+00f, 7.694410801e+00f, 7.878715992e+00f, 8.062984467e+00f, 8.239321709e+00f, 8.414925575e+00f, 8.582709312e+00f, 8.756533623e+00f, 8.921265602e+00f},  // centre c_i
+    {3.147887588e-01f, -4.251020402e-02f, -1.272800863e-01f, -8.143140376e-02f, -3.842740878e-02f, -1.521487348e-02f, -5.620894488e-03f, -1.874216017e-03f, -6.032870151e-04f, -1.909414423e-04f, -5.559560304e-05f, -1.674129635e-05f, -4.704892035e-06f, -1.305907631e-06f, -3.552422356e-07f, -9.693508218e-08f,
+     -2.541229271e-08f, -6.679184317e-09f, -1.744887457e-09f, -4.240269524e-10f, -1.076267409e-10f, -2.832599086e-11f, -6.854447565e-12f, -1.686347893e-12f, -4.205632153e-13f, -1.026095441e-13f, -2.419124912e-14f, -5.876232626e-15f, -1.391427375e-15f, -3.411780684e-16f, -7.716848667e-17f, -1.833938662e-17f},  // c_i0
+    {-7.541884184e-01f, -3.465584815e-01f, 3.429393098e-02f, 1.077218354e-01f, 7.556716353e-02f, 3.779264539e-02f, 1.637994312e-02f, 6.204788107e-03f, 2.212269930e-03f, 7.621104596e-04f, 2.395345509e-04f, 7.690369966e-05f, 2.293742546e-05f, 6.715648851e-06f, 1.918081580e-06f, 5.470138831e-07f,
+     1.495021564e-07f, 4.082717808e-08f, 1.105268055e-08f, 2.781385566e-09f, 7.286504733e-10f, 1.974008873e-10f, 4.917267288e-11f, 1.242931712e-11f, 3.179509390e-12f, 7.949943330e-13f, 1.919623721e-13f, 4.768224932e-14f, 1.153879611e-14f, 2.887414615e-15f, 6.666886743e-16f, 1.615037985e-16f},  // c_i1
+    {1.809165478e-01f, 3.863143921e-01f, 1.675382257e-01f, -7.273379248e-03f, -4.921748862e-02f, -3.783732280e-02f, -2.065783739e-02f, -9.232133627e-03f, -3.728301963e-03f, -1.418513246e-03f, -4.865092633e-04f, -1.678147091e-04f, -5.344911915e-05f, -1.658722795e-05f, -4.993854873e-06f, -1.493286618e-06f,
+     -4.266583744e-07f, -1.213433620e-07f, -3.410966087e-08f, -8.904867066e-09f, -2.411467914e-09f, -6.733583136e-10f, -1.728801269e-10f, -4.494581096e-11f, -1.180455993e-11f, -3.027504896e-12f, -7.493317490e-13f, -1.904719736e-13f, -4.713799338e-14f, -1.204511514e-14f, -2.840767875e-15f, -7.018396416e-16f},  // c_i2
+    {2.335197031e-01f, -2.938972041e-02f, -1.440383196e-01f, -6.568921357e-02f, -2.951456700e-03f, 1.578291319e-02f, 1.372484863e-02f, 7.871576585e-03f, 3.750007832e-03f, 1.613422181e-03f, 6.136458251e-04f, 2.298774925e-04f, 7.883504441e-05f, 2.609658441e-05f, 8.323342627e-06f, 2.620069836e-06f,
+     7.852293606e-07f, 2.332231759e-07f, 6.823405840e-08f, 1.851940468e-08f, 5.193304453e-09f, 1.496896940e-09f, 3.966658113e-10f, 1.061990704e-10f, 2.866795690e-11f, 7.548984007e-12f, 1.916942733e-12f, 4.990342449e-13f, 1.263947307e-13f, 3.300252460e-14f, 7.955408827e-15f, 2.005637859e-15f},  // c_i3
+    {-6.646022201e-02f, -1.026581824e-01f, 1.447192952e-02f, 4.437584057e-02f, 2.197903022e-02f, 2.572324360e-03f, -3.833614988e-03f, -3.890657565e-03f, -2.407921944e-03f, -1.225251588e-03f, -5.308170803e-04f, -2.195215056e-04f, -8.202488971e-05f, -2.921253872e-05f, -9.935197340e-06f, -3.309058229e-06f,
+     -1.044588430e-06f, -3.251166447e-07f, -9.927885003e-08f, -2.808238087e-08f, -8.171664234e-09f, -2.435545321e-09f, -6.671955766e-10f, -1.842052205e-10f, -5.117114024e-11f, -1.385016147e-11f, -3.611871002e-12f, -9.638423957e-13f, -2.500456981e-13f, -6.676267612e-14f, -1.645997961e-14f, -4.237255214e-15f},  // c_i4
+    {-4.913436994e-02f, 2.618896402e-02f, 2.892346866e-02f, -4.267385695e-03f, -1.174411178e-02f, -6.149508525e-03f, -1.232657698e-03f, 7.369466475e-04f, 9.265683475e-04f, 6.254725158e-04f, 3.252401075e-04f, 1.527089189e-04f, 6.334581121e-05f, 2.457697519e-05f, 8.994489690e-06f, 3.191304813e-06f,
+     1.066703248e-06f, 3.495666476e-07f, 1.117750088e-07f, 3.304031537e-08f, 1.000030014e-08f, 3.090227629e-09f, 8.764619031e-10f, 2.499370433e-10f, 7.156632925e-11f, 1.993888735e-11f, 5.344746781e-12f, 1.463641816e-12f, 3.892646567e-13f, 1.063872094e-13f, 2.683535563e-14f, 7.060755687e-15f},  // c_i5
+    {1.425943896e-02f, 1.492646150e-02f, -1.025636867e-02f, -7.080353796e-03f, 8.344476228e-04f, 2.701972844e-03f, 1.574866124e-03f, 3.946682555e-04f, -1.036924878e-04f, -1.889330888e-04f, -1.375101274e-04f, -7.783601177e-05f, -3.713097249e-05f, -1.602533666e-05f, -6.403438874e-06f, -2.444194479e-06f,
+     -8.721008840e-07f, -3.022963426e-07f, -1.018070179e-07f, -3.164030815e-08f, -9.989611804e-09f, -3.205480770e-09f, -9.447991278e-10f, -2.789212472e-10f, -8.240323701e-11f, -2.365725497e-11f, -6.539628214e-12f, -1.839216062e-12f, -5.020610121e-13f, -1.404612510e-13f, -3.637238419e-14f, -9.778369419e-15f},  // c_i6
+    {7.158855442e-03f, -5.861744285e-03f, -2.195885638e-03f, 2.782211173e-03f, 1.384389354e-03f, -4.163451667e-04f, -4.654154473e-04f, -2.666579385e-04f, -1.218310063e-04f, -3.209373517e-06f, 3.518204176e-05f, 2.796528679e-05f, 1.589032763e-05f, 7.884184924e-06f, 3.504026608e-06f, 1.446925353e-06f,
+     5.626809525e-07f, 2.003194624e-07f, 7.247716383e-08f, 2.462041238e-08f, 8.152758468e-09f, 2.601971305e-09f, 8.197045265e-10f, 2.511950370e-10f, 7.538455971e-11f, 2.211940006e-11f, 6.435917337e-12f, 1.846365725e-12f, 5.199068173e-13f, 1.463188972e-13f, 4.027461077e-14f, 1.089321809e-14f},  // c_i7
+};
+// key = 1.5 2^23 + i for piece i = round(0.2915 a (a + 3)) (the outer fma
+// rounds to an integer), 0 <= i <= 31 for 0 <= a <= 9.
+template <class V>
+NNF_HD V gelu_piece_key(V a) {
+  return fma(fma(a, V(0.2915f), V(0.8745f)), a, V(vmath::kIntegerShift));
+}
+}  // namespace act_detail
+
 // Gelu (exact): y = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2;
 // y' = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi).
 // With a = |x|, E = e^(-a^2/2) (exact square) and R(a) = Phi(-a) e^(a^2/2):
 // Phi(-a) = E R, so y = x<0 ? x E R : x - x E R, and with D = E (R - a/sqrt(2 pi)),
 // y' = x<0 ? D : 1 - D. No 1 + erf(x) cancellation anywhere. y' has an interior
 // zero at x = -0.7518 where R - a/sqrt(2 pi) cancels.
+// float32 inputs x >= -9 (nearly every input of a network; 99.9% of a normal
+// sample with standard deviation 3) skip the exponential: Phi(-a) and D(a)
+// come from polynomial pieces (kGeluPieces, kGeluSlopePieces), with a clamped
+// to 9 for x > 9, where y = x and y' = 1 already (Phi(-9) < 2^-62). The
+// formulas above serve x < -9 and NaN, lane by lane, so each lane's bits
+// depend on its x alone. 2^20 elements, 1 thread, ns per element: AVX-512
+// forward 0.557 -> 0.442, backward 0.572 -> 0.470; the AVX2 path, whose
+// 32-entry lookup takes seven operations a row, pays for it (1.16 -> 1.43
+// both ways), which every ISA must share to return the same bits.
 struct Gelu {
   static constexpr bool has_bwd_from_y = false;
   template <class V>
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
-    return fwd_impl<false>(x);
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      auto fast = x >= V(-kPiecesEnd);
+      V y = fwd_pieces(x);
+      return all_lanes(fast) ? y : select(fast, y, fwd_impl<false>(x));
+    } else {
+      return fwd_impl<false>(x);
+    }
   }
   template <class V>
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
-    return bwd_impl<false>(g, x);
+    if constexpr (std::is_same_v<scalar_t<V>, float>) {
+      auto fast = x >= V(-kPiecesEnd);
+      V y = bwd_pieces(g, x);
+      return all_lanes(fast) ? y : select(fast, y, bwd_impl<false>(g, x));
+    } else {
+      return bwd_impl<false>(g, x);
+    }
   }
   // float16 / bfloat16 outputs: the same formulas with the tails of
-  // vmath::gelu_tail_narrow (relative error <= 2^-15, see there).
+  // vmath::gelu_tail_narrow (relative error <= 2^-15, see there), which are
+  // cheaper than the float32 pieces (bfloat16, 2^20 elements, 1 thread:
+  // forward 0.46 ns per element against 0.57 through the pieces).
   template <class V>
   NNF_HD static V fwd_narrow(V x, const ActArgs<V>&) {
     return fwd_impl<true>(x);
@@ -474,6 +554,39 @@ struct Gelu {
   }
 
  private:
+  static constexpr float kPiecesEnd = 9.0f;
+  // y = -a P(d) for x < 0, x - a P(d) for x >= 0. On the far pieces a P
+  // changes by up to e^(+-0.74) across a piece, so the last Horner steps are
+  // not small corrections and their roundings add up (P rounded once: 2.27
+  // ulp at x = -7.6). For x < 0 the last step is carried as hi + lo (lo its
+  // rounding error, to first order where c0 - hi is inexact) and y = -(a hi
+  // + a lo) is rounded once: 1.52 ulp, simulated on 4 million points. For
+  // x >= 0, a P <= x / 2 weighs P's error by at most 1, and x - a hi is
+  // rounded once (x = -0 gives -0). x > 9 (+inf too) takes a = 9: 9 P(9) is
+  // far below half an ulp of x, so y = x.
+  template <class V>
+  NNF_HD static V fwd_pieces(V x) {
+    using act_detail::kGeluPieces;
+    V a = vmin(V(kPiecesEnd), vabs(x));
+    V key = act_detail::gelu_piece_key(a);
+    V d = a - vmath::row_lookup(kGeluPieces[0], key);
+    V q = vmath::table_horner<2, 8>(kGeluPieces, key, d);
+    V c0 = vmath::row_lookup(kGeluPieces[1], key);
+    V hi = fma(q, d, c0);
+    V lo = fma(q, d, c0 - hi);
+    return fma(-a, hi, select(x < V(0.0f), -a * lo, x));
+  }
+  // y' = g D for x < 0, g (1 - D) for x >= 0 (1 - D >= 1/2, rounded before
+  // the product: fma(-g, D, g) would give inf - inf for g = inf).
+  template <class V>
+  NNF_HD static V bwd_pieces(V g, V x) {
+    using act_detail::kGeluSlopePieces;
+    V a = vmin(V(kPiecesEnd), vabs(x));
+    V key = act_detail::gelu_piece_key(a);
+    V d = a - vmath::row_lookup(kGeluSlopePieces[0], key);
+    V D = vmath::table_horner<1, 8>(kGeluSlopePieces, key, d);
+    return g * select(x < V(0.0f), D, V(1.0f) - D);
+  }
   // a is clamped where every tail term is 0 (Limits::gelu), which also maps
   // +-inf to the limits.
   template <bool kNarrow, class V>
