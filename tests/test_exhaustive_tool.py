@@ -49,9 +49,9 @@ def _run(tool, op, direction, low, high):
 # seams of mish's pieces: where the exponential formulas take over below
 # x = -9.6875 (forward) and -9.375 (backward), and where y = x (x >= 10.3125)
 # and y' = 1 (x >= 14.625) begin; and the same seams of softplus and
-# logsigmoid at |x| = 15.75; GELU's at |x| = 9 (the exponential formulas
-# below x = -9, a clamped to 9 above x = 9) and the worst input of its
-# polynomial pieces' backward.
+# logsigmoid at |x| = 15.75; GELU's at |x| = 9 and GELU-tanh's at |x| = 7.5
+# (the exponential formulas below x = -9 / -7.5, a clamped above) and the
+# worst inputs of their polynomial pieces.
 CASES = [
     ("sigmoid", "forward", 1.10, 1.11),
     ("sigmoid", "backward", 16.97, 16.99),
@@ -61,8 +61,8 @@ CASES = [
     ("silu", "backward", 14.86, 14.87),
     ("gelu", "forward", 7.78, 7.80),
     ("gelu", "backward", 10.63, 10.64),
-    ("gelu_tanh", "forward", 5.19, 5.20),
-    ("gelu_tanh", "backward", 4.69, 4.70),
+    ("gelu_tanh", "forward", 9.73, 9.74),
+    ("gelu_tanh", "backward", 7.91, 7.93),
     ("mish", "forward", 0.236, 0.237),
     ("mish", "backward", 60.64, 60.65),
     ("softplus", "forward", 16.28, 16.29),
@@ -81,6 +81,10 @@ CASES = [
     ("gelu", "forward", 8.99, 9.01),
     ("gelu", "backward", 8.99, 9.01),
     ("gelu", "backward", 8.83, 8.84),
+    ("gelu_tanh", "forward", 7.49, 7.51),
+    ("gelu_tanh", "backward", 7.49, 7.51),
+    ("gelu_tanh", "forward", 6.11, 6.12),
+    ("gelu_tanh", "backward", 6.25, 6.26),
 ]
 
 

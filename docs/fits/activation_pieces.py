@@ -14,6 +14,10 @@ relative change of the Gaussian factor e^(-a^2/2) does, so 32 pieces reach a = 9
 Forward: Phi(-a) (the normal tail), degree 7, relative error: gelu(x) = max(x, 0) - a Phi(-a).
 Backward: D(a) = Phi(-a) - a phi(a), degree 7, error relative to Phi(-a) + a phi(a) (D
 crosses zero at a = 0.7518): gelu'(x) = D(|x|) for x < 0, 1 - D(x) for x >= 0.
+GELU-tanh: the same with the gate S(a) = sigmoid(-w(a)), w = 2 sqrt(2/pi) (a + 0.044715 a^3),
+whose logarithm falls like w: the pieces are uniform in w, i = round(0.7475 w) (the key's
+constants rounded to float, as the kernel computes it), 32 of them reaching a = 7.5.
+Forward S(a); backward S(a) - a w'(a) S(a) (1 - S(a)), relative to the sum of the magnitudes.
 
 For the uniform pieces a lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
 five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float in
@@ -73,6 +77,46 @@ def gelu_slope_terms(a):
     return normal_tail(a) + normal_density_term(a)
 
 
+GELU_TANH_KEY_SCALE = 0.7475
+GELU_TANH_C1 = 2 * mp.sqrt(2 / mp.pi)
+GELU_TANH_C2 = GELU_TANH_C1 * mp.mpf("0.044715")
+
+
+def gelu_tanh_w(a):
+    return a * (GELU_TANH_C1 + GELU_TANH_C2 * a * a)
+
+
+def gelu_tanh_gate(a):
+    return 1 / (1 + mp.exp(gelu_tanh_w(a)))
+
+
+def gelu_tanh_slope_term(a):
+    s = gelu_tanh_gate(a)
+    return a * (GELU_TANH_C1 + 3 * GELU_TANH_C2 * a * a) * s * (1 - s)
+
+
+def gelu_tanh_slope_tail(a):
+    return gelu_tanh_gate(a) - gelu_tanh_slope_term(a)
+
+
+def gelu_tanh_slope_terms(a):
+    return gelu_tanh_gate(a) + gelu_tanh_slope_term(a)
+
+
+def gelu_tanh_bounds():
+    """Piece i's range of a: a (k1 + k2 a^2) in [i - 1/2, i + 1/2), k1 and k2 the float32
+    products of GELU_TANH_KEY_SCALE with the coefficients of w."""
+    k1 = float(np.float32(GELU_TANH_KEY_SCALE * float(GELU_TANH_C1)))
+    k2 = float(np.float32(GELU_TANH_KEY_SCALE * float(GELU_TANH_C2)))
+
+    def a_of_t(t):
+        if t <= 0:
+            return 0.0
+        roots = np.roots([k2, 0.0, k1, -t])
+        return float(max(r.real for r in roots if abs(r.imag) < 1e-12))
+    return [(a_of_t(i - 0.5), a_of_t(i + 0.5)) for i in range(PIECES)]
+
+
 def uniform_bounds(low, width):
     return [(low + i * width, low + (i + 1) * width) for i in range(PIECES)]
 
@@ -105,6 +149,8 @@ def main():
     fit_table("log1p(e^-a)", log1p_exp_neg, log1p_exp_neg, uniform_bounds(-0.25, 0.5), 6)
     fit_table("gelu forward", normal_tail, normal_tail, gelu_bounds(), 7)
     fit_table("gelu backward", gelu_slope_tail, gelu_slope_terms, gelu_bounds(), 7)
+    fit_table("gelu-tanh forward", gelu_tanh_gate, gelu_tanh_gate, gelu_tanh_bounds(), 7)
+    fit_table("gelu-tanh backward", gelu_tanh_slope_tail, gelu_tanh_slope_terms, gelu_tanh_bounds(), 7)
 
 
 if __name__ == "__main__":

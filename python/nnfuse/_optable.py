@@ -118,7 +118,7 @@ ACTIVATIONS: Tuple[Activation, ...] = (
                doc=f"scale * (x if x > 0 else alpha * (exp(x) - 1)), alpha={SELU_ALPHA}, scale={SELU_SCALE}"),
     Activation("celu", (("alpha", 1.0),), _celu, True, (0.0,), ({"alpha": 2.0},),
                doc="max(0, x) + min(0, alpha * (exp(x / alpha) - 1))"),
-    Activation("gelu", (("approximate", "none"),), _gelu, False, (-0.7518, 0.0, -13.2, -5.0, -9.0, 9.0),
+    Activation("gelu", (("approximate", "none"),), _gelu, False, (-0.7518, 0.0, -13.2, -5.0, -9.0, 9.0, -7.5, 7.5),
                ({"approximate": "tanh"},),
                doc="x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2)); approximate='tanh': "
                    "0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))"),
