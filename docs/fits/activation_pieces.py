@@ -1,8 +1,8 @@
 """Fit the piecewise tables of the activations' float32 polynomial pieces (csrc/include/nnfuse/ops/activations.h).
 
-Forward: f(x) = tanh(softplus(x)) on 32 pieces of width 5/8 covering [-9.6875, 10.3125),
+Mish forward: f(x) = tanh(softplus(x)) on 32 pieces of width 5/8 covering [-9.6875, 10.3125),
 degree 6, minimax of the relative error (mish(x) = x f(x), f > 0 everywhere).
-Backward: mish'(x) = f(x) + x f'(x) on 32 pieces of width 3/4 covering [-9.375, 14.625),
+Mish backward: mish'(x) = f(x) + x f'(x) on 32 pieces of width 3/4 covering [-9.375, 14.625),
 degree 7, minimax of the error relative to |f| + |x f'| (the accuracy table's floor
 measure: mish' crosses zero near x = -1.1924, where a relative fit is impossible).
 Softplus and logsigmoid: L(a) = log1p(e^-a) on 32 pieces of width 1/2 covering
@@ -13,17 +13,18 @@ GELU: for a = |x|, the pieces are uniform in t = a (a + 3), i = round(t / w) wit
 relative change of the Gaussian factor e^(-a^2/2) does, so 32 pieces reach a = 9.
 Forward: Phi(-a) (the normal tail), degree 7, relative error: gelu(x) = max(x, 0) - a Phi(-a).
 Backward: D(a) = Phi(-a) - a phi(a), degree 7, error relative to Phi(-a) + a phi(a) (D
-crosses zero at a = 0.7518): gelu'(x) = D(|x|) for x < 0, 1 - D(x) for x >= 0.
+crosses zero at a = 0.7518): gelu'(x) = D(|x|) for x < 0, 1 - D(|x|) for x >= 0.
 GELU-tanh: the same with the gate S(a) = sigmoid(-w(a)), w = 2 sqrt(2/pi) (a + 0.044715 a^3),
 whose logarithm falls like w: the pieces are uniform in w, i = round(0.7475 w) (the key's
 constants rounded to float, as the kernel computes it), 32 of them reaching a = 7.5.
 Forward S(a); backward S(a) - a w'(a) S(a) (1 - S(a)), relative to the sum of the magnitudes.
 
-For the uniform pieces a lane's piece is i = round((x - low) / width - 1/2), which the kernel reads from the low
-five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width - 1/2) (a float in
-[2^23, 2^24) is an integer), the same on every ISA; the fit covers each piece widened by
-0.2% a side for that rounding. Each piece is centred as in gauss_tail.py (Gal's accurate
-tables), here on the floats within 2% of the piece's middle.
+For the uniform pieces a lane's piece is i = round((x - low) / width - 1/2), which the
+kernel reads from the low five bits of the float fma(x, 1 / width, 1.5 2^23 - low / width -
+1/2) (a float in [2^23, 2^24) is an integer), the same on every ISA (GELU's keys likewise
+from their t and w); the fit covers each piece widened by 0.2% a side for that rounding.
+Each piece is centred as in gauss_tail.py (Gal's accurate tables), here on the floats within
+2% of the piece's middle.
 
 Run:  python docs/fits/activation_pieces.py > /tmp/table.txt   (needs mpmath)
 Prints the C++ initializers and, on stderr, each piece's measured error.
