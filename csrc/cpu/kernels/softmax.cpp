@@ -1707,7 +1707,9 @@ double softmax_backward_row_total(const T* g, const T* y, int64_t n, bool log) {
         add(k, load_n(g + i, cnt));
       });
     } else {
-      for_vectors<V>(n, [&](int k, int64_t i, int cnt) { add(k, softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt))); });
+      for_vectors<V>(n, [&](int k, int64_t i, int cnt) {
+        add(k, softmax_bwd_term(load_n(g + i, cnt), load_n(y + i, cnt)));
+      });
     }
   };
   if constexpr (std::is_same_v<scalar_t<V>, float>) {

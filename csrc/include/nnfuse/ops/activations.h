@@ -781,8 +781,7 @@ struct GeluTanh {
   NNF_HD static V fwd(V x, const ActArgs<V>&) {
     if constexpr (std::is_same_v<scalar_t<V>, float>) {
       auto fast = x >= V(-kPiecesEnd);
-      V a = vmin(V(kPiecesEnd), vabs(x));
-      V y = act_detail::gate_pieces_forward(act_detail::kGeluTanhPieces, x, a, act_detail::gelu_tanh_piece_key(a));
+      V y = fwd_pieces(x);
       return all_lanes(fast) ? y : select(fast, y, fwd_exp(x));
     } else {
       return fwd_exp(x);
@@ -792,9 +791,7 @@ struct GeluTanh {
   NNF_HD static V bwd(V g, V x, const ActArgs<V>&) {
     if constexpr (std::is_same_v<scalar_t<V>, float>) {
       auto fast = x >= V(-kPiecesEnd);
-      V a = vmin(V(kPiecesEnd), vabs(x));
-      V y = act_detail::gate_pieces_backward(act_detail::kGeluTanhSlopePieces, g, x, a,
-                                             act_detail::gelu_tanh_piece_key(a));
+      V y = bwd_pieces(g, x);
       return all_lanes(fast) ? y : select(fast, y, bwd_impl(g, x));
     } else {
       return bwd_impl(g, x);
@@ -823,6 +820,17 @@ struct GeluTanh {
   }
  private:
   static constexpr float kPiecesEnd = 7.5f;
+  template <class V>
+  NNF_HD static V fwd_pieces(V x) {
+    V a = vmin(V(kPiecesEnd), vabs(x));
+    return act_detail::gate_pieces_forward(act_detail::kGeluTanhPieces, x, a, act_detail::gelu_tanh_piece_key(a));
+  }
+  template <class V>
+  NNF_HD static V bwd_pieces(V g, V x) {
+    V a = vmin(V(kPiecesEnd), vabs(x));
+    return act_detail::gate_pieces_backward(act_detail::kGeluTanhSlopePieces, g, x, a,
+                                            act_detail::gelu_tanh_piece_key(a));
+  }
   template <class V>
   NNF_HD static V fwd_exp(V x) {
     V a = vmin(V(vmath::Limits<scalar_t<V>>::gelu_tanh), vabs(x));
