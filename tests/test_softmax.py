@@ -623,9 +623,11 @@ def test_streamed_backward_matches_plain_stores(scale, log, isa):
 
 # Forward rows of a segment (32768) or more (log-softmax) and of more than one
 # (softmax), in a call of 16 MiB or more into an output backed by memory, are
-# written with streaming stores, softmax's terms taken a second time
-# (softmax_stream_output): the same bits as the plain stores of small calls,
-# NaN, infinite and -inf rows included (which NaN aside), and in place.
+# written with streaming stores, softmax's terms stashed and scaled a row
+# later (softmax_stream_output, softmax_long_rows_f32): the same bits as the
+# plain stores of small calls, NaN, infinite and -inf rows included (which NaN
+# aside; a NaN row is redone after its predecessor's output was written), on
+# one thread and on all, and in place.
 @pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 0.7])
 def test_streamed_forward_matches_plain_stores(scale, log, isa):
@@ -639,10 +641,14 @@ def test_streamed_forward_matches_plain_stores(scale, log, isa):
     x[4, 5:] = -200.0  # a spread beyond exp_near's range
     x[5] = rng.standard_normal(cols).astype(np.float32) * 1e-3 - 50.0  # a negative maximum
     forward = nf.log_softmax if log else nf.softmax
+    x[rows - 1, 3] = np.nan  # the last row redone, its predecessor pending
     plain = np.concatenate([forward(x[i:i + 8], scale=scale) for i in range(0, rows, 8)])
-    for kind, out in large_outputs((rows, cols), np.float32).items():
-        forward(x, scale=scale, out=out)
-        np.testing.assert_array_equal(_bits_nan_canonical(out), _bits_nan_canonical(plain), err_msg=f"output in {kind}")
+    for threads in (1, nf.get_num_threads()):  # the fixture in conftest.py restores the count
+        nf.set_num_threads(threads)
+        for kind, out in large_outputs((rows, cols), np.float32).items():
+            forward(x, scale=scale, out=out)
+            np.testing.assert_array_equal(_bits_nan_canonical(out), _bits_nan_canonical(plain),
+                                          err_msg=f"output in {kind}, {threads} threads")
     inplace = x.copy()
     forward(inplace, scale=scale, out=inplace)
     np.testing.assert_array_equal(_bits_nan_canonical(inplace), _bits_nan_canonical(plain), err_msg="in place")
