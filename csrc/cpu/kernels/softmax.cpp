@@ -716,10 +716,11 @@ inline bool softmax_unit_scale(const SoftmaxRange& r) { return static_cast<float
 // Rows of a segment or more (log-softmax) or of several segments (softmax)
 // write their output with streaming stores when the whole output is large
 // and already backed by memory (use_stream, as the backward rows below).
-// Softmax rows then store their terms in pass 2 to a stash, a buffer of one
-// row per thread, and pass 3 scales them from there into the streamed output
-// (softmax_long_rows_f32; where a long row's segments are split across
-// threads, pass 3 takes each term a second time instead). Pass 2 does not
+// Softmax rows of up to kStashedRowMax elements then store their terms in
+// pass 2 to a stash, a per-thread buffer of two rows, and pass 3 scales them
+// from there into the streamed output (softmax_long_rows_f32); longer rows,
+// and rows whose segments are split across threads, take each term a second
+// time in pass 3 instead. Pass 2 does not
 // prefetch a streamed output, which would bring it in. 2^27 float32
 // elements, 1 thread, median ns per element, plain -> streamed: log-softmax
 // rows of 8192 / 16384 / 32768 / 65536 / 131072 0.62 / 0.67 / 0.74 / 0.78 /
@@ -1560,20 +1561,25 @@ void with_batch_vectors(int k, F&& f) {
 // pass 2 runs a segment ahead, into the next segment or row. A streamed
 // softmax row's terms go to a stash (two rows' worth, taken in turn), and its
 // pass 3 runs one row late, segment s of row r - 1 after passes 1 and 2 of
-// segment s of row r: the streaming stores then overlap the exps instead of
-// leaving the memory's reads idle while a row is written. The same terms and
-// scale factors, so the same bits. 1 thread, AVX-512, median ms of 7
-// alternating processes, terms taken twice -> stashed and one row late:
-// 1024x131072 70.5 -> 58.6, 64x262144 8.9 -> 7.1, 128x65539 4.25 -> 3.82 (2
-// threads: 36.4 -> 34.1, 2.27 -> 2.07). Stashed but finished in the same row,
-// 1024x131072 took 63-65 ms.
+// segment s of row r, so that one row's streaming stores are spread between
+// the next row's exps instead of following its own. The same terms and scale
+// factors, so the same bits. 1 thread, AVX-512, median ms of 5-7 alternating
+// processes, terms taken twice -> stashed and one row late: 1024x131072 70.5
+// -> 58.6, 64x262144 8.9 -> 7.1, 128x65539 4.25 -> 3.82, 32x524288 9.0 -> 7.5
+// (2 threads: 36.4 -> 34.1, 2.27 -> 2.07, 5.0 -> 4.7). Stashed but finished
+// in the same row, 1024x131072 took 63-65 ms; one stash of a row, each
+// segment finished before the next row's passes overwrite it, 69.8 ms.
+// kStashedRowMax: two rows of 2^20 were 1.15x as fast on 1 thread but 0.90x
+// on 2 (16x1048576), of 2^21 1.03x on 1, and of 2^22 3.4x as slow (their
+// stash no longer fits the L3 cache, and is newly mapped memory each call).
+constexpr int64_t kStashedRowMax = int64_t(1) << 19;
 template <bool kMasked>
 void softmax_long_rows_f32(const SoftmaxRange& r, int64_t row_begin, int64_t row_end, bool exact) {
   const int64_t n = r.cols;
   const int64_t segments = (n + kSoftmaxSegment - 1) / kSoftmaxSegment;
   auto bounds_end = [&](int64_t b) { return std::min(n, b + kSoftmaxSegment); };
   std::vector<SoftmaxSegmentSum> seg(segments), prev_seg(segments);
-  const bool stashed = !kMasked && !r.log && softmax_stream_output(r);
+  const bool stashed = !kMasked && !r.log && n <= kStashedRowMax && softmax_stream_output(r);
   std::vector<float> stash_buffer(stashed ? 2 * n : 0);
   float* stash = stashed ? stash_buffer.data() : nullptr;
   float* prev_stash = stashed ? stash_buffer.data() + n : nullptr;
